@@ -1,0 +1,92 @@
+package errand
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error codes: the one list shared by the manager, the client and the
+// delegate side. httphelper maps each to its HTTP status; the client
+// rebuilds an *Error from a response so that errors.Is works across the
+// wire.
+const (
+	// API errors.
+	CodeInvalid           = "invalid"            // 400: malformed or invalid input
+	CodeUnauthorized      = "unauthorized"       // 401: no or bad token
+	CodeForbidden         = "forbidden"          // 403: token of the wrong principal
+	CodeNotFound          = "not_found"          // 404
+	CodeMethodNotAllowed  = "method_not_allowed" // 405
+	CodeConflict          = "conflict"           // 409: e.g. an id that exists
+	CodeLeaseLost         = "lease_lost"         // 409: stale or foreign lease
+	CodeIllegalTransition = "illegal_transition" // 409
+	CodeLogOffset         = "log_offset"         // 409: a log append that leaves a gap
+	CodeTooLarge          = "too_large"          // 413
+	CodeUnavailable       = "unavailable"        // 503: shutting down, store down
+	CodeInternal          = "internal"           // 500
+
+	// Task outcome codes, found in a task's error.
+	CodeDelegateLost    = "delegate_lost"     // the delegate stopped heartbeating, no attempts left
+	CodeTimedOut        = "timed_out"         // the task ran past its timeout
+	CodeCancelled       = "cancelled"         // a user cancelled it
+	CodeDependencyUnmet = "dependency_unmet"  // skipped: a dependency's condition did not hold
+	CodeUnknownTaskType = "unknown_task_type" // no handler for the type
+	CodeHandlerPanic    = "handler_panic"     // the handler panicked
+	CodeBadResult       = "bad_result"        // the handler's response was not JSON
+	CodeTaskFailed      = "task_failed"       // generic failure reported by a handler
+	CodeExitCode        = "exit_code"         // a step exited non-zero
+)
+
+// Error is a structured error: a machine-readable code and a reason for
+// people. It travels as {"code":…,"reason":…}.
+type Error struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// Errorf returns an *Error with the code and a formatted reason.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	if e.Reason == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrLeaseLost) true for any *Error with the same
+// code, whatever its reason.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	if errors.As(target, &t) {
+		return t.Code == e.Code
+	}
+	return false
+}
+
+// Sentinel errors, one per code that callers branch on. Compare with
+// errors.Is; the reason of the error returned will say more.
+var (
+	ErrInvalid           = &Error{Code: CodeInvalid}
+	ErrUnauthorized      = &Error{Code: CodeUnauthorized}
+	ErrForbidden         = &Error{Code: CodeForbidden}
+	ErrNotFound          = &Error{Code: CodeNotFound}
+	ErrConflict          = &Error{Code: CodeConflict}
+	ErrLeaseLost         = &Error{Code: CodeLeaseLost}
+	ErrIllegalTransition = &Error{Code: CodeIllegalTransition}
+	ErrLogOffset         = &Error{Code: CodeLogOffset}
+	ErrTooLarge          = &Error{Code: CodeTooLarge}
+	ErrUnavailable       = &Error{Code: CodeUnavailable}
+)
+
+// ErrorCode returns the code of the first *Error in err's chain, or
+// CodeInternal.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}

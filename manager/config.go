@@ -1,0 +1,50 @@
+// Package manager is Errand's manager service: the HTTP API (v1), the
+// long-poll hub that wakes waiting delegates, the heartbeat coalescer, the
+// sweeper that expires leases and timeouts, and the log sealer that moves
+// ended tasks' logs into object storage.
+package manager
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config is the manager's whole configuration, filled from flags and
+// ERRAND_… environment variables and checked once by Validate.
+type Config struct {
+	// Listen is the address to serve on, e.g. 127.0.0.1:7700.
+	Listen string
+	// DataDir holds the SQLite database, the posix object store and the
+	// generated token files.
+	DataDir string
+	// Store is "sqlite" (the default, under DataDir) or a postgres:// URL.
+	Store string
+	// Objects is "posix" (the default, under DataDir) or
+	// s3://bucket/base?endpoint=host:port&secure=false.
+	Objects string
+	// AdminToken and RegistrationToken are generated and stored in
+	// DataDir (mode 0600) when empty.
+	AdminToken        string
+	RegistrationToken string
+
+	// HeartbeatInterval is what delegates are told to keep (default 10s).
+	HeartbeatInterval time.Duration
+	// LeaseTTL is how long a delegate may stay silent before it is lost
+	// and its tasks are retried (default 4 heartbeat intervals).
+	LeaseTTL time.Duration
+	// MaxWait bounds an acquire long-poll (default 60s).
+	MaxWait time.Duration
+	// MaxBodyBytes bounds request bodies (default 4 MiB).
+	MaxBodyBytes int64
+	// LogObjectSize bounds one sealed log object (default 10 MiB).
+	LogObjectSize int64
+	// SweepInterval is how often leases and timeouts are checked
+	// (default 1s).
+	SweepInterval time.Duration
+
+	// Log receives the manager's log; logrus.StandardLogger() when nil.
+	Log *logrus.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}

@@ -1,0 +1,62 @@
+// Package ost is Errand's object storage: where sealed logs and artifacts
+// live. Backends (posix under the data dir, s3 on any S3-compatible
+// service) keep every object under a base path and pass the conformance
+// suite in osttest.
+package ost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned for a key that holds no object.
+var ErrNotFound = errors.New("object not found")
+
+// ErrInvalidKey is returned for a key that could escape the base path.
+var ErrInvalidKey = errors.New("invalid object key")
+
+// Storage stores objects by key. Keys are slash-separated relative paths;
+// a backend never reads or writes outside its base path.
+type Storage interface {
+	// Put stores an object, replacing any object at key. size is the
+	// number of bytes r holds, or -1 if unknown.
+	Put(ctx context.Context, key string, r io.Reader, size int64) error
+	// Get opens an object for reading; ErrNotFound if there is none.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// Stat describes an object; ErrNotFound if there is none.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// Delete removes an object; deleting a missing object is not an error.
+	Delete(ctx context.Context, key string) error
+	// List returns the objects whose keys start with prefix, in key order.
+	List(ctx context.Context, prefix string) ([]ObjectInfo, error)
+}
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Key          string
+	Size         int64
+	LastModified time.Time
+}
+
+// CleanKey checks that key is a relative slash path with no "." or ".."
+// element, no empty element and no backslash, and returns it. Backends
+// call it on every key they are given.
+func CleanKey(key string) (string, error) {
+	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") || strings.ContainsRune(key, 0) {
+		return "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	for _, el := range strings.Split(key, "/") {
+		if el == "" || el == "." || el == ".." {
+			return "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
+		}
+	}
+	if path.Clean(key) != key {
+		return "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
+	}
+	return key, nil
+}

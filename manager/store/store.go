@@ -1,0 +1,264 @@
+// Package store defines how the manager persists tasks, delegates and logs:
+// the Store interface that every backend implements (sqlite, postgres) and
+// the parameters of its methods. The conformance suite in storetest is the
+// executable form of this contract.
+//
+// Stores decide nothing on their own: every state change goes through
+// errand.Transition and errand.Resolve, and a store only persists what they
+// decide, atomically, conditional on the state it expects.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/errandci/errand"
+)
+
+// Store persists the manager's state. Every method is safe for concurrent
+// use. Errors are *errand.Error values (compare with errors.Is against
+// errand.ErrNotFound, errand.ErrLeaseLost, …) or wrap them; anything else
+// is an internal error.
+type Store interface {
+	// TaskCreate inserts tasks atomically, all or none. IDs are set by the
+	// caller and must be new (errand.ErrConflict otherwise). A task may
+	// depend on tasks that exist or on tasks earlier or later in the same
+	// batch; an unknown dependency or affinity, or a cycle, is
+	// errand.ErrInvalid with the offending path in the reason, and nothing
+	// is written. A task whose dependencies have all ended is resolved at
+	// once (queued or skipped). Returns the tasks as stored.
+	TaskCreate(ctx context.Context, p TaskCreateParams) ([]*errand.Task, error)
+	// TaskGet returns one task, errand.ErrNotFound if there is none.
+	TaskGet(ctx context.Context, id string) (*errand.Task, error)
+	// TaskList returns tasks matching the filter, oldest first.
+	TaskList(ctx context.Context, p TaskListParams) ([]*errand.Task, error)
+	// TaskAcquire leases up to p.Max queued tasks that the delegate may
+	// run, highest priority first, then oldest queued first. Each returned
+	// task has Lease and Dependencies set. No task is ever leased to two
+	// delegates at once, whatever the concurrency.
+	TaskAcquire(ctx context.Context, p TaskAcquireParams) ([]*errand.Task, error)
+	// TaskReport applies a delegate's status report (running, succeeded,
+	// failed, cancelled, timed_out) if the lease is still current:
+	// errand.ErrLeaseLost when the token is not the task's current lease,
+	// errand.ErrForbidden when it is but another delegate holds it,
+	// errand.ErrIllegalTransition when the state machine refuses. Ending a
+	// task releases or skips its dependents in the same transaction.
+	TaskReport(ctx context.Context, p TaskReportParams) (*errand.Task, error)
+	// TaskCancel cancels a task: a pending or queued task ends cancelled
+	// at once (and its dependents are resolved); a leased or running one
+	// gets cancel_requested, which its delegate learns from
+	// TaskCancelRequests. Cancelling an ended task is
+	// errand.ErrIllegalTransition.
+	TaskCancel(ctx context.Context, p TaskCancelParams) (*errand.Task, error)
+	// TaskCancelRequests lists the active tasks of a delegate that a user
+	// asked to cancel.
+	TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error)
+	// TaskSweep expires what time has ended: delegates whose last heartbeat
+	// is older than p.LeaseTTL become lost and their active tasks take
+	// errand.EventLeaseExpired; running tasks past their timeout plus
+	// p.TimeoutGrace take errand.EventTimeout. Safe to run on several
+	// managers at once: each expiry happens once.
+	TaskSweep(ctx context.Context, p TaskSweepParams) (TaskSweepResult, error)
+
+	// LogAppend appends lines to an active task's log at p.Offset, fenced
+	// by the lease like TaskReport. Lines already stored at those offsets
+	// are not stored again (a retried append is a no-op), so appends are
+	// idempotent; an offset past the end is errand.ErrLogOffset with the
+	// expected offset in the reason. Returns the offset after the last
+	// line stored.
+	LogAppend(ctx context.Context, p LogAppendParams) (int64, error)
+	// LogRead returns up to p.Limit unsealed lines of a task's log from
+	// p.Offset. Lines of a sealed log are in object storage: see
+	// LogObjects.
+	LogRead(ctx context.Context, p LogReadParams) ([]string, error)
+	// LogSealList returns up to limit ended tasks whose logs are not
+	// sealed yet, oldest ended first.
+	LogSealList(ctx context.Context, limit int) ([]string, error)
+	// LogSeal records that a task's log now lives in these objects and
+	// drops its lines from the store. Sealing twice is a no-op.
+	LogSeal(ctx context.Context, p LogSealParams) error
+	// LogObjects returns the objects of a sealed log in line order, and
+	// whether the log is sealed.
+	LogObjects(ctx context.Context, taskID string) ([]LogObject, bool, error)
+
+	// DelegateRegister inserts a delegate with the hash of its token.
+	DelegateRegister(ctx context.Context, p DelegateRegisterParams) (*errand.Delegate, error)
+	// DelegateGet returns one delegate, errand.ErrNotFound if there is none.
+	DelegateGet(ctx context.Context, id string) (*errand.Delegate, error)
+	// DelegateTokenHash returns the hash of a delegate's token.
+	DelegateTokenHash(ctx context.Context, id string) (string, error)
+	// DelegateList returns delegates, oldest first.
+	DelegateList(ctx context.Context, p DelegateListParams) ([]*errand.Delegate, error)
+	// DelegateTouch records heartbeats of many delegates in one write: each
+	// listed delegate's last heartbeat becomes p.Now and a lost one
+	// becomes active again. Unknown ids are ignored.
+	DelegateTouch(ctx context.Context, p DelegateTouchParams) error
+	// DelegateUpdate changes the fields that are set in p.
+	DelegateUpdate(ctx context.Context, p DelegateUpdateParams) (*errand.Delegate, error)
+	// DelegateDelete removes a delegate. Its active tasks take
+	// errand.EventLeaseExpired.
+	DelegateDelete(ctx context.Context, p DelegateDeleteParams) error
+
+	// Subscribe calls fn after every committed change that may let a
+	// waiting long-poll or log follower return. A store shared by several
+	// managers also delivers the changes other managers make. fn must not
+	// block. The returned function unsubscribes.
+	Subscribe(fn func(Change)) (unsubscribe func())
+
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+}
+
+// TaskCreateParams holds tasks to insert. Each task has ID, Type, Data,
+// Selector, DependsOn, Affinity, Priority, Timeout, MaxAttempts and RunID
+// set; the store sets State, Attempt and timestamps.
+type TaskCreateParams struct {
+	Tasks []*errand.Task
+	Now   time.Time
+}
+
+// TaskListParams filters TaskList. Zero fields do not filter.
+type TaskListParams struct {
+	States []errand.State
+	Type   string
+	RunID  string
+	// After returns tasks created after the task with this id (paging).
+	After string
+	Limit int // 0: 100
+}
+
+// TaskAcquireParams asks for tasks for one delegate.
+type TaskAcquireParams struct {
+	Delegate *errand.Delegate
+	Max      int
+	Now      time.Time
+}
+
+// TaskReportParams is a delegate's report on a task it holds.
+type TaskReportParams struct {
+	TaskID     string
+	DelegateID string
+	LeaseToken string
+	State      errand.State
+	Result     json.RawMessage
+	Error      *errand.Error
+	Now        time.Time
+}
+
+// TaskCancelParams asks to cancel a task.
+type TaskCancelParams struct {
+	TaskID string
+	Now    time.Time
+}
+
+// TaskSweepParams says what has expired at Now.
+type TaskSweepParams struct {
+	Now          time.Time
+	LeaseTTL     time.Duration
+	TimeoutGrace time.Duration
+}
+
+// TaskSweepResult says what a sweep did.
+type TaskSweepResult struct {
+	LostDelegates []string
+	Requeued      []string // lease expired, attempts left
+	Failed        []string // lease expired, none left (delegate_lost)
+	Cancelled     []string // lease expired on a cancel-requested task
+	TimedOut      []string
+}
+
+// LogAppendParams appends lines to a task's log.
+type LogAppendParams struct {
+	TaskID     string
+	DelegateID string
+	LeaseToken string
+	Offset     int64
+	Lines      []string
+	Now        time.Time
+}
+
+// LogReadParams reads unsealed lines.
+type LogReadParams struct {
+	TaskID string
+	Offset int64
+	Limit  int // 0: 10000
+}
+
+// LogSealParams records the objects of a sealed log.
+type LogSealParams struct {
+	TaskID  string
+	Objects []LogObject
+}
+
+// LogObject is one object of a sealed log, holding Lines lines from
+// FirstLine on.
+type LogObject struct {
+	Key       string `json:"key"`
+	FirstLine int64  `json:"first_line"`
+	Lines     int64  `json:"lines"`
+	Size      int64  `json:"size"`
+}
+
+// DelegateRegisterParams inserts a delegate. Delegate.ID is set by the
+// caller; State, CreatedAt and LastHeartbeat by the store.
+type DelegateRegisterParams struct {
+	Delegate  *errand.Delegate
+	TokenHash string
+	Now       time.Time
+}
+
+// DelegateListParams filters DelegateList. Zero fields do not filter.
+type DelegateListParams struct {
+	Group  string
+	States []errand.DelegateState
+}
+
+// DelegateTouchParams records heartbeats.
+type DelegateTouchParams struct {
+	IDs []string
+	Now time.Time
+}
+
+// DelegateUpdateParams changes a delegate; nil fields are left alone.
+type DelegateUpdateParams struct {
+	ID             string
+	State          *errand.DelegateState
+	Overloaded     *bool
+	DrainRequested *bool
+}
+
+// DelegateDeleteParams removes a delegate.
+type DelegateDeleteParams struct {
+	ID  string
+	Now time.Time
+}
+
+// ChangeKind says what a Change is about.
+type ChangeKind string
+
+// Change kinds.
+const (
+	// ChangeTaskQueued: a task became queued (TaskType and TaskID set).
+	ChangeTaskQueued ChangeKind = "task_queued"
+	// ChangeTaskEnded: a task ended (TaskID set).
+	ChangeTaskEnded ChangeKind = "task_ended"
+	// ChangeCancelRequested: a user asked to cancel a task a delegate
+	// holds (TaskID and DelegateID set).
+	ChangeCancelRequested ChangeKind = "cancel_requested"
+	// ChangeDrainRequested: a delegate was asked to drain (DelegateID).
+	ChangeDrainRequested ChangeKind = "drain_requested"
+	// ChangeLogAppended: lines were appended (TaskID, LogLines set).
+	ChangeLogAppended ChangeKind = "log_appended"
+)
+
+// Change is a committed change that waiters may care about.
+type Change struct {
+	Kind       ChangeKind
+	TaskID     string
+	TaskType   string
+	DelegateID string
+	LogLines   int64
+}

@@ -1,0 +1,284 @@
+package errand
+
+import "fmt"
+
+// State is where a task is in its life.
+type State string
+
+// Task states.
+const (
+	StatePending   State = "pending"
+	StateQueued    State = "queued"
+	StateLeased    State = "leased"
+	StateRunning   State = "running"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateCancelled State = "cancelled"
+	StateSkipped   State = "skipped"
+	StateTimedOut  State = "timed_out"
+)
+
+// States lists every task state, in life order.
+var States = []State{StatePending, StateQueued, StateLeased, StateRunning,
+	StateSucceeded, StateFailed, StateCancelled, StateSkipped, StateTimedOut}
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool {
+	for _, x := range States {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+// Terminal reports whether a task in state s will never change again.
+func (s State) Terminal() bool {
+	switch s {
+	case StateSucceeded, StateFailed, StateCancelled, StateSkipped, StateTimedOut:
+		return true
+	}
+	return false
+}
+
+// Active reports whether a delegate holds a lease on a task in state s.
+func (s State) Active() bool { return s == StateLeased || s == StateRunning }
+
+// Condition says which outcome of a dependency lets a dependent run.
+type Condition string
+
+// Dependency conditions.
+const (
+	OnSuccess Condition = "on_success"
+	OnFailure Condition = "on_failure"
+	OnSkipped Condition = "on_skipped"
+	Always    Condition = "always"
+)
+
+// Conditions lists every dependency condition.
+var Conditions = []Condition{OnSuccess, OnFailure, OnSkipped, Always}
+
+// Valid reports whether c is a known condition; the empty condition is
+// on_success.
+func (c Condition) Valid() bool {
+	switch c {
+	case "", OnSuccess, OnFailure, OnSkipped, Always:
+		return true
+	}
+	return false
+}
+
+// Met reports whether a dependency that ended in state s meets c.
+// A failure is a failed or timed-out task; a cancelled task meets only
+// always, so a cancelled run still cleans up and does nothing else.
+func (c Condition) Met(s State) bool {
+	switch c {
+	case "", OnSuccess:
+		return s == StateSucceeded
+	case OnFailure:
+		return s == StateFailed || s == StateTimedOut
+	case OnSkipped:
+		return s == StateSkipped
+	case Always:
+		return s.Terminal()
+	}
+	return false
+}
+
+// Readiness is what a pending task's dependencies say about it.
+type Readiness int
+
+// Readiness values.
+const (
+	// Wait: some dependency has not ended yet.
+	Wait Readiness = iota
+	// Ready: every dependency ended and met its condition.
+	Ready
+	// Skip: every dependency ended and one did not meet its condition.
+	Skip
+)
+
+// DependencyOutcome pairs a dependency's condition with the state its task
+// is in now.
+type DependencyOutcome struct {
+	Condition Condition
+	State     State
+}
+
+// Resolve decides whether a pending task with these dependencies waits,
+// runs or is skipped. A task with no dependencies is ready.
+func Resolve(deps []DependencyOutcome) Readiness {
+	skip := false
+	for _, d := range deps {
+		if !d.State.Terminal() {
+			return Wait
+		}
+		if !d.Condition.Met(d.State) {
+			skip = true
+		}
+	}
+	if skip {
+		return Skip
+	}
+	return Ready
+}
+
+// Event is something that happens to a task.
+type Event string
+
+// Task events.
+const (
+	// EventDepsMet: every dependency ended and met its condition.
+	EventDepsMet Event = "deps_met"
+	// EventDepsUnmet: every dependency ended and one did not meet its
+	// condition.
+	EventDepsUnmet Event = "deps_unmet"
+	// EventLease: a delegate acquired the task.
+	EventLease Event = "lease"
+	// EventStart: the delegate reported running.
+	EventStart Event = "start"
+	// EventSucceed, EventFail: the delegate reported the outcome.
+	EventSucceed Event = "succeed"
+	EventFail    Event = "fail"
+	// EventCancel: a user asked to cancel.
+	EventCancel Event = "cancel"
+	// EventCancelled: the delegate confirmed it stopped a cancelled task.
+	EventCancelled Event = "cancelled"
+	// EventTimeout: the task ran past its timeout.
+	EventTimeout Event = "timeout"
+	// EventLeaseExpired: the delegate holding the task stopped
+	// heartbeating.
+	EventLeaseExpired Event = "lease_expired"
+)
+
+// Status is the part of a task that the state machine reads and writes.
+type Status struct {
+	State           State
+	Attempt         int // attempts started so far, counting the current one
+	MaxAttempts     int
+	CancelRequested bool
+	// Code is the error code of the outcome the transition decided, when
+	// the machine decides it (delegate_lost, timed_out, cancelled); empty
+	// otherwise.
+	Code string
+}
+
+// Transition is the whole of Errand's task life cycle, as a pure function:
+// the status after event e happens to a task in status s, or an error
+// wrapping ErrIllegalTransition when e cannot happen in s.
+//
+//	           deps_unmet                      cancel
+//	pending ─────────────────────> skipped   pending ──> cancelled
+//	   │ deps_met                            queued  ──> cancelled
+//	   v               lease_expired (attempts left)
+//	queued <──────────────────────────────────────┐
+//	   │ lease                                     │
+//	   v          start                            │
+//	leased ──────────────> running ────────────────┤
+//	   │                      │                    │ lease_expired (none left)
+//	   │ succeed/fail/        │ succeed ─> succeeded└──> failed (delegate_lost)
+//	   │ cancelled/timeout    │ fail    ─> failed
+//	   └──────────────────────┤ timeout ─> timed_out
+//	                          │ cancelled ─> cancelled
+//	                          │ cancel: stays, cancel_requested set;
+//	                          │   lease_expired then ends it cancelled
+//
+// Attempt counts leases: lease increments it, and a lease that expires
+// with Attempt < MaxAttempts puts the task back in the queue.
+func Transition(s Status, e Event) (Status, error) {
+	next := s
+	next.Code = ""
+	illegal := func() (Status, error) {
+		return s, fmt.Errorf("%w: %s task cannot take %s", ErrIllegalTransition, s.State, e)
+	}
+	switch e {
+	case EventDepsMet:
+		if s.State != StatePending {
+			return illegal()
+		}
+		next.State = StateQueued
+	case EventDepsUnmet:
+		if s.State != StatePending {
+			return illegal()
+		}
+		next.State = StateSkipped
+		next.Code = CodeDependencyUnmet
+	case EventLease:
+		if s.State != StateQueued {
+			return illegal()
+		}
+		next.State = StateLeased
+		next.Attempt = s.Attempt + 1
+	case EventStart:
+		if s.State != StateLeased {
+			return illegal()
+		}
+		next.State = StateRunning
+	case EventSucceed:
+		if !s.State.Active() {
+			return illegal()
+		}
+		next.State = StateSucceeded
+	case EventFail:
+		if !s.State.Active() {
+			return illegal()
+		}
+		next.State = StateFailed
+	case EventCancelled:
+		if !s.State.Active() {
+			return illegal()
+		}
+		next.State = StateCancelled
+		next.Code = CodeCancelled
+	case EventTimeout:
+		if !s.State.Active() {
+			return illegal()
+		}
+		next.State = StateTimedOut
+		next.Code = CodeTimedOut
+	case EventCancel:
+		switch {
+		case s.State == StatePending || s.State == StateQueued:
+			next.State = StateCancelled
+			next.Code = CodeCancelled
+		case s.State.Active():
+			next.CancelRequested = true
+		default:
+			return illegal()
+		}
+	case EventLeaseExpired:
+		if !s.State.Active() {
+			return illegal()
+		}
+		switch {
+		case s.CancelRequested:
+			next.State = StateCancelled
+			next.Code = CodeCancelled
+		case s.Attempt < s.MaxAttempts:
+			next.State = StateQueued
+		default:
+			next.State = StateFailed
+			next.Code = CodeDelegateLost
+		}
+	default:
+		return s, fmt.Errorf("%w: unknown event %q", ErrIllegalTransition, e)
+	}
+	return next, nil
+}
+
+// EventForReport maps a state a delegate reports to the event it is.
+func EventForReport(s State) (Event, bool) {
+	switch s {
+	case StateRunning:
+		return EventStart, true
+	case StateSucceeded:
+		return EventSucceed, true
+	case StateFailed:
+		return EventFail, true
+	case StateCancelled:
+		return EventCancelled, true
+	case StateTimedOut:
+		return EventTimeout, true
+	}
+	return "", false
+}
