@@ -1,0 +1,542 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/httphelper"
+)
+
+// Defaults of an HTTP client.
+const (
+	// DefaultTimeout bounds one request that is not a long-poll.
+	DefaultTimeout = 30 * time.Second
+	// DefaultRetry bounds the time spent retrying one call.
+	DefaultRetry = 30 * time.Second
+	// AcquireMargin is added to an acquire's wait to bound its request:
+	// the manager answers when the wait ends, the margin covers the trip.
+	AcquireMargin = 15 * time.Second
+	// maxErrorBody bounds how much of an error response is read.
+	maxErrorBody = 64 << 10
+	// maxResponseBody bounds how much of a JSON response is read.
+	maxResponseBody = 64 << 20
+)
+
+// HTTP is the Client of a manager reached over HTTP. It is safe for
+// concurrent use.
+type HTTP struct {
+	base     string
+	token    string
+	hc       *http.Client
+	log      *logrus.Entry
+	retryMax time.Duration
+	timeout  time.Duration
+	// retryFirst is the first retry wait; tests lengthen it.
+	retryFirst time.Duration
+}
+
+var _ Client = (*HTTP)(nil)
+
+// Option configures an HTTP client.
+type Option func(*HTTP)
+
+// WithHTTPClient sends requests through hc. Its Timeout should be zero:
+// the client bounds each request itself, and a long-poll or a log follow
+// lasts longer than a usual timeout.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *HTTP) { c.hc = hc }
+}
+
+// WithHandler routes every request in-process to h, with no network port:
+// h serves each request in a goroutine and its response body streams back
+// through a pipe, so long-polls and log follows work as they do over the
+// network. Cancelling a request's context cancels the handler's request
+// context and unblocks the reader.
+func WithHandler(h http.Handler) Option {
+	return func(c *HTTP) { c.hc = &http.Client{Transport: &handlerTransport{h: h}} }
+}
+
+// WithLogger logs retries and failures to log.
+func WithLogger(log *logrus.Entry) Option {
+	return func(c *HTTP) { c.log = log }
+}
+
+// WithRetry bounds the time spent retrying a call that may be retried
+// (DefaultRetry when not given); 0 disables retries.
+func WithRetry(max time.Duration) Option {
+	return func(c *HTTP) { c.retryMax = max }
+}
+
+// WithTimeout bounds each request that is not a long-poll or a log follow
+// (DefaultTimeout when not given).
+func WithTimeout(d time.Duration) Option {
+	return func(c *HTTP) { c.timeout = d }
+}
+
+// New returns a client of the manager at baseURL (e.g.
+// http://127.0.0.1:7700) that sends token as its bearer token.
+func New(baseURL, token string, opts ...Option) *HTTP {
+	c := &HTTP{
+		base:       strings.TrimRight(baseURL, "/"),
+		token:      token,
+		hc:         &http.Client{},
+		log:        logrus.NewEntry(logrus.StandardLogger()),
+		retryMax:   DefaultRetry,
+		timeout:    DefaultTimeout,
+		retryFirst: 100 * time.Millisecond,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// WithToken returns a copy of c that sends another bearer token: a
+// delegate switches to its own token after Register.
+func (c *HTTP) WithToken(token string) *HTTP {
+	cp := *c
+	cp.token = token
+	return &cp
+}
+
+// BaseURL returns the manager's base URL.
+func (c *HTTP) BaseURL() string { return c.base }
+
+// retryPolicy says which failures of a call may be retried.
+type retryPolicy int
+
+const (
+	// retryNotSent retries only when the request surely never reached the
+	// manager (connection refused): calls that are not idempotent.
+	retryNotSent retryPolicy = iota
+	// retryNoResponse retries any failure before a response: acquire, whose
+	// lost answer costs at most a lease that expires.
+	retryNoResponse
+	// retryIdempotent retries failures before a response and 5xx answers:
+	// reads, heartbeats, and updates the manager applies once.
+	retryIdempotent
+)
+
+// call is one API call.
+type call struct {
+	method string
+	path   string
+	query  url.Values
+	body   any
+	// out receives the JSON response; nil discards it.
+	out     any
+	policy  retryPolicy
+	timeout time.Duration
+}
+
+// Register registers a delegate with the registration token and returns
+// its id and its own token.
+func (c *HTTP) Register(ctx context.Context, r *RegisterRequest) (*Registration, error) {
+	var out Registration
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates", body: r, out: &out, policy: retryNotSent})
+	if err != nil {
+		return nil, fmt.Errorf("register delegate %q: %w", r.Name, err)
+	}
+	return &out, nil
+}
+
+// Heartbeat tells the manager the delegate is alive.
+func (c *HTTP) Heartbeat(ctx context.Context, delegateID string, r *HeartbeatRequest) (*HeartbeatResponse, error) {
+	if r == nil {
+		r = &HeartbeatRequest{}
+	}
+	var out HeartbeatResponse
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(delegateID) + "/heartbeat",
+		body: r, out: &out, policy: retryIdempotent})
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat of delegate %s: %w", delegateID, err)
+	}
+	return &out, nil
+}
+
+// Acquire long-polls for tasks.
+func (c *HTTP) Acquire(ctx context.Context, delegateID string, r *AcquireRequest) (*AcquireResponse, error) {
+	if r == nil {
+		r = &AcquireRequest{Max: 1}
+	}
+	q := url.Values{}
+	q.Set("wait", time.Duration(r.Wait).String())
+	q.Set("max", strconv.Itoa(r.Max))
+	var out AcquireResponse
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(delegateID) + "/acquire",
+		query: q, out: &out, policy: retryNoResponse, timeout: time.Duration(r.Wait) + AcquireMargin})
+	if err != nil {
+		return nil, fmt.Errorf("acquire for delegate %s: %w", delegateID, err)
+	}
+	return &out, nil
+}
+
+// UpdateStatus reports a task's state under its lease. The manager applies
+// a repeated report once, so it is retried on failures before a response
+// and on 5xx answers.
+func (c *HTTP) UpdateStatus(ctx context.Context, taskID string, u *StatusUpdate) (*Task, error) {
+	var out Task
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/tasks/" + url.PathEscape(taskID) + "/status",
+		body: u, out: &out, policy: retryIdempotent})
+	if err != nil {
+		return nil, fmt.Errorf("report %s for task %s: %w", u.State, taskID, err)
+	}
+	return &out, nil
+}
+
+// AppendLogs appends log lines at an offset under the task's lease. An
+// append at the same offset is stored once, so it is retried like
+// UpdateStatus.
+func (c *HTTP) AppendLogs(ctx context.Context, taskID string, a *LogAppend) (*LogAppendResult, error) {
+	var out LogAppendResult
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/tasks/" + url.PathEscape(taskID) + "/logs",
+		body: a, out: &out, policy: retryIdempotent})
+	if err != nil {
+		return nil, fmt.Errorf("append %d log lines at %d to task %s: %w", len(a.Lines), a.Offset, taskID, err)
+	}
+	return &out, nil
+}
+
+// Deregister removes the delegate.
+func (c *HTTP) Deregister(ctx context.Context, delegateID string) error {
+	err := c.do(ctx, call{method: http.MethodDelete, path: "/api/v1/delegates/" + url.PathEscape(delegateID), policy: retryIdempotent})
+	if err != nil {
+		return fmt.Errorf("deregister delegate %s: %w", delegateID, err)
+	}
+	return nil
+}
+
+// CreateTasks enqueues tasks atomically: all or none. It is retried only
+// when the manager surely did not see the request.
+func (c *HTTP) CreateTasks(ctx context.Context, specs []*TaskSpec) ([]*Task, error) {
+	var out TaskList
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/tasks", body: &TaskBatch{Tasks: specs}, out: &out, policy: retryNotSent})
+	if err != nil {
+		return nil, fmt.Errorf("create %d tasks: %w", len(specs), err)
+	}
+	return out.Items, nil
+}
+
+// GetTask returns one task.
+func (c *HTTP) GetTask(ctx context.Context, id string) (*Task, error) {
+	var out Task
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/tasks/" + url.PathEscape(id), out: &out, policy: retryIdempotent}); err != nil {
+		return nil, fmt.Errorf("get task %s: %w", id, err)
+	}
+	return &out, nil
+}
+
+// ListTasks returns tasks matching the filter.
+func (c *HTTP) ListTasks(ctx context.Context, f *TaskFilter) (*TaskList, error) {
+	q := url.Values{}
+	if f != nil {
+		for _, s := range f.States {
+			q.Add("state", string(s))
+		}
+		if f.Type != "" {
+			q.Set("type", f.Type)
+		}
+		if f.RunID != "" {
+			q.Set("run_id", f.RunID)
+		}
+		if f.After != "" {
+			q.Set("after", f.After)
+		}
+		if f.Limit > 0 {
+			q.Set("limit", strconv.Itoa(f.Limit))
+		}
+	}
+	var out TaskList
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/tasks", query: q, out: &out, policy: retryIdempotent}); err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	return &out, nil
+}
+
+// CancelTask cancels a task.
+func (c *HTTP) CancelTask(ctx context.Context, id string) error {
+	if err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/tasks/" + url.PathEscape(id) + "/cancel", policy: retryIdempotent}); err != nil {
+		return fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	return nil
+}
+
+// ListDelegates returns the registered delegates.
+func (c *HTTP) ListDelegates(ctx context.Context) (*DelegateList, error) {
+	var out DelegateList
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/delegates", out: &out, policy: retryIdempotent}); err != nil {
+		return nil, fmt.Errorf("list delegates: %w", err)
+	}
+	return &out, nil
+}
+
+// GetDelegate returns one delegate.
+func (c *HTTP) GetDelegate(ctx context.Context, id string) (*Delegate, error) {
+	var out Delegate
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/delegates/" + url.PathEscape(id), out: &out, policy: retryIdempotent}); err != nil {
+		return nil, fmt.Errorf("get delegate %s: %w", id, err)
+	}
+	return &out, nil
+}
+
+// DrainDelegate asks a delegate to stop taking work.
+func (c *HTTP) DrainDelegate(ctx context.Context, id string) error {
+	if err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(id) + "/drain", policy: retryIdempotent}); err != nil {
+		return fmt.Errorf("drain delegate %s: %w", id, err)
+	}
+	return nil
+}
+
+// TaskLogs writes a task's log lines from o.Offset to w, one per line.
+// Without o.Follow it pages through the stored log and returns at its
+// end; with o.Follow it streams lines as they arrive until the task has
+// ended and every line was sent, resuming after the last line written if
+// the connection breaks.
+func (c *HTTP) TaskLogs(ctx context.Context, id string, o *LogOptions, w io.Writer) error {
+	if o == nil {
+		o = &LogOptions{}
+	}
+	var err error
+	if o.Follow {
+		err = c.followLogs(ctx, id, o.Offset, w)
+	} else {
+		err = c.pageLogs(ctx, id, o.Offset, w)
+	}
+	if err != nil {
+		return fmt.Errorf("logs of task %s: %w", id, err)
+	}
+	return nil
+}
+
+func (c *HTTP) pageLogs(ctx context.Context, id string, offset int64, w io.Writer) error {
+	for {
+		q := url.Values{"offset": {strconv.FormatInt(offset, 10)}}
+		var page LogPage
+		if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/tasks/" + url.PathEscape(id) + "/logs",
+			query: q, out: &page, policy: retryIdempotent}); err != nil {
+			return err
+		}
+		for _, l := range page.Lines {
+			if _, err := io.WriteString(w, l+"\n"); err != nil {
+				return fmt.Errorf("write log line: %w", err)
+			}
+		}
+		if page.Complete || len(page.Lines) == 0 || page.Next <= offset {
+			return nil
+		}
+		offset = page.Next
+	}
+}
+
+func (c *HTTP) followLogs(ctx context.Context, id string, offset int64, w io.Writer) error {
+	op := func() error {
+		q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "follow": {"true"}}
+		resp, err := c.send(ctx, call{method: http.MethodGet, path: "/api/v1/tasks/" + url.PathEscape(id) + "/logs", query: q})
+		if err != nil {
+			return c.permanentUnless(ctx, retryIdempotent, err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		for {
+			line, err := br.ReadString('\n')
+			if len(line) > 0 && strings.HasSuffix(line, "\n") {
+				if _, werr := io.WriteString(w, line); werr != nil {
+					return backoff.Permanent(fmt.Errorf("write log line: %w", werr))
+				}
+				offset++
+			}
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				// The stream broke: resume after the last whole line.
+				return c.permanentUnless(ctx, retryIdempotent, &transportError{err: err})
+			}
+		}
+	}
+	return c.retry(ctx, "GET follow logs", op)
+}
+
+// do sends a call, retrying it as its policy allows, and decodes the
+// response into c.out.
+func (c *HTTP) do(ctx context.Context, cl call) error {
+	if cl.timeout == 0 {
+		cl.timeout = c.timeout
+	}
+	return c.retry(ctx, cl.method+" "+cl.path, func() error {
+		err := c.once(ctx, cl)
+		if err != nil {
+			return c.permanentUnless(ctx, cl.policy, err)
+		}
+		return nil
+	})
+}
+
+// retry runs op until it succeeds, fails permanently, the retry budget is
+// spent or ctx is done. Every wait selects on ctx.Done.
+func (c *HTTP) retry(ctx context.Context, what string, op func() error) error {
+	var b backoff.BackOff = &backoff.StopBackOff{}
+	if c.retryMax > 0 {
+		b = backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(c.retryFirst),
+			backoff.WithMaxInterval(5*time.Second),
+			backoff.WithMaxElapsedTime(c.retryMax),
+		)
+	}
+	var last error
+	err := backoff.RetryNotify(func() error {
+		last = op()
+		return last
+	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
+		c.log.WithFields(logrus.Fields{"call": what, "wait": wait, "error": err}).Debug("retrying manager call")
+	})
+	if err != nil && ctx.Err() != nil && last != nil && !errors.Is(err, last) {
+		// The context ended during a wait: say what failed before it.
+		return fmt.Errorf("%w (last attempt: %v)", err, last)
+	}
+	return err
+}
+
+// permanentUnless marks err permanent unless policy allows a retry of it
+// and ctx is still live.
+func (c *HTTP) permanentUnless(ctx context.Context, policy retryPolicy, err error) error {
+	if ctx.Err() != nil || !retryable(policy, err) {
+		return backoff.Permanent(err)
+	}
+	return err
+}
+
+func retryable(policy retryPolicy, err error) bool {
+	var te *transportError
+	if errors.As(err, &te) {
+		switch policy {
+		case retryNotSent:
+			return te.notSent()
+		default:
+			return true
+		}
+	}
+	var se *statusError
+	if errors.As(err, &se) {
+		return policy == retryIdempotent && se.status >= 500
+	}
+	return false
+}
+
+// transportError is a failure before a whole response arrived.
+type transportError struct{ err error }
+
+func (e *transportError) Error() string { return e.err.Error() }
+func (e *transportError) Unwrap() error { return e.err }
+
+// notSent reports whether the request surely never reached the server.
+func (e *transportError) notSent() bool {
+	if errors.Is(e.err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(e.err, &op) && op.Op == "dial"
+}
+
+// statusError is a non-2xx answer: the *errand.Error it carries is what
+// errors.Is and errors.As see.
+type statusError struct {
+	status int
+	err    *errand.Error
+}
+
+func (e *statusError) Error() string { return e.err.Error() }
+func (e *statusError) Unwrap() error { return e.err }
+
+// once sends one attempt of a call and decodes its answer.
+func (c *HTTP) once(ctx context.Context, cl call) error {
+	ctx, cancel := context.WithTimeout(ctx, cl.timeout)
+	defer cancel()
+	resp, err := c.send(ctx, cl)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if cl.out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	if err != nil {
+		return &transportError{err: fmt.Errorf("read response: %w", err)}
+	}
+	if err := json.Unmarshal(body, cl.out); err != nil {
+		return &statusError{status: resp.StatusCode, err: errand.Errorf(errand.CodeInternal,
+			"manager answered %d with a body that is not the JSON expected: %v", resp.StatusCode, err)}
+	}
+	return nil
+}
+
+// send sends a request and returns a 2xx response, whose body the caller
+// closes, or an error: *transportError before a response, *statusError
+// for other statuses.
+func (c *HTTP) send(ctx context.Context, cl call) (*http.Response, error) {
+	u := c.base + cl.path
+	if len(cl.query) > 0 {
+		u += "?" + cl.query.Encode()
+	}
+	var body io.Reader
+	if cl.body != nil {
+		b, err := json.Marshal(cl.body)
+		if err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("encode request: %w", err))
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
+	if err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("build request: %w", err))
+	}
+	if cl.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, &transportError{err: err}
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	return nil, &statusError{status: resp.StatusCode, err: decodeError(resp)}
+}
+
+// decodeError rebuilds the *errand.Error of a non-2xx response: the one in
+// its JSON body, or one with the code its status implies.
+func decodeError(resp *http.Response) *errand.Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var eb httphelper.ErrorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Code != "" {
+		return eb.Err()
+	}
+	reason := fmt.Sprintf("manager answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	if s := strings.TrimSpace(string(b)); s != "" && len(s) < 200 && !strings.ContainsAny(s, "{<") {
+		reason += ": " + s
+	}
+	return &errand.Error{Code: httphelper.CodeForStatus(resp.StatusCode), Reason: reason}
+}
