@@ -1,6 +1,9 @@
 package errand
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // State is where a task is in its life.
 type State string
@@ -58,9 +61,17 @@ const (
 // Conditions lists every dependency condition.
 var Conditions = []Condition{OnSuccess, OnFailure, OnSkipped, Always}
 
-// Valid reports whether c is a known condition; the empty condition is
-// on_success.
+// Valid reports whether c is a known condition, or alternatives of known
+// conditions joined by AnyOf; the empty condition is on_success.
 func (c Condition) Valid() bool {
+	if alts, ok := c.alternatives(); ok {
+		for _, a := range alts {
+			if a == "" || !a.Valid() {
+				return false
+			}
+		}
+		return true
+	}
 	switch c {
 	case "", OnSuccess, OnFailure, OnSkipped, Always:
 		return true
@@ -68,10 +79,52 @@ func (c Condition) Valid() bool {
 	return false
 }
 
+// AnyOf returns the condition met when any of cs is met, written with the
+// alternatives joined by "|" ("on_failure|on_skipped"). Pipelines need it
+// where a dependent must run on one of several outcomes of the same task,
+// since the dependencies of a task must all be met.
+func AnyOf(cs ...Condition) Condition {
+	if len(cs) == 1 {
+		return cs[0]
+	}
+	s := ""
+	for i, c := range cs {
+		if i > 0 {
+			s += "|"
+		}
+		s += string(c)
+	}
+	return Condition(s)
+}
+
+// alternatives splits a condition made by AnyOf.
+func (c Condition) alternatives() ([]Condition, bool) {
+	if !strings.Contains(string(c), "|") {
+		return nil, false
+	}
+	var alts []Condition
+	for _, a := range strings.Split(string(c), "|") {
+		alts = append(alts, Condition(a))
+	}
+	return alts, true
+}
+
 // Met reports whether a dependency that ended in state s meets c.
 // A failure is a failed or timed-out task; a cancelled task meets only
 // always, so a cancelled run still cleans up and does nothing else.
+// A condition made by AnyOf is met when one of its alternatives is.
 func (c Condition) Met(s State) bool {
+	if alts, ok := c.alternatives(); ok {
+		if !c.Valid() {
+			return false
+		}
+		for _, a := range alts {
+			if a.Met(s) {
+				return true
+			}
+		}
+		return false
+	}
 	switch c {
 	case "", OnSuccess:
 		return s == StateSucceeded

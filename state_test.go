@@ -285,3 +285,30 @@ func TestEventForReport(t *testing.T) {
 		}
 	}
 }
+
+func TestAnyOf(t *testing.T) {
+	c := AnyOf(OnFailure, OnSkipped)
+	if c != "on_failure|on_skipped" {
+		t.Fatalf("AnyOf = %q", c)
+	}
+	if !c.Valid() {
+		t.Fatalf("%q not valid", c)
+	}
+	for _, s := range States {
+		want := s == StateFailed || s == StateTimedOut || s == StateSkipped
+		if got := c.Met(s); got != want {
+			t.Errorf("%q.Met(%s) = %v, want %v", c, s, got, want)
+		}
+	}
+	for _, bad := range []Condition{"on_failure|", "|always", "on_failure|bogus", "bogus"} {
+		if bad.Valid() {
+			t.Errorf("%q valid", bad)
+		}
+		if bad.Met(StateFailed) {
+			t.Errorf("%q met by failed", bad)
+		}
+	}
+	if AnyOf(Always) != Always {
+		t.Errorf("AnyOf of one condition is not that condition")
+	}
+}
