@@ -217,12 +217,14 @@ func (w *Writer) queueLine(line string) {
 		w.queue = append(w.queue, dropNote(w.dropped))
 		w.dropped = 0
 	}
-	if len(w.queue) == 0 {
+	first := len(w.queue) == 0
+	if first {
 		w.firstAt = time.Now()
 	}
 	w.queue = append(w.queue, line)
 	w.queuedB += len(line)
-	if len(w.queue) >= w.cfg.BatchLines || w.queuedB >= w.cfg.BatchBytes {
+	// The first line starts the batch's clock; a full batch goes at once.
+	if first || len(w.queue) >= w.cfg.BatchLines || w.queuedB >= w.cfg.BatchBytes {
 		w.wake()
 	}
 }

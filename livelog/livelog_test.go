@@ -233,3 +233,17 @@ func TestWriteAfterClose(t *testing.T) {
 		t.Fatal("write after close succeeded")
 	}
 }
+
+func TestShipsWithinInterval(t *testing.T) {
+	s := &store{}
+	w := livelog.New(context.Background(), s, livelog.Config{TaskID: "t", Interval: 5 * time.Millisecond, Log: quiet()})
+	defer w.Close(context.Background())
+	fmt.Fprintln(w, "one line")
+	deadline := time.Now().Add(5 * time.Second)
+	for s.text() != "one line" {
+		if time.Now().After(deadline) {
+			t.Fatal("a lone line was not shipped before Close")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -197,11 +197,11 @@ func (r *Router) Serve(ctx context.Context, task *errand.Task, logs io.Writer) O
 		case <-timer.C:
 			rec.close()
 			log.WithField("grace", r.grace).Warn("handler did not return after its task ended; abandoned")
-			return stopped(ctx)
+			return Stopped(ctx)
 		}
 	}
 	if ctx.Err() != nil {
-		return stopped(ctx)
+		return Stopped(ctx)
 	}
 	if panicked != nil {
 		return failed(panicked)
@@ -222,8 +222,9 @@ func (r *Router) run(h http.Handler, w *recorder, req *http.Request, log logrus.
 	return nil
 }
 
-// stopped is the outcome of a task whose context ended.
-func stopped(ctx context.Context) Outcome {
+// Stopped is the outcome of a task whose context ended: timed_out or
+// cancelled, after the cause the context was cancelled with.
+func Stopped(ctx context.Context) Outcome {
 	cause := context.Cause(ctx)
 	if errors.Is(cause, ErrTimedOut) || errors.Is(cause, context.DeadlineExceeded) {
 		return Outcome{State: errand.StateTimedOut, Error: errand.Errorf(errand.CodeTimedOut, "task ran past its timeout")}
