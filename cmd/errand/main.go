@@ -53,9 +53,9 @@ func (e *exitError) Unwrap() error { return e.err }
 
 // Exit codes.
 const (
-	exitOK    = 0
+	exitOK     = 0
 	exitFailed = 1 // the command failed: an API error, a file not found
-	exitUsage = 2 // the command line is wrong
+	exitUsage  = 2 // the command line is wrong
 )
 
 // action wraps a command's body as a kingpin action. Its error ends the
