@@ -1,0 +1,69 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrTimeout is wrapped by the error of a Jsonnet program that runs past
+// its time limit.
+var ErrTimeout = errors.New("jsonnet evaluation ran past its time limit")
+
+// FieldError is one problem of a config: where it is and what is wrong.
+type FieldError struct {
+	// Path names the field, e.g. stages[1].steps[0].image.
+	Path string `json:"path"`
+	// Line is the line of the field (or of its nearest written parent)
+	// in a JSON or YAML source; 0 when unknown.
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
+}
+
+// Error implements error.
+func (e FieldError) Error() string {
+	path := e.Path
+	if path == "" {
+		path = "config"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", path, e.Line, e.Message)
+	}
+	return path + ": " + e.Message
+}
+
+// Errors lists every problem found in a config, in source order.
+type Errors []FieldError
+
+// Error implements error: one problem a line.
+func (e Errors) Error() string {
+	lines := make([]string, len(e))
+	for i, fe := range e {
+		lines[i] = fe.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *Errors) add(path, msg string) {
+	*e = append(*e, FieldError{Path: path, Message: msg})
+}
+
+func (e *Errors) addf(path, format string, args ...any) {
+	e.add(path, fmt.Sprintf(format, args...))
+}
+
+// err returns the list as an error, nil when empty, with lines filled in
+// from the source when there is one.
+func (e Errors) err(src *source) error {
+	if len(e) == 0 {
+		return nil
+	}
+	out := make(Errors, len(e))
+	copy(out, e)
+	for i := range out {
+		if out[i].Line == 0 {
+			out[i].Line = src.line(out[i].Path)
+		}
+	}
+	return out
+}
