@@ -1,0 +1,209 @@
+// Package exec runs a stage's steps as host processes: exec.initialize
+// creates a workspace directory, exec.execute runs one step's commands in
+// it as a shell script in a process group of its own, and exec.cleanup
+// removes the workspace. The handlers keep no state between tasks: execute
+// and cleanup find the workspace in initialize's result.
+package exec
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks"
+)
+
+// DefaultShell reads a step's commands: the first that fails ends it.
+const DefaultShell = "sh -e"
+
+// DefaultKillGrace is how long a step's processes have between SIGTERM and
+// SIGKILL when the step is cancelled or times out.
+const DefaultKillGrace = 5 * time.Second
+
+// Handlers serves the exec task types for one state directory.
+type Handlers struct {
+	// Root is the directory under which workspaces are created:
+	// <state dir>/workspaces.
+	Root string
+	// KillGrace is the time between SIGTERM and SIGKILL.
+	KillGrace time.Duration
+}
+
+// New returns the handlers for workspaces under stateDir/workspaces.
+func New(stateDir string) *Handlers {
+	return &Handlers{Root: filepath.Join(stateDir, "workspaces"), KillGrace: DefaultKillGrace}
+}
+
+// Register adds the exec task types to r, with workspaces under
+// stateDir/workspaces.
+func Register(r *router.Router, stateDir string) {
+	New(stateDir).Register(r)
+}
+
+// Register adds the exec task types to r.
+func (h *Handlers) Register(r *router.Router) {
+	r.HandleFunc(errand.TypeExecInitialize, h.Initialize)
+	r.HandleFunc(errand.TypeExecExecute, h.Execute)
+	r.HandleFunc(errand.TypeExecCleanup, h.Cleanup)
+}
+
+// maxTaskBody bounds the task a handler reads.
+const maxTaskBody = 8 << 20
+
+// decodeTask reads the task from the request and its data into data.
+func decodeTask(r *http.Request, data any) (*errand.Task, error) {
+	var t errand.Task
+	if err := httphelper.DecodeJSON(r, &t, maxTaskBody); err != nil {
+		return nil, err
+	}
+	if len(t.Data) == 0 {
+		return nil, errand.Errorf(errand.CodeInvalid, "task %s has no data", t.ID)
+	}
+	if err := httphelper.Unmarshal(t.Data, data); err != nil {
+		return nil, fmt.Errorf("data of task %s: %w", t.ID, err)
+	}
+	return &t, nil
+}
+
+var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// sanitize turns a run or stage name into one safe path element.
+func sanitize(s string) string {
+	s = unsafeChars.ReplaceAllString(s, "_")
+	s = strings.TrimLeft(s, ".")
+	if s == "" {
+		return "_"
+	}
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+// Initialize creates the stage's workspace and answers with its path.
+func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
+	var data tasks.InitializeData
+	if _, err := decodeTask(r, &data); err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	suffix := make([]byte, 6)
+	_, _ = rand.Read(suffix)
+	dir := filepath.Join(h.Root, sanitize(data.RunID), sanitize(data.Stage.Stage)+"-"+hex.EncodeToString(suffix))
+	if _, err := h.inside(dir); err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "create workspace: %v", err))
+		return
+	}
+	fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s\n", dir)
+	httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: dir}, http.StatusOK)
+}
+
+// inside checks that path is strictly under h.Root, symbolic links
+// resolved as far as they exist, and returns it cleaned.
+func (h *Handlers) inside(path string) (string, error) {
+	root, err := filepath.Abs(h.Root)
+	if err != nil {
+		return "", fmt.Errorf("workspaces root: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", errand.Errorf(errand.CodeInvalid, "path %q: %v", path, err)
+	}
+	if !within(root, abs) {
+		return "", errand.Errorf(errand.CodeInvalid, "path %q is outside the workspaces root %s", path, root)
+	}
+	// A link inside the root may still point out of it.
+	if realRoot, err := filepath.EvalSymlinks(root); err == nil {
+		if real, err := filepath.EvalSymlinks(abs); err == nil && !within(realRoot, real) {
+			return "", errand.Errorf(errand.CodeInvalid, "path %q leads outside the workspaces root", path)
+		}
+	}
+	return abs, nil
+}
+
+// within reports whether path is strictly below root.
+func within(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+// workspace finds the stage's workspace among the task's dependencies and
+// checks it.
+func (h *Handlers) workspace(t *errand.Task) (string, error) {
+	init, err := tasks.InitializeResultFrom(t.Dependencies)
+	if err != nil {
+		return "", errand.Errorf(errand.CodeInvalid, "find workspace: %v", err)
+	}
+	if init.Workspace == "" {
+		return "", errand.Errorf(errand.CodeInvalid, "initialize result names no workspace")
+	}
+	return h.inside(init.Workspace)
+}
+
+// Cleanup removes the stage's workspace. A stage whose initialize did not
+// succeed has nothing to remove.
+func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
+	var data tasks.CleanupData
+	t, err := decodeTask(r, &data)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	for _, d := range t.Dependencies {
+		if strings.HasSuffix(d.Type, ".initialize") && d.State != errand.StateSucceeded {
+			httphelper.WriteJSON(w, tasks.CleanupResult{}, http.StatusOK)
+			return
+		}
+	}
+	dir, err := h.workspace(t)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "remove workspace: %v", err))
+		return
+	}
+	// The run's directory goes with its last stage; Remove fails while
+	// another stage still has its workspace there.
+	if parent := filepath.Dir(dir); within(h.Root, parent) {
+		_ = os.Remove(parent)
+	}
+	fmt.Fprintf(router.LogFrom(r.Context()), "removed workspace %s\n", dir)
+	httphelper.WriteJSON(w, tasks.CleanupResult{Removed: []string{dir}}, http.StatusOK)
+}
+
+// errorWithResult is an httphelper.ErrorBody with the step's result, which
+// the router passes on with the failure.
+type errorWithResult struct {
+	httphelper.ErrorBody
+	Result any `json:"result"`
+}
+
+func writeExitError(w http.ResponseWriter, res tasks.ExecuteResult, reason string) {
+	body := errorWithResult{
+		ErrorBody: httphelper.ErrorBody{Kind: errand.KindError, Code: errand.CodeExitCode, Reason: reason},
+		Result:    res,
+	}
+	b, _ := json.Marshal(body)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httphelper.Status(errand.CodeExitCode))
+	_, _ = w.Write(b)
+}
+
+var errNoCommands = errors.New("step has no commands")

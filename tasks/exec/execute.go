@@ -1,0 +1,258 @@
+package exec
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks"
+)
+
+// pipeDrain bounds the wait for a step's output after its processes were
+// killed: a process that left the group may hold the pipe open.
+const pipeDrain = 2 * time.Second
+
+// Execute runs one step: its commands as one script read by the shell,
+// in the workspace, with the step's environment and secrets, output lines
+// shipped to the task log as they come.
+func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
+	var data tasks.ExecuteData
+	t, err := decodeTask(r, &data)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	if len(data.Commands) == 0 {
+		httphelper.WriteError(w, errand.Errorf(errand.CodeInvalid, "%v", errNoCommands))
+		return
+	}
+	ws, err := h.workspace(t)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	dir, err := workingDir(ws, data.WorkingDir)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	shell := strings.Fields(data.Shell)
+	if len(shell) == 0 {
+		shell = strings.Fields(DefaultShell)
+	}
+
+	logs := router.LogFrom(r.Context())
+	secrets := make([]string, 0, len(data.Secrets))
+	for _, v := range data.Secrets {
+		secrets = append(secrets, v)
+	}
+	var masker *maskWriter
+	if m, ok := logs.(router.Masker); ok {
+		m.Mask(secrets...)
+	} else if len(secrets) > 0 {
+		sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
+		masker = &maskWriter{w: logs, secrets: secrets}
+		logs = masker
+	}
+
+	args := append(shell[1:len(shell):len(shell)], "-c", strings.Join(data.Commands, "\n"))
+	cmd := osexec.Command(shell[0], args...)
+	cmd.Dir = dir
+	cmd.Env = environ(ws, &data)
+	res, err := h.run(r.Context(), cmd, logs)
+	if masker != nil {
+		masker.flush()
+	}
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	if res.ExitCode != 0 {
+		writeExitError(w, res, fmt.Sprintf("step %s exited with code %d", data.Step, res.ExitCode))
+		return
+	}
+	httphelper.WriteJSON(w, res, http.StatusOK)
+}
+
+// workingDir resolves a step's working directory, which must stay inside
+// the workspace, and creates it.
+func workingDir(ws, rel string) (string, error) {
+	if rel == "" {
+		return ws, nil
+	}
+	if filepath.IsAbs(rel) {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
+	}
+	dir := filepath.Join(ws, rel)
+	if dir != ws && !within(ws, dir) {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return "", errand.Errorf(errand.CodeTaskFailed, "create working_dir: %v", err)
+	}
+	realWS, err1 := filepath.EvalSymlinks(ws)
+	realDir, err2 := filepath.EvalSymlinks(dir)
+	if err1 != nil || err2 != nil || (realDir != realWS && !within(realWS, realDir)) {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
+	}
+	return dir, nil
+}
+
+// environ is the step's environment: the delegate's own, without its
+// ERRAND_ settings (which hold its token), then the step's variables and
+// secrets.
+func environ(ws string, d *tasks.ExecuteData) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ERRAND_") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "CI=true", "ERRAND_WORKSPACE="+ws, "ERRAND_RUN_ID="+d.RunID,
+		"ERRAND_STAGE="+d.Stage.Stage, "ERRAND_STEP="+d.Step)
+	for _, m := range []map[string]string{d.Environment, d.Secrets} {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			env = append(env, k+"="+m[k])
+		}
+	}
+	return env
+}
+
+// run starts cmd in a process group of its own, copies its output to logs
+// and waits. When ctx ends, the whole group gets SIGTERM, then SIGKILL
+// after the grace. Whatever is left of the group when the shell exits is
+// killed too.
+func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (tasks.ExecuteResult, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return tasks.ExecuteResult{}, fmt.Errorf("output pipe: %w", err)
+	}
+	defer pr.Close()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		if errors.Is(err, osexec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(logs, "%s: command not found\n", cmd.Path)
+			return tasks.ExecuteResult{ExitCode: 127}, nil
+		}
+		return tasks.ExecuteResult{}, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, err)
+	}
+	pw.Close()
+	pgid := cmd.Process.Pid
+
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		_, _ = io.Copy(logs, pr)
+	}()
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		_ = cmd.Wait()
+	}()
+
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		grace := time.NewTimer(h.killGrace())
+		select {
+		case <-waited:
+		case <-grace.C:
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-waited
+		}
+		grace.Stop()
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	select {
+	case <-copied:
+	case <-time.After(pipeDrain):
+		pr.Close()
+		<-copied
+	}
+	return tasks.ExecuteResult{ExitCode: exitCode(cmd.ProcessState), DurationMS: time.Since(start).Milliseconds()}, nil
+}
+
+func (h *Handlers) killGrace() time.Duration {
+	if h.KillGrace > 0 {
+		return h.KillGrace
+	}
+	return DefaultKillGrace
+}
+
+// exitCode is the shell's convention: the status, or 128 + the signal
+// that killed the process.
+func exitCode(ps *os.ProcessState) int {
+	if ps == nil {
+		return -1
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+// maskWriter masks secrets line by line for a log writer that cannot mask
+// them itself.
+type maskWriter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	secrets []string
+	partial []byte
+}
+
+func (m *maskWriter) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.partial = append(m.partial, p...)
+	i := bytes.LastIndexByte(m.partial, '\n')
+	if i < 0 {
+		return len(p), nil
+	}
+	out := m.mask(string(m.partial[:i+1]))
+	m.partial = append([]byte(nil), m.partial[i+1:]...)
+	if _, err := io.WriteString(m.w, out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (m *maskWriter) mask(s string) string {
+	for _, sec := range m.secrets {
+		if sec != "" {
+			s = strings.ReplaceAll(s, sec, "******")
+		}
+	}
+	return s
+}
+
+func (m *maskWriter) flush() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.partial) > 0 {
+		_, _ = io.WriteString(m.w, m.mask(string(m.partial)))
+		m.partial = nil
+	}
+}
