@@ -110,6 +110,10 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 			code = int(t)
 		}
 	}()
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "errand: expected command; try --help")
+		return exitUsage
+	}
 	_, err := app.Parse(args)
 	if err == nil {
 		return exitOK

@@ -117,6 +117,9 @@ func stateNames() []string {
 // readSpecs reads task specs from a file or standard input, strictly:
 // unknown fields are errors.
 func readSpecs(name string) ([]*client.TaskSpec, error) {
+	if name == "" { // the command line parser reads a lone "-" as ""
+		name = "-"
+	}
 	var r io.Reader = os.Stdin
 	if name != "-" {
 		f, err := os.Open(name)
