@@ -1,0 +1,323 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// candidate is a queued task as acquire first sees it: enough to decide
+// whether the delegate may take it.
+type candidate struct {
+	pos         int // place in the queue scan
+	seq         int64
+	attempt     int
+	maxAttempts int
+	affinity    string
+	task        errand.Task
+}
+
+// TaskAcquire leases up to p.Max queued tasks to a delegate, and records
+// that the delegate is alive.
+func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+	d := p.Delegate
+	if d == nil || d.ID == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
+	}
+	max := p.Max
+	if max <= 0 {
+		max = 1
+	}
+	now := nanos(p.Now)
+	var out []*errand.Task
+	err := s.write(ctx, func(w *wtx) error {
+		out = nil
+		res, err := w.exec(`UPDATE delegates SET last_heartbeat = ?,
+			state = CASE state WHEN 'lost' THEN 'active' ELSE state END WHERE id = ?`, now, d.ID)
+		if err != nil {
+			return fmt.Errorf("acquire for %s: %w", d.ID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return notFound("delegate", d.ID)
+		}
+		picked, err := pickQueued(w, d, max)
+		if err != nil {
+			return fmt.Errorf("acquire for %s: %w", d.ID, err)
+		}
+		for _, c := range picked {
+			t, err := leaseTask(w, d, c, now)
+			if err != nil {
+				return fmt.Errorf("acquire for %s: %w", d.ID, err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		out = []*errand.Task{}
+	}
+	return out, nil
+}
+
+// pickQueued walks the queue in order and keeps the first max tasks the
+// delegate may run.
+func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
+	q := `SELECT seq, type, selector, affinity, attempt, max_attempts FROM tasks WHERE state = 'queued'`
+	var args []any
+	if len(d.TaskTypes) > 0 && len(d.TaskTypes) <= 32 {
+		q += ` AND type IN (?` + strings.Repeat(", ?", len(d.TaskTypes)-1) + `)`
+		for _, t := range d.TaskTypes {
+			args = append(args, t)
+		}
+	}
+	q += ` ORDER BY priority DESC, queued_at, seq`
+	rows, err := w.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	var picked, withAffinity []candidate
+	for pos := 0; len(picked) < max && rows.Next(); pos++ {
+		var (
+			c        = candidate{pos: pos}
+			selector string
+		)
+		if err := rows.Scan(&c.seq, &c.task.Type, &selector, &c.affinity, &c.attempt, &c.maxAttempts); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if selector != "" {
+			if err := json.Unmarshal([]byte(selector), &c.task.Selector); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("task %d selector: %w", c.seq, err)
+			}
+		}
+		if !d.Matches(&c.task) {
+			continue
+		}
+		if c.affinity != "" {
+			// Decided after the scan: it needs queries of its own.
+			withAffinity = append(withAffinity, c)
+			continue
+		}
+		picked = append(picked, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, c := range withAffinity {
+		ok, err := affinityAllows(w, d, c.affinity)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			picked = append(picked, c)
+		}
+	}
+	if len(withAffinity) > 0 {
+		// Back to queue order across both groups, then trim.
+		sort.Slice(picked, func(i, j int) bool { return picked[i].pos < picked[j].pos })
+	}
+	if len(picked) > max {
+		picked = picked[:max]
+	}
+	return picked, nil
+}
+
+// affinityAllows reports whether delegate d may run a task that follows
+// task affID: only the delegate that holds or held it, or, when that
+// delegate is lost or gone, a delegate of the same group. A task never
+// leased constrains nothing.
+func affinityAllows(w *wtx, d *errand.Delegate, affID string) (bool, error) {
+	var holder, group string
+	err := w.queryRow(`SELECT delegate_id, delegate_group FROM tasks WHERE id = ?`, affID).Scan(&holder, &group)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && holder == "") {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("affinity %s: %w", affID, err)
+	}
+	if holder == d.ID {
+		return true, nil
+	}
+	var state errand.DelegateState
+	err = w.queryRow(`SELECT state FROM delegates WHERE id = ?`, holder).Scan(&state)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return group == d.Group, nil
+	case err != nil:
+		return false, fmt.Errorf("affinity %s: %w", affID, err)
+	case state == errand.DelegateLost:
+		return group == d.Group, nil
+	}
+	return false, nil
+}
+
+// leaseTask moves one queued task to leased under a new token and returns
+// it with its lease and its dependencies' results.
+func leaseTask(w *wtx, d *errand.Delegate, c candidate, now int64) (*errand.Task, error) {
+	next, err := errand.Transition(errand.Status{State: errand.StateQueued, Attempt: c.attempt,
+		MaxAttempts: c.maxAttempts}, errand.EventLease)
+	if err != nil {
+		return nil, err
+	}
+	token, err := newToken()
+	if err != nil {
+		return nil, err
+	}
+	row, err := scanTask(w.queryRow(`UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?,
+		delegate_group = ?, lease_token = ?, error_code = '', error_reason = ''
+		WHERE seq = ? AND state = 'queued' RETURNING `+taskCols,
+		next.State, next.Attempt, d.ID, d.Group, token, c.seq))
+	if err != nil {
+		return nil, fmt.Errorf("lease task %d: %w", c.seq, err)
+	}
+	t := row.task()
+	t.Lease = &errand.Lease{Token: token, DelegateID: d.ID}
+	if len(t.DependsOn) > 0 {
+		if t.Dependencies, err = dependencyResults(w, t.ID); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func dependencyResults(w *wtx, id string) ([]errand.DependencyResult, error) {
+	rows, err := w.query(`SELECT t.id, t.type, t.state, t.result, t.error_code, t.error_reason
+		FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ? ORDER BY d.position`, id)
+	if err != nil {
+		return nil, fmt.Errorf("dependencies of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []errand.DependencyResult
+	for rows.Next() {
+		var (
+			r            errand.DependencyResult
+			result       []byte
+			code, reason string
+		)
+		if err := rows.Scan(&r.Task, &r.Type, &r.State, &result, &code, &reason); err != nil {
+			return nil, fmt.Errorf("dependencies of %s: %w", id, err)
+		}
+		if len(result) > 0 {
+			r.Result = json.RawMessage(result)
+		}
+		if code != "" {
+			r.Error = &errand.Error{Code: code, Reason: reason}
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("dependencies of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// TaskSweep expires silent delegates' leases and running tasks' timeouts.
+func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
+	var res store.TaskSweepResult
+	now := nanos(p.Now)
+	err := s.write(ctx, func(w *wtx) error {
+		res = store.TaskSweepResult{}
+		if p.LeaseTTL > 0 {
+			lost, err := selectIDs(w, `SELECT id FROM delegates WHERE state <> 'lost' AND last_heartbeat < ? ORDER BY seq`,
+				now-int64(p.LeaseTTL))
+			if err != nil {
+				return fmt.Errorf("sweep delegates: %w", err)
+			}
+			for _, id := range lost {
+				if _, err := w.exec(`UPDATE delegates SET state = 'lost' WHERE id = ?`, id); err != nil {
+					return fmt.Errorf("sweep delegate %s: %w", id, err)
+				}
+				res.LostDelegates = append(res.LostDelegates, id)
+				if err := expireLeases(w, id, now, &res); err != nil {
+					return err
+				}
+			}
+		}
+		late, err := selectIDs(w, `SELECT id FROM tasks WHERE state IN ('leased', 'running') AND state = 'running'
+			AND timeout > 0 AND started_at + timeout + ? < ? ORDER BY seq`, int64(p.TimeoutGrace), now)
+		if err != nil {
+			return fmt.Errorf("sweep timeouts: %w", err)
+		}
+		for _, id := range late {
+			row, err := getRow(w, id)
+			if err != nil {
+				return err
+			}
+			next, err := errand.Transition(row.status(), errand.EventTimeout)
+			if err != nil {
+				return fmt.Errorf("time out task %s: %w", id, err)
+			}
+			if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+				return err
+			}
+			res.TimedOut = append(res.TimedOut, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return store.TaskSweepResult{}, err
+	}
+	return res, nil
+}
+
+// expireLeases applies lease_expired to every active task of a delegate.
+func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResult) error {
+	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND state IN ('leased', 'running') ORDER BY seq`, delegateID)
+	if err != nil {
+		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
+	}
+	for _, id := range ids {
+		row, err := getRow(w, id)
+		if err != nil {
+			return err
+		}
+		next, err := errand.Transition(row.status(), errand.EventLeaseExpired)
+		if err != nil {
+			return fmt.Errorf("expire lease of %s: %w", id, err)
+		}
+		if _, err := applyTransition(w, row, next, transitionExtras{clearLease: true}, now); err != nil {
+			return err
+		}
+		if res == nil {
+			continue
+		}
+		switch next.State {
+		case errand.StateQueued:
+			res.Requeued = append(res.Requeued, id)
+		case errand.StateCancelled:
+			res.Cancelled = append(res.Cancelled, id)
+		default:
+			res.Failed = append(res.Failed, id)
+		}
+	}
+	return nil
+}
+
+func selectIDs(w *wtx, q string, args ...any) ([]string, error) {
+	rows, err := w.query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}

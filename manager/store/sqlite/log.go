@@ -1,0 +1,193 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// LogAppend appends lines at p.Offset under the task's lease.
+func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
+	if p.Offset < 0 {
+		return 0, errand.Errorf(errand.CodeInvalid, "offset: negative")
+	}
+	var next int64
+	err := s.write(ctx, func(w *wtx) error {
+		var (
+			state           errand.State
+			token, delegate string
+			lines           int64
+			sealed          int
+		)
+		err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed FROM tasks WHERE id = ?`,
+			p.TaskID).Scan(&state, &token, &delegate, &lines, &sealed)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound("task", p.TaskID)
+		}
+		if err != nil {
+			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
+		}
+		if token == "" || subtle.ConstantTimeCompare([]byte(token), []byte(p.LeaseToken)) != 1 {
+			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
+		}
+		if delegate != p.DelegateID {
+			return errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
+		}
+		if p.Offset > lines {
+			return errand.Errorf(errand.CodeLogOffset, "task %s: append at %d leaves a gap: expected offset %d",
+				p.TaskID, p.Offset, lines)
+		}
+		end := p.Offset + int64(len(p.Lines))
+		if end <= lines {
+			// Every line is stored already: a retry.
+			next = lines
+			return nil
+		}
+		if !state.Active() || sealed != 0 {
+			return errand.Errorf(errand.CodeLeaseLost, "task %s: %s, its log is closed", p.TaskID, state)
+		}
+		for i := lines - p.Offset; i < int64(len(p.Lines)); i++ {
+			if _, err := w.exec(`INSERT INTO log_lines (task_id, line, text) VALUES (?, ?, ?)`,
+				p.TaskID, p.Offset+i, p.Lines[i]); err != nil {
+				return fmt.Errorf("append log of %s: %w", p.TaskID, err)
+			}
+		}
+		if _, err := w.exec(`UPDATE tasks SET log_lines = ? WHERE id = ?`, end, p.TaskID); err != nil {
+			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
+		}
+		next = end
+		w.emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return next, nil
+}
+
+// LogRead returns unsealed lines from p.Offset.
+func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 10000
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM tasks WHERE id = ?`, p.TaskID).Scan(&n); err != nil {
+		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
+	}
+	if n == 0 {
+		return nil, notFound("task", p.TaskID)
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT text FROM log_lines WHERE task_id = ? AND line >= ?
+		ORDER BY line LIMIT ?`, p.TaskID, p.Offset, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
+	}
+	defer rows.Close()
+	lines := []string{}
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
+		}
+		lines = append(lines, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
+	}
+	return lines, nil
+}
+
+// LogSealList returns ended tasks whose logs are not sealed, oldest ended
+// first.
+func (s *Store) LogSealList(ctx context.Context, limit int) ([]string, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM tasks
+		WHERE log_sealed = 0 AND state IN ('succeeded', 'failed', 'cancelled', 'skipped', 'timed_out')
+		ORDER BY finished_at, seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list logs to seal: %w", err)
+	}
+	defer rows.Close()
+	ids := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list logs to seal: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list logs to seal: %w", err)
+	}
+	return ids, nil
+}
+
+// LogSeal records a sealed log's objects and drops its lines.
+func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
+	objects := p.Objects
+	if objects == nil {
+		objects = []store.LogObject{}
+	}
+	b, err := json.Marshal(objects)
+	if err != nil {
+		return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+	}
+	return s.write(ctx, func(w *wtx) error {
+		var (
+			state  errand.State
+			sealed int
+		)
+		err := w.queryRow(`SELECT state, log_sealed FROM tasks WHERE id = ?`, p.TaskID).Scan(&state, &sealed)
+		if errors.Is(err, sql.ErrNoRows) {
+			return notFound("task", p.TaskID)
+		}
+		if err != nil {
+			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+		}
+		if sealed != 0 {
+			return nil
+		}
+		if !state.Terminal() {
+			return errand.Errorf(errand.CodeIllegalTransition, "task %s is %s: only an ended task's log is sealed", p.TaskID, state)
+		}
+		if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ? WHERE id = ?`, string(b), p.TaskID); err != nil {
+			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+		}
+		if _, err := w.exec(`DELETE FROM log_lines WHERE task_id = ?`, p.TaskID); err != nil {
+			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+		}
+		return nil
+	})
+}
+
+// LogObjects returns a sealed log's objects in line order.
+func (s *Store) LogObjects(ctx context.Context, taskID string) ([]store.LogObject, bool, error) {
+	var (
+		sealed  int
+		objects string
+	)
+	err := s.rdb.QueryRowContext(ctx, `SELECT log_sealed, log_objects FROM tasks WHERE id = ?`, taskID).Scan(&sealed, &objects)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, notFound("task", taskID)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("log objects of %s: %w", taskID, err)
+	}
+	if sealed == 0 {
+		return nil, false, nil
+	}
+	var out []store.LogObject
+	if err := json.Unmarshal([]byte(objects), &out); err != nil {
+		return nil, false, fmt.Errorf("log objects of %s: %w", taskID, err)
+	}
+	return out, true, nil
+}

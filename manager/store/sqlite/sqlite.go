@@ -1,0 +1,315 @@
+// Package sqlite is the embedded Store: one SQLite file in WAL mode through
+// modernc.org/sqlite, with a single writer connection and a pool of
+// readers, so writers never fight over the database lock.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// readers is the size of the read pool.
+const readers = 4
+
+// Store is a store.Store on one SQLite database file.
+type Store struct {
+	rdb *sql.DB
+	wdb *sql.DB
+	// wconn is the one connection that writes. wsem guards it: a write
+	// transaction holds the semaphore from BEGIN to COMMIT.
+	wconn *sql.Conn
+	wsem  chan struct{}
+	// stmts caches statements prepared on wconn; used only under wsem.
+	stmts map[string]*sql.Stmt
+
+	subMu   sync.Mutex
+	subs    map[int]func(store.Change)
+	nextSub int
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path and applies the
+// migrations it has not seen yet.
+func Open(ctx context.Context, path string) (*Store, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+
+	wdb, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	s := &Store{
+		wdb:   wdb,
+		wsem:  make(chan struct{}, 1),
+		stmts: make(map[string]*sql.Stmt),
+		subs:  make(map[int]func(store.Change)),
+	}
+	if s.wconn, err = wdb.Conn(ctx); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)
+	}
+
+	rq := url.Values{}
+	rq.Add("_pragma", "busy_timeout(10000)")
+	rq.Add("_pragma", "query_only(1)")
+	rdb, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?"+rq.Encode())
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(readers)
+	rdb.SetMaxIdleConns(readers)
+	s.rdb = rdb
+	if err := s.Ping(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate applies the embedded migrations in name order, each once, in
+// its own transaction, and records them in schema_migrations.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.wconn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return fmt.Errorf("list migrations: %w", err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		var n int
+		if err := s.wconn.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE name = ?`, base).Scan(&n); err != nil {
+			return fmt.Errorf("check migration %s: %w", base, err)
+		}
+		if n > 0 {
+			continue
+		}
+		body, err := migrations.ReadFile(name)
+		if err != nil {
+			return fmt.Errorf("read migration %s: %w", base, err)
+		}
+		err = s.write(ctx, func(w *wtx) error {
+			if _, err := s.wconn.ExecContext(w.ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := w.exec(`INSERT INTO schema_migrations (name) VALUES (?)`, base)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("apply migration %s: %w", base, err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that both pools answer.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping sqlite: %w", err)
+	}
+	var one int
+	if err := s.rdb.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("ping sqlite: %w", err)
+	}
+	return nil
+}
+
+// Close closes both pools. Changes are no longer delivered.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.wsem <- struct{}{}
+		var errs []error
+		for _, st := range s.stmts {
+			errs = append(errs, st.Close())
+		}
+		if s.wconn != nil {
+			errs = append(errs, s.wconn.Close())
+		}
+		errs = append(errs, s.wdb.Close())
+		if s.rdb != nil {
+			errs = append(errs, s.rdb.Close())
+		}
+		s.subMu.Lock()
+		s.subs = map[int]func(store.Change){}
+		s.subMu.Unlock()
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("close sqlite: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Subscribe calls fn after each committed change.
+func (s *Store) Subscribe(fn func(store.Change)) (unsubscribe func()) {
+	s.subMu.Lock()
+	id := s.nextSub
+	s.nextSub++
+	s.subs[id] = fn
+	s.subMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.subMu.Lock()
+			delete(s.subs, id)
+			s.subMu.Unlock()
+		})
+	}
+}
+
+func (s *Store) notify(changes []store.Change) {
+	if len(changes) == 0 {
+		return
+	}
+	s.subMu.Lock()
+	fns := make([]func(store.Change), 0, len(s.subs))
+	for _, fn := range s.subs {
+		fns = append(fns, fn)
+	}
+	s.subMu.Unlock()
+	for _, c := range changes {
+		for _, fn := range fns {
+			fn(c)
+		}
+	}
+}
+
+// wtx is a write transaction in progress on the writer connection.
+type wtx struct {
+	s       *Store
+	ctx     context.Context
+	changes []store.Change
+}
+
+func (w *wtx) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := w.s.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := w.s.wconn.PrepareContext(w.ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("prepare: %w", err)
+	}
+	w.s.stmts[query] = st
+	return st, nil
+}
+
+func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
+	st, err := w.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(w.ctx, args...)
+}
+
+func (w *wtx) query(query string, args ...any) (*sql.Rows, error) {
+	st, err := w.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(w.ctx, args...)
+}
+
+func (w *wtx) queryRow(query string, args ...any) *sql.Row {
+	st, err := w.stmt(query)
+	if err != nil {
+		// A Row cannot carry an error of ours; the unprepared query
+		// reports the same failure when run.
+		return w.s.wconn.QueryRowContext(w.ctx, query, args...)
+	}
+	return st.QueryRowContext(w.ctx, args...)
+}
+
+func (w *wtx) emit(c store.Change) { w.changes = append(w.changes, c) }
+
+// write runs fn in one immediate transaction on the writer connection and
+// delivers the changes it emitted once it has committed. Waiting for the
+// writer honours ctx; once started, a transaction runs to its end so that
+// a cancelled request never leaves the connection mid-transaction.
+func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
+	select {
+	case s.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wait for sqlite writer: %w", ctx.Err())
+	}
+	w := &wtx{s: s, ctx: context.WithoutCancel(ctx)}
+	err := func() error {
+		defer func() { <-s.wsem }()
+		if _, err := w.exec(`BEGIN IMMEDIATE`); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		if err := fn(w); err != nil {
+			if _, rerr := w.exec(`ROLLBACK`); rerr != nil {
+				return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+			}
+			return err
+		}
+		if _, err := w.exec(`COMMIT`); err != nil {
+			_, _ = w.exec(`ROLLBACK`)
+			return fmt.Errorf("commit: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		return err
+	}
+	s.notify(w.changes)
+	return nil
+}
+
+// newToken returns 128 random bits in hex.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("lease token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// notFound is the error of a missing row.
+func notFound(what, id string) error {
+	return errand.Errorf(errand.CodeNotFound, "%s %s not found", what, id)
+}

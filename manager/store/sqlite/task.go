@@ -1,0 +1,590 @@
+package sqlite
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// TaskCreate inserts a batch of tasks atomically.
+func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*errand.Task, error) {
+	order, err := checkBatch(p.Tasks)
+	if err != nil {
+		return nil, err
+	}
+	now := nanos(p.Now)
+	var out []*errand.Task
+	err = s.write(ctx, func(w *wtx) error {
+		inBatch := make(map[string]*errand.Task, len(p.Tasks))
+		for _, t := range p.Tasks {
+			inBatch[t.ID] = t
+		}
+		// States of tasks outside the batch that the batch refers to.
+		outside := map[string]errand.State{}
+		for i, t := range p.Tasks {
+			var exists int
+			if err := w.queryRow(`SELECT count(*) FROM tasks WHERE id = ?`, t.ID).Scan(&exists); err != nil {
+				return fmt.Errorf("create task %s: %w", t.ID, err)
+			}
+			if exists > 0 {
+				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
+			}
+			refs := make([]string, 0, len(t.DependsOn)+1)
+			paths := make([]string, 0, len(t.DependsOn)+1)
+			for j, d := range t.DependsOn {
+				refs = append(refs, d.Task)
+				paths = append(paths, fmt.Sprintf("tasks[%d].depends_on[%d].task", i, j))
+			}
+			if t.Affinity != "" {
+				refs = append(refs, t.Affinity)
+				paths = append(paths, fmt.Sprintf("tasks[%d].affinity", i))
+			}
+			for j, ref := range refs {
+				if _, ok := inBatch[ref]; ok {
+					continue
+				}
+				if _, ok := outside[ref]; ok {
+					continue
+				}
+				var st errand.State
+				err := w.queryRow(`SELECT state FROM tasks WHERE id = ?`, ref).Scan(&st)
+				if errors.Is(err, sql.ErrNoRows) {
+					return errand.Errorf(errand.CodeInvalid, "%s: unknown task %s", paths[j], ref)
+				}
+				if err != nil {
+					return fmt.Errorf("create task %s: %w", t.ID, err)
+				}
+				outside[ref] = st
+			}
+		}
+
+		decided := make(map[string]errand.State, len(p.Tasks))
+		out = make([]*errand.Task, len(p.Tasks))
+		for _, i := range order {
+			t := p.Tasks[i]
+			row, err := insertTask(w, t, outside, decided, now)
+			if err != nil {
+				return fmt.Errorf("create task %s: %w", t.ID, err)
+			}
+			decided[t.ID] = row.State
+			out[i] = row
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkBatch validates the tasks that need no database and returns an
+// order in which every task comes after the batch tasks it depends on.
+func checkBatch(tasks []*errand.Task) ([]int, error) {
+	index := make(map[string]int, len(tasks))
+	for i, t := range tasks {
+		switch {
+		case t == nil:
+			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d]: missing", i)
+		case t.ID == "":
+			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].id: required", i)
+		case t.Type == "" || len(t.Type) > errand.MaxTaskTypeLen:
+			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].type: required, at most %d bytes", i, errand.MaxTaskTypeLen)
+		case t.MaxAttempts < 0 || t.MaxAttempts > errand.MaxMaxAttempts:
+			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].max_attempts: must be 1..%d", i, errand.MaxMaxAttempts)
+		case t.Timeout < 0:
+			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].timeout: negative", i)
+		case len(t.Data) > 0 && !json.Valid(t.Data):
+			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].data: not JSON", i)
+		}
+		for j, d := range t.DependsOn {
+			if !d.Condition.Valid() {
+				return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].depends_on[%d].condition: unknown %q", i, j, d.Condition)
+			}
+		}
+		if _, dup := index[t.ID]; dup {
+			return nil, errand.Errorf(errand.CodeConflict, "tasks[%d].id: %s appears twice in the batch", i, t.ID)
+		}
+		index[t.ID] = i
+	}
+	// Depth-first topological sort; a grey node met again is a cycle.
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := make([]int, len(tasks))
+	order := make([]int, 0, len(tasks))
+	var visit func(i int, path string) error
+	visit = func(i int, path string) error {
+		switch color[i] {
+		case black:
+			return nil
+		case grey:
+			return errand.Errorf(errand.CodeInvalid, "%s: dependency cycle through task %s", path, tasks[i].ID)
+		}
+		color[i] = grey
+		for j, d := range tasks[i].DependsOn {
+			if k, ok := index[d.Task]; ok {
+				if err := visit(k, fmt.Sprintf("tasks[%d].depends_on[%d].task", i, j)); err != nil {
+					return err
+				}
+			}
+		}
+		color[i] = black
+		order = append(order, i)
+		return nil
+	}
+	for i := range tasks {
+		if err := visit(i, fmt.Sprintf("tasks[%d]", i)); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+const insertTaskSQL = `INSERT INTO tasks (id, type, data, selector, depends_on, affinity,
+	priority, timeout, max_attempts, run_id, state, error_code, error_reason, created_at,
+	queued_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	RETURNING ` + taskCols
+
+// insertTask stores one task, resolved at once when every dependency has
+// already ended (in the database or earlier in the batch).
+func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State, now int64) (*errand.Task, error) {
+	maxAttempts := t.MaxAttempts
+	if maxAttempts == 0 {
+		maxAttempts = errand.DefaultMaxAttempts
+	}
+	st := errand.Status{State: errand.StatePending, MaxAttempts: maxAttempts}
+	outcomes := make([]errand.DependencyOutcome, len(t.DependsOn))
+	for j, d := range t.DependsOn {
+		ds, ok := decided[d.Task]
+		if !ok {
+			ds = outside[d.Task]
+		}
+		outcomes[j] = errand.DependencyOutcome{Condition: d.Condition, State: ds}
+	}
+	var errCode, errReason string
+	if ev, ok := resolveEvent(errand.Resolve(outcomes)); ok {
+		next, err := errand.Transition(st, ev)
+		if err != nil {
+			return nil, err
+		}
+		st = next
+		if next.Code != "" {
+			errCode, errReason = next.Code, "a dependency did not meet its condition"
+		}
+	}
+	selector, err := jsonOrEmpty(t.Selector, t.Selector.Arch == "" && t.Selector.Group == "" && len(t.Selector.Labels) == 0)
+	if err != nil {
+		return nil, err
+	}
+	deps, err := jsonOrEmpty(t.DependsOn, len(t.DependsOn) == 0)
+	if err != nil {
+		return nil, err
+	}
+	var queuedAt, finishedAt any
+	switch {
+	case st.State == errand.StateQueued:
+		queuedAt = now
+		w.emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
+	case st.State.Terminal():
+		finishedAt = now
+		w.emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: t.ID})
+	}
+	row, err := scanTask(w.queryRow(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
+		t.Affinity, t.Priority, int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason,
+		now, queuedAt, finishedAt))
+	if err != nil {
+		return nil, err
+	}
+	for j, d := range t.DependsOn {
+		cond := d.Condition
+		if cond == "" {
+			cond = errand.OnSuccess
+		}
+		if _, err := w.exec(`INSERT INTO task_deps (task_id, dep_id, condition, position) VALUES (?, ?, ?, ?)`,
+			t.ID, d.Task, cond, j); err != nil {
+			return nil, err
+		}
+		if _, err := w.exec(`UPDATE tasks SET has_dependents = 1 WHERE id = ? AND has_dependents = 0`, d.Task); err != nil {
+			return nil, err
+		}
+	}
+	return row.task(), nil
+}
+
+func resolveEvent(r errand.Readiness) (errand.Event, bool) {
+	switch r {
+	case errand.Ready:
+		return errand.EventDepsMet, true
+	case errand.Skip:
+		return errand.EventDepsUnmet, true
+	}
+	return "", false
+}
+
+// TaskGet returns one task.
+func (s *Store) TaskGet(ctx context.Context, id string) (*errand.Task, error) {
+	row, err := scanTask(s.rdb.QueryRowContext(ctx, `SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("task", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get task %s: %w", id, err)
+	}
+	return row.task(), nil
+}
+
+// TaskList returns tasks matching the filter in creation order.
+func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand.Task, error) {
+	var (
+		where []string
+		args  []any
+	)
+	if len(p.States) > 0 {
+		marks := make([]string, len(p.States))
+		for i, st := range p.States {
+			marks[i] = "?"
+			args = append(args, st)
+		}
+		where = append(where, "state IN ("+strings.Join(marks, ", ")+")")
+	}
+	if p.Type != "" {
+		where = append(where, "type = ?")
+		args = append(args, p.Type)
+	}
+	if p.RunID != "" {
+		where = append(where, "run_id = ?")
+		args = append(args, p.RunID)
+	}
+	if p.After != "" {
+		where = append(where, "seq > coalesce((SELECT seq FROM tasks WHERE id = ?), 0)")
+		args = append(args, p.After)
+	}
+	limit := p.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	q := `SELECT ` + taskCols + ` FROM tasks`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	defer rows.Close()
+	out := []*errand.Task{}
+	for rows.Next() {
+		row, err := scanTask(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tasks: %w", err)
+		}
+		out = append(out, row.task())
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	return out, nil
+}
+
+// getRow reads a task inside a write transaction.
+func getRow(w *wtx, id string) (*taskRow, error) {
+	row, err := scanTask(w.queryRow(`SELECT `+taskCols+` FROM tasks WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, notFound("task", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read task %s: %w", id, err)
+	}
+	return row, nil
+}
+
+// TaskReport applies a delegate's report under its lease.
+func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*errand.Task, error) {
+	ev, ok := errand.EventForReport(p.State)
+	if !ok {
+		return nil, errand.Errorf(errand.CodeInvalid, "state: a delegate cannot report %q", p.State)
+	}
+	if len(p.Result) > 0 && !json.Valid(p.Result) {
+		return nil, errand.Errorf(errand.CodeInvalid, "result: not JSON")
+	}
+	var out *errand.Task
+	err := s.write(ctx, func(w *wtx) error {
+		row, err := getRow(w, p.TaskID)
+		if err != nil {
+			return err
+		}
+		if row.leaseToken == "" || subtle.ConstantTimeCompare([]byte(row.leaseToken), []byte(p.LeaseToken)) != 1 {
+			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
+		}
+		if row.DelegateID != p.DelegateID {
+			return errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
+		}
+		if row.State == p.State {
+			// A retry of a report that already took effect.
+			out = row.task()
+			return nil
+		}
+		next, err := errand.Transition(row.status(), ev)
+		if err != nil {
+			return fmt.Errorf("report task %s: %w", p.TaskID, err)
+		}
+		out, err = applyTransition(w, row, next, transitionExtras{result: p.Result, err: p.Error}, nanos(p.Now))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// transitionExtras carries what a transition stores beside the status.
+type transitionExtras struct {
+	result     json.RawMessage
+	err        *errand.Error
+	clearLease bool // the lease expired: its token no longer reports
+}
+
+// applyTransition persists next for a task read as row, conditional on
+// the row still being in the state it was read in, then resolves the
+// dependents of a task that ended.
+func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtras, now int64) (*errand.Task, error) {
+	t := row.task()
+	errCode, errReason := "", ""
+	if row.Error != nil {
+		errCode, errReason = row.Error.Code, row.Error.Reason
+	}
+	if next.State.Terminal() {
+		switch {
+		case x.err != nil && next.State != errand.StateSucceeded:
+			errCode, errReason = x.err.Code, x.err.Reason
+			if errCode == "" {
+				errCode = next.Code
+			}
+			if errCode == "" {
+				errCode = errand.CodeTaskFailed
+			}
+		case next.Code != "":
+			errCode, errReason = next.Code, reasonFor(next.Code)
+		case next.State == errand.StateFailed:
+			errCode, errReason = errand.CodeTaskFailed, "the task failed"
+		default:
+			errCode, errReason = "", ""
+		}
+		t.FinishedAt = ptrTime(now)
+	}
+	if next.State == errand.StateQueued {
+		errCode, errReason = "", ""
+		t.QueuedAt = ptrTime(now)
+	}
+	if next.State == errand.StateRunning && row.State != errand.StateRunning {
+		t.StartedAt = ptrTime(now)
+	}
+	result := row.Result
+	if next.State == errand.StateSucceeded && len(x.result) > 0 {
+		result = x.result
+	}
+	token := row.leaseToken
+	if x.clearLease {
+		token = ""
+	}
+	res, err := w.exec(`UPDATE tasks SET state = ?, attempt = ?, cancel_requested = ?, result = ?,
+		error_code = ?, error_reason = ?, lease_token = ?, queued_at = ?, started_at = ?, finished_at = ?
+		WHERE seq = ? AND state = ?`,
+		next.State, next.Attempt, boolInt(next.CancelRequested), nullBytes(result), errCode, errReason,
+		token, nullTime(t.QueuedAt), nullTime(t.StartedAt), nullTime(t.FinishedAt), row.seq, row.State)
+	if err != nil {
+		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return nil, fmt.Errorf("update task %s: state changed underneath (%d rows, %v)", row.ID, n, err)
+	}
+	t.State, t.Attempt, t.CancelRequested = next.State, next.Attempt, next.CancelRequested
+	t.Result = result
+	t.Error = nil
+	if errCode != "" {
+		t.Error = &errand.Error{Code: errCode, Reason: errReason}
+	}
+	switch {
+	case next.State == errand.StateQueued:
+		w.emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: row.ID, TaskType: row.Type})
+	case next.State.Terminal():
+		w.emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
+		if row.hasDependents {
+			if err := releaseDependents(w, row.ID, now); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return t, nil
+}
+
+func reasonFor(code string) string {
+	switch code {
+	case errand.CodeDelegateLost:
+		return "the delegate stopped heartbeating and no attempts remain"
+	case errand.CodeTimedOut:
+		return "the task ran past its timeout"
+	case errand.CodeCancelled:
+		return "cancelled by a user"
+	case errand.CodeDependencyUnmet:
+		return "a dependency did not meet its condition"
+	}
+	return code
+}
+
+// releaseDependents resolves the pending tasks that depend on an ended
+// task, and on through the tasks that this ends in turn (skips), in the
+// same transaction.
+func releaseDependents(w *wtx, endedID string, now int64) error {
+	queue := []string{endedID}
+	for len(queue) > 0 {
+		id := queue[0]
+		queue = queue[1:]
+		rows, err := w.query(`SELECT DISTINCT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id
+			WHERE d.dep_id = ? AND t.state = 'pending'`, id)
+		if err != nil {
+			return fmt.Errorf("dependents of %s: %w", id, err)
+		}
+		var dependents []string
+		for rows.Next() {
+			var dep string
+			if err := rows.Scan(&dep); err != nil {
+				rows.Close()
+				return fmt.Errorf("dependents of %s: %w", id, err)
+			}
+			dependents = append(dependents, dep)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("dependents of %s: %w", id, err)
+		}
+		for _, dep := range dependents {
+			ended, err := resolvePending(w, dep, now)
+			if err != nil {
+				return err
+			}
+			if ended {
+				queue = append(queue, dep)
+			}
+		}
+	}
+	return nil
+}
+
+// resolvePending decides a pending task from its dependencies' states and
+// reports whether it ended (skipped).
+func resolvePending(w *wtx, id string, now int64) (bool, error) {
+	rows, err := w.query(`SELECT d.condition, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id
+		WHERE d.task_id = ? ORDER BY d.position`, id)
+	if err != nil {
+		return false, fmt.Errorf("dependencies of %s: %w", id, err)
+	}
+	var outcomes []errand.DependencyOutcome
+	for rows.Next() {
+		var o errand.DependencyOutcome
+		if err := rows.Scan(&o.Condition, &o.State); err != nil {
+			rows.Close()
+			return false, fmt.Errorf("dependencies of %s: %w", id, err)
+		}
+		outcomes = append(outcomes, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("dependencies of %s: %w", id, err)
+	}
+	ev, ok := resolveEvent(errand.Resolve(outcomes))
+	if !ok {
+		return false, nil
+	}
+	row, err := getRow(w, id)
+	if err != nil {
+		return false, err
+	}
+	next, err := errand.Transition(row.status(), ev)
+	if err != nil {
+		return false, fmt.Errorf("resolve task %s: %w", id, err)
+	}
+	if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+		return false, err
+	}
+	// applyTransition already cascades from a skipped task; the caller
+	// need not walk on from it again.
+	return false, nil
+}
+
+// TaskCancel cancels a task or asks its delegate to stop it.
+func (s *Store) TaskCancel(ctx context.Context, p store.TaskCancelParams) (*errand.Task, error) {
+	var out *errand.Task
+	err := s.write(ctx, func(w *wtx) error {
+		row, err := getRow(w, p.TaskID)
+		if err != nil {
+			return err
+		}
+		next, err := errand.Transition(row.status(), errand.EventCancel)
+		if err != nil {
+			return fmt.Errorf("cancel task %s: %w", p.TaskID, err)
+		}
+		if next == row.status() {
+			out = row.task()
+			return nil
+		}
+		out, err = applyTransition(w, row, next, transitionExtras{}, nanos(p.Now))
+		if err != nil {
+			return err
+		}
+		if next.CancelRequested && !next.State.Terminal() {
+			w.emit(store.Change{Kind: store.ChangeCancelRequested, TaskID: row.ID, DelegateID: row.DelegateID})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TaskCancelRequests lists a delegate's active tasks that a user cancelled.
+func (s *Store) TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error) {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM tasks
+		WHERE delegate_id = ? AND state IN ('leased', 'running') AND cancel_requested = 1 ORDER BY seq`, delegateID)
+	if err != nil {
+		return nil, fmt.Errorf("cancel requests of %s: %w", delegateID, err)
+	}
+	defer rows.Close()
+	ids := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("cancel requests of %s: %w", delegateID, err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("cancel requests of %s: %w", delegateID, err)
+	}
+	return ids, nil
+}
+
+func ptrTime(n int64) *time.Time {
+	t := fromNanos(n)
+	return &t
+}
+
+func nullTime(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return nanos(*t)
+}
