@@ -446,4 +446,3 @@ func stepEnv(s *Stage, st *Step, opts ExpandOptions) map[string]string {
 	}
 	return env
 }
-

@@ -232,7 +232,7 @@ func evaluateJsonnet(filename string, data []byte, opts LoadOptions) ([]byte, er
 				done <- result{err: fmt.Errorf("jsonnet evaluator panicked: %v", r)}
 			}
 		}()
-		out, err := vm.EvaluateAnonymousSnippet(mainFile, string(data))
+		out, err := vm.EvaluateSnippet(mainFile, string(data))
 		done <- result{out, err}
 	}()
 	select {
