@@ -42,6 +42,16 @@ type Config struct {
 	// SweepInterval is how often leases and timeouts are checked
 	// (default 1s).
 	SweepInterval time.Duration
+	// TimeoutGrace is how long past its timeout a running task may still
+	// report before the manager ends it timed_out (default 30s): the
+	// delegate enforces the timeout itself and should be heard first.
+	TimeoutGrace time.Duration
+	// HeartbeatFlushInterval is how often recorded heartbeats are written
+	// to the store, all delegates in one write (default 1s).
+	HeartbeatFlushInterval time.Duration
+	// SealInterval is how often ended tasks' logs are moved into object
+	// storage (default 2s); a task ending also wakes the sealer.
+	SealInterval time.Duration
 
 	// Log receives the manager's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger

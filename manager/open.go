@@ -1,0 +1,145 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand/manager/ost"
+	"github.com/errandci/errand/manager/ost/posix"
+	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/sqlite"
+)
+
+// TokenPaths returns where a manager with this data dir keeps the tokens
+// it generated. Client commands on the manager's machine read the admin
+// token there.
+func TokenPaths(dataDir string) (admin, registration string) {
+	return filepath.Join(dataDir, "admin.token"), filepath.Join(dataDir, "registration.token")
+}
+
+// Open opens the store and the object storage that cfg names, under
+// cfg.DataDir, fills in missing tokens from the data dir (generating them
+// on first start) and returns the server. Stop closes what Open opened.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	cfg.SetDefaults()
+	if cfg.DataDir == "" {
+		return nil, errors.New("invalid manager configuration: a data dir is required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	adminPath, regPath := TokenPaths(cfg.DataDir)
+	var err error
+	if cfg.AdminToken == "" {
+		if cfg.AdminToken, err = loadOrCreateToken(cfg.Log, adminPath, "admin"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.RegistrationToken == "" {
+		if cfg.RegistrationToken, err = loadOrCreateToken(cfg.Log, regPath, "registration"); err != nil {
+			return nil, err
+		}
+	}
+	objects, err := openObjects(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		closeIf(objects)
+		return nil, err
+	}
+	s, err := New(cfg, st, objects)
+	if err != nil {
+		_ = st.Close()
+		closeIf(objects)
+		return nil, err
+	}
+	if c, ok := objects.(io.Closer); ok {
+		s.closers = append(s.closers, c)
+	}
+	return s, nil
+}
+
+func closeIf(v any) {
+	if c, ok := v.(io.Closer); ok {
+		_ = c.Close()
+	}
+}
+
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	switch {
+	case cfg.Store == "sqlite":
+		path := filepath.Join(cfg.DataDir, "errand.db")
+		st, err := sqlite.Open(ctx, path)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
+		}
+		cfg.Log.WithField("path", path).Info("store: sqlite")
+		return st, nil
+	case strings.HasPrefix(cfg.Store, "postgres://"), strings.HasPrefix(cfg.Store, "postgresql://"):
+		return nil, errors.New("store: postgres is not supported yet; use --store sqlite")
+	}
+	return nil, fmt.Errorf("store: unknown store %q (want sqlite or a postgres:// URL)", cfg.Store)
+}
+
+func openObjects(cfg Config) (ost.Storage, error) {
+	switch {
+	case cfg.Objects == "posix":
+		dir := filepath.Join(cfg.DataDir, "objects")
+		s, err := posix.New(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open object storage: %w", err)
+		}
+		cfg.Log.WithField("path", dir).Info("object storage: posix")
+		return s, nil
+	case strings.HasPrefix(cfg.Objects, "s3://"):
+		return nil, errors.New("object storage: s3 is not supported yet; use --objects posix")
+	}
+	return nil, fmt.Errorf("object storage: unknown backend %q (want posix or s3://bucket/base)", cfg.Objects)
+}
+
+// loadOrCreateToken reads a token file, or writes a new random token to
+// it (mode 0600) if there is none. The token itself is never logged.
+func loadOrCreateToken(log *logrus.Logger, path, name string) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < minTokenLen {
+			return "", fmt.Errorf("%s token in %s is shorter than %d characters", name, path, minTokenLen)
+		}
+		log.WithField("path", path).Infof("using the %s token stored in the data dir", name)
+		return tok, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("read %s token: %w", name, err)
+	}
+	tok, err := newSecret(32)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("write %s token: %w", name, err)
+	}
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		_ = f.Close()
+		return "", fmt.Errorf("write %s token: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("write %s token: %w", name, err)
+	}
+	log.WithField("path", path).Infof("generated a %s token", name)
+	return tok, nil
+}
