@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -65,5 +66,6 @@ func (e Errors) err(src *source) error {
 			out[i].Line = src.line(out[i].Path)
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Line < out[j].Line })
 	return out
 }
