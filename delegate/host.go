@@ -1,0 +1,177 @@
+package delegate
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/errandci/errand/poller"
+)
+
+// hostLoad reads the 1-minute load average per CPU from procDir/loadavg.
+func hostLoad(procDir string) (float64, error) {
+	b, err := os.ReadFile(filepath.Join(procDir, "loadavg"))
+	if err != nil {
+		return 0, fmt.Errorf("read load average: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("read load average: empty %s", filepath.Join(procDir, "loadavg"))
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0, fmt.Errorf("read load average: %w", err)
+	}
+	return v / float64(runtime.NumCPU()), nil
+}
+
+// memAvailable reads MemAvailable from procDir/meminfo, in bytes.
+func memAvailable(procDir string) (int64, error) {
+	b, err := os.ReadFile(filepath.Join(procDir, "meminfo"))
+	if err != nil {
+		return 0, fmt.Errorf("read memory info: %w", err)
+	}
+	s := bufio.NewScanner(bytes.NewReader(b))
+	for s.Scan() {
+		f := strings.Fields(s.Text())
+		if len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("read MemAvailable: %w", err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, errors.New("read memory info: no MemAvailable line")
+}
+
+// resources decides whether the host is over its thresholds, reading
+// /proc at most once a second.
+type resources struct {
+	procDir string
+	maxLoad float64
+	minFree int64
+	onErr   func(error)
+
+	mu     sync.Mutex
+	at     time.Time
+	over   bool
+	reason string
+}
+
+// Overloaded reports whether new work should be refused.
+func (r *resources) Overloaded() bool {
+	if r.maxLoad == 0 && r.minFree == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.at) < time.Second {
+		return r.over
+	}
+	r.at = time.Now()
+	r.over, r.reason = false, ""
+	if r.maxLoad > 0 {
+		load, err := hostLoad(r.procDir)
+		switch {
+		case err != nil:
+			r.onErr(err)
+		case load > r.maxLoad:
+			r.over, r.reason = true, fmt.Sprintf("load %.2f per CPU is over %.2f", load, r.maxLoad)
+		}
+	}
+	if r.minFree > 0 && !r.over {
+		free, err := memAvailable(r.procDir)
+		switch {
+		case err != nil:
+			r.onErr(err)
+		case free < r.minFree:
+			r.over, r.reason = true, fmt.Sprintf("%d bytes available, under %d", free, r.minFree)
+		}
+	}
+	return r.over
+}
+
+// identityFile keeps the delegate's identity in the state dir, mode 0600,
+// with the manager it belongs to: an identity of another manager is not
+// offered to this one.
+type identityFile struct {
+	path    string
+	manager string
+}
+
+type storedIdentity struct {
+	Manager string `json:"manager"`
+	poller.Identity
+}
+
+func (f *identityFile) Load() (*poller.Identity, error) {
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	var s storedIdentity
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("read identity %s: %w", f.path, err)
+	}
+	if s.Manager != f.manager || s.ID == "" {
+		return nil, nil
+	}
+	return &s.Identity, nil
+}
+
+func (f *identityFile) Save(id *poller.Identity) error {
+	if id == nil {
+		return f.Clear()
+	}
+	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	b, err := json.Marshal(storedIdentity{Manager: f.manager, Identity: *id})
+	if err != nil {
+		return fmt.Errorf("encode identity: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".identity-*")
+	if err != nil {
+		return fmt.Errorf("write identity: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write identity: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write identity: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write identity: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write identity: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), f.path); err != nil {
+		return fmt.Errorf("write identity: %w", err)
+	}
+	return nil
+}
+
+func (f *identityFile) Clear() error {
+	if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove identity: %w", err)
+	}
+	return nil
+}
