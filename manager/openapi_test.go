@@ -19,7 +19,7 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	var doc struct {
-		OpenAPI string                               `json:"openapi"`
+		OpenAPI string                    `json:"openapi"`
 		Paths   map[string]map[string]any `json:"paths"`
 	}
 	if err := yaml.Unmarshal(b, &doc); err != nil {
