@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/alecthomas/units"
+
+	"github.com/errandci/errand/delegate"
+	"github.com/errandci/errand/manager"
+	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks/exec"
+)
+
+func init() { commands = append(commands, addDelegateCommand) }
+
+func addDelegateCommand(app *kingpin.Application, g *globals) {
+	cmd := app.Command("delegate", "Run a delegate: register with the manager and run its tasks on this host.")
+	var (
+		cfg     delegate.Config
+		minFree units.Base2Bytes
+		dataDir string
+	)
+	cmd.Flag("manager", "URL of the manager.").Envar("ERRAND_MANAGER").
+		Default("http://127.0.0.1:7700").StringVar(&cfg.Manager)
+	cmd.Flag("token", "Registration token (default: the registration.token file in --data-dir).").Envar("ERRAND_TOKEN").
+		StringVar(&cfg.Token)
+	cmd.Flag("data-dir", "The manager's data directory, where its generated registration token is found when --token is not given.").
+		Envar("ERRAND_DATA_DIR").Default("./errand-data").StringVar(&dataDir)
+	cmd.Flag("name", "Name of the delegate (default: the hostname).").Envar("ERRAND_NAME").StringVar(&cfg.Name)
+	cmd.Flag("group", "Group of the delegate: tasks may select it, and dynamic siblings clean up for each other.").
+		Envar("ERRAND_GROUP").StringVar(&cfg.Group)
+	cmd.Flag("label", "Label k=v that task selectors match (repeat for more).").Envar("ERRAND_LABEL").
+		StringMapVar(&cfg.Labels)
+	cmd.Flag("arch", "Architecture served (repeat for more; default: this binary's).").Envar("ERRAND_ARCH").
+		StringsVar(&cfg.Archs)
+	cmd.Flag("capacity", "Number of tasks run at once.").Envar("ERRAND_CAPACITY").
+		Default(fmt.Sprint(delegate.DefaultCapacity)).IntVar(&cfg.Capacity)
+	cmd.Flag("task-type", "Task type offered (repeat for more; default: every type this delegate serves).").
+		Envar("ERRAND_TASK_TYPE").StringsVar(&cfg.TaskTypes)
+	cmd.Flag("dynamic", "Let the manager remove this delegate when it stops heartbeating.").Envar("ERRAND_DYNAMIC").
+		BoolVar(&cfg.Dynamic)
+	cmd.Flag("state-dir", "Directory of the delegate's identity and of exec workspaces (default: ~/.errand/delegate).").
+		Envar("ERRAND_STATE_DIR").StringVar(&cfg.StateDir)
+	cmd.Flag("max-load", "Refuse new tasks while the 1-minute load average per CPU is above this (0: no limit).").
+		Envar("ERRAND_MAX_LOAD").Default("0").Float64Var(&cfg.MaxLoad)
+	cmd.Flag("min-free-memory", "Refuse new tasks while less memory than this is available, e.g. 512MiB (0: no limit).").
+		Envar("ERRAND_MIN_FREE_MEMORY").Default("0").BytesVar(&minFree)
+	cmd.Flag("drain-timeout", "On SIGTERM or SIGINT, how long running tasks may go on before they are cancelled.").
+		Envar("ERRAND_DRAIN_TIMEOUT").Default(delegate.DefaultDrainTimeout.String()).DurationVar(&cfg.DrainTimeout)
+	cmd.Flag("allow-privileged", "Allow stages that ask for privileged containers.").Envar("ERRAND_ALLOW_PRIVILEGED").
+		BoolVar(&cfg.AllowPrivileged)
+	lf := addLogFlags(cmd)
+
+	cmd.Action(g.action(func(ctx context.Context) error {
+		cfg.Log = lf.logger(g.Stderr)
+		cfg.MinFreeMemory = int64(minFree)
+		cfg.Version = version
+		if cfg.Token == "" {
+			_, reg := manager.TokenPaths(dataDir)
+			if b, err := os.ReadFile(reg); err == nil {
+				cfg.Token = strings.TrimSpace(string(b))
+			}
+		}
+		return runDelegate(ctx, cfg)
+	}))
+}
+
+// runDelegate runs the delegate with the built-in handlers until ctx ends
+// (SIGINT, SIGTERM), then drains it.
+func runDelegate(ctx context.Context, cfg delegate.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	r := router.New(router.WithLogger(cfg.Log))
+	exec.Register(r, cfg.StateDir)
+	d, err := delegate.New(cfg, r)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
