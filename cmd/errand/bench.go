@@ -1,0 +1,392 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager"
+)
+
+func init() { commands = append(commands, addBenchCommand) }
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat;
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// benchIdleConns bounds the idle connections the bench keeps, so that
+// heartbeats reuse a few connections instead of one each.
+const benchIdleConns = 1024
+
+// idleBench is the configuration of `errand bench idle`.
+type idleBench struct {
+	delegates   int
+	duration    time.Duration
+	warmup      time.Duration
+	wait        time.Duration
+	interval    time.Duration
+	concurrency int
+	managerArgs []string
+}
+
+func addBenchCommand(app *kingpin.Application, g *globals) {
+	cmd := app.Command("bench", "Measure the manager.")
+	idle := cmd.Command("idle", "Start a manager, keep many delegates long-polling it with nothing to do, and report its memory and CPU.")
+	var b idleBench
+	idle.Flag("delegates", "Number of delegates.").Default("10000").IntVar(&b.delegates)
+	idle.Flag("duration", "How long to measure once every delegate is polling.").Default("30s").DurationVar(&b.duration)
+	idle.Flag("warmup", "How long to wait after the last delegate started polling before measuring.").Default("5s").DurationVar(&b.warmup)
+	idle.Flag("wait", "Acquire long-poll wait.").Default("30s").DurationVar(&b.wait)
+	idle.Flag("heartbeat-interval", "Heartbeat interval the manager gives delegates.").
+		Default(manager.DefaultHeartbeatInterval.String()).DurationVar(&b.interval)
+	idle.Flag("concurrency", "Registrations in flight at once.").Default("32").IntVar(&b.concurrency)
+	idle.Flag("manager-arg", "Extra argument of the manager (repeatable).").StringsVar(&b.managerArgs)
+	idle.Action(g.action(func(ctx context.Context) error {
+		if b.delegates < 1 || b.duration <= 0 || b.concurrency < 1 {
+			return usageErrorf("--delegates, --duration and --concurrency must be positive")
+		}
+		return b.run(ctx, g.Stdout, g.Stderr)
+	}))
+}
+
+func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
+	// One connection per long-poll, plus the idle pool and the
+	// heartbeats in flight.
+	if err := raiseOpenFiles(uint64(b.delegates + 2*benchIdleConns)); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "errand-bench-")
+	if err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	proc, url, err := b.startManager(ctx, dir, stderr)
+	if err != nil {
+		return err
+	}
+	defer proc.stop()
+	_, regPath := manager.TokenPaths(dir)
+	regToken, err := os.ReadFile(regPath)
+	if err != nil {
+		return fmt.Errorf("read registration token: %w", err)
+	}
+
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		MaxIdleConns:        benchIdleConns,
+		MaxIdleConnsPerHost: benchIdleConns,
+		IdleConnTimeout:     2 * b.wait,
+	}}
+	c := client.New(url, strings.TrimSpace(string(regToken)), client.WithHTTPClient(hc), client.WithLogger(logrus.NewEntry(log)))
+
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	var polls sync.WaitGroup
+	defer func() {
+		stopPolling()
+		polls.Wait()
+	}()
+	var failures atomic.Int64
+	started := time.Now()
+	if err := b.registerAll(ctx, c, func(d *delegateLoop) {
+		polls.Add(1)
+		go func() {
+			defer polls.Done()
+			d.run(pollCtx, &failures)
+		}()
+	}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "registered %d delegates in %s; all long-polling\n", b.delegates, time.Since(started).Round(time.Millisecond))
+
+	if err := sleepCtx(ctx, b.warmup); err != nil {
+		return err
+	}
+	cpu0, err := procCPUTicks(proc.pid())
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	var peak int64
+	tick := time.NewTicker(time.Second)
+	for time.Since(t0) < b.duration {
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return ctx.Err()
+		case <-tick.C:
+		}
+		if rss, err := procRSS(proc.pid()); err == nil && rss > peak {
+			peak = rss
+		}
+	}
+	tick.Stop()
+	cpu1, err := procCPUTicks(proc.pid())
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(t0)
+	rss, err := procRSS(proc.pid())
+	if err != nil {
+		return err
+	}
+	peak = max(peak, rss)
+	cpuPct := float64(cpu1-cpu0) / clockTicks / elapsed.Seconds() * 100
+	fmt.Fprintf(stdout, "delegates:        %d (heartbeat every %s, acquire wait %s)\n", b.delegates, b.interval, b.wait)
+	fmt.Fprintf(stdout, "measured for:     %s\n", elapsed.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "manager RSS:      %.1f MiB (peak %.1f MiB)\n", float64(rss)/(1<<20), float64(peak)/(1<<20))
+	fmt.Fprintf(stdout, "manager CPU:      %.2f %% of one core\n", cpuPct)
+	fmt.Fprintf(stdout, "failed calls:     %d\n", failures.Load())
+	return nil
+}
+
+// registerAll registers b.delegates delegates, b.concurrency at a time,
+// and hands each to start.
+func (b *idleBench) registerAll(ctx context.Context, c *client.HTTP, start func(*delegateLoop)) error {
+	next := make(chan int)
+	errc := make(chan error, b.concurrency)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for w := 0; w < b.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				reg, err := c.Register(ctx, &client.RegisterRequest{Name: "bench-" + strconv.Itoa(i), Hostname: "bench", Capacity: 1})
+				if err != nil {
+					errc <- err
+					return
+				}
+				mu.Lock()
+				start(&delegateLoop{id: reg.ID, c: c.WithToken(reg.Token), wait: b.wait, interval: time.Duration(reg.HeartbeatInterval)})
+				mu.Unlock()
+			}
+		}()
+	}
+	var err error
+feed:
+	for i := 0; i < b.delegates; i++ {
+		select {
+		case next <- i:
+		case err = <-errc:
+			break feed
+		case <-ctx.Done():
+			err = ctx.Err()
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-errc:
+		default:
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("register delegates: %w", err)
+	}
+	return nil
+}
+
+// delegateLoop is one idle delegate: it long-polls and heartbeats.
+type delegateLoop struct {
+	id       string
+	c        *client.HTTP
+	wait     time.Duration
+	interval time.Duration
+}
+
+func (d *delegateLoop) run(ctx context.Context, failures *atomic.Int64) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(d.interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if _, err := d.c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{}); err != nil && ctx.Err() == nil {
+				failures.Add(1)
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		if _, err := d.c.Acquire(ctx, d.id, &client.AcquireRequest{Wait: errand.Duration(d.wait), Max: 1}); err != nil && ctx.Err() == nil {
+			failures.Add(1)
+			_ = sleepCtx(ctx, time.Second)
+		}
+	}
+	wg.Wait()
+}
+
+// benchManager is the manager process under measurement.
+type benchManager struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (m *benchManager) pid() int { return m.cmd.Process.Pid }
+
+// stop asks the manager to stop and waits, killing it after a while.
+func (m *benchManager) stop() {
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+		_ = m.cmd.Process.Kill()
+		<-m.done
+	}
+}
+
+func (b *idleBench) startManager(ctx context.Context, dir string, stderr io.Writer) (*benchManager, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("find the errand binary: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("find a free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	args := append([]string{"manager", "--listen", addr, "--data-dir", dir, "--log-level", "warn",
+		"--heartbeat-interval", b.interval.String()}, b.managerArgs...)
+	cmd := exec.Command(self, args...)
+	cmd.Stdout = io.Discard
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start manager: %w", err)
+	}
+	m := &benchManager{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(m.done)
+	}()
+	url := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return m, url, nil
+			}
+		}
+		select {
+		case <-m.done:
+			return nil, "", errors.New("manager exited before it was ready")
+		case <-ctx.Done():
+			m.stop()
+			return nil, "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			m.stop()
+			return nil, "", errors.New("manager not ready after 30s")
+		}
+	}
+}
+
+// raiseOpenFiles raises the soft limit of open files to want, or to the
+// hard limit if that is lower. The manager inherits it.
+func raiseOpenFiles(want uint64) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("read open files limit: %w", err)
+	}
+	if lim.Cur >= want {
+		return nil
+	}
+	lim.Cur = min(want, lim.Max)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise open files limit to %d: %w", lim.Cur, err)
+	}
+	if lim.Cur < want {
+		return fmt.Errorf("open files limit is %d, %d are needed: raise the hard limit (ulimit -Hn)", lim.Cur, want)
+	}
+	return nil
+}
+
+// procCPUTicks returns the user plus system CPU time of a process, in
+// clock ticks.
+func procCPUTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, fmt.Errorf("read process stat: %w", err)
+	}
+	// The command name is in parentheses and may hold spaces: fields
+	// count from after its closing parenthesis, where field 3 (state)
+	// starts; utime and stime are fields 14 and 15.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse process stat %q", s)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse process stat %q", s)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("parse process stat: %w", err)
+	}
+	return utime + stime, nil
+}
+
+// procRSS returns the resident set size of a process in bytes.
+func procRSS(pid int) (int64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, fmt.Errorf("read process status: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) != 2 || f[1] != "kB" {
+				break
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmRSS: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
