@@ -43,7 +43,8 @@ type Config struct {
 	// Dynamic delegates are removed by the manager when they stop
 	// heartbeating.
 	Dynamic bool
-	// StateDir holds the delegate's identity and the exec workspaces.
+	// StateDir holds the delegate's identity (one file per name, so
+	// sibling delegates on a host may share it) and the exec workspaces.
 	StateDir string
 	// MaxLoad is the 1-minute load average per CPU above which no new
 	// task is taken; 0 means no limit.

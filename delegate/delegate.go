@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,12 +79,25 @@ func New(cfg Config, r *router.Router) (*Delegate, error) {
 			Archs: cfg.Archs, Capacity: cfg.Capacity, TaskTypes: types, Dynamic: cfg.Dynamic,
 			Version: cfg.Version,
 		},
-		Identity:     &identityFile{path: filepath.Join(cfg.StateDir, "identity.json"), manager: cfg.Manager},
+		Identity:     &identityFile{path: identityPath(cfg.StateDir, cfg.Name), manager: cfg.Manager},
 		Authenticate: auth,
 		Overloaded:   res.Overloaded,
 		Logger:       log,
 	}, c, r)
 	return &Delegate{cfg: cfg, poller: p, log: log}, nil
+}
+
+// identityPath is where a delegate keeps its identity: one file per name,
+// so that sibling delegates on one host may share a state dir and its
+// workspaces (and clean up after each other) while each stays itself.
+func identityPath(stateDir, name string) string {
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+			return r
+		}
+		return '_'
+	}, name)
+	return filepath.Join(stateDir, "identity-"+strings.TrimLeft(safe, ".")+".json")
 }
 
 // OnShutdown adds a hook run when the delegate stops, after running tasks

@@ -105,6 +105,15 @@ func TestIdentityFile(t *testing.T) {
 	}
 }
 
+func TestIdentityPathStaysInStateDir(t *testing.T) {
+	for _, name := range []string{"build-1", "../../etc/passwd", "a/b", "..", ""} {
+		p := identityPath("/state", name)
+		if filepath.Dir(p) != "/state" || !strings.HasPrefix(filepath.Base(p), "identity-") {
+			t.Errorf("name %q: identity at %s", name, p)
+		}
+	}
+}
+
 func TestResources(t *testing.T) {
 	proc := t.TempDir()
 	write := func(load string, availKB string) {
@@ -181,7 +190,7 @@ func TestRunDrainHooksDeregister(t *testing.T) {
 	go func() { done <- d.Run(ctx) }()
 	<-d.Poller().Ready()
 	id := d.Poller().ID()
-	if fi, err := os.Stat(filepath.Join(state, "identity.json")); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(identityPath(state, d.cfg.Name)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("identity file: %v %v", fi, err)
 	}
 
@@ -209,7 +218,7 @@ func TestRunDrainHooksDeregister(t *testing.T) {
 	if _, err := admin.GetDelegate(context.Background(), id); !errors.Is(err, errand.ErrNotFound) {
 		t.Fatalf("delegate after stop: %v; want not found", err)
 	}
-	if _, err := os.Stat(filepath.Join(state, "identity.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(identityPath(state, d.cfg.Name)); !os.IsNotExist(err) {
 		t.Fatalf("identity kept after deregistration: %v", err)
 	}
 }
