@@ -479,3 +479,35 @@ func TestE2EDurableAcrossKill(t *testing.T) {
 	// The holder still holds its lease and can finish.
 	d.report(t, task, errand.StateSucceeded, `{}`, nil)
 }
+
+func TestE2EGracefulStop(t *testing.T) {
+	m := testenv.StartManager(t, testenv.Binary(t), "--heartbeat-interval", "3s")
+	d := register(t, m, "poller")
+	reg, err := testenv.Client(t, m.URL, m.RegistrationToken).Register(context.Background(), &client.RegisterRequest{Name: "interval", Capacity: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(reg.HeartbeatInterval) != 3*time.Second {
+		t.Errorf("heartbeat interval %s, want the --heartbeat-interval 3s", reg.HeartbeatInterval)
+	}
+	if !strings.Contains(m.Output(), "admin token: "+m.DataDir) {
+		t.Errorf("the manager did not say where the admin token is:\n%s", m.Output())
+	}
+
+	// A long-poll in flight does not hold up a SIGTERM.
+	polled := make(chan error, 1)
+	go func() {
+		_, err := d.Acquire(context.Background(), d.id, &client.AcquireRequest{Wait: errand.Duration(50 * time.Second), Max: 1})
+		polled <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // let the long-poll reach the manager
+	if err := m.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	select {
+	case err := <-polled:
+		t.Logf("long-poll ended with %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-poll outlived the manager")
+	}
+}
