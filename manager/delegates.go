@@ -246,9 +246,15 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("acquire for delegate %s: %w", id, err)
 	}
+	if waiter.urgent.Load() {
+		// A drain may have arrived during the wait.
+		if d, err = s.store.DelegateGet(ctx, id); err != nil {
+			return fmt.Errorf("acquire for delegate %s: %w", id, err)
+		}
+	}
 	s.metrics.acquireWait.Observe(time.Since(start).Seconds())
 	s.metrics.acquired.Add(float64(len(tasks)))
-	return s.writeAcquire(ctx, w, id, tasks)
+	return s.writeAcquire(ctx, w, d, tasks)
 }
 
 // waitAcquire waits for a wake-up and reports whether the acquirer should
@@ -265,11 +271,8 @@ func (s *Server) waitAcquire(ctx context.Context, w *waiter, timeout <-chan time
 	return false
 }
 
-func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, delegateID string, tasks []*errand.Task) error {
-	d, err := s.store.DelegateGet(ctx, delegateID)
-	if err != nil {
-		return fmt.Errorf("acquire for delegate %s: %w", delegateID, err)
-	}
+func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, d *errand.Delegate, tasks []*errand.Task) error {
+	delegateID := d.ID
 	cancel, err := s.store.TaskCancelRequests(ctx, delegateID)
 	if err != nil {
 		return fmt.Errorf("cancel requests of delegate %s: %w", delegateID, err)
@@ -280,7 +283,7 @@ func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, delega
 	for _, t := range tasks {
 		decorateTask(t)
 	}
-	if len(tasks) > 0 {
+	if len(tasks) > 0 && s.log.IsLevelEnabled(logrus.DebugLevel) {
 		s.log.WithFields(logrus.Fields{"delegate_id": delegateID, "tasks": len(tasks)}).Debug("tasks leased")
 	}
 	httphelper.WriteJSON(w, &client.AcquireResponse{

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 )
 
@@ -157,5 +158,61 @@ func TestListenAndServe(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("shutdown took %v", d)
+	}
+}
+
+// TestBackgroundLoops runs Start: a task that ends wakes the sealer (the
+// tick is an hour away), and heartbeats reach the store through the
+// flusher.
+func TestBackgroundLoops(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.SealInterval = time.Hour
+		c.HeartbeatFlushInterval = 10 * time.Millisecond
+	})
+	ctx := context.Background()
+	if err := e.s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.Start(ctx); err == nil {
+		t.Error("second Start succeeded")
+	}
+	d := e.register("d", nil)
+	before, err := e.s.store.DelegateGet(ctx, d.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := e.create(&client.TaskSpec{Type: "noop"})
+	lease := e.acquire(d, "max=1").Tasks[0].Lease.Token
+	e.must(200, "POST", "/api/v1/tasks/"+task.ID+"/logs", d.token, &client.LogAppend{Lease: lease, Lines: []string{"a", "b"}}, nil)
+	e.must(200, "POST", "/api/v1/tasks/"+task.ID+"/status", d.token, &client.StatusUpdate{Lease: lease, State: errand.StateSucceeded}, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		objs, sealed, err := e.s.store.LogObjects(ctx, task.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sealed {
+			if len(objs) != 1 || objs[0].Lines != 2 {
+				t.Fatalf("sealed into %+v", objs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the log was not sealed after the task ended")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for {
+		after, err := e.s.store.DelegateGet(ctx, d.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.LastHeartbeat.After(before.LastHeartbeat) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the acquire's heartbeat never reached the store")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

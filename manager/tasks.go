@@ -191,7 +191,9 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal
 			s.hub.notify(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
 		}
 	}
-	s.log.WithField("tasks", len(created)).Debug("tasks created")
+	if s.log.IsLevelEnabled(logrus.DebugLevel) {
+		s.log.WithField("tasks", len(created)).Debug("tasks created")
+	}
 	if !batch {
 		httphelper.WriteJSON(w, created[0], http.StatusCreated)
 		return nil
@@ -293,7 +295,9 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 	if t.State.Terminal() {
 		s.metrics.finished(t.State, 1)
 		s.hub.notify(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
-		s.log.WithFields(logrus.Fields{"task_id": id, "delegate_id": p.delegateID, "state": t.State}).Debug("task ended")
+		if s.log.IsLevelEnabled(logrus.DebugLevel) {
+			s.log.WithFields(logrus.Fields{"task_id": id, "delegate_id": p.delegateID, "state": t.State}).Debug("task ended")
+		}
 	}
 	httphelper.WriteJSON(w, decorateTask(t), http.StatusOK)
 	return nil
