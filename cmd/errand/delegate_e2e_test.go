@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,8 +94,13 @@ func startProc(t testing.TB, name string, cmd *exec.Cmd) *delegateProc {
 // startDelegate runs `errand delegate` against m.
 func startDelegate(t testing.TB, m *testenv.Manager, name, stateDir string, extra ...string) *delegateProc {
 	t.Helper()
-	args := append([]string{"delegate", "--manager", m.URL, "--name", name, "--state-dir", stateDir,
-		"--capacity", "2", "--log-level", "debug"}, extra...)
+	args := []string{"delegate", "--manager", m.URL, "--name", name, "--state-dir", stateDir}
+	for _, def := range [][2]string{{"--capacity", "2"}, {"--log-level", "debug"}} {
+		if !slices.Contains(extra, def[0]) {
+			args = append(args, def[0], def[1])
+		}
+	}
+	args = append(args, extra...)
 	cmd := exec.Command(testenv.Binary(t), args...)
 	cmd.Env = cleanEnv("ERRAND_TOKEN=" + m.RegistrationToken)
 	return startProc(t, name, cmd)
