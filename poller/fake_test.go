@@ -28,6 +28,7 @@ type fakeManager struct {
 	beats      []client.HeartbeatRequest
 	beatCancel []string
 	registered int
+	failStatus int // fail this many outcome reports with unavailable
 	wake       chan struct{}
 }
 
@@ -121,6 +122,10 @@ func (f *fakeManager) UpdateStatus(_ context.Context, id string, u *client.Statu
 	defer f.mu.Unlock()
 	if f.lostLogs[id] && u.State != errand.StateRunning {
 		return nil, errand.Errorf(errand.CodeLeaseLost, "stale")
+	}
+	if u.State != errand.StateRunning && f.failStatus > 0 {
+		f.failStatus--
+		return nil, errand.Errorf(errand.CodeUnavailable, "manager down")
 	}
 	f.statuses[id] = append(f.statuses[id], *u)
 	return &client.Task{ID: id, State: u.State}, nil

@@ -350,3 +350,41 @@ func TestStopCancelsRunningTasks(t *testing.T) {
 		t.Fatalf("after stop: %+v, want cancelled reported", last)
 	}
 }
+
+func TestOutcomeRetriedWhileManagerUnreachable(t *testing.T) {
+	f := newFake()
+	f.failStatus = 5
+	r := router.New()
+	r.HandleFunc("ok", func(w http.ResponseWriter, _ *http.Request) { httphelper.WriteJSON(w, 7, http.StatusOK) })
+	p := poller.New(config(1), f, r)
+	start(t, p)
+	f.push(task("o1", "ok"))
+	eventually(t, "outcome delivered", func() bool { return f.last("o1").State == errand.StateSucceeded })
+	if got := string(f.last("o1").Result); got != "7" {
+		t.Fatalf("result %s", got)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failStatus != 0 {
+		t.Fatalf("%d failures left; the outcome was not retried through them", f.failStatus)
+	}
+}
+
+func TestOutcomeAbandonedAfterReportTimeout(t *testing.T) {
+	f := newFake()
+	f.failStatus = 1 << 30
+	r := router.New()
+	r.HandleFunc("ok", func(w http.ResponseWriter, _ *http.Request) { httphelper.WriteJSON(w, 1, http.StatusOK) })
+	cfg := config(1)
+	cfg.ReportTimeout = 50 * time.Millisecond
+	p := poller.New(cfg, f, r)
+	start(t, p)
+	f.push(task("a1", "ok"))
+	eventually(t, "task started", func() bool { return len(f.states("a1")) == 1 })
+	// Abandoned, the task leaves the running list: its lease may expire
+	// and the manager decides.
+	eventually(t, "outcome abandoned", func() bool { return len(p.Running()) == 0 })
+	if got := f.states("a1"); !slices.Equal(got, []errand.State{errand.StateRunning}) {
+		t.Fatalf("reports %v", got)
+	}
+}

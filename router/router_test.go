@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +229,23 @@ func TestPanicKeepsRouterUsable(t *testing.T) {
 	}
 	if out := r.Serve(context.Background(), &errand.Task{Type: "ok"}, nil); out.State != errand.StateSucceeded {
 		t.Fatalf("after panics: %+v", out)
+	}
+}
+
+// A task handler is tested like any HTTP handler: httptest and a request
+// whose context carries the task.
+func TestHandlerWithHTTPTest(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		task := router.TaskFrom(r.Context())
+		fmt.Fprintf(router.LogFrom(r.Context()), "running %s\n", task.ID)
+		httphelper.WriteJSON(w, map[string]string{"id": task.ID}, http.StatusOK)
+	})
+	var logs bytes.Buffer
+	req := httptest.NewRequest(http.MethodPost, "/x", strings.NewReader(`{}`))
+	req = req.WithContext(router.NewContext(req.Context(), &errand.Task{ID: "h1"}, &logs))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"id":"h1"}` || logs.String() != "running h1\n" {
+		t.Fatalf("code %d body %q log %q", rec.Code, rec.Body.String(), logs.String())
 	}
 }
