@@ -76,7 +76,9 @@ func runDelegate(ctx context.Context, cfg delegate.Config) error {
 		return usageErrorf("%v", err)
 	}
 	r := router.New(router.WithLogger(cfg.Log))
-	exec.Register(r, cfg.StateDir)
+	h := exec.New(cfg.StateDir)
+	h.AllowPrivileged = cfg.AllowPrivileged
+	h.Register(r)
 	d, err := delegate.New(cfg, r)
 	if err != nil {
 		return err

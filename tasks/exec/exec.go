@@ -38,6 +38,10 @@ type Handlers struct {
 	Root string
 	// KillGrace is the time between SIGTERM and SIGKILL.
 	KillGrace time.Duration
+	// AllowPrivileged lets stages that ask to be privileged start; a
+	// delegate not started with --allow-privileged refuses them at
+	// initialize, whatever their runtime.
+	AllowPrivileged bool
 }
 
 // New returns the handlers for workspaces under stateDir/workspaces.
@@ -96,6 +100,10 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 	var data tasks.InitializeData
 	if _, err := decodeTask(r, &data); err != nil {
 		httphelper.WriteError(w, err)
+		return
+	}
+	if data.Privileged && !h.AllowPrivileged {
+		httphelper.WriteError(w, errand.Errorf(errand.CodeForbidden, "stage %s asks to be privileged; this delegate was not started with --allow-privileged", data.Stage.Stage))
 		return
 	}
 	suffix := make([]byte, 6)

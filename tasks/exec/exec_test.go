@@ -99,6 +99,19 @@ func TestInitializeSanitizesNames(t *testing.T) {
 	}
 }
 
+func TestInitializeRefusesPrivileged(t *testing.T) {
+	e := newEnv(t)
+	data := tasks.InitializeData{Stage: tasks.Stage{Stage: "s"}, Privileged: true}
+	out, _ := e.serve(context.Background(), errand.TypeExecInitialize, data)
+	if out.State != errand.StateFailed || out.Error.Code != errand.CodeForbidden {
+		t.Fatalf("privileged stage on a delegate without --allow-privileged: %+v", out)
+	}
+	e.h.AllowPrivileged = true
+	if out, _ := e.serve(context.Background(), errand.TypeExecInitialize, data); out.State != errand.StateSucceeded {
+		t.Fatalf("privileged stage allowed: %+v", out)
+	}
+}
+
 func TestExecute(t *testing.T) {
 	cases := []struct {
 		name      string
