@@ -13,15 +13,11 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// candidate is a queued task as acquire first sees it: enough to decide
-// whether the delegate may take it.
+// candidate is a queued task that acquire considers, at its place in the
+// queue scan.
 type candidate struct {
-	pos         int // place in the queue scan
-	seq         int64
-	attempt     int
-	maxAttempts int
-	affinity    string
-	task        errand.Task
+	pos int
+	row *taskRow
 }
 
 // TaskAcquire leases up to p.Max queued tasks to a delegate, and records
@@ -72,7 +68,7 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 // pickQueued walks the queue in order and keeps the first max tasks the
 // delegate may run.
 func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
-	q := `SELECT seq, type, selector, affinity, attempt, max_attempts FROM tasks WHERE state = 'queued'`
+	q := `SELECT ` + taskCols + ` FROM tasks WHERE state = 'queued'`
 	var args []any
 	if len(d.TaskTypes) > 0 && len(d.TaskTypes) <= 32 {
 		q += ` AND type IN (?` + strings.Repeat(", ?", len(d.TaskTypes)-1) + `)`
@@ -87,24 +83,16 @@ func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
 	}
 	var picked, withAffinity []candidate
 	for pos := 0; len(picked) < max && rows.Next(); pos++ {
-		var (
-			c        = candidate{pos: pos}
-			selector string
-		)
-		if err := rows.Scan(&c.seq, &c.task.Type, &selector, &c.affinity, &c.attempt, &c.maxAttempts); err != nil {
+		row, err := scanTask(rows)
+		if err != nil {
 			rows.Close()
 			return nil, err
 		}
-		if selector != "" {
-			if err := json.Unmarshal([]byte(selector), &c.task.Selector); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("task %d selector: %w", c.seq, err)
-			}
-		}
-		if !d.Matches(&c.task) {
+		if !d.Matches(&row.Task) {
 			continue
 		}
-		if c.affinity != "" {
+		c := candidate{pos: pos, row: row}
+		if row.Affinity != "" {
 			// Decided after the scan: it needs queries of its own.
 			withAffinity = append(withAffinity, c)
 			continue
@@ -116,7 +104,7 @@ func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
 		return nil, err
 	}
 	for _, c := range withAffinity {
-		ok, err := affinityAllows(w, d, c.affinity)
+		ok, err := affinityAllows(w, d, c.row.Affinity)
 		if err != nil {
 			return nil, err
 		}
@@ -166,8 +154,8 @@ func affinityAllows(w *wtx, d *errand.Delegate, affID string) (bool, error) {
 // leaseTask moves one queued task to leased under a new token and returns
 // it with its lease and its dependencies' results.
 func leaseTask(w *wtx, d *errand.Delegate, c candidate, now int64) (*errand.Task, error) {
-	next, err := errand.Transition(errand.Status{State: errand.StateQueued, Attempt: c.attempt,
-		MaxAttempts: c.maxAttempts}, errand.EventLease)
+	row := c.row
+	next, err := errand.Transition(row.status(), errand.EventLease)
 	if err != nil {
 		return nil, err
 	}
@@ -175,14 +163,20 @@ func leaseTask(w *wtx, d *errand.Delegate, c candidate, now int64) (*errand.Task
 	if err != nil {
 		return nil, err
 	}
-	row, err := scanTask(w.queryRow(`UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?,
-		delegate_group = ?, lease_token = ?, error_code = '', error_reason = ''
-		WHERE seq = ? AND state = 'queued' RETURNING `+taskCols,
-		next.State, next.Attempt, d.ID, d.Group, token, c.seq))
+	version := w.s.nextVersion()
+	res, err := w.exec(`UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?,
+		delegate_group = ?, lease_token = ?, error_code = '', error_reason = '', version = ?
+		WHERE seq = ? AND version = ?`,
+		next.State, next.Attempt, d.ID, d.Group, token, version, row.seq, row.version)
 	if err != nil {
-		return nil, fmt.Errorf("lease task %d: %w", c.seq, err)
+		return nil, fmt.Errorf("lease task %s: %w", row.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return nil, fmt.Errorf("lease task %s: state changed underneath (%d rows, %v)", row.ID, n, err)
 	}
 	t := row.task()
+	t.State, t.Attempt, t.DelegateID, t.Error = next.State, next.Attempt, d.ID, nil
+	w.s.active.put(&taskRow{Task: *t, seq: row.seq, leaseToken: token, hasDependents: row.hasDependents, version: version})
 	t.Lease = &errand.Lease{Token: token, DelegateID: d.ID}
 	if len(t.DependsOn) > 0 {
 		if t.Dependencies, err = dependencyResults(w, t.ID); err != nil {
@@ -245,7 +239,7 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 				}
 			}
 		}
-		late, err := selectIDs(w, `SELECT id FROM tasks WHERE state IN ('leased', 'running') AND state = 'running'
+		late, err := selectIDs(w, `SELECT id FROM tasks WHERE (state = 'leased' OR state = 'running') AND state = 'running'
 			AND timeout > 0 AND started_at + timeout + ? < ? ORDER BY seq`, int64(p.TimeoutGrace), now)
 		if err != nil {
 			return fmt.Errorf("sweep timeouts: %w", err)
@@ -274,7 +268,7 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 
 // expireLeases applies lease_expired to every active task of a delegate.
 func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResult) error {
-	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND state IN ('leased', 'running') ORDER BY seq`, delegateID)
+	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND (state = 'leased' OR state = 'running') ORDER BY seq`, delegateID)
 	if err != nil {
 		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
 	}

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -33,7 +32,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		if err != nil {
 			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 		}
-		if token == "" || subtle.ConstantTimeCompare([]byte(token), []byte(p.LeaseToken)) != 1 {
+		if !leaseMatches(token, p.LeaseToken) {
 			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
 		}
 		if delegate != p.DelegateID {
@@ -58,7 +57,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 				return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 			}
 		}
-		if _, err := w.exec(`UPDATE tasks SET log_lines = ? WHERE id = ?`, end, p.TaskID); err != nil {
+		if _, err := w.exec(`UPDATE tasks SET log_lines = ?, version = ? WHERE id = ?`, end, w.s.nextVersion(), p.TaskID); err != nil {
 			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 		}
 		next = end
@@ -111,7 +110,7 @@ func (s *Store) LogSealList(ctx context.Context, limit int) ([]string, error) {
 		limit = 100
 	}
 	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM tasks
-		WHERE log_sealed = 0 AND state IN ('succeeded', 'failed', 'cancelled', 'skipped', 'timed_out')
+		WHERE log_sealed = 0 AND finished_at IS NOT NULL
 		ORDER BY finished_at, seq LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list logs to seal: %w", err)
@@ -159,7 +158,8 @@ func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
 		if !state.Terminal() {
 			return errand.Errorf(errand.CodeIllegalTransition, "task %s is %s: only an ended task's log is sealed", p.TaskID, state)
 		}
-		if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ? WHERE id = ?`, string(b), p.TaskID); err != nil {
+		if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ?, version = ? WHERE id = ?`,
+			string(b), w.s.nextVersion(), p.TaskID); err != nil {
 			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
 		}
 		if _, err := w.exec(`DELETE FROM log_lines WHERE task_id = ?`, p.TaskID); err != nil {

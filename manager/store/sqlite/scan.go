@@ -13,7 +13,7 @@ import (
 const taskCols = `seq, id, type, data, selector, depends_on, affinity, priority, timeout,
 	max_attempts, run_id, state, attempt, cancel_requested, delegate_id, lease_token,
 	result, error_code, error_reason, log_lines, has_dependents, created_at, queued_at,
-	started_at, finished_at`
+	started_at, finished_at, version`
 
 // taskRow is a task as stored, with the columns the store needs that the
 // domain type does not carry.
@@ -22,6 +22,7 @@ type taskRow struct {
 	seq           int64
 	leaseToken    string
 	hasDependents bool
+	version       int64
 }
 
 type scanner interface{ Scan(dest ...any) error }
@@ -39,7 +40,7 @@ func scanTask(sc scanner) (*taskRow, error) {
 	err := sc.Scan(&r.seq, &r.ID, &r.Type, &data, &selector, &dependsOn, &r.Affinity,
 		&r.Priority, &timeout, &r.MaxAttempts, &r.RunID, &r.State, &r.Attempt, &cancelReq,
 		&r.DelegateID, &r.leaseToken, &result, &errCode, &errReason, &r.LogLines, &hasDeps,
-		&created, &queued, &started, &finished)
+		&created, &queued, &started, &finished, &r.version)
 	if err != nil {
 		return nil, err
 	}

@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -38,6 +40,13 @@ type Store struct {
 	wsem  chan struct{}
 	// stmts caches statements prepared on wconn; used only under wsem.
 	stmts map[string]*sql.Stmt
+	// version numbers task row writes; active caches the rows of leased
+	// and running tasks. Both are used only by the writer.
+	version int64
+	active  activeCache
+	// pending holds writes waiting for the writer, oldest first.
+	pendMu  sync.Mutex
+	pending []*writeReq
 
 	subMu   sync.Mutex
 	subs    map[int]func(store.Change)
@@ -57,6 +66,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "temp_store(MEMORY)")
+	q.Add("_pragma", "cache_size(-65536)")
 	q.Set("_txlock", "immediate")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 
@@ -69,10 +80,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	s := &Store{
-		wdb:   wdb,
-		wsem:  make(chan struct{}, 1),
-		stmts: make(map[string]*sql.Stmt),
-		subs:  make(map[int]func(store.Change)),
+		wdb:    wdb,
+		wsem:   make(chan struct{}, 1),
+		stmts:  make(map[string]*sql.Stmt),
+		subs:   make(map[int]func(store.Change)),
+		active: activeCache{rows: make(map[string]*taskRow)},
 	}
 	if s.wconn, err = wdb.Conn(ctx); err != nil {
 		wdb.Close()
@@ -81,6 +93,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)
+	}
+
+	if err := s.wconn.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM tasks`).Scan(&s.version); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 
 	rq := url.Values{}
@@ -258,40 +275,182 @@ func (w *wtx) queryRow(query string, args ...any) *sql.Row {
 
 func (w *wtx) emit(c store.Change) { w.changes = append(w.changes, c) }
 
-// write runs fn in one immediate transaction on the writer connection and
-// delivers the changes it emitted once it has committed. Waiting for the
-// writer honours ctx; once started, a transaction runs to its end so that
-// a cancelled request never leaves the connection mid-transaction.
-func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
-	select {
-	case s.wsem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("wait for sqlite writer: %w", ctx.Err())
-	}
-	w := &wtx{s: s, ctx: context.WithoutCancel(ctx)}
-	err := func() error {
-		defer func() { <-s.wsem }()
-		if _, err := w.exec(`BEGIN IMMEDIATE`); err != nil {
-			return fmt.Errorf("begin: %w", err)
-		}
-		if err := fn(w); err != nil {
-			if _, rerr := w.exec(`ROLLBACK`); rerr != nil {
-				return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
-			}
-			return err
-		}
-		if _, err := w.exec(`COMMIT`); err != nil {
-			_, _ = w.exec(`ROLLBACK`)
-			return fmt.Errorf("commit: %w", err)
-		}
-		return nil
-	}()
-	if err != nil {
-		return err
-	}
-	s.notify(w.changes)
-	return nil
+// writeReq is one caller's write transaction waiting for the writer.
+type writeReq struct {
+	w     *wtx
+	fn    func(*wtx) error
+	state atomic.Int32 // reqWaiting, reqTaken or reqAbandoned
+	err   error
+	done  chan struct{}
 }
+
+const (
+	reqWaiting int32 = iota
+	reqTaken
+	reqAbandoned
+)
+
+// maxBatch bounds how many callers' writes share one commit.
+const maxBatch = 64
+
+// write runs fn atomically on the writer connection and delivers the
+// changes it emitted once they are committed.
+//
+// Writes are group-committed: whoever holds the writer runs every write
+// queued at that moment in one transaction, each inside its own savepoint
+// so that one failing write rolls back alone. Commits, and their WAL
+// writes, are shared by concurrent callers; each caller still returns
+// only after its own changes are durable. Waiting honours ctx; once taken,
+// a write runs to its end so that a cancelled request never leaves the
+// connection mid-transaction.
+func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
+	req := &writeReq{w: &wtx{s: s, ctx: context.WithoutCancel(ctx)}, fn: fn, done: make(chan struct{})}
+	s.pendMu.Lock()
+	s.pending = append(s.pending, req)
+	s.pendMu.Unlock()
+	for {
+		select {
+		case <-req.done:
+			return req.err
+		case s.wsem <- struct{}{}:
+			s.runPending()
+			<-s.wsem
+		case <-ctx.Done():
+			if req.state.CompareAndSwap(reqWaiting, reqAbandoned) {
+				return fmt.Errorf("wait for sqlite writer: %w", ctx.Err())
+			}
+			<-req.done
+			return req.err
+		}
+	}
+}
+
+// runPending runs the queued writes in batches until none is left. The
+// caller holds wsem.
+func (s *Store) runPending() {
+	for {
+		// Let callers that are about to queue a write do so first: one
+		// commit for more of them costs less than a commit each.
+		runtime.Gosched()
+		s.pendMu.Lock()
+		n := min(len(s.pending), maxBatch)
+		batch := make([]*writeReq, 0, n)
+		for _, r := range s.pending[:n] {
+			if r.state.CompareAndSwap(reqWaiting, reqTaken) {
+				batch = append(batch, r)
+			}
+		}
+		s.pending = s.pending[n:]
+		if len(s.pending) == 0 {
+			s.pending = nil
+		}
+		s.pendMu.Unlock()
+		if n == 0 {
+			return
+		}
+		if len(batch) > 0 {
+			s.runBatch(batch)
+		}
+	}
+}
+
+// runBatch runs writes in one transaction and completes each.
+func (s *Store) runBatch(batch []*writeReq) {
+	w0 := batch[0].w
+	finish := func(err error) {
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+		}
+		if err == nil {
+			for _, r := range batch {
+				if r.err == nil {
+					s.notify(r.w.changes)
+				}
+			}
+		}
+		for _, r := range batch {
+			close(r.done)
+		}
+	}
+	if _, err := w0.exec(`BEGIN IMMEDIATE`); err != nil {
+		finish(fmt.Errorf("begin: %w", err))
+		return
+	}
+	if len(batch) == 1 {
+		r := batch[0]
+		if r.err = r.fn(r.w); r.err != nil {
+			if _, err := w0.exec(`ROLLBACK`); err != nil {
+				r.err = errors.Join(r.err, fmt.Errorf("rollback: %w", err))
+			}
+			finish(nil)
+			return
+		}
+	} else {
+		for _, r := range batch {
+			if _, err := r.w.exec(`SAVEPOINT w`); err != nil {
+				r.err = fmt.Errorf("savepoint: %w", err)
+				continue
+			}
+			if r.err = r.fn(r.w); r.err != nil {
+				r.w.changes = nil
+				if _, err := r.w.exec(`ROLLBACK TO w`); err != nil {
+					// The transaction is in an unknown state: give it up.
+					_, _ = w0.exec(`ROLLBACK`)
+					finish(errors.Join(r.err, fmt.Errorf("rollback to savepoint: %w", err)))
+					return
+				}
+			}
+			if _, err := r.w.exec(`RELEASE w`); err != nil {
+				_, _ = w0.exec(`ROLLBACK`)
+				finish(fmt.Errorf("release savepoint: %w", err))
+				return
+			}
+		}
+	}
+	if _, err := w0.exec(`COMMIT`); err != nil {
+		_, _ = w0.exec(`ROLLBACK`)
+		finish(fmt.Errorf("commit: %w", err))
+		return
+	}
+	finish(nil)
+}
+
+// errStale says that a row changed since it was read: a conditional write
+// found no row at the version it expected.
+var errStale = errors.New("task row changed since it was read")
+
+// nextVersion returns a task row version never used before.
+func (s *Store) nextVersion() int64 {
+	s.version++
+	return s.version
+}
+
+// maxActive bounds the cache of active task rows; past it the cache starts
+// over, which costs reads, never correctness.
+const maxActive = 1 << 16
+
+// activeCache holds the rows of tasks that delegates hold, as last written,
+// so that their reports need not read them again. An entry is a hint: it
+// is used only through writes conditional on its version.
+type activeCache struct {
+	rows map[string]*taskRow
+}
+
+func (c *activeCache) get(id string) (*taskRow, bool) {
+	r, ok := c.rows[id]
+	return r, ok
+}
+
+func (c *activeCache) put(r *taskRow) {
+	if len(c.rows) >= maxActive {
+		clear(c.rows)
+	}
+	c.rows[r.ID] = r
+}
+
+func (c *activeCache) drop(id string) { delete(c.rows, id) }
 
 // newToken returns 128 random bits in hex.
 func newToken() (string, error) {

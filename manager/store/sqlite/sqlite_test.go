@@ -10,7 +10,7 @@ import (
 	"github.com/errandci/errand/manager/store/storetest"
 )
 
-func open(t *testing.T) *sqlite.Store {
+func open(t testing.TB) *sqlite.Store {
 	t.Helper()
 	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "errand.db"))
 	if err != nil {

@@ -30,12 +30,8 @@ func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*er
 		// States of tasks outside the batch that the batch refers to.
 		outside := map[string]errand.State{}
 		for i, t := range p.Tasks {
-			var exists int
-			if err := w.queryRow(`SELECT count(*) FROM tasks WHERE id = ?`, t.ID).Scan(&exists); err != nil {
-				return fmt.Errorf("create task %s: %w", t.ID, err)
-			}
-			if exists > 0 {
-				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
+			if len(t.DependsOn) == 0 && t.Affinity == "" {
+				continue
 			}
 			refs := make([]string, 0, len(t.DependsOn)+1)
 			paths := make([]string, 0, len(t.DependsOn)+1)
@@ -71,6 +67,9 @@ func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*er
 		for _, i := range order {
 			t := p.Tasks[i]
 			row, err := insertTask(w, t, outside, decided, now)
+			if errors.Is(err, errand.ErrConflict) {
+				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
+			}
 			if err != nil {
 				return fmt.Errorf("create task %s: %w", t.ID, err)
 			}
@@ -152,8 +151,8 @@ func checkBatch(tasks []*errand.Task) ([]int, error) {
 
 const insertTaskSQL = `INSERT INTO tasks (id, type, data, selector, depends_on, affinity,
 	priority, timeout, max_attempts, run_id, state, error_code, error_reason, created_at,
-	queued_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	RETURNING ` + taskCols
+	queued_at, finished_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT (id) DO NOTHING`
 
 // insertTask stores one task, resolved at once when every dependency has
 // already ended (in the database or earlier in the batch).
@@ -190,20 +189,33 @@ func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State
 	if err != nil {
 		return nil, err
 	}
+	out := &errand.Task{Kind: errand.KindTask, ID: t.ID, Type: t.Type, Data: t.Data, Selector: t.Selector,
+		DependsOn: t.DependsOn, Affinity: t.Affinity, Priority: t.Priority, Timeout: t.Timeout,
+		MaxAttempts: maxAttempts, RunID: t.RunID, State: st.State, CreatedAt: fromNanos(now)}
+	if errCode != "" {
+		out.Error = &errand.Error{Code: errCode, Reason: errReason}
+	}
 	var queuedAt, finishedAt any
 	switch {
 	case st.State == errand.StateQueued:
 		queuedAt = now
+		out.QueuedAt = ptrTime(now)
 		w.emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
 	case st.State.Terminal():
 		finishedAt = now
+		out.FinishedAt = ptrTime(now)
 		w.emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: t.ID})
 	}
-	row, err := scanTask(w.queryRow(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
+	res, err := w.exec(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
 		t.Affinity, t.Priority, int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason,
-		now, queuedAt, finishedAt))
+		now, queuedAt, finishedAt, w.s.nextVersion())
 	if err != nil {
 		return nil, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, err
+	} else if n == 0 {
+		return nil, errand.ErrConflict
 	}
 	for j, d := range t.DependsOn {
 		cond := d.Condition
@@ -214,11 +226,12 @@ func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State
 			t.ID, d.Task, cond, j); err != nil {
 			return nil, err
 		}
-		if _, err := w.exec(`UPDATE tasks SET has_dependents = 1 WHERE id = ? AND has_dependents = 0`, d.Task); err != nil {
+		if _, err := w.exec(`UPDATE tasks SET has_dependents = 1, version = ? WHERE id = ? AND has_dependents = 0`,
+			w.s.nextVersion(), d.Task); err != nil {
 			return nil, err
 		}
 	}
-	return row.task(), nil
+	return out, nil
 }
 
 func resolveEvent(r errand.Readiness) (errand.Event, bool) {
@@ -321,11 +334,15 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 	}
 	var out *errand.Task
 	err := s.write(ctx, func(w *wtx) error {
+		var err error
+		if out, err = reportCached(w, p, ev); out != nil || err != nil {
+			return err
+		}
 		row, err := getRow(w, p.TaskID)
 		if err != nil {
 			return err
 		}
-		if row.leaseToken == "" || subtle.ConstantTimeCompare([]byte(row.leaseToken), []byte(p.LeaseToken)) != 1 {
+		if !leaseMatches(row.leaseToken, p.LeaseToken) {
 			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
 		}
 		if row.DelegateID != p.DelegateID {
@@ -349,6 +366,60 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 	return out, nil
 }
 
+// reportCached applies a report that changes the task using the row kept
+// in memory since the task was leased, saving a read. The write is
+// conditional on the row's version, so a row that changed since (or a
+// cached change that was rolled back) is never acted on: it returns no
+// task and no error, and the caller reads the row and decides afresh, as
+// it does for every report that is refused or repeated.
+func reportCached(w *wtx, p store.TaskReportParams, ev errand.Event) (*errand.Task, error) {
+	row, ok := w.s.active.get(p.TaskID)
+	if !ok || !leaseMatches(row.leaseToken, p.LeaseToken) || row.DelegateID != p.DelegateID || row.State == p.State {
+		return nil, nil
+	}
+	next, err := errand.Transition(row.status(), ev)
+	if err != nil {
+		return nil, nil
+	}
+	out, err := applyTransition(w, row, next, transitionExtras{result: p.Result, err: p.Error}, nanos(p.Now))
+	if errors.Is(err, errStale) {
+		w.s.active.drop(p.TaskID)
+		return nil, nil
+	}
+	return out, err
+}
+
+func leaseMatches(stored, given string) bool {
+	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(given)) == 1
+}
+
+// outcomeError is the error a task keeps after a transition to next: the
+// delegate's error for a failure it reports, the state machine's code for
+// an outcome it decides, none for success.
+func outcomeError(prev *errand.Error, next errand.Status, reported *errand.Error) (code, reason string) {
+	switch {
+	case next.State == errand.StateQueued || next.State == errand.StateSucceeded:
+		return "", ""
+	case !next.State.Terminal():
+		if prev != nil {
+			return prev.Code, prev.Reason
+		}
+		return "", ""
+	case reported != nil:
+		code, reason = reported.Code, reported.Reason
+		if code == "" {
+			code = next.Code
+		}
+		if code == "" {
+			code = errand.CodeTaskFailed
+		}
+		return code, reason
+	case next.Code != "":
+		return next.Code, reasonFor(next.Code)
+	}
+	return errand.CodeTaskFailed, "the task failed"
+}
+
 // transitionExtras carries what a transition stores beside the status.
 type transitionExtras struct {
 	result     json.RawMessage
@@ -361,31 +432,11 @@ type transitionExtras struct {
 // dependents of a task that ended.
 func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtras, now int64) (*errand.Task, error) {
 	t := row.task()
-	errCode, errReason := "", ""
-	if row.Error != nil {
-		errCode, errReason = row.Error.Code, row.Error.Reason
-	}
+	errCode, errReason := outcomeError(row.Error, next, x.err)
 	if next.State.Terminal() {
-		switch {
-		case x.err != nil && next.State != errand.StateSucceeded:
-			errCode, errReason = x.err.Code, x.err.Reason
-			if errCode == "" {
-				errCode = next.Code
-			}
-			if errCode == "" {
-				errCode = errand.CodeTaskFailed
-			}
-		case next.Code != "":
-			errCode, errReason = next.Code, reasonFor(next.Code)
-		case next.State == errand.StateFailed:
-			errCode, errReason = errand.CodeTaskFailed, "the task failed"
-		default:
-			errCode, errReason = "", ""
-		}
 		t.FinishedAt = ptrTime(now)
 	}
 	if next.State == errand.StateQueued {
-		errCode, errReason = "", ""
 		t.QueuedAt = ptrTime(now)
 	}
 	if next.State == errand.StateRunning && row.State != errand.StateRunning {
@@ -399,22 +450,30 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	if x.clearLease {
 		token = ""
 	}
+	version := w.s.nextVersion()
 	res, err := w.exec(`UPDATE tasks SET state = ?, attempt = ?, cancel_requested = ?, result = ?,
-		error_code = ?, error_reason = ?, lease_token = ?, queued_at = ?, started_at = ?, finished_at = ?
-		WHERE seq = ? AND state = ?`,
+		error_code = ?, error_reason = ?, lease_token = ?, queued_at = ?, started_at = ?, finished_at = ?,
+		version = ? WHERE seq = ? AND version = ?`,
 		next.State, next.Attempt, boolInt(next.CancelRequested), nullBytes(result), errCode, errReason,
-		token, nullTime(t.QueuedAt), nullTime(t.StartedAt), nullTime(t.FinishedAt), row.seq, row.State)
+		token, nullTime(t.QueuedAt), nullTime(t.StartedAt), nullTime(t.FinishedAt), version, row.seq, row.version)
 	if err != nil {
 		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return nil, fmt.Errorf("update task %s: state changed underneath (%d rows, %v)", row.ID, n, err)
+	if n, err := res.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
+	} else if n != 1 {
+		return nil, errStale
 	}
 	t.State, t.Attempt, t.CancelRequested = next.State, next.Attempt, next.CancelRequested
 	t.Result = result
 	t.Error = nil
 	if errCode != "" {
 		t.Error = &errand.Error{Code: errCode, Reason: errReason}
+	}
+	if next.State.Active() {
+		w.s.active.put(&taskRow{Task: *t, seq: row.seq, leaseToken: token, hasDependents: row.hasDependents, version: version})
+	} else {
+		w.s.active.drop(row.ID)
 	}
 	switch {
 	case next.State == errand.StateQueued:
@@ -558,7 +617,7 @@ func (s *Store) TaskCancel(ctx context.Context, p store.TaskCancelParams) (*erra
 // TaskCancelRequests lists a delegate's active tasks that a user cancelled.
 func (s *Store) TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM tasks
-		WHERE delegate_id = ? AND state IN ('leased', 'running') AND cancel_requested = 1 ORDER BY seq`, delegateID)
+		WHERE delegate_id = ? AND (state = 'leased' OR state = 'running') AND cancel_requested = 1 ORDER BY seq`, delegateID)
 	if err != nil {
 		return nil, fmt.Errorf("cancel requests of %s: %w", delegateID, err)
 	}

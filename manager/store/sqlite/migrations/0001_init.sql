@@ -2,7 +2,7 @@
 -- Times are Unix nanoseconds (UTC).
 
 CREATE TABLE delegates (
-	seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+	seq            INTEGER PRIMARY KEY,
 	id             TEXT NOT NULL UNIQUE,
 	name           TEXT NOT NULL,
 	hostname       TEXT NOT NULL DEFAULT '',
@@ -24,7 +24,7 @@ CREATE TABLE delegates (
 CREATE INDEX delegates_heartbeat ON delegates (last_heartbeat) WHERE state <> 'lost';
 
 CREATE TABLE tasks (
-	seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+	seq              INTEGER PRIMARY KEY,
 	id               TEXT NOT NULL UNIQUE,
 	type             TEXT NOT NULL,
 	data             BLOB,
@@ -48,6 +48,9 @@ CREATE TABLE tasks (
 	log_sealed       INTEGER NOT NULL DEFAULT 0,
 	log_objects      TEXT NOT NULL DEFAULT '',
 	has_dependents   INTEGER NOT NULL DEFAULT 0,
+	-- version changes with every write of the row and is never reused,
+	-- so a row read earlier is current exactly when its version is.
+	version          INTEGER NOT NULL DEFAULT 0,
 	created_at       INTEGER NOT NULL,
 	queued_at        INTEGER,
 	started_at       INTEGER,
@@ -57,10 +60,12 @@ CREATE TABLE tasks (
 -- The queue: what acquire reads, in the order it hands tasks out.
 CREATE INDEX tasks_queue ON tasks (priority DESC, queued_at, seq) WHERE state = 'queued';
 -- Active tasks by delegate: sweeps, cancel requests, deletes.
-CREATE INDEX tasks_active ON tasks (delegate_id) WHERE state IN ('leased', 'running');
--- Ended tasks whose logs wait to be sealed.
-CREATE INDEX tasks_unsealed ON tasks (finished_at, seq)
-	WHERE log_sealed = 0 AND state IN ('succeeded', 'failed', 'cancelled', 'skipped', 'timed_out');
+-- (Partial index conditions avoid IN lists: SQLite evaluates those through
+-- a temporary table on every write of the row.)
+CREATE INDEX tasks_active ON tasks (delegate_id) WHERE state = 'leased' OR state = 'running';
+-- Ended tasks whose logs wait to be sealed: only an ended task has
+-- finished_at.
+CREATE INDEX tasks_unsealed ON tasks (finished_at, seq) WHERE log_sealed = 0 AND finished_at IS NOT NULL;
 CREATE INDEX tasks_run ON tasks (run_id, seq) WHERE run_id <> '';
 
 CREATE TABLE task_deps (
