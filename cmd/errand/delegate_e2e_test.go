@@ -580,3 +580,29 @@ func BenchmarkStepOverhead(b *testing.B) {
 	b.ReportMetric(float64(d.Microseconds())/1000, "sh-p50-ms")
 	b.ReportMetric(float64((s-d).Microseconds())/1000, "added-p50-ms")
 }
+
+func TestE2EDelegateResumesIdentityAfterKill(t *testing.T) {
+	m := fastManager(t)
+	admin := testenv.Client(t, m.URL, m.AdminToken)
+	state := t.TempDir()
+	d := startDelegate(t, m, "phoenix", state)
+	first := waitActive(t, admin, "phoenix")
+	d.signal(syscall.SIGKILL)
+	d.wait(t, 10*time.Second)
+	startDelegate(t, m, "phoenix", state)
+	poll(t, "the restarted delegate heartbeating", 30*time.Second, func() bool {
+		got, err := admin.GetDelegate(context.Background(), first.ID)
+		return err == nil && got.State == errand.DelegateActive && got.LastHeartbeat.After(first.LastHeartbeat)
+	})
+	l, err := admin.ListDelegates(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 1 {
+		t.Fatalf("%d delegates after the restart; want the same one resumed", len(l.Items))
+	}
+	fi, err := os.Stat(filepath.Join(state, "identity-phoenix.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("identity file: %v %v", fi, err)
+	}
+}
