@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -128,7 +129,7 @@ type Poller struct {
 	cfg    Config
 	reg    client.Client
 	router *router.Router
-	log    logrus.FieldLogger
+	log    atomic.Pointer[logrus.FieldLogger]
 	pool   Pool
 
 	mu         sync.Mutex
@@ -199,12 +200,11 @@ func New(cfg Config, c client.Client, r *router.Router) *Poller {
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
-	return &Poller{
+	p := &Poller{
 		cfg:       cfg,
 		reg:       c,
 		dc:        c,
 		router:    r,
-		log:       cfg.Logger,
 		pool:      cfg.Pool,
 		running:   map[string]*job{},
 		reporting: map[string]bool{},
@@ -214,7 +214,13 @@ func New(cfg Config, c client.Client, r *router.Router) *Poller {
 		beatNow:   make(chan struct{}, 1),
 		ready:     make(chan struct{}),
 	}
+	p.log.Store(&cfg.Logger)
+	return p
 }
+
+// logger returns the poller's logger, which carries the delegate's id once
+// it is known.
+func (p *Poller) logger() logrus.FieldLogger { return *p.log.Load() }
 
 // ID returns the delegate's id once registered, "" before.
 func (p *Poller) ID() string {
@@ -241,7 +247,7 @@ func (p *Poller) Drain() {
 	p.draining = true
 	p.mu.Unlock()
 	if !was {
-		p.log.WithField("delegate_id", p.ID()).Info("draining: no new tasks are taken")
+		p.logger().WithField("delegate_id", p.ID()).Info("draining: no new tasks are taken")
 		signal(p.beatNow)
 	}
 }
@@ -295,7 +301,7 @@ func (p *Poller) cancel(cause error, ids ...string) {
 	defer p.mu.Unlock()
 	for _, id := range ids {
 		if j := p.running[id]; j != nil {
-			p.log.WithFields(logrus.Fields{"task_id": id, "cause": cause}).Info("stopping task")
+			p.logger().WithFields(logrus.Fields{"task_id": id, "cause": cause}).Info("stopping task")
 			j.cancel(cause)
 		}
 	}
@@ -322,7 +328,7 @@ func (p *Poller) Deregister(ctx context.Context) error {
 	if err := p.cfg.Identity.Clear(); err != nil {
 		return fmt.Errorf("forget identity: %w", err)
 	}
-	p.log.WithField("delegate_id", id).Info("deregistered")
+	p.logger().WithField("delegate_id", id).Info("deregistered")
 	return nil
 }
 
@@ -359,7 +365,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	p.pool.Wait()
 	idle, cancel := context.WithTimeout(bg, p.cfg.ShutdownTimeout)
 	if werr := p.WaitIdle(idle); werr != nil {
-		p.log.WithError(werr).Warn("gave up reporting outcomes at shutdown")
+		p.logger().WithError(werr).Warn("gave up reporting outcomes at shutdown")
 	}
 	cancel()
 	stopLoops()
@@ -387,18 +393,18 @@ func (p *Poller) identify(ctx context.Context) error {
 			if refused(err) {
 				return backoff.Permanent(err)
 			}
-			p.log.WithError(err).Warn("manager unreachable; retrying")
+			p.logger().WithError(err).Warn("manager unreachable; retrying")
 			return err
 		}, b)
 		switch {
 		case err == nil:
 			p.setIdentity(stored.ID, dc)
-			p.log.WithField("delegate_id", stored.ID).Info("resumed as a registered delegate")
+			p.logger().WithField("delegate_id", stored.ID).Info("resumed as a registered delegate")
 			return nil
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		p.log.WithError(err).WithField("delegate_id", stored.ID).Warn("manager no longer knows this delegate; registering anew")
+		p.logger().WithError(err).WithField("delegate_id", stored.ID).Warn("manager no longer knows this delegate; registering anew")
 		if err := p.cfg.Identity.Clear(); err != nil {
 			return fmt.Errorf("forget delegate identity: %w", err)
 		}
@@ -418,7 +424,7 @@ func (p *Poller) register(ctx context.Context, b backoff.BackOff) error {
 		if refused(err) || errors.Is(err, errand.ErrInvalid) {
 			return backoff.Permanent(err)
 		}
-		p.log.WithError(err).Warn("manager unreachable; retrying registration")
+		p.logger().WithError(err).Warn("manager unreachable; retrying registration")
 		return err
 	}, b)
 	if err != nil {
@@ -432,7 +438,7 @@ func (p *Poller) register(ctx context.Context, b backoff.BackOff) error {
 	}
 	p.setIdentity(reg.ID, p.authenticated(reg.Token))
 	p.setInterval(reg.HeartbeatInterval)
-	p.log.WithFields(logrus.Fields{"delegate_id": reg.ID, "name": reg.Name}).Info("registered")
+	p.logger().WithFields(logrus.Fields{"delegate_id": reg.ID, "name": reg.Name}).Info("registered")
 	return nil
 }
 
@@ -453,7 +459,9 @@ func (p *Poller) setIdentity(id string, dc client.Client) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.id, p.dc = id, dc
-	p.log = p.cfg.Logger.WithField("delegate_id", id)
+	l := p.cfg.Logger.WithField("delegate_id", id)
+	var fl logrus.FieldLogger = l
+	p.log.Store(&fl)
 }
 
 func (p *Poller) setInterval(d errand.Duration) {
@@ -481,9 +489,9 @@ func (p *Poller) slots() (n int, overloaded bool) {
 	if over != p.overloaded {
 		p.overloaded = over
 		if over {
-			p.log.Warn("host over its load or memory threshold: refusing new tasks")
+			p.logger().Warn("host over its load or memory threshold: refusing new tasks")
 		} else {
-			p.log.Info("host back under its thresholds: taking tasks again")
+			p.logger().Info("host back under its thresholds: taking tasks again")
 		}
 		signal(p.beatNow)
 	}
@@ -524,7 +532,7 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				continue
 			}
 			if refused(err) {
-				p.log.WithError(err).Warn("manager refused the delegate's token; registering anew")
+				p.logger().WithError(err).Warn("manager refused the delegate's token; registering anew")
 				if err := p.cfg.Identity.Clear(); err != nil {
 					return fmt.Errorf("forget delegate identity: %w", err)
 				}
@@ -537,7 +545,7 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				continue
 			}
 			d := b.NextBackOff()
-			p.log.WithError(err).WithField("retry_in", d).Warn("acquire failed")
+			p.logger().WithError(err).WithField("retry_in", d).Warn("acquire failed")
 			if !sleep(ctx, d) {
 				return nil
 			}
@@ -602,7 +610,7 @@ func (p *Poller) finish(id string) {
 
 // work runs one task and queues its outcome.
 func (p *Poller) work(ctx context.Context, t *errand.Task) {
-	log := p.log.WithFields(logrus.Fields{"task_id": t.ID, "task_type": t.Type, "attempt": t.Attempt})
+	log := p.logger().WithFields(logrus.Fields{"task_id": t.ID, "task_type": t.Type, "attempt": t.Attempt})
 	defer p.finish(t.ID)
 	p.mu.Lock()
 	cancel := p.running[t.ID].cancel
@@ -622,7 +630,7 @@ func (p *Poller) work(ctx context.Context, t *errand.Task) {
 	lc.TaskID, lc.Lease, lc.Offset = t.ID, lease, t.LogLines
 	lc.OnLeaseLost = func() { cancel(errLeaseLost) }
 	if lc.Log == nil {
-		lc.Log = p.log
+		lc.Log = p.logger()
 	}
 	logs := livelog.New(context.WithoutCancel(ctx), dc, lc)
 
@@ -665,7 +673,7 @@ func (p *Poller) queueReport(r *report) {
 	select {
 	case p.reports <- r:
 	default:
-		p.log.WithFields(logrus.Fields{"task_id": r.task.ID, "state": r.out.State}).
+		p.logger().WithFields(logrus.Fields{"task_id": r.task.ID, "state": r.out.State}).
 			Error("outcome abandoned: too many outcomes wait for an unreachable manager; the lease will expire and the manager decides")
 		p.reported(r.task.ID)
 	}
@@ -692,7 +700,7 @@ func (p *Poller) reportLoop(ctx context.Context) {
 
 func (p *Poller) send(ctx context.Context, r *report) {
 	defer p.reported(r.task.ID)
-	log := p.log.WithFields(logrus.Fields{"task_id": r.task.ID, "state": r.out.State})
+	log := p.logger().WithFields(logrus.Fields{"task_id": r.task.ID, "state": r.out.State})
 	lease := ""
 	if r.task.Lease != nil {
 		lease = r.task.Lease.Token
@@ -748,7 +756,7 @@ func (p *Poller) heartbeat(ctx context.Context) {
 	resp, err := p.Client().Heartbeat(hctx, p.ID(), req)
 	if err != nil {
 		if ctx.Err() == nil {
-			p.log.WithError(err).Warn("heartbeat failed")
+			p.logger().WithError(err).Warn("heartbeat failed")
 		}
 		return
 	}
