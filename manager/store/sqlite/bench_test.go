@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,7 +23,7 @@ func BenchmarkDispatch(b *testing.B) {
 		batch     = 500
 	)
 	ctx := context.Background()
-	s := open(b)
+	s := open(b, filepath.Join(b.TempDir(), "errand.db"))
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	delegates := make([]*errand.Delegate, acquirers)
 	for i := range delegates {

@@ -159,7 +159,7 @@ func leaseTask(w *wtx, d *errand.Delegate, c candidate, now int64) (*errand.Task
 	if err != nil {
 		return nil, err
 	}
-	token, err := newToken()
+	token, err := w.s.tokens.next()
 	if err != nil {
 		return nil, err
 	}

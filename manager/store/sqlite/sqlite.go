@@ -44,9 +44,11 @@ type Store struct {
 	// and running tasks. Both are used only by the writer.
 	version int64
 	active  activeCache
+	tokens  tokens
 	// pending holds writes waiting for the writer, oldest first.
 	pendMu  sync.Mutex
 	pending []*writeReq
+	closed  bool
 
 	subMu   sync.Mutex
 	subs    map[int]func(store.Change)
@@ -169,9 +171,24 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes both pools. Changes are no longer delivered.
+// Close waits for the write in progress, fails writes still waiting with
+// errand.ErrUnavailable and closes both pools. Changes are no longer
+// delivered.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		// Refuse new writes, fail those still waiting, then wait for the
+		// batch in progress to end.
+		s.pendMu.Lock()
+		s.closed = true
+		waiting := s.pending
+		s.pending = nil
+		s.pendMu.Unlock()
+		for _, r := range waiting {
+			if r.state.CompareAndSwap(reqWaiting, reqTaken) {
+				r.err = errand.Errorf(errand.CodeUnavailable, "store closed")
+				close(r.done)
+			}
+		}
 		s.wsem <- struct{}{}
 		var errs []error
 		for _, st := range s.stmts {
@@ -306,6 +323,10 @@ const maxBatch = 64
 func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 	req := &writeReq{w: &wtx{s: s, ctx: context.WithoutCancel(ctx)}, fn: fn, done: make(chan struct{})}
 	s.pendMu.Lock()
+	if s.closed {
+		s.pendMu.Unlock()
+		return errand.Errorf(errand.CodeUnavailable, "store closed")
+	}
 	s.pending = append(s.pending, req)
 	s.pendMu.Unlock()
 	for {
@@ -313,8 +334,17 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 		case <-req.done:
 			return req.err
 		case s.wsem <- struct{}{}:
-			s.runPending()
+			// Let callers that are about to queue a write do so first:
+			// one commit for more of them costs less than one each.
+			runtime.Gosched()
+			batch := s.takeBatch()
+			if len(batch) > 0 {
+				s.runBatch(batch)
+			}
 			<-s.wsem
+			// Waking callers and delivering changes need not hold up
+			// the next batch.
+			s.complete(batch)
 		case <-ctx.Done():
 			if req.state.CompareAndSwap(reqWaiting, reqAbandoned) {
 				return fmt.Errorf("wait for sqlite writer: %w", ctx.Err())
@@ -325,66 +355,59 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 	}
 }
 
-// runPending runs the queued writes in batches until none is left. The
-// caller holds wsem.
-func (s *Store) runPending() {
-	for {
-		// Let callers that are about to queue a write do so first: one
-		// commit for more of them costs less than a commit each.
-		runtime.Gosched()
-		s.pendMu.Lock()
-		n := min(len(s.pending), maxBatch)
-		batch := make([]*writeReq, 0, n)
-		for _, r := range s.pending[:n] {
-			if r.state.CompareAndSwap(reqWaiting, reqTaken) {
-				batch = append(batch, r)
-			}
+// takeBatch removes up to maxBatch waiting writes from the queue.
+func (s *Store) takeBatch() []*writeReq {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	n := min(len(s.pending), maxBatch)
+	batch := make([]*writeReq, 0, n)
+	for _, r := range s.pending[:n] {
+		if r.state.CompareAndSwap(reqWaiting, reqTaken) {
+			batch = append(batch, r)
 		}
-		s.pending = s.pending[n:]
-		if len(s.pending) == 0 {
-			s.pending = nil
+	}
+	s.pending = s.pending[n:]
+	if len(s.pending) == 0 {
+		s.pending = nil
+	}
+	return batch
+}
+
+// complete delivers the changes of the writes that committed and wakes
+// their callers.
+func (s *Store) complete(batch []*writeReq) {
+	for _, r := range batch {
+		if r.err == nil {
+			s.notify(r.w.changes)
 		}
-		s.pendMu.Unlock()
-		if n == 0 {
-			return
-		}
-		if len(batch) > 0 {
-			s.runBatch(batch)
-		}
+	}
+	for _, r := range batch {
+		close(r.done)
 	}
 }
 
-// runBatch runs writes in one transaction and completes each.
+// runBatch runs writes in one transaction, each in a savepoint of its own
+// when there are several, and sets each one's error. The caller holds
+// wsem.
 func (s *Store) runBatch(batch []*writeReq) {
 	w0 := batch[0].w
-	finish := func(err error) {
+	fail := func(err error) {
 		for _, r := range batch {
 			if r.err == nil {
 				r.err = err
 			}
 		}
-		if err == nil {
-			for _, r := range batch {
-				if r.err == nil {
-					s.notify(r.w.changes)
-				}
-			}
-		}
-		for _, r := range batch {
-			close(r.done)
-		}
 	}
 	if _, err := w0.exec(`BEGIN IMMEDIATE`); err != nil {
-		finish(fmt.Errorf("begin: %w", err))
+		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
 	if len(batch) == 1 {
 		r := batch[0]
-		if r.err = r.fn(r.w); r.err != nil {
+		if r.err = r.run(); r.err != nil {
 			if _, err := w0.exec(`ROLLBACK`); err != nil {
 				r.err = errors.Join(r.err, fmt.Errorf("rollback: %w", err))
 			}
-			finish(nil)
 			return
 		}
 	} else {
@@ -393,28 +416,36 @@ func (s *Store) runBatch(batch []*writeReq) {
 				r.err = fmt.Errorf("savepoint: %w", err)
 				continue
 			}
-			if r.err = r.fn(r.w); r.err != nil {
-				r.w.changes = nil
+			if r.err = r.run(); r.err != nil {
 				if _, err := r.w.exec(`ROLLBACK TO w`); err != nil {
 					// The transaction is in an unknown state: give it up.
 					_, _ = w0.exec(`ROLLBACK`)
-					finish(errors.Join(r.err, fmt.Errorf("rollback to savepoint: %w", err)))
+					fail(fmt.Errorf("rollback to savepoint: %w", err))
 					return
 				}
 			}
 			if _, err := r.w.exec(`RELEASE w`); err != nil {
 				_, _ = w0.exec(`ROLLBACK`)
-				finish(fmt.Errorf("release savepoint: %w", err))
+				fail(fmt.Errorf("release savepoint: %w", err))
 				return
 			}
 		}
 	}
 	if _, err := w0.exec(`COMMIT`); err != nil {
 		_, _ = w0.exec(`ROLLBACK`)
-		finish(fmt.Errorf("commit: %w", err))
-		return
+		fail(fmt.Errorf("commit: %w", err))
 	}
-	finish(nil)
+}
+
+// run calls the write's function; a panic becomes its error so that the
+// writer is never left inside a transaction.
+func (r *writeReq) run() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("sqlite write panicked: %v", p)
+		}
+	}()
+	return r.fn(r.w)
 }
 
 // errStale says that a row changed since it was read: a conditional write
@@ -452,13 +483,25 @@ func (c *activeCache) put(r *taskRow) {
 
 func (c *activeCache) drop(id string) { delete(c.rows, id) }
 
-// newToken returns 128 random bits in hex.
-func newToken() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("lease token: %w", err)
+// tokens hands out lease tokens from a buffer of random bytes, refilled
+// from crypto/rand a page at a time. Used only by the writer.
+type tokens struct {
+	buf [4096]byte
+	off int
+}
+
+// next returns 128 random bits in hex.
+func (t *tokens) next() (string, error) {
+	if t.off == 0 || t.off+16 > len(t.buf) {
+		if _, err := rand.Read(t.buf[:]); err != nil {
+			return "", fmt.Errorf("lease token: %w", err)
+		}
+		t.off = 0
 	}
-	return hex.EncodeToString(b[:]), nil
+	tok := hex.EncodeToString(t.buf[t.off : t.off+16])
+	clear(t.buf[t.off : t.off+16])
+	t.off += 16
+	return tok, nil
 }
 
 func boolInt(b bool) int {

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -450,12 +451,48 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	if x.clearLease {
 		token = ""
 	}
+	// Only the columns that change are written: SQLite then leaves alone
+	// the indexes that do not cover them.
+	var (
+		set  strings.Builder
+		args = make([]any, 0, 12)
+	)
+	col := func(name string, v any) {
+		set.WriteString(name)
+		set.WriteString(" = ?, ")
+		args = append(args, v)
+	}
+	if next.State != row.State {
+		col("state", next.State)
+	}
+	if next.Attempt != row.Attempt {
+		col("attempt", next.Attempt)
+	}
+	if next.CancelRequested != row.CancelRequested {
+		col("cancel_requested", boolInt(next.CancelRequested))
+	}
+	if !bytes.Equal(result, row.Result) {
+		col("result", nullBytes(result))
+	}
+	if oldCode, oldReason := errorParts(row.Error); errCode != oldCode || errReason != oldReason {
+		col("error_code", errCode)
+		col("error_reason", errReason)
+	}
+	if token != row.leaseToken {
+		col("lease_token", token)
+	}
+	if !sameTime(t.QueuedAt, row.QueuedAt) {
+		col("queued_at", nullTime(t.QueuedAt))
+	}
+	if !sameTime(t.StartedAt, row.StartedAt) {
+		col("started_at", nullTime(t.StartedAt))
+	}
+	if !sameTime(t.FinishedAt, row.FinishedAt) {
+		col("finished_at", nullTime(t.FinishedAt))
+	}
 	version := w.s.nextVersion()
-	res, err := w.exec(`UPDATE tasks SET state = ?, attempt = ?, cancel_requested = ?, result = ?,
-		error_code = ?, error_reason = ?, lease_token = ?, queued_at = ?, started_at = ?, finished_at = ?,
-		version = ? WHERE seq = ? AND version = ?`,
-		next.State, next.Attempt, boolInt(next.CancelRequested), nullBytes(result), errCode, errReason,
-		token, nullTime(t.QueuedAt), nullTime(t.StartedAt), nullTime(t.FinishedAt), version, row.seq, row.version)
+	args = append(args, version, row.seq, row.version)
+	res, err := w.exec(`UPDATE tasks SET `+set.String()+`version = ? WHERE seq = ? AND version = ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
 	}
@@ -487,6 +524,20 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 		}
 	}
 	return t, nil
+}
+
+func errorParts(e *errand.Error) (code, reason string) {
+	if e == nil {
+		return "", ""
+	}
+	return e.Code, e.Reason
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
 }
 
 func reasonFor(code string) string {
