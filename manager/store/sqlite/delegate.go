@@ -42,6 +42,7 @@ func (s *Store) DelegateRegister(ctx context.Context, p store.DelegateRegisterPa
 			return errand.Errorf(errand.CodeConflict, "delegate %s exists", d.ID)
 		}
 		now := nanos(p.Now)
+		w.wrote = true
 		out, err = scanDelegate(w.queryRow(`INSERT INTO delegates (id, name, hostname, grp, labels, archs,
 			capacity, task_types, dynamic, version, state, token_hash, created_at, last_heartbeat)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING `+delegateCols,

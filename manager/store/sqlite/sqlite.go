@@ -42,6 +42,8 @@ type Store struct {
 	stmts map[string]*sql.Stmt
 	// version numbers task row writes; active caches the rows of leased
 	// and running tasks. Both are used only by the writer.
+	// ctl runs the writer's BEGIN, COMMIT and ROLLBACK.
+	ctl     *wtx
 	version int64
 	active  activeCache
 	tokens  tokens
@@ -88,6 +90,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		subs:   make(map[int]func(store.Change)),
 		active: activeCache{rows: make(map[string]*taskRow)},
 	}
+	s.ctl = &wtx{s: s, ctx: context.WithoutCancel(ctx)}
 	if s.wconn, err = wdb.Conn(ctx); err != nil {
 		wdb.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -146,6 +149,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("read migration %s: %w", base, err)
 		}
 		err = s.write(ctx, func(w *wtx) error {
+			w.wrote = true
 			if _, err := s.wconn.ExecContext(w.ctx, string(body)); err != nil {
 				return err
 			}
@@ -250,6 +254,9 @@ type wtx struct {
 	s       *Store
 	ctx     context.Context
 	changes []store.Change
+	// wrote is set once the write has run a statement that may change
+	// rows: its failure then needs a rollback.
+	wrote bool
 }
 
 func (w *wtx) stmt(query string) (*sql.Stmt, error) {
@@ -265,6 +272,7 @@ func (w *wtx) stmt(query string) (*sql.Stmt, error) {
 }
 
 func (w *wtx) exec(query string, args ...any) (sql.Result, error) {
+	w.wrote = true
 	st, err := w.stmt(query)
 	if err != nil {
 		return nil, err
@@ -386,11 +394,15 @@ func (s *Store) complete(batch []*writeReq) {
 	}
 }
 
-// runBatch runs writes in one transaction, each in a savepoint of its own
-// when there are several, and sets each one's error. The caller holds
-// wsem.
+// runBatch runs writes in one transaction and sets each one's error. The
+// caller holds wsem.
+//
+// Most failures are found before a write changes anything (a stale lease,
+// an unknown id), and such a write simply drops out of the batch. When a
+// write fails after changing rows, the whole transaction is rolled back
+// and each write of the batch runs again in a transaction of its own, so
+// that one failure never costs the others their changes.
 func (s *Store) runBatch(batch []*writeReq) {
-	w0 := batch[0].w
 	fail := func(err error) {
 		for _, r := range batch {
 			if r.err == nil {
@@ -398,41 +410,28 @@ func (s *Store) runBatch(batch []*writeReq) {
 			}
 		}
 	}
-	if _, err := w0.exec(`BEGIN IMMEDIATE`); err != nil {
+	if _, err := s.ctl.exec(`BEGIN IMMEDIATE`); err != nil {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
-	if len(batch) == 1 {
-		r := batch[0]
-		if r.err = r.run(); r.err != nil {
-			if _, err := w0.exec(`ROLLBACK`); err != nil {
-				r.err = errors.Join(r.err, fmt.Errorf("rollback: %w", err))
-			}
+	for _, r := range batch {
+		r.w.changes, r.w.wrote = nil, false
+		if r.err = r.run(); r.err == nil || !r.w.wrote {
+			continue
+		}
+		if _, err := s.ctl.exec(`ROLLBACK`); err != nil {
+			fail(fmt.Errorf("rollback: %w", err))
 			return
 		}
-	} else {
-		for _, r := range batch {
-			if _, err := r.w.exec(`SAVEPOINT w`); err != nil {
-				r.err = fmt.Errorf("savepoint: %w", err)
-				continue
-			}
-			if r.err = r.run(); r.err != nil {
-				if _, err := r.w.exec(`ROLLBACK TO w`); err != nil {
-					// The transaction is in an unknown state: give it up.
-					_, _ = w0.exec(`ROLLBACK`)
-					fail(fmt.Errorf("rollback to savepoint: %w", err))
-					return
-				}
-			}
-			if _, err := r.w.exec(`RELEASE w`); err != nil {
-				_, _ = w0.exec(`ROLLBACK`)
-				fail(fmt.Errorf("release savepoint: %w", err))
-				return
+		if len(batch) > 1 {
+			for _, one := range batch {
+				s.runBatch([]*writeReq{one})
 			}
 		}
+		return
 	}
-	if _, err := w0.exec(`COMMIT`); err != nil {
-		_, _ = w0.exec(`ROLLBACK`)
+	if _, err := s.ctl.exec(`COMMIT`); err != nil {
+		_, _ = s.ctl.exec(`ROLLBACK`)
 		fail(fmt.Errorf("commit: %w", err))
 	}
 }
