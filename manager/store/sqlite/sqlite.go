@@ -1,6 +1,12 @@
 // Package sqlite is the embedded Store: one SQLite file in WAL mode through
 // modernc.org/sqlite, with a single writer connection and a pool of
 // readers, so writers never fight over the database lock.
+//
+// Writes queue for the writer and are group-committed: the caller that
+// gets the writer runs every write waiting at that moment in one
+// transaction, and each caller returns once its own write is committed.
+// The rows of leased and running tasks are kept in memory as last written,
+// so that a delegate's report costs one conditional update and no read.
 package sqlite
 
 import (
@@ -40,10 +46,11 @@ type Store struct {
 	wsem  chan struct{}
 	// stmts caches statements prepared on wconn; used only under wsem.
 	stmts map[string]*sql.Stmt
-	// version numbers task row writes; active caches the rows of leased
-	// and running tasks. Both are used only by the writer.
 	// ctl runs the writer's BEGIN, COMMIT and ROLLBACK.
-	ctl     *wtx
+	ctl *wtx
+	// version numbers task row writes; active caches the rows of leased
+	// and running tasks; tokens makes lease tokens. All are used only by
+	// the writer.
 	version int64
 	active  activeCache
 	tokens  tokens
@@ -72,7 +79,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Add("_pragma", "cache_size(-65536)")
-	q.Set("_txlock", "immediate")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 
 	wdb, err := sql.Open("sqlite", dsn)
