@@ -239,7 +239,7 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 				}
 			}
 		}
-		late, err := selectIDs(w, `SELECT id FROM tasks WHERE (state = 'leased' OR state = 'running') AND state = 'running'
+		late, err := selectIDs(w, `SELECT id FROM tasks WHERE lease_token <> '' AND finished_at IS NULL AND state = 'running'
 			AND timeout > 0 AND started_at + timeout + ? < ? ORDER BY seq`, int64(p.TimeoutGrace), now)
 		if err != nil {
 			return fmt.Errorf("sweep timeouts: %w", err)
@@ -268,7 +268,8 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 
 // expireLeases applies lease_expired to every active task of a delegate.
 func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResult) error {
-	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND (state = 'leased' OR state = 'running') ORDER BY seq`, delegateID)
+	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND lease_token <> '' AND finished_at IS NULL
+		AND (state = 'leased' OR state = 'running') ORDER BY seq`, delegateID)
 	if err != nil {
 		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
 	}

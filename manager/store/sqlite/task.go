@@ -668,7 +668,8 @@ func (s *Store) TaskCancel(ctx context.Context, p store.TaskCancelParams) (*erra
 // TaskCancelRequests lists a delegate's active tasks that a user cancelled.
 func (s *Store) TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error) {
 	rows, err := s.rdb.QueryContext(ctx, `SELECT id FROM tasks
-		WHERE delegate_id = ? AND (state = 'leased' OR state = 'running') AND cancel_requested = 1 ORDER BY seq`, delegateID)
+		WHERE delegate_id = ? AND lease_token <> '' AND finished_at IS NULL
+		AND (state = 'leased' OR state = 'running') AND cancel_requested = 1 ORDER BY seq`, delegateID)
 	if err != nil {
 		return nil, fmt.Errorf("cancel requests of %s: %w", delegateID, err)
 	}

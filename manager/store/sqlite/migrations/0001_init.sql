@@ -59,10 +59,13 @@ CREATE TABLE tasks (
 
 -- The queue: what acquire reads, in the order it hands tasks out.
 CREATE INDEX tasks_queue ON tasks (priority DESC, queued_at, seq) WHERE state = 'queued';
--- Active tasks by delegate: sweeps, cancel requests, deletes.
--- (Partial index conditions avoid IN lists: SQLite evaluates those through
--- a temporary table on every write of the row.)
-CREATE INDEX tasks_active ON tasks (delegate_id) WHERE state = 'leased' OR state = 'running';
+-- Active tasks by delegate: sweeps, cancel requests, deletes. A task is
+-- leased or running exactly when it holds a lease token and has not
+-- finished; saying so through those columns rather than the state keeps
+-- the index out of the leased-to-running write. (Partial index conditions
+-- also avoid IN lists, which SQLite evaluates through a temporary table
+-- on every write of the row.)
+CREATE INDEX tasks_active ON tasks (delegate_id) WHERE lease_token <> '' AND finished_at IS NULL;
 -- Ended tasks whose logs wait to be sealed: only an ended task has
 -- finished_at.
 CREATE INDEX tasks_unsealed ON tasks (finished_at, seq) WHERE log_sealed = 0 AND finished_at IS NOT NULL;
