@@ -63,19 +63,33 @@ func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*er
 			}
 		}
 
+		// Dependencies inside the batch are known now; those outside
+		// are marked once the batch is in.
+		depended := map[string]bool{}
+		for _, t := range p.Tasks {
+			for _, d := range t.DependsOn {
+				depended[d.Task] = true
+			}
+		}
 		decided := make(map[string]errand.State, len(p.Tasks))
 		out = make([]*errand.Task, len(p.Tasks))
+		rows := make([][]any, len(p.Tasks))
 		for _, i := range order {
 			t := p.Tasks[i]
-			row, err := insertTask(w, t, outside, decided, now)
-			if errors.Is(err, errand.ErrConflict) {
-				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
-			}
+			task, args, err := prepareTask(w, t, outside, decided, depended[t.ID], now)
 			if err != nil {
 				return fmt.Errorf("create task %s: %w", t.ID, err)
 			}
-			decided[t.ID] = row.State
-			out[i] = row
+			decided[t.ID] = task.State
+			out[i], rows[i] = task, args
+		}
+		if err := insertTasks(w, p.Tasks, rows); err != nil {
+			return err
+		}
+		for _, t := range p.Tasks {
+			if err := insertEdges(w, t, inBatch); err != nil {
+				return fmt.Errorf("create task %s: %w", t.ID, err)
+			}
 		}
 		return nil
 	})
@@ -150,14 +164,21 @@ func checkBatch(tasks []*errand.Task) ([]int, error) {
 	return order, nil
 }
 
-const insertTaskSQL = `INSERT INTO tasks (id, type, data, selector, depends_on, affinity,
-	priority, timeout, max_attempts, run_id, state, error_code, error_reason, created_at,
-	queued_at, finished_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT (id) DO NOTHING`
+// taskInsertCols are the columns TaskCreate writes, in prepareTask's order.
+const taskInsertCols = `id, type, data, selector, depends_on, affinity, priority, timeout,
+	max_attempts, run_id, state, error_code, error_reason, has_dependents, created_at, queued_at,
+	finished_at, version`
 
-// insertTask stores one task, resolved at once when every dependency has
-// already ended (in the database or earlier in the batch).
-func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State, now int64) (*errand.Task, error) {
+// taskInsertWidth is the number of taskInsertCols.
+const taskInsertWidth = 18
+
+// insertChunk bounds the rows of one INSERT statement.
+const insertChunk = 32
+
+// prepareTask decides the state of a new task, resolved at once when
+// every dependency has already ended (in the database or earlier in the
+// batch), and returns it with the values of its row.
+func prepareTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State, hasDependents bool, now int64) (*errand.Task, []any, error) {
 	maxAttempts := t.MaxAttempts
 	if maxAttempts == 0 {
 		maxAttempts = errand.DefaultMaxAttempts
@@ -171,24 +192,24 @@ func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State
 		}
 		outcomes[j] = errand.DependencyOutcome{Condition: d.Condition, State: ds}
 	}
-	var errCode, errReason string
 	if ev, ok := resolveEvent(errand.Resolve(outcomes)); ok {
 		next, err := errand.Transition(st, ev)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		st = next
-		if next.Code != "" {
-			errCode, errReason = next.Code, "a dependency did not meet its condition"
-		}
+	}
+	var errCode, errReason string
+	if st.State.Terminal() {
+		errCode, errReason = outcomeError(nil, st, nil)
 	}
 	selector, err := jsonOrEmpty(t.Selector, t.Selector.Arch == "" && t.Selector.Group == "" && len(t.Selector.Labels) == 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	deps, err := jsonOrEmpty(t.DependsOn, len(t.DependsOn) == 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := &errand.Task{Kind: errand.KindTask, ID: t.ID, Type: t.Type, Data: t.Data, Selector: t.Selector,
 		DependsOn: t.DependsOn, Affinity: t.Affinity, Priority: t.Priority, Timeout: t.Timeout,
@@ -207,17 +228,57 @@ func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State
 		out.FinishedAt = ptrTime(now)
 		w.emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: t.ID})
 	}
-	res, err := w.exec(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
-		t.Affinity, t.Priority, int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason,
-		now, queuedAt, finishedAt, w.s.nextVersion())
-	if err != nil {
-		return nil, err
+	args := []any{t.ID, t.Type, nullBytes(t.Data), selector, deps, t.Affinity, t.Priority,
+		int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason, boolInt(hasDependents),
+		now, queuedAt, finishedAt, w.s.nextVersion()}
+	return out, args, nil
+}
+
+// insertTasks writes the rows of a batch, several to a statement, in batch
+// order. An id that exists already is errand.ErrConflict.
+func insertTasks(w *wtx, tasks []*errand.Task, rows [][]any) error {
+	for lo := 0; lo < len(rows); lo += insertChunk {
+		hi := min(lo+insertChunk, len(rows))
+		var q strings.Builder
+		q.WriteString(`INSERT INTO tasks (` + taskInsertCols + `) VALUES `)
+		args := make([]any, 0, (hi-lo)*taskInsertWidth)
+		for i := lo; i < hi; i++ {
+			if i > lo {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?" + strings.Repeat(", ?", taskInsertWidth-1) + ")")
+			args = append(args, rows[i]...)
+		}
+		q.WriteString(` ON CONFLICT (id) DO NOTHING`)
+		res, err := w.exec(q.String(), args...)
+		if err != nil {
+			return fmt.Errorf("create tasks: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("create tasks: %w", err)
+		}
+		if int(n) == hi-lo {
+			continue
+		}
+		// Some id exists: the row there is not the one just written.
+		for i := lo; i < hi; i++ {
+			var version int64
+			if err := w.queryRow(`SELECT version FROM tasks WHERE id = ?`, tasks[i].ID).Scan(&version); err != nil {
+				return fmt.Errorf("create tasks: %w", err)
+			}
+			if version != rows[i][taskInsertWidth-1].(int64) {
+				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, tasks[i].ID)
+			}
+		}
+		return fmt.Errorf("create tasks: %d of %d rows written", n, hi-lo)
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return nil, err
-	} else if n == 0 {
-		return nil, errand.ErrConflict
-	}
+	return nil
+}
+
+// insertEdges records a new task's dependencies, and marks the tasks
+// outside the batch that now have a dependent.
+func insertEdges(w *wtx, t *errand.Task, inBatch map[string]*errand.Task) error {
 	for j, d := range t.DependsOn {
 		cond := d.Condition
 		if cond == "" {
@@ -225,14 +286,17 @@ func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State
 		}
 		if _, err := w.exec(`INSERT INTO task_deps (task_id, dep_id, condition, position) VALUES (?, ?, ?, ?)`,
 			t.ID, d.Task, cond, j); err != nil {
-			return nil, err
+			return err
+		}
+		if _, ok := inBatch[d.Task]; ok {
+			continue
 		}
 		if _, err := w.exec(`UPDATE tasks SET has_dependents = 1, version = ? WHERE id = ? AND has_dependents = 0`,
 			w.s.nextVersion(), d.Task); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func resolveEvent(r errand.Readiness) (errand.Event, bool) {
