@@ -1,0 +1,310 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// acquireSQL leases up to $1 queued tasks that the delegate may run, in one
+// statement: the queue is walked in order, tasks locked by another acquire
+// are skipped rather than waited for, and the rows taken are leased under
+// the tokens in $9, one each.
+//
+// The delegate's fields are $2 id, $3 group, $4 task types (NULL: any),
+// $5 archs, $6 labels (JSON object); $7 is the leased state and $8 the
+// attempt increment, both decided by errand.Transition.
+//
+// A task with an affinity may go only to the delegate that holds or held
+// its affinity task, or, when that delegate is lost or gone, to one of the
+// same group; an affinity task never leased constrains nothing.
+const acquireSQL = `WITH picked AS MATERIALIZED (
+	SELECT t.seq FROM tasks t
+	WHERE t.state = 'queued'
+		AND ($4::text[] IS NULL OR t.type = ANY($4))
+		AND (coalesce(t.selector->>'arch', '') = '' OR t.selector->>'arch' = ANY($5::text[]))
+		AND (coalesce(t.selector->>'group', '') = '' OR t.selector->>'group' = $3)
+		AND (t.selector->'labels' IS NULL OR t.selector->'labels' <@ $6::jsonb)
+		AND (t.affinity = '' OR NOT EXISTS (
+			SELECT 1 FROM tasks a
+			LEFT JOIN delegates ad ON ad.id = a.delegate_id
+			WHERE a.id = t.affinity AND a.delegate_id <> '' AND a.delegate_id <> $2
+				AND NOT ((ad.id IS NULL OR ad.state = 'lost') AND a.delegate_group = $3)))
+	ORDER BY t.priority DESC, t.queued_at, t.seq
+	LIMIT $1
+	FOR UPDATE OF t SKIP LOCKED
+), numbered AS (
+	SELECT seq, row_number() OVER (ORDER BY seq) AS n FROM picked
+)
+UPDATE tasks t SET state = $7, attempt = t.attempt + $8, delegate_id = $2, delegate_group = $3,
+	lease_token = ($9::text[])[numbered.n], error_code = '', error_reason = ''
+FROM numbered WHERE t.seq = numbered.seq
+RETURNING ` + returningTaskCols
+
+// returningTaskCols is taskCols qualified for the UPDATE … FROM above.
+const returningTaskCols = `t.seq, t.id, t.type, t.data, t.selector, t.depends_on, t.affinity,
+	t.priority, t.timeout, t.max_attempts, t.run_id, t.state, t.attempt, t.cancel_requested,
+	t.delegate_id, t.lease_token, t.result, t.error_code, t.error_reason, t.log_lines,
+	t.has_dependents, t.created_at, t.queued_at, t.started_at, t.finished_at`
+
+// TaskAcquire leases up to p.Max queued tasks to a delegate, and records
+// that the delegate is alive.
+func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+	d := p.Delegate
+	if d == nil || d.ID == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
+	}
+	max := p.Max
+	if max <= 0 {
+		max = 1
+	}
+	// What a lease does to a queued task, as the state machine says.
+	queued := errand.Status{State: errand.StateQueued, MaxAttempts: 1}
+	leased, err := errand.Transition(queued, errand.EventLease)
+	if err != nil {
+		return nil, err
+	}
+	tokens := make([]string, max)
+	for i := range tokens {
+		if tokens[i], err = newToken(); err != nil {
+			return nil, err
+		}
+	}
+	var types []string
+	if len(d.TaskTypes) > 0 {
+		types = d.TaskTypes
+	}
+	archs := d.Archs
+	if archs == nil {
+		archs = []string{}
+	}
+	labels := []byte("{}")
+	if len(d.Labels) > 0 {
+		if labels, err = json.Marshal(d.Labels); err != nil {
+			return nil, fmt.Errorf("acquire for %s: %w", d.ID, err)
+		}
+	}
+	now := nanos(p.Now)
+	var out []*errand.Task
+	err = s.write(ctx, func(w *wtx) error {
+		out = nil
+		tag, err := w.exec(`UPDATE delegates SET last_heartbeat = $1,
+			state = CASE state WHEN 'lost' THEN 'active' ELSE state END WHERE id = $2`, now, d.ID)
+		if err != nil {
+			return fmt.Errorf("acquire for %s: %w", d.ID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return notFound("delegate", d.ID)
+		}
+		rows, err := w.query(acquireSQL, max, d.ID, d.Group, types, archs, string(labels),
+			leased.State, leased.Attempt-queued.Attempt, tokens)
+		if err != nil {
+			return fmt.Errorf("acquire for %s: %w", d.ID, err)
+		}
+		var got []*taskRow
+		for rows.Next() {
+			row, err := scanTask(rows)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("acquire for %s: %w", d.ID, err)
+			}
+			got = append(got, row)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("acquire for %s: %w", d.ID, err)
+		}
+		// RETURNING follows no order: back to the queue's.
+		sort.Slice(got, func(i, j int) bool {
+			a, b := got[i], got[j]
+			if a.Priority != b.Priority {
+				return a.Priority > b.Priority
+			}
+			if !a.QueuedAt.Equal(*b.QueuedAt) {
+				return a.QueuedAt.Before(*b.QueuedAt)
+			}
+			return a.seq < b.seq
+		})
+		var withDeps []string
+		for _, row := range got {
+			t := row.task()
+			t.Error = nil
+			t.Lease = &errand.Lease{Token: row.leaseToken, DelegateID: d.ID}
+			out = append(out, t)
+			if len(t.DependsOn) > 0 {
+				withDeps = append(withDeps, t.ID)
+			}
+		}
+		if len(withDeps) > 0 {
+			return dependencyResults(w, withDeps, out)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		out = []*errand.Task{}
+	}
+	return out, nil
+}
+
+// dependencyResults sets the Dependencies of the leased tasks in ids.
+func dependencyResults(w *wtx, ids []string, tasks []*errand.Task) error {
+	byID := make(map[string]*errand.Task, len(tasks))
+	for _, t := range tasks {
+		byID[t.ID] = t
+	}
+	rows, err := w.query(`SELECT d.task_id, t.id, t.type, t.state, t.result, t.error_code, t.error_reason
+		FROM task_deps d JOIN tasks t ON t.id = d.dep_id WHERE d.task_id = ANY($1)
+		ORDER BY d.task_id, d.position`, ids)
+	if err != nil {
+		return fmt.Errorf("dependencies: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			of, code, reason string
+			r                errand.DependencyResult
+			result           []byte
+		)
+		if err := rows.Scan(&of, &r.Task, &r.Type, &r.State, &result, &code, &reason); err != nil {
+			return fmt.Errorf("dependencies of %s: %w", of, err)
+		}
+		if len(result) > 0 {
+			r.Result = json.RawMessage(result)
+		}
+		if code != "" {
+			r.Error = &errand.Error{Code: code, Reason: reason}
+		}
+		if t := byID[of]; t != nil {
+			t.Dependencies = append(t.Dependencies, r)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("dependencies: %w", err)
+	}
+	return nil
+}
+
+// TaskSweep expires silent delegates' leases and running tasks' timeouts.
+// Several managers may sweep at once: each expiry is a conditional write
+// on a locked row, so the second sweeper finds it done and skips it.
+func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
+	var res store.TaskSweepResult
+	now := nanos(p.Now)
+	err := s.write(ctx, func(w *wtx) error {
+		res = store.TaskSweepResult{}
+		if p.LeaseTTL > 0 {
+			rows, err := w.query(`UPDATE delegates SET state = 'lost'
+				WHERE seq IN (SELECT seq FROM delegates WHERE state <> 'lost' AND last_heartbeat < $1
+					ORDER BY seq FOR UPDATE SKIP LOCKED)
+				RETURNING seq, id`, now-int64(p.LeaseTTL))
+			if err != nil {
+				return fmt.Errorf("sweep delegates: %w", err)
+			}
+			type lostDelegate struct {
+				seq int64
+				id  string
+			}
+			var lost []lostDelegate
+			for rows.Next() {
+				var l lostDelegate
+				if err := rows.Scan(&l.seq, &l.id); err != nil {
+					rows.Close()
+					return fmt.Errorf("sweep delegates: %w", err)
+				}
+				lost = append(lost, l)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("sweep delegates: %w", err)
+			}
+			sort.Slice(lost, func(i, j int) bool { return lost[i].seq < lost[j].seq })
+			for _, l := range lost {
+				res.LostDelegates = append(res.LostDelegates, l.id)
+				if err := expireLeases(w, l.id, now, &res); err != nil {
+					return err
+				}
+			}
+		}
+		rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE state = 'running'
+			AND timeout > 0 AND started_at + timeout + $1 < $2 ORDER BY seq FOR UPDATE SKIP LOCKED`,
+			int64(p.TimeoutGrace), now)
+		if err != nil {
+			return fmt.Errorf("sweep timeouts: %w", err)
+		}
+		late, err := collectTasks(rows)
+		if err != nil {
+			return fmt.Errorf("sweep timeouts: %w", err)
+		}
+		for _, row := range late {
+			next, err := errand.Transition(row.status(), errand.EventTimeout)
+			if err != nil {
+				return fmt.Errorf("time out task %s: %w", row.ID, err)
+			}
+			if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+				return err
+			}
+			res.TimedOut = append(res.TimedOut, row.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return store.TaskSweepResult{}, err
+	}
+	return res, nil
+}
+
+func collectTasks(rows pgx.Rows) ([]*taskRow, error) {
+	defer rows.Close()
+	var out []*taskRow
+	for rows.Next() {
+		row, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}
+
+// expireLeases applies lease_expired to every active task of a delegate.
+func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResult) error {
+	rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE delegate_id = $1
+		AND state IN ('leased', 'running') ORDER BY seq FOR UPDATE`, delegateID)
+	if err != nil {
+		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
+	}
+	active, err := collectTasks(rows)
+	if err != nil {
+		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
+	}
+	for _, row := range active {
+		next, err := errand.Transition(row.status(), errand.EventLeaseExpired)
+		if err != nil {
+			return fmt.Errorf("expire lease of %s: %w", row.ID, err)
+		}
+		if _, err := applyTransition(w, row, next, transitionExtras{clearLease: true}, now); err != nil {
+			return err
+		}
+		if res == nil {
+			continue
+		}
+		switch next.State {
+		case errand.StateQueued:
+			res.Requeued = append(res.Requeued, row.ID)
+		case errand.StateCancelled:
+			res.Cancelled = append(res.Cancelled, row.ID)
+		default:
+			res.Failed = append(res.Failed, row.ID)
+		}
+	}
+	return nil
+}
