@@ -64,6 +64,10 @@ func testCreateBatch(h *harness) {
 	if len(b.DependsOn) != 1 || b.DependsOn[0].Task != "a" {
 		h.t.Fatalf("b depends on %+v", b.DependsOn)
 	}
+	// A batch is created in its own order, whatever its dependencies.
+	if got := ids(h.list(store.TaskListParams{})); !sameStrings(got, []string{"c", "a", "b"}) {
+		h.t.Fatalf("TaskList after batch = %v, want [c a b]", got)
+	}
 	// A later batch may depend on tasks that exist.
 	h.create(task("d", dep("c", errand.Always), dep("a", errand.OnFailure)))
 	h.wantState("d", errand.StatePending)
