@@ -164,10 +164,15 @@ func leaseTask(w *wtx, d *errand.Delegate, c candidate, now int64) (*errand.Task
 		return nil, err
 	}
 	version := w.s.nextVersion()
-	res, err := w.exec(`UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?,
-		delegate_group = ?, lease_token = ?, error_code = '', error_reason = '', version = ?
-		WHERE seq = ? AND version = ?`,
-		next.State, next.Attempt, d.ID, d.Group, token, version, row.seq, row.version)
+	// A requeued task has no error left to clear; only a row with one
+	// pays for writing the columns.
+	q := `UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?, delegate_group = ?, lease_token = ?,
+		version = ? WHERE seq = ? AND version = ?`
+	if row.Error != nil {
+		q = `UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?, delegate_group = ?, lease_token = ?,
+		version = ?, error_code = '', error_reason = '' WHERE seq = ? AND version = ?`
+	}
+	res, err := w.exec(q, next.State, next.Attempt, d.ID, d.Group, token, version, row.seq, row.version)
 	if err != nil {
 		return nil, fmt.Errorf("lease task %s: %w", row.ID, err)
 	}
