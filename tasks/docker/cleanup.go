@@ -1,0 +1,116 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	dockerclient "github.com/docker/docker/client"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks"
+)
+
+// Cleanup removes the stage's containers, network and volume: everything
+// labelled with the stage's initialize task, whether initialize succeeded,
+// failed half-way, or ran on this delegate before it restarted.
+func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
+	var data tasks.CleanupData
+	t, err := decodeTask(r, &data)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	initID := ""
+	for _, d := range t.Dependencies {
+		if strings.HasSuffix(d.Type, ".initialize") {
+			initID = d.Task
+			break
+		}
+	}
+	if initID == "" {
+		httphelper.WriteError(w, errand.Errorf(errand.CodeInvalid, "cleanup task %s: no initialize task among the dependencies", t.ID))
+		return
+	}
+	removed, err := h.removeLabelled(r.Context(), LabelInitialize+"="+initID)
+	logs := router.LogFrom(r.Context())
+	for _, name := range removed {
+		fmt.Fprintf(logs, "removed %s\n", name)
+	}
+	if err != nil {
+		httphelper.WriteError(w, failure("cleanup", err))
+		return
+	}
+	httphelper.WriteJSON(w, tasks.CleanupResult{Removed: removed}, http.StatusOK)
+}
+
+// removeLabelled removes the containers, then the networks and volumes,
+// that carry every one of the labels (key=value) and errand.managed=true.
+// It returns what it removed as "container ID", "network NAME", "volume
+// NAME"; objects already gone are not errors.
+func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]string, error) {
+	f := labelFilter(append([]string{LabelManaged + "=true"}, labels...)...)
+	var removed []string
+	var errs []error
+	gone := func(kind, name string, err error) {
+		if err == nil || dockerclient.IsErrNotFound(err) {
+			removed = append(removed, kind+" "+name)
+			return
+		}
+		errs = append(errs, fmt.Errorf("remove %s %s: %w", kind, name, err))
+	}
+
+	actx, cancel := h.api(ctx)
+	cs, err := h.docker.ContainerList(actx, container.ListOptions{All: true, Filters: f})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range cs {
+		actx, cancel := h.api(ctx)
+		err := h.docker.ContainerRemove(actx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		cancel()
+		gone("container", shortID(c.ID), err)
+	}
+
+	actx, cancel = h.api(ctx)
+	ns, err := h.docker.NetworkList(actx, network.ListOptions{Filters: f})
+	cancel()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list networks: %w", err))
+	}
+	for _, n := range ns {
+		actx, cancel := h.api(ctx)
+		err := h.docker.NetworkRemove(actx, n.ID)
+		cancel()
+		gone("network", n.Name, err)
+	}
+
+	actx, cancel = h.api(ctx)
+	vs, err := h.docker.VolumeList(actx, volume.ListOptions{Filters: f})
+	cancel()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list volumes: %w", err))
+	}
+	for _, v := range vs.Volumes {
+		actx, cancel := h.api(ctx)
+		err := h.docker.VolumeRemove(actx, v.Name, true)
+		cancel()
+		gone("volume", v.Name, err)
+	}
+	return removed, errors.Join(errs...)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

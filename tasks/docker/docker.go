@@ -1,0 +1,287 @@
+// Package docker runs a stage's steps in containers through the Docker
+// Engine API: docker.initialize creates the stage's network and workspace
+// volume, makes the image present and starts the service containers;
+// docker.execute runs one step in a container of its own with the
+// workspace mounted; docker.cleanup removes everything the stage created.
+//
+// The handlers keep no state between tasks. Every resource carries labels
+// (errand.run, errand.stage, errand.delegate, errand.group,
+// errand.initialize and errand.managed=true) so that cleanup finds it by
+// label after a half-failed initialize or a delegate restart, and so that
+// a sibling delegate can remove what a lost dynamic delegate left behind
+// (see Siblings).
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	dockerclient "github.com/docker/docker/client"
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/router"
+)
+
+// Error codes of the docker runtime, found in a task's error.
+const (
+	// CodeImageNotFound: the image is not present and could not (or, with
+	// pull policy never, may not) be pulled.
+	CodeImageNotFound = "image_not_found"
+	// CodeDockerUnavailable: the Docker daemon does not answer.
+	CodeDockerUnavailable = "docker_unavailable"
+	// CodePrivilegedNotAllowed: a stage asked for privileged containers on
+	// a delegate not started with --allow-privileged.
+	CodePrivilegedNotAllowed = "privileged_not_allowed"
+)
+
+// Labels put on every container, network and volume the runtime creates.
+const (
+	LabelManaged    = "errand.managed"
+	LabelRun        = "errand.run"
+	LabelStage      = "errand.stage"
+	LabelDelegate   = "errand.delegate"
+	LabelGroup      = "errand.group"
+	LabelInitialize = "errand.initialize"
+	LabelStep       = "errand.step"
+)
+
+// Pull policies of a stage's images.
+const (
+	PullIfNotPresent = "if-not-present"
+	PullAlways       = "always"
+	PullNever        = "never"
+)
+
+// Workspace is where the stage's workspace volume is mounted in every step
+// container; steps start there.
+const Workspace = "/errand/workspace"
+
+// DefaultShell reads a step's commands: the first that fails ends it.
+const DefaultShell = "sh -e"
+
+// Defaults of a Config.
+const (
+	DefaultStopGrace        = 10 * time.Second
+	DefaultAPITimeout       = 30 * time.Second
+	DefaultPullTimeout      = 10 * time.Minute
+	DefaultReadinessTimeout = 2 * time.Minute
+	DefaultMaxStep          = 24 * time.Hour
+)
+
+// Config configures the docker handlers.
+type Config struct {
+	// Group is the delegate's group, put on every resource so that
+	// siblings of the same group clean up for each other.
+	Group string
+	// AllowPrivileged lets stages run privileged containers; otherwise
+	// they are refused with privileged_not_allowed.
+	AllowPrivileged bool
+	// StopGrace is the time a step container has between SIGTERM and
+	// SIGKILL when its task is cancelled or times out.
+	StopGrace time.Duration
+	// APITimeout bounds each short Docker API call.
+	APITimeout time.Duration
+	// PullTimeout bounds an image pull.
+	PullTimeout time.Duration
+	// ReadinessTimeout bounds the wait for a service's readiness command.
+	ReadinessTimeout time.Duration
+	// MaxStep bounds a step container's run when its task has no timeout
+	// of its own.
+	MaxStep time.Duration
+	// Client is the Docker client; when nil one is made from the
+	// environment (DOCKER_HOST, …) with API version negotiation.
+	Client *dockerclient.Client
+	// Log receives the handlers' own log (never a step's output or
+	// environment); logrus.StandardLogger() when nil.
+	Log logrus.FieldLogger
+}
+
+func (c *Config) setDefaults() {
+	if c.StopGrace <= 0 {
+		c.StopGrace = DefaultStopGrace
+	}
+	if c.APITimeout <= 0 {
+		c.APITimeout = DefaultAPITimeout
+	}
+	if c.PullTimeout <= 0 {
+		c.PullTimeout = DefaultPullTimeout
+	}
+	if c.ReadinessTimeout <= 0 {
+		c.ReadinessTimeout = DefaultReadinessTimeout
+	}
+	if c.MaxStep <= 0 {
+		c.MaxStep = DefaultMaxStep
+	}
+	if c.Log == nil {
+		c.Log = logrus.StandardLogger()
+	}
+}
+
+// Handlers serves the docker task types.
+type Handlers struct {
+	cfg    Config
+	docker *dockerclient.Client
+	own    bool // the client was made here and is closed by Close
+}
+
+// NewClient returns a Docker client configured from the environment, which
+// negotiates the API version with the daemon (an older daemon speaks an
+// older version than the library's).
+func NewClient() (*dockerclient.Client, error) {
+	c, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return c, nil
+}
+
+// New returns the handlers for cfg.
+func New(cfg Config) (*Handlers, error) {
+	cfg.setDefaults()
+	h := &Handlers{cfg: cfg, docker: cfg.Client}
+	if h.docker == nil {
+		c, err := NewClient()
+		if err != nil {
+			return nil, err
+		}
+		h.docker, h.own = c, true
+	}
+	return h, nil
+}
+
+// Register adds the docker task types to r with handlers for cfg.
+func Register(r *router.Router, cfg Config) error {
+	h, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	h.Register(r)
+	return nil
+}
+
+// Register adds the docker task types to r.
+func (h *Handlers) Register(r *router.Router) {
+	r.HandleFunc(errand.TypeDockerInitialize, h.Initialize)
+	r.HandleFunc(errand.TypeDockerExecute, h.Execute)
+	r.HandleFunc(errand.TypeDockerCleanup, h.Cleanup)
+}
+
+// Close releases the Docker client if New made it.
+func (h *Handlers) Close() error {
+	if h.own {
+		return h.docker.Close()
+	}
+	return nil
+}
+
+// Available reports whether a Docker daemon answers, with a hint on how to
+// start one when none does.
+func Available(ctx context.Context) error {
+	c, err := NewClient()
+	if err != nil {
+		return errand.Errorf(CodeDockerUnavailable, "%v", err)
+	}
+	defer c.Close()
+	return ping(ctx, c, DefaultAPITimeout)
+}
+
+func ping(ctx context.Context, c *dockerclient.Client, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := c.Ping(ctx); err != nil {
+		return errand.Errorf(CodeDockerUnavailable,
+			"the Docker daemon at %s does not answer (%v); start it (e.g. `dockerd &`, or scripts/test which installs and starts it) or set DOCKER_HOST",
+			c.DaemonHost(), err)
+	}
+	return nil
+}
+
+// api returns a context for one short Docker API call.
+func (h *Handlers) api(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, h.cfg.APITimeout)
+}
+
+// maxTaskBody bounds the task a handler reads.
+const maxTaskBody = 8 << 20
+
+// decodeTask reads the task from the request and its data into data.
+func decodeTask(r *http.Request, data any) (*errand.Task, error) {
+	var t errand.Task
+	if err := httphelper.DecodeJSON(r, &t, maxTaskBody); err != nil {
+		return nil, err
+	}
+	if len(t.Data) == 0 {
+		return nil, errand.Errorf(errand.CodeInvalid, "task %s has no data", t.ID)
+	}
+	if err := httphelper.Unmarshal(t.Data, data); err != nil {
+		return nil, fmt.Errorf("data of task %s: %w", t.ID, err)
+	}
+	return &t, nil
+}
+
+// delegateOf is the delegate running t: the lease holder.
+func delegateOf(t *errand.Task) string {
+	if t.Lease != nil && t.Lease.DelegateID != "" {
+		return t.Lease.DelegateID
+	}
+	return t.DelegateID
+}
+
+var unsafeName = regexp.MustCompile(`[^a-z0-9_.-]+`)
+
+// resourceName makes a Docker object name from an initialize task id.
+func resourceName(initID string) string {
+	s := unsafeName.ReplaceAllString(strings.ToLower(initID), "-")
+	s = strings.Trim(s, "-._")
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return "errand-" + s
+}
+
+// labelFilter selects objects carrying every label given as key=value.
+func labelFilter(labels ...string) filters.Args {
+	f := filters.NewArgs()
+	for _, l := range labels {
+		f.Add("label", l)
+	}
+	return f
+}
+
+// failure turns a Docker error into the task's error: a daemon that does
+// not answer is docker_unavailable, anything else task_failed with what.
+func failure(what string, err error) error {
+	var e *errand.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	if dockerclient.IsErrConnectionFailed(err) {
+		return errand.Errorf(CodeDockerUnavailable, "%s: the Docker daemon does not answer: %v", what, err)
+	}
+	return errand.Errorf(errand.CodeTaskFailed, "%s: %v", what, err)
+}
+
+// workingDir is the step's working directory in the container: rel under
+// the workspace, never outside it.
+func workingDir(rel string) (string, error) {
+	if rel == "" {
+		return Workspace, nil
+	}
+	if path.IsAbs(rel) {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
+	}
+	dir := path.Join(Workspace, rel)
+	if dir != Workspace && !strings.HasPrefix(dir, Workspace+"/") {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
+	}
+	return dir, nil
+}

@@ -1,0 +1,410 @@
+package docker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	dockerclient "github.com/docker/docker/client"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks"
+	"github.com/errandci/errand/tasks/docker"
+)
+
+// logBuffer is a log writer safe for the handler's goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type env struct {
+	t   *testing.T
+	cfg docker.Config
+	h   *docker.Handlers
+	r   *router.Router
+	dc  *dockerclient.Client
+	seq int
+}
+
+func newEnv(t *testing.T, mod ...func(*docker.Config)) *env {
+	t.Helper()
+	cfg := docker.Config{Group: testGroup, StopGrace: time.Second, ReadinessTimeout: 30 * time.Second}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	h, err := docker.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	r := router.New(router.WithGrace(20 * time.Second))
+	h.Register(r)
+	return &env{t: t, cfg: cfg, h: h, r: r, dc: dockerClient(t)}
+}
+
+// serve runs one task on the delegate named delegateID.
+func (e *env) serve(ctx context.Context, delegateID, typ string, data any, deps ...errand.DependencyResult) (router.Outcome, string, string) {
+	e.t.Helper()
+	b, err := json.Marshal(data)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.seq++
+	id := strings.ReplaceAll(e.t.Name(), "/", "-") + "-" + strconv.Itoa(e.seq)
+	task := &errand.Task{ID: id, Type: typ, Data: b, Dependencies: deps, DelegateID: delegateID,
+		Lease: &errand.Lease{Token: "l", DelegateID: delegateID}}
+	var logs logBuffer
+	out := e.r.Serve(ctx, task, &logs)
+	return out, logs.String(), id
+}
+
+// initialize runs docker.initialize and returns the dependency that hands
+// its result to execute and cleanup, and the result.
+func (e *env) initialize(delegateID string, data tasks.InitializeData) (errand.DependencyResult, tasks.InitializeResult) {
+	e.t.Helper()
+	out, logs, id := e.serve(context.Background(), delegateID, errand.TypeDockerInitialize, data)
+	if out.State != errand.StateSucceeded {
+		e.t.Fatalf("initialize: %+v %v\n%s", out, out.Error, logs)
+	}
+	var res tasks.InitializeResult
+	if err := json.Unmarshal(out.Result, &res); err != nil {
+		e.t.Fatal(err)
+	}
+	dep := errand.DependencyResult{Task: id, Type: errand.TypeDockerInitialize, State: errand.StateSucceeded, Result: out.Result}
+	e.t.Cleanup(func() { e.cleanup(dep) })
+	return dep, res
+}
+
+func (e *env) cleanup(dep errand.DependencyResult) tasks.CleanupResult {
+	e.t.Helper()
+	out, logs, _ := e.serve(context.Background(), "d1", errand.TypeDockerCleanup, tasks.CleanupData{Stage: tasks.Stage{RunID: "r1", Stage: "test"}}, dep)
+	if out.State != errand.StateSucceeded {
+		e.t.Fatalf("cleanup: %+v %v\n%s", out, out.Error, logs)
+	}
+	var res tasks.CleanupResult
+	_ = json.Unmarshal(out.Result, &res)
+	return res
+}
+
+// count returns how many containers, networks and volumes carry label.
+func (e *env) count(label string) (containers, networks, volumes int) {
+	e.t.Helper()
+	ctx := context.Background()
+	f := filters.NewArgs(filters.Arg("label", label))
+	cs, err := e.dc.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ns, err := e.dc.NetworkList(ctx, network.ListOptions{Filters: f})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	vs, err := e.dc.VolumeList(ctx, volume.ListOptions{Filters: f})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return len(cs), len(ns), len(vs.Volumes)
+}
+
+func stageData() tasks.InitializeData {
+	return tasks.InitializeData{Stage: tasks.Stage{RunID: "r1", Stage: "test"}, Image: testImage, Pull: docker.PullNever}
+}
+
+func step(commands ...string) tasks.ExecuteData {
+	return tasks.ExecuteData{Stage: tasks.Stage{RunID: "r1", Stage: "test"}, Step: "s", Commands: commands}
+}
+
+// TestStage runs a stage with a service reachable by name, steps sharing
+// the workspace, and a cleanup by a handler that never saw the initialize
+// (as after a delegate restart).
+func TestStage(t *testing.T) {
+	e := newEnv(t)
+	data := stageData()
+	data.Services = []tasks.Service{{
+		Name:      "db",
+		Image:     testImage,
+		Commands:  []string{"mkdir -p /www", "echo hello-from-db > /www/index.html", "exec busybox httpd -f -p 8080 -h /www"},
+		Readiness: []string{"wget -q -O /dev/null http://127.0.0.1:8080/"},
+	}}
+	dep, res := e.initialize("d1", data)
+	if res.Network == "" || res.Volume == "" || len(res.Containers) != 1 || res.Image != testImage {
+		t.Fatalf("initialize result %+v", res)
+	}
+	initLabel := docker.LabelInitialize + "=" + dep.Task
+	if c, n, v := e.count(initLabel); c != 1 || n != 1 || v != 1 {
+		t.Fatalf("after initialize: %d containers, %d networks, %d volumes labelled; want 1 each", c, n, v)
+	}
+
+	cases := []struct {
+		name     string
+		data     tasks.ExecuteData
+		wantExit int
+		wantLog  string // exact log, or a substring when wantSub
+		wantSub  bool
+	}{
+		{name: "service reachable by name", data: step("wget -q -O- http://db:8080/index.html"),
+			wantLog: "hello-from-db\n"},
+		{name: "lines in order, stdout and stderr kept", data: step("echo one", "echo two >&2", "sleep 0.1", "echo three", "printf four"),
+			wantLog: "one\ntwo\nthree\nfour\n"},
+		{name: "first failure ends the step", data: step("echo a", "exit 3", "echo never"),
+			wantExit: 3, wantLog: "a\n"},
+		{name: "command not found", data: step("no-such-command-xyz"),
+			wantExit: 127, wantLog: "no-such-command-xyz", wantSub: true},
+		{name: "workspace shared between steps", data: step("echo kept > file"), wantLog: ""},
+		{name: "workspace read back", data: step(`cat "$ERRAND_WORKSPACE/file"`, "pwd"),
+			wantLog: "kept\n" + docker.Workspace + "\n"},
+		{name: "environment, working dir and masked secrets", data: func() tasks.ExecuteData {
+			d := step(`echo "$GREETING $ERRAND_STEP $CI $(pwd)"`, `echo "key=$KEY"`, `printf '%s' "$KEY" | cut -c1-3`)
+			d.Environment = map[string]string{"GREETING": "hi"}
+			d.Secrets = map[string]string{"KEY": "sup3rs3cret"}
+			d.WorkingDir = "sub/dir"
+			return d
+		}(), wantLog: "hi s true " + docker.Workspace + "/sub/dir\nkey=******\nsup\n"},
+		{name: "custom shell", data: func() tasks.ExecuteData {
+			d := step("false", "echo still")
+			d.Shell = "sh"
+			return d
+		}(), wantLog: "still\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, logs, _ := e.serve(context.Background(), "d1", errand.TypeDockerExecute, tc.data, dep)
+			want := errand.StateSucceeded
+			if tc.wantExit != 0 {
+				want = errand.StateFailed
+			}
+			if out.State != want {
+				t.Fatalf("state %s (%v), want %s; log %q", out.State, out.Error, want, logs)
+			}
+			if tc.wantSub && !strings.Contains(logs, tc.wantLog) || !tc.wantSub && logs != tc.wantLog {
+				t.Fatalf("log %q, want %q", logs, tc.wantLog)
+			}
+			var res tasks.ExecuteResult
+			if err := json.Unmarshal(out.Result, &res); err != nil {
+				t.Fatalf("result %s: %v", out.Result, err)
+			}
+			if res.ExitCode != tc.wantExit {
+				t.Fatalf("exit code %d, want %d", res.ExitCode, tc.wantExit)
+			}
+			if tc.wantExit != 0 && (out.Error.Code != errand.CodeExitCode || !strings.Contains(out.Error.Reason, strconv.Itoa(tc.wantExit))) {
+				t.Fatalf("error %v, want exit_code naming %d", out.Error, tc.wantExit)
+			}
+		})
+	}
+	if c, _, _ := e.count(initLabel); c != 1 {
+		t.Fatalf("%d containers of the stage after its steps; want only the service", c)
+	}
+
+	// A new handler, as after a restart: cleanup needs only the labels.
+	fresh := newEnv(t)
+	removed := fresh.cleanup(dep)
+	if len(removed.Removed) != 3 {
+		t.Fatalf("cleanup removed %v; want the service, the network and the volume", removed.Removed)
+	}
+	if c, n, v := e.count(initLabel); c+n+v != 0 {
+		t.Fatalf("after cleanup: %d containers, %d networks, %d volumes left", c, n, v)
+	}
+}
+
+// stepContainer waits for the running container of the stage's step and
+// returns its id.
+func (e *env) stepContainer(initID string) string {
+	e.t.Helper()
+	f := filters.NewArgs(filters.Arg("label", docker.LabelInitialize+"="+initID), filters.Arg("label", docker.LabelStep),
+		filters.Arg("status", "running"))
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		cs, err := e.dc.ContainerList(context.Background(), container.ListOptions{Filters: f})
+		if err != nil {
+			e.t.Error(err)
+			return ""
+		}
+		if len(cs) == 1 {
+			return cs[0].ID
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Error("the step container did not start")
+	return ""
+}
+
+func TestStopStep(t *testing.T) {
+	cases := []struct {
+		name      string
+		cause     error
+		wantState errand.State
+	}{
+		{"cancel", router.ErrCancelled, errand.StateCancelled},
+		{"timeout", router.ErrTimedOut, errand.StateTimedOut},
+	}
+	e := newEnv(t)
+	dep, _ := e.initialize("d1", stageData())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			go func() {
+				if id := e.stepContainer(dep.Task); id != "" {
+					cancel(tc.cause)
+				}
+			}()
+			out, logs, _ := e.serve(ctx, "d1", errand.TypeDockerExecute, step("echo started", "sleep 300"), dep)
+			if out.State != tc.wantState {
+				t.Fatalf("state %s (%v), want %s", out.State, out.Error, tc.wantState)
+			}
+			if !strings.Contains(logs, "started\n") {
+				t.Fatalf("log %q", logs)
+			}
+			f := docker.LabelInitialize + "=" + dep.Task
+			if c, _, _ := e.count(f); c != 0 {
+				t.Fatalf("%d containers left after the step was stopped", c)
+			}
+		})
+	}
+}
+
+func TestContainerKilledFromOutside(t *testing.T) {
+	e := newEnv(t)
+	dep, _ := e.initialize("d1", stageData())
+	go func() {
+		if id := e.stepContainer(dep.Task); id != "" {
+			_ = e.dc.ContainerKill(context.Background(), id, "KILL")
+		}
+	}()
+	out, _, _ := e.serve(context.Background(), "d1", errand.TypeDockerExecute, step("sleep 300"), dep)
+	var res tasks.ExecuteResult
+	_ = json.Unmarshal(out.Result, &res)
+	if out.State != errand.StateFailed || out.Error.Code != errand.CodeExitCode || res.ExitCode != 137 {
+		t.Fatalf("killed step: %+v %v, exit code %d; want failed with exit code 137", out, out.Error, res.ExitCode)
+	}
+	if got := e.cleanup(dep); len(got.Removed) != 2 {
+		t.Fatalf("cleanup after a killed step removed %v", got.Removed)
+	}
+}
+
+func TestInitializeRefused(t *testing.T) {
+	missing := "errand-test/no-such-image:" + testGroup
+	cases := []struct {
+		name     string
+		data     func(d *tasks.InitializeData)
+		cfg      func(c *docker.Config)
+		wantCode string
+		wantIn   string
+	}{
+		{name: "privileged", data: func(d *tasks.InitializeData) { d.Privileged = true },
+			wantCode: docker.CodePrivilegedNotAllowed, wantIn: "--allow-privileged"},
+		{name: "image missing, pull never", data: func(d *tasks.InitializeData) { d.Image = missing },
+			wantCode: docker.CodeImageNotFound, wantIn: missing},
+		{name: "service image missing, after the network was made", data: func(d *tasks.InitializeData) {
+			d.Services = []tasks.Service{{Name: "db", Image: missing}}
+		}, wantCode: docker.CodeImageNotFound, wantIn: missing},
+		{name: "pull policy", data: func(d *tasks.InitializeData) { d.Pull = "sometimes" },
+			wantCode: errand.CodeInvalid, wantIn: "sometimes"},
+		{name: "daemon unreachable", cfg: func(c *docker.Config) {
+			cl, err := dockerclient.NewClientWithOpts(dockerclient.WithHost("unix:///nonexistent/docker.sock"), dockerclient.WithAPIVersionNegotiation())
+			if err != nil {
+				panic(err)
+			}
+			c.Client = cl
+		}, wantCode: docker.CodeDockerUnavailable, wantIn: "dockerd"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mods []func(*docker.Config)
+			if tc.cfg != nil {
+				mods = append(mods, tc.cfg)
+			}
+			e := newEnv(t, mods...)
+			data := stageData()
+			if tc.data != nil {
+				tc.data(&data)
+			}
+			out, _, id := e.serve(context.Background(), "d1", errand.TypeDockerInitialize, data)
+			if out.State != errand.StateFailed || out.Error.Code != tc.wantCode || !strings.Contains(out.Error.Reason, tc.wantIn) {
+				t.Fatalf("outcome %+v %v; want %s naming %q", out, out.Error, tc.wantCode, tc.wantIn)
+			}
+			if c, n, v := e.count(docker.LabelInitialize + "=" + id); c+n+v != 0 {
+				t.Fatalf("a failed initialize left %d containers, %d networks, %d volumes", c, n, v)
+			}
+		})
+	}
+}
+
+func TestPrivilegedAllowed(t *testing.T) {
+	e := newEnv(t, func(c *docker.Config) { c.AllowPrivileged = true })
+	data := stageData()
+	data.Privileged = true
+	dep, _ := e.initialize("d1", data)
+	// A delegate without --allow-privileged refuses the stage's steps too.
+	d := step("true")
+	d.Privileged = true
+	refusing := newEnv(t)
+	out, _, _ := refusing.serve(context.Background(), "d1", errand.TypeDockerExecute, d, dep)
+	if out.State != errand.StateFailed || out.Error.Code != docker.CodePrivilegedNotAllowed {
+		t.Fatalf("privileged step on a refusing delegate: %+v %v", out, out.Error)
+	}
+}
+
+func TestSiblings(t *testing.T) {
+	e := newEnv(t)
+	delegates := []*errand.Delegate{
+		{ID: "d-me", Dynamic: true, State: errand.DelegateActive},
+		{ID: "d-lost-dynamic", Dynamic: true, State: errand.DelegateLost},
+		{ID: "d-lost-static", State: errand.DelegateLost},
+		{ID: "d-active-dynamic", Dynamic: true, State: errand.DelegateActive},
+	}
+	owners := []string{"d-me", "d-lost-dynamic", "d-lost-static", "d-active-dynamic", "d-unknown"}
+	init := map[string]errand.DependencyResult{}
+	for _, id := range owners {
+		init[id], _ = e.initialize(id, stageData())
+	}
+	s := &docker.Siblings{
+		Handlers:  e.h,
+		Self:      func() string { return "d-me" },
+		Delegates: func(context.Context) ([]*errand.Delegate, error) { return delegates, nil },
+	}
+	removed, err := s.Sweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 4 {
+		t.Fatalf("sweep removed %v; want the network and volume of d-lost-dynamic and d-unknown", removed)
+	}
+	for _, id := range owners {
+		_, n, v := e.count(docker.LabelInitialize + "=" + init[id].Task)
+		gone := id == "d-lost-dynamic" || id == "d-unknown"
+		if gone && n+v != 0 || !gone && (n != 1 || v != 1) {
+			t.Errorf("delegate %s: %d networks, %d volumes after the sweep", id, n, v)
+		}
+	}
+	// Another group's sweep leaves this group's resources alone.
+	other := newEnv(t, func(c *docker.Config) { c.Group = testGroup + "-other" })
+	s.Handlers = other.h
+	s.Delegates = func(context.Context) ([]*errand.Delegate, error) { return nil, nil }
+	if removed, err := s.Sweep(context.Background()); err != nil || len(removed) != 0 {
+		t.Fatalf("sweep of another group removed %v (%v)", removed, err)
+	}
+}

@@ -1,0 +1,292 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/volume"
+	dockerclient "github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks"
+)
+
+// LabelService names the service a container runs.
+const LabelService = "errand.service"
+
+// readinessPoll is the pause between two runs of a readiness command.
+const readinessPoll = 200 * time.Millisecond
+
+var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Initialize creates the stage's network and workspace volume, makes the
+// stage image present and starts the services. What it created is its
+// result; when it fails half-way it removes what it had created, and
+// cleanup looks again by label.
+func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
+	var data tasks.InitializeData
+	t, err := decodeTask(r, &data)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	ctx := r.Context()
+	logs := router.LogFrom(ctx)
+	res, err := h.initialize(ctx, t, &data, logs)
+	if err != nil && res != nil {
+		// Leave nothing behind: the task's context may be done already.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*h.cfg.APITimeout)
+		if _, rerr := h.removeLabelled(rctx, LabelInitialize+"="+t.ID); rerr != nil {
+			h.cfg.Log.WithError(rerr).WithField("task_id", t.ID).Warn("remove what a failed initialize created")
+		}
+		cancel()
+	}
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	httphelper.WriteJSON(w, res, http.StatusOK)
+}
+
+// initialize returns, with its error, what it created so far once it
+// started creating resources, and nil before.
+func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.InitializeData, logs io.Writer) (*tasks.InitializeResult, error) {
+	if (data.Privileged) && !h.cfg.AllowPrivileged {
+		return nil, errand.Errorf(CodePrivilegedNotAllowed,
+			"stage %s asks for privileged containers; this delegate was not started with --allow-privileged", data.Stage.Stage)
+	}
+	if data.Image == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "stage %s has no image", data.Stage.Stage)
+	}
+	if err := checkPull(data.Pull); err != nil {
+		return nil, err
+	}
+	for _, s := range data.Services {
+		if !serviceName.MatchString(s.Name) || s.Image == "" {
+			return nil, errand.Errorf(errand.CodeInvalid, "service %q: a host name ([a-z0-9-]) and an image are required", s.Name)
+		}
+	}
+	if err := ping(ctx, h.docker, h.cfg.APITimeout); err != nil {
+		return nil, err
+	}
+	if err := h.ensureImage(ctx, data.Image, data.Pull, logs); err != nil {
+		return nil, err
+	}
+
+	labels := h.labels(t, data.Stage, t.ID)
+	name := resourceName(t.ID)
+	res := &tasks.InitializeResult{Image: data.Image}
+	fail := func(err error) (*tasks.InitializeResult, error) { return res, err }
+
+	actx, cancel := h.api(ctx)
+	_, err := h.docker.NetworkCreate(actx, name, network.CreateOptions{Driver: "bridge", Labels: labels})
+	cancel()
+	if err != nil {
+		return fail(failure("create network "+name, err))
+	}
+	res.Network = name
+	fmt.Fprintf(logs, "network %s\n", name)
+
+	actx, cancel = h.api(ctx)
+	vol, err := h.docker.VolumeCreate(actx, volume.CreateOptions{Name: name, Labels: labels})
+	cancel()
+	if err != nil {
+		return fail(failure("create volume "+name, err))
+	}
+	res.Volume = vol.Name
+	fmt.Fprintf(logs, "volume %s\n", vol.Name)
+
+	for _, s := range data.Services {
+		id, err := h.startService(ctx, s, data, res, labels, logs)
+		if id != "" {
+			res.Containers = append(res.Containers, id)
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	return res, nil
+}
+
+// labels are the labels of every resource of the stage whose initialize
+// task is initID, created while serving t.
+func (h *Handlers) labels(t *errand.Task, s tasks.Stage, initID string) map[string]string {
+	run := s.RunID
+	if run == "" {
+		run = t.RunID
+	}
+	return map[string]string{
+		LabelManaged:    "true",
+		LabelRun:        run,
+		LabelStage:      s.Stage,
+		LabelDelegate:   delegateOf(t),
+		LabelGroup:      h.cfg.Group,
+		LabelInitialize: initID,
+	}
+}
+
+func checkPull(policy string) error {
+	switch policy {
+	case "", PullIfNotPresent, PullAlways, PullNever:
+		return nil
+	}
+	return errand.Errorf(errand.CodeInvalid, "pull policy %q: want %s, %s or %s", policy, PullIfNotPresent, PullAlways, PullNever)
+}
+
+// ensureImage makes ref present according to the pull policy.
+func (h *Handlers) ensureImage(ctx context.Context, ref, policy string, logs io.Writer) error {
+	if policy != PullAlways {
+		actx, cancel := h.api(ctx)
+		_, err := h.docker.ImageInspect(actx, ref)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case !dockerclient.IsErrNotFound(err):
+			return failure("inspect image "+ref, err)
+		case policy == PullNever:
+			return errand.Errorf(CodeImageNotFound, "image %s is not present on this host and the pull policy is never", ref)
+		}
+	}
+	fmt.Fprintf(logs, "pulling image %s\n", ref)
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.PullTimeout)
+	defer cancel()
+	rc, err := h.docker.ImagePull(pctx, ref, image.PullOptions{})
+	if err == nil {
+		err = jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
+		rc.Close()
+	}
+	if err != nil {
+		if dockerclient.IsErrConnectionFailed(err) {
+			return failure("pull image "+ref, err)
+		}
+		return errand.Errorf(CodeImageNotFound, "image %s is not present on this host and could not be pulled: %v", ref, err)
+	}
+	return nil
+}
+
+// startService starts one service container on the stage network, with
+// its name as host name, and waits for its readiness commands. It returns
+// the container's id as soon as one exists, even with an error.
+func (h *Handlers) startService(ctx context.Context, s tasks.Service, data *tasks.InitializeData, res *tasks.InitializeResult, labels map[string]string, logs io.Writer) (string, error) {
+	if err := h.ensureImage(ctx, s.Image, data.Pull, logs); err != nil {
+		return "", err
+	}
+	cl := make(map[string]string, len(labels)+1)
+	for k, v := range labels {
+		cl[k] = v
+	}
+	cl[LabelService] = s.Name
+	cfg := &container.Config{Image: s.Image, Env: envList(s.Environment), Labels: cl, Hostname: s.Name}
+	if len(s.Commands) > 0 {
+		cfg.Entrypoint = []string{"sh", "-c", strings.Join(s.Commands, "\n")}
+		cfg.Cmd = nil
+	}
+	hc := &container.HostConfig{
+		NetworkMode: container.NetworkMode(res.Network),
+		Privileged:  data.Privileged,
+		Init:        boolPtr(true),
+		Resources:   resources(data.Resources),
+	}
+	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+		res.Network: {Aliases: []string{s.Name}},
+	}}
+	actx, cancel := h.api(ctx)
+	created, err := h.docker.ContainerCreate(actx, cfg, hc, nc, nil, "")
+	cancel()
+	if err != nil {
+		return "", failure("create service "+s.Name, err)
+	}
+	actx, cancel = h.api(ctx)
+	err = h.docker.ContainerStart(actx, created.ID, container.StartOptions{})
+	cancel()
+	if err != nil {
+		return created.ID, failure("start service "+s.Name, err)
+	}
+	fmt.Fprintf(logs, "service %s started (%s)\n", s.Name, s.Image)
+	if len(s.Readiness) == 0 {
+		return created.ID, nil
+	}
+	if err := h.waitReady(ctx, created.ID, s); err != nil {
+		return created.ID, err
+	}
+	fmt.Fprintf(logs, "service %s ready\n", s.Name)
+	return created.ID, nil
+}
+
+// waitReady runs the service's readiness commands in it until they exit
+// 0, for up to the readiness timeout.
+func (h *Handlers) waitReady(ctx context.Context, id string, s tasks.Service) error {
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.ReadinessTimeout)
+	defer cancel()
+	script := strings.Join(s.Readiness, "\n")
+	last := -1
+	for {
+		code, err := h.execIn(ctx, id, []string{"sh", "-e", "-c", script})
+		if err == nil && code == 0 {
+			return nil
+		}
+		if err == nil {
+			last = code
+		}
+		actx, acancel := h.api(ctx)
+		info, ierr := h.docker.ContainerInspect(actx, id)
+		acancel()
+		if ierr == nil && info.State != nil && !info.State.Running {
+			return errand.Errorf(errand.CodeTaskFailed, "service %s exited with code %d before it was ready", s.Name, info.State.ExitCode)
+		}
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return errand.Errorf(errand.CodeTaskFailed, "service %s not ready after %s (readiness exit code %d)", s.Name, h.cfg.ReadinessTimeout, last)
+			}
+			return ctx.Err()
+		case <-time.After(readinessPoll):
+		}
+	}
+}
+
+// execIn runs cmd in a running container and returns its exit code; its
+// output is discarded.
+func (h *Handlers) execIn(ctx context.Context, id string, cmd []string) (int, error) {
+	actx, cancel := h.api(ctx)
+	defer cancel()
+	ex, err := h.docker.ContainerExecCreate(actx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return -1, fmt.Errorf("exec in %s: %w", id, err)
+	}
+	att, err := h.docker.ContainerExecAttach(actx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return -1, fmt.Errorf("attach to exec in %s: %w", id, err)
+	}
+	_, _ = io.Copy(io.Discard, att.Reader)
+	att.Close()
+	info, err := h.docker.ContainerExecInspect(actx, ex.ID)
+	if err != nil {
+		return -1, fmt.Errorf("inspect exec in %s: %w", id, err)
+	}
+	return info.ExitCode, nil
+}
+
+func boolPtr(b bool) *bool { return &b }
+
+func resources(r tasks.Resources) container.Resources {
+	return container.Resources{Memory: r.MemoryBytes, NanoCPUs: int64(r.CPUs * 1e9)}
+}
+
+// logFields are the fields of the handlers' own log lines about a task.
+func logFields(t *errand.Task) logrus.Fields {
+	return logrus.Fields{"task_id": t.ID, "run_id": t.RunID}
+}
