@@ -21,11 +21,11 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		var (
 			state           errand.State
 			token, delegate string
-			lines           int64
+			lines, version  int64
 			sealed          int
 		)
-		err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed FROM tasks WHERE id = ?`,
-			p.TaskID).Scan(&state, &token, &delegate, &lines, &sealed)
+		err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed, version FROM tasks WHERE id = ?`,
+			p.TaskID).Scan(&state, &token, &delegate, &lines, &sealed, &version)
 		if errors.Is(err, sql.ErrNoRows) {
 			return notFound("task", p.TaskID)
 		}
@@ -57,8 +57,16 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 				return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 			}
 		}
-		if _, err := w.exec(`UPDATE tasks SET log_lines = ?, version = ? WHERE id = ?`, end, w.s.nextVersion(), p.TaskID); err != nil {
+		newVersion := w.s.nextVersion()
+		if _, err := w.exec(`UPDATE tasks SET log_lines = ?, version = ? WHERE id = ?`, end, newVersion, p.TaskID); err != nil {
 			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
+		}
+		// Keep the cached row of the task current, when it was, so that
+		// logging does not cost the next report a read.
+		if row, ok := w.s.active.get(p.TaskID); ok && row.version == version {
+			fresh := *row
+			fresh.LogLines, fresh.version = end, newVersion
+			w.s.active.put(&fresh)
 		}
 		next = end
 		w.emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})

@@ -95,7 +95,9 @@ func testLogs(h *harness) {
 
 	// After the task ends a retried append is still a no-op; new lines
 	// are refused.
-	h.report(leased, errand.StateSucceeded)
+	if done := h.report(leased, errand.StateSucceeded); done.LogLines != 5 {
+		h.t.Fatalf("report after logging returned log_lines %d, want 5", done.LogLines)
+	}
 	if next, err := h.appendLog(leased, 3, "d", "e"); err != nil || next != 5 {
 		h.t.Fatalf("retried append after end = %d, %v; want 5", next, err)
 	}
