@@ -70,7 +70,8 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path and applies the
-// migrations it has not seen yet.
+// migrations it has not seen yet. The Store is the only writer of the
+// file: one manager process opens a database at a time.
 func Open(ctx context.Context, path string) (*Store, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
