@@ -610,4 +610,3 @@ func (s *Store) TaskCancelRequests(ctx context.Context, delegateID string) ([]st
 	}
 	return ids, nil
 }
-
