@@ -619,83 +619,58 @@ func reasonFor(code string) string {
 }
 
 // releaseDependents resolves the pending tasks that depend on an ended
-// task, and on through the tasks that this ends in turn (skips), in the
-// same transaction.
+// task, in the same transaction. A dependent that this skips ends too, and
+// applyTransition releases its own dependents in turn, so skips travel
+// down whole chains.
 func releaseDependents(w *wtx, endedID string, now int64) error {
-	queue := []string{endedID}
-	for len(queue) > 0 {
-		id := queue[0]
-		queue = queue[1:]
-		rows, err := w.query(`SELECT DISTINCT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id
-			WHERE d.dep_id = ? AND t.state = 'pending'`, id)
-		if err != nil {
-			return fmt.Errorf("dependents of %s: %w", id, err)
-		}
-		var dependents []string
-		for rows.Next() {
-			var dep string
-			if err := rows.Scan(&dep); err != nil {
-				rows.Close()
-				return fmt.Errorf("dependents of %s: %w", id, err)
-			}
-			dependents = append(dependents, dep)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("dependents of %s: %w", id, err)
-		}
-		for _, dep := range dependents {
-			ended, err := resolvePending(w, dep, now)
-			if err != nil {
-				return err
-			}
-			if ended {
-				queue = append(queue, dep)
-			}
+	dependents, err := selectIDs(w, `SELECT DISTINCT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id
+		WHERE d.dep_id = ? AND t.state = 'pending'`, endedID)
+	if err != nil {
+		return fmt.Errorf("dependents of %s: %w", endedID, err)
+	}
+	for _, dep := range dependents {
+		if err := resolvePending(w, dep, now); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// resolvePending decides a pending task from its dependencies' states and
-// reports whether it ended (skipped).
-func resolvePending(w *wtx, id string, now int64) (bool, error) {
+// resolvePending queues or skips a pending task once every dependency has
+// ended, and leaves it waiting otherwise.
+func resolvePending(w *wtx, id string, now int64) error {
 	rows, err := w.query(`SELECT d.condition, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id
 		WHERE d.task_id = ? ORDER BY d.position`, id)
 	if err != nil {
-		return false, fmt.Errorf("dependencies of %s: %w", id, err)
+		return fmt.Errorf("dependencies of %s: %w", id, err)
 	}
 	var outcomes []errand.DependencyOutcome
 	for rows.Next() {
 		var o errand.DependencyOutcome
 		if err := rows.Scan(&o.Condition, &o.State); err != nil {
 			rows.Close()
-			return false, fmt.Errorf("dependencies of %s: %w", id, err)
+			return fmt.Errorf("dependencies of %s: %w", id, err)
 		}
 		outcomes = append(outcomes, o)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return false, fmt.Errorf("dependencies of %s: %w", id, err)
+		return fmt.Errorf("dependencies of %s: %w", id, err)
 	}
 	ev, ok := resolveEvent(errand.Resolve(outcomes))
 	if !ok {
-		return false, nil
+		return nil
 	}
 	row, err := getRow(w, id)
 	if err != nil {
-		return false, err
+		return err
 	}
 	next, err := errand.Transition(row.status(), ev)
 	if err != nil {
-		return false, fmt.Errorf("resolve task %s: %w", id, err)
+		return fmt.Errorf("resolve task %s: %w", id, err)
 	}
-	if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
-		return false, err
-	}
-	// applyTransition already cascades from a skipped task; the caller
-	// need not walk on from it again.
-	return false, nil
+	_, err = applyTransition(w, row, next, transitionExtras{}, now)
+	return err
 }
 
 // TaskCancel cancels a task or asks its delegate to stop it.
