@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/errandci/errand/manager/ost"
 	"github.com/errandci/errand/manager/ost/posix"
+	"github.com/errandci/errand/manager/ost/s3"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/postgres"
 	"github.com/errandci/errand/manager/store/sqlite"
 )
 
@@ -51,7 +54,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	objects, err := openObjects(cfg)
+	objects, err := openObjects(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -89,12 +92,18 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 		cfg.Log.WithField("path", path).Info("store: sqlite")
 		return st, nil
 	case strings.HasPrefix(cfg.Store, "postgres://"), strings.HasPrefix(cfg.Store, "postgresql://"):
-		return nil, errors.New("store: postgres is not supported yet; use --store sqlite")
+		st, err := postgres.Open(ctx, cfg.Store, postgres.WithLogger(cfg.Log))
+		if err != nil {
+			// The URL may hold a password: name the store by its host.
+			return nil, fmt.Errorf("open postgres store %s: %w", redactURL(cfg.Store), err)
+		}
+		cfg.Log.WithField("url", redactURL(cfg.Store)).Info("store: postgres")
+		return st, nil
 	}
 	return nil, fmt.Errorf("store: unknown store %q (want sqlite or a postgres:// URL)", cfg.Store)
 }
 
-func openObjects(cfg Config) (ost.Storage, error) {
+func openObjects(ctx context.Context, cfg Config) (ost.Storage, error) {
 	switch {
 	case cfg.Objects == "posix":
 		dir := filepath.Join(cfg.DataDir, "objects")
@@ -105,9 +114,31 @@ func openObjects(cfg Config) (ost.Storage, error) {
 		cfg.Log.WithField("path", dir).Info("object storage: posix")
 		return s, nil
 	case strings.HasPrefix(cfg.Objects, "s3://"):
-		return nil, errors.New("object storage: s3 is not supported yet; use --objects posix")
+		c, err := s3.ParseURL(cfg.Objects)
+		if err != nil {
+			return nil, fmt.Errorf("object storage: %w", err)
+		}
+		// Credentials come from the environment only, never a flag or
+		// the URL, so that they appear in no process list or log.
+		c.AccessKey, c.SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+		s, err := s3.New(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("open object storage: %w", err)
+		}
+		cfg.Log.WithFields(logrus.Fields{"endpoint": c.Endpoint, "bucket": c.Bucket, "base": c.Base}).
+			Info("object storage: s3")
+		return s, nil
 	}
 	return nil, fmt.Errorf("object storage: unknown backend %q (want posix or s3://bucket/base)", cfg.Objects)
+}
+
+// redactURL returns a database URL without its password, for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 // loadOrCreateToken reads a token file, or writes a new random token to
