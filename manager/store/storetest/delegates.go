@@ -160,7 +160,8 @@ func testSubscribe(h *harness) {
 	n := len(rec.changes)
 	rec.mu.Unlock()
 	h.create(task("c"))
-	// A second subscriber sees c; by then the first one would have too.
+	// Once a later subscriber has seen e, c would have reached the first
+	// one too, had it still been subscribed.
 	rec2 := &recorder{}
 	defer h.s.Subscribe(rec2.add)()
 	h.create(task("e"))
