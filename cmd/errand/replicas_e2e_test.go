@@ -82,7 +82,7 @@ func (d *replicaDelegate) call(ctx context.Context, fn func(ctx context.Context,
 // outcome is what the delegates saw the API accept for one task.
 type outcome struct {
 	mu        sync.Mutex
-	successes map[string]map[string]bool // task → leases whose success was accepted
+	successes map[string]map[string]bool  // task → leases whose success was accepted
 	lines     map[string]map[int64]string // task → offset → acknowledged line
 	refused   atomic.Int64                // reports refused as lease_lost
 }
