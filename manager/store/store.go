@@ -27,7 +27,9 @@ type Store interface {
 	// batch; an unknown dependency or affinity, or a cycle, is
 	// errand.ErrInvalid with the offending path in the reason, and nothing
 	// is written. A task whose dependencies have all ended is resolved at
-	// once (queued or skipped). Returns the tasks as stored.
+	// once (queued or skipped). MaxAttempts 0 means
+	// errand.DefaultMaxAttempts. A batch is created in its own order
+	// (TaskList and the queue see it so). Returns the tasks as stored.
 	TaskCreate(ctx context.Context, p TaskCreateParams) ([]*errand.Task, error)
 	// TaskGet returns one task, errand.ErrNotFound if there is none.
 	TaskGet(ctx context.Context, id string) (*errand.Task, error)
@@ -36,7 +38,9 @@ type Store interface {
 	// TaskAcquire leases up to p.Max queued tasks that the delegate may
 	// run, highest priority first, then oldest queued first. Each returned
 	// task has Lease and Dependencies set. No task is ever leased to two
-	// delegates at once, whatever the concurrency.
+	// delegates at once, whatever the concurrency. Acquiring is a sign of
+	// life: it records the delegate's heartbeat in the same transaction
+	// (errand.ErrNotFound for a delegate that is not registered).
 	TaskAcquire(ctx context.Context, p TaskAcquireParams) ([]*errand.Task, error)
 	// TaskReport applies a delegate's status report (running, succeeded,
 	// failed, cancelled, timed_out) if the lease is still current:
@@ -44,6 +48,11 @@ type Store interface {
 	// errand.ErrForbidden when it is but another delegate holds it,
 	// errand.ErrIllegalTransition when the state machine refuses. Ending a
 	// task releases or skips its dependents in the same transaction.
+	// Reporting the state the task is already in, under the lease that put
+	// it there, is a no-op that returns the task (a retried report); the
+	// lease token of an ended task therefore stays valid for that. A lease
+	// that expired (TaskSweep, DelegateDelete) reports nothing more:
+	// errand.ErrLeaseLost.
 	TaskReport(ctx context.Context, p TaskReportParams) (*errand.Task, error)
 	// TaskCancel cancels a task: a pending or queued task ends cancelled
 	// at once (and its dependents are resolved); a leased or running one
@@ -66,7 +75,8 @@ type Store interface {
 	// are not stored again (a retried append is a no-op), so appends are
 	// idempotent; an offset past the end is errand.ErrLogOffset with the
 	// expected offset in the reason. Returns the offset after the last
-	// line stored.
+	// line stored. Once the task has ended only a retry is accepted: new
+	// lines are errand.ErrLeaseLost.
 	LogAppend(ctx context.Context, p LogAppendParams) (int64, error)
 	// LogRead returns up to p.Limit unsealed lines of a task's log from
 	// p.Offset. Lines of a sealed log are in object storage: see
@@ -76,7 +86,8 @@ type Store interface {
 	// sealed yet, oldest ended first.
 	LogSealList(ctx context.Context, limit int) ([]string, error)
 	// LogSeal records that a task's log now lives in these objects and
-	// drops its lines from the store. Sealing twice is a no-op.
+	// drops its lines from the store. Sealing twice is a no-op; sealing the
+	// log of a task that has not ended is errand.ErrIllegalTransition.
 	LogSeal(ctx context.Context, p LogSealParams) error
 	// LogObjects returns the objects of a sealed log in line order, and
 	// whether the log is sealed.
