@@ -73,9 +73,9 @@ func BenchmarkDispatch(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			max := 8 + i*24/(acquirers-1)
+			perAcquire := 8 + i*24/(acquirers-1)
 			for done.Load() < total {
-				got, err := s.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: max, Now: now})
+				got, err := s.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: perAcquire, Now: now})
 				if err != nil {
 					failed <- err
 					return

@@ -27,9 +27,9 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 	if d == nil || d.ID == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
 	}
-	max := p.Max
-	if max <= 0 {
-		max = 1
+	limit := p.Max
+	if limit <= 0 {
+		limit = 1
 	}
 	now := nanos(p.Now)
 	var out []*errand.Task
@@ -43,7 +43,7 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return notFound("delegate", d.ID)
 		}
-		picked, err := pickQueued(w, d, max)
+		picked, err := pickQueued(w, d, limit)
 		if err != nil {
 			return fmt.Errorf("acquire for %s: %w", d.ID, err)
 		}
@@ -65,9 +65,9 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 	return out, nil
 }
 
-// pickQueued walks the queue in order and keeps the first max tasks the
+// pickQueued walks the queue in order and keeps the first limit tasks the
 // delegate may run.
-func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
+func pickQueued(w *wtx, d *errand.Delegate, limit int) ([]candidate, error) {
 	q := `SELECT ` + taskCols + ` FROM tasks WHERE state = 'queued'`
 	var args []any
 	if len(d.TaskTypes) > 0 && len(d.TaskTypes) <= 32 {
@@ -82,7 +82,7 @@ func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
 		return nil, err
 	}
 	var picked, withAffinity []candidate
-	for pos := 0; len(picked) < max && rows.Next(); pos++ {
+	for pos := 0; len(picked) < limit && rows.Next(); pos++ {
 		row, err := scanTask(rows)
 		if err != nil {
 			rows.Close()
@@ -116,8 +116,8 @@ func pickQueued(w *wtx, d *errand.Delegate, max int) ([]candidate, error) {
 		// Back to queue order across both groups, then trim.
 		sort.Slice(picked, func(i, j int) bool { return picked[i].pos < picked[j].pos })
 	}
-	if len(picked) > max {
-		picked = picked[:max]
+	if len(picked) > limit {
+		picked = picked[:limit]
 	}
 	return picked, nil
 }
