@@ -60,18 +60,28 @@ func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*er
 			}
 		}
 
+		// Decide each task after the batch tasks it depends on, then
+		// insert in the batch's own order, which listing keeps.
 		decided := make(map[string]errand.State, len(p.Tasks))
-		out = make([]*errand.Task, len(p.Tasks))
+		statuses := make([]errand.Status, len(p.Tasks))
 		for _, i := range order {
 			t := p.Tasks[i]
-			row, err := insertTask(w, t, outside, decided, now)
+			st, err := decide(t, outside, decided)
+			if err != nil {
+				return fmt.Errorf("create task %s: %w", t.ID, err)
+			}
+			statuses[i] = st
+			decided[t.ID] = st.State
+		}
+		out = make([]*errand.Task, len(p.Tasks))
+		for i, t := range p.Tasks {
+			row, err := insertTask(w, t, statuses[i], now)
 			if errors.Is(err, errand.ErrConflict) {
 				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
 			}
 			if err != nil {
 				return fmt.Errorf("create task %s: %w", t.ID, err)
 			}
-			decided[t.ID] = row.State
 			out[i] = row
 		}
 		return nil
@@ -181,9 +191,10 @@ const insertTaskSQL = `INSERT INTO tasks (id, type, data, selector, depends_on, 
 	queued_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 	ON CONFLICT (id) DO NOTHING`
 
-// insertTask stores one task, resolved at once when every dependency has
-// already ended (in the database or earlier in the batch).
-func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State, now int64) (*errand.Task, error) {
+// decide returns the status a new task starts in: resolved at once when
+// every dependency has already ended (in the database or earlier in the
+// batch), pending otherwise.
+func decide(t *errand.Task, outside, decided map[string]errand.State) (errand.Status, error) {
 	maxAttempts := t.MaxAttempts
 	if maxAttempts == 0 {
 		maxAttempts = errand.DefaultMaxAttempts
@@ -197,16 +208,18 @@ func insertTask(w *wtx, t *errand.Task, outside, decided map[string]errand.State
 		}
 		outcomes[j] = errand.DependencyOutcome{Condition: d.Condition, State: ds}
 	}
-	var errCode, errReason string
 	if ev, ok := resolveEvent(errand.Resolve(outcomes)); ok {
-		next, err := errand.Transition(st, ev)
-		if err != nil {
-			return nil, err
-		}
-		st = next
-		if next.Code != "" {
-			errCode, errReason = next.Code, "a dependency did not meet its condition"
-		}
+		return errand.Transition(st, ev)
+	}
+	return st, nil
+}
+
+// insertTask stores one task in the status decide gave it.
+func insertTask(w *wtx, t *errand.Task, st errand.Status, now int64) (*errand.Task, error) {
+	maxAttempts := st.MaxAttempts
+	var errCode, errReason string
+	if st.Code != "" {
+		errCode, errReason = st.Code, "a dependency did not meet its condition"
 	}
 	selector := "{}"
 	if t.Selector.Arch != "" || t.Selector.Group != "" || len(t.Selector.Labels) > 0 {
