@@ -60,9 +60,9 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 	if d == nil || d.ID == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
 	}
-	max := p.Max
-	if max <= 0 {
-		max = 1
+	limit := p.Max
+	if limit <= 0 {
+		limit = 1
 	}
 	// What a lease does to a queued task, as the state machine says.
 	queued := errand.Status{State: errand.StateQueued, MaxAttempts: 1}
@@ -70,7 +70,7 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 	if err != nil {
 		return nil, err
 	}
-	tokens := make([]string, max)
+	tokens := make([]string, limit)
 	for i := range tokens {
 		if tokens[i], err = newToken(); err != nil {
 			return nil, err
@@ -102,7 +102,7 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 		if tag.RowsAffected() == 0 {
 			return notFound("delegate", d.ID)
 		}
-		rows, err := w.query(acquireSQL, max, d.ID, d.Group, types, archs, string(labels),
+		rows, err := w.query(acquireSQL, limit, d.ID, d.Group, types, archs, string(labels),
 			leased.State, leased.Attempt-queued.Attempt, tokens)
 		if err != nil {
 			return fmt.Errorf("acquire for %s: %w", d.ID, err)
