@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/alecthomas/units"
 
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/delegate"
 	"github.com/errandci/errand/manager"
 	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks/docker"
 	"github.com/errandci/errand/tasks/exec"
 )
 
@@ -23,6 +27,7 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 		cfg     delegate.Config
 		minFree units.Base2Bytes
 		dataDir string
+		dk      dockerSettings
 	)
 	cmd.Flag("manager", "URL of the manager.").Envar("ERRAND_MANAGER").
 		Default("http://127.0.0.1:7700").StringVar(&cfg.Manager)
@@ -53,6 +58,12 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 		Envar("ERRAND_DRAIN_TIMEOUT").Default(delegate.DefaultDrainTimeout.String()).DurationVar(&cfg.DrainTimeout)
 	cmd.Flag("allow-privileged", "Allow stages that ask for privileged containers.").Envar("ERRAND_ALLOW_PRIVILEGED").
 		BoolVar(&cfg.AllowPrivileged)
+	cmd.Flag("docker-stop-grace", "Time a cancelled step's container has between SIGTERM and SIGKILL.").
+		Envar("ERRAND_DOCKER_STOP_GRACE").Default(docker.DefaultStopGrace.String()).DurationVar(&dk.stopGrace)
+	cmd.Flag("sibling-cleanup-interval", "How often to remove Docker resources left by lost dynamic delegates of the group (0: never).").
+		Envar("ERRAND_SIBLING_CLEANUP_INTERVAL").Default(docker.DefaultSiblingInterval.String()).DurationVar(&dk.siblingInterval)
+	cmd.Flag("admin-token", "Admin token used to list the group's delegates for sibling cleanup (default: the admin.token file in --data-dir, else the delegate's own token).").
+		Envar("ERRAND_ADMIN_TOKEN").StringVar(&dk.adminToken)
 	lf := addLogFlags(cmd)
 
 	cmd.Action(g.action(func(ctx context.Context) error {
@@ -65,13 +76,31 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 				cfg.Token = strings.TrimSpace(string(b))
 			}
 		}
-		return runDelegate(ctx, cfg)
+		if dk.adminToken == "" {
+			admin, _ := manager.TokenPaths(dataDir)
+			if b, err := os.ReadFile(admin); err == nil {
+				dk.adminToken = strings.TrimSpace(string(b))
+			}
+		}
+		return runDelegate(ctx, cfg, dk)
 	}))
 }
 
+// dockerSettings are the delegate's settings of the docker runtime.
+type dockerSettings struct {
+	stopGrace       time.Duration
+	siblingInterval time.Duration
+	adminToken      string
+}
+
+// dockerProbeTimeout bounds the check for a Docker daemon at start-up.
+const dockerProbeTimeout = 5 * time.Second
+
 // runDelegate runs the delegate with the built-in handlers until ctx ends
-// (SIGINT, SIGTERM), then drains it.
-func runDelegate(ctx context.Context, cfg delegate.Config) error {
+// (SIGINT, SIGTERM), then drains it. The docker task types are served
+// when a Docker daemon answers at start-up; the delegate then also removes
+// what lost dynamic siblings of its group left on the Docker host.
+func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) error {
 	if err := cfg.Validate(); err != nil {
 		return usageErrorf("%v", err)
 	}
@@ -79,9 +108,83 @@ func runDelegate(ctx context.Context, cfg delegate.Config) error {
 	h := exec.New(cfg.StateDir)
 	h.AllowPrivileged = cfg.AllowPrivileged
 	h.Register(r)
+	dh, err := dockerHandlers(ctx, cfg, dk)
+	if err != nil {
+		return err
+	}
+	if dh != nil {
+		defer dh.Close()
+		dh.Register(r)
+	}
 	d, err := delegate.New(cfg, r)
 	if err != nil {
 		return err
 	}
+	if dh != nil && dk.siblingInterval > 0 {
+		s := &docker.Siblings{
+			Handlers:  dh,
+			Self:      d.Poller().ID,
+			Delegates: groupLister(cfg, d, dk.adminToken),
+			Interval:  dk.siblingInterval,
+			Log:       cfg.Log.WithField("group", cfg.Group),
+		}
+		sctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.Run(sctx)
+		}()
+		defer func() {
+			stop()
+			<-done
+		}()
+	}
 	return d.Run(ctx)
+}
+
+// dockerHandlers returns the docker handlers when a daemon answers, nil
+// when none does.
+func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings) (*docker.Handlers, error) {
+	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
+	defer cancel()
+	if err := docker.Available(pctx); err != nil {
+		cfg.Log.WithField("reason", err.Error()).Info("no Docker daemon answers: docker stages are not served")
+		return nil, nil
+	}
+	dh, err := docker.New(docker.Config{
+		Group: cfg.Group, AllowPrivileged: cfg.AllowPrivileged, StopGrace: dk.stopGrace, Log: cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("docker runtime: %w", err)
+	}
+	return dh, nil
+}
+
+// groupLister lists the delegates of the group for sibling cleanup: with
+// the admin token when one is known, else with the delegate's own.
+func groupLister(cfg delegate.Config, d *delegate.Delegate, adminToken string) func(context.Context) ([]*errand.Delegate, error) {
+	var admin client.Client
+	if adminToken != "" && cfg.Client == nil {
+		admin = client.New(cfg.Manager, adminToken)
+	}
+	return func(ctx context.Context) ([]*errand.Delegate, error) {
+		c := admin
+		if c == nil {
+			c = d.Poller().Client()
+		}
+		if c == nil {
+			return nil, fmt.Errorf("not registered yet")
+		}
+		l, err := c.ListDelegates(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := l.Items[:0:0]
+		for _, x := range l.Items {
+			if x.Group == cfg.Group {
+				out = append(out, x)
+			}
+		}
+		return out, nil
+	}
 }
