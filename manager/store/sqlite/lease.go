@@ -47,12 +47,11 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 		if err != nil {
 			return fmt.Errorf("acquire for %s: %w", d.ID, err)
 		}
-		for _, c := range picked {
-			t, err := leaseTask(w, d, c, now)
-			if err != nil {
-				return fmt.Errorf("acquire for %s: %w", d.ID, err)
-			}
-			out = append(out, t)
+		if len(picked) == 0 {
+			return nil
+		}
+		if out, err = leaseTasks(w, d, picked); err != nil {
+			return fmt.Errorf("acquire for %s: %w", d.ID, err)
 		}
 		return nil
 	})
@@ -151,44 +150,78 @@ func affinityAllows(w *wtx, d *errand.Delegate, affID string) (bool, error) {
 	return false, nil
 }
 
-// leaseTask moves one queued task to leased under a new token and returns
-// it with its lease and its dependencies' results.
-func leaseTask(w *wtx, d *errand.Delegate, c candidate, now int64) (*errand.Task, error) {
-	row := c.row
-	next, err := errand.Transition(row.status(), errand.EventLease)
-	if err != nil {
-		return nil, err
+// leaseTasks moves the picked queued tasks to leased, each under a new
+// token, in one statement, and returns them with their leases and their
+// dependencies' results.
+func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate) ([]*errand.Task, error) {
+	type lease struct {
+		next    errand.Status
+		token   string
+		version int64
 	}
-	token, err := w.s.tokens.next()
-	if err != nil {
-		return nil, err
-	}
-	version := w.s.nextVersion()
-	// A requeued task has no error left to clear; only a row with one
-	// pays for writing the columns.
-	q := `UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?, delegate_group = ?, lease_token = ?,
-		version = ? WHERE seq = ? AND version = ?`
-	if row.Error != nil {
-		q = `UPDATE tasks SET state = ?, attempt = ?, delegate_id = ?, delegate_group = ?, lease_token = ?,
-		version = ?, error_code = '', error_reason = '' WHERE seq = ? AND version = ?`
-	}
-	res, err := w.exec(q, next.State, next.Attempt, d.ID, d.Group, token, version, row.seq, row.version)
-	if err != nil {
-		return nil, fmt.Errorf("lease task %s: %w", row.ID, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return nil, fmt.Errorf("lease task %s: state changed underneath (%d rows, %v)", row.ID, n, err)
-	}
-	t := row.task()
-	t.State, t.Attempt, t.DelegateID, t.Error = next.State, next.Attempt, d.ID, nil
-	w.s.active.put(&taskRow{Task: *t, seq: row.seq, leaseToken: token, hasDependents: row.hasDependents, version: version})
-	t.Lease = &errand.Lease{Token: token, DelegateID: d.ID}
-	if len(t.DependsOn) > 0 {
-		if t.Dependencies, err = dependencyResults(w, t.ID); err != nil {
+	leases := make([]lease, len(picked))
+	for i, c := range picked {
+		next, err := errand.Transition(c.row.status(), errand.EventLease)
+		if err != nil {
+			return nil, fmt.Errorf("lease task %s: %w", c.row.ID, err)
+		}
+		if next.State != errand.StateLeased {
+			// The statement below writes what the machine decides for a
+			// queued task; it must not decide anything else.
+			return nil, fmt.Errorf("lease task %s: state machine says %s", c.row.ID, next.State)
+		}
+		tok, err := w.s.tokens.next()
+		if err != nil {
 			return nil, err
 		}
+		leases[i] = lease{next: next, token: tok, version: w.s.nextVersion()}
 	}
-	return t, nil
+	// One statement for all: a CASE on seq per column that differs between
+	// the tasks, and each row must still be at the version read.
+	var args []any
+	byTask := func(val func(i int) any) string {
+		var b strings.Builder
+		b.WriteString("CASE seq")
+		for i, c := range picked {
+			b.WriteString(" WHEN ? THEN ?")
+			args = append(args, c.row.seq, val(i))
+		}
+		b.WriteString(" END")
+		return b.String()
+	}
+	args = append(args, d.ID, d.Group)
+	attempts := byTask(func(i int) any { return leases[i].next.Attempt })
+	tokens := byTask(func(i int) any { return leases[i].token })
+	versions := byTask(func(i int) any { return leases[i].version })
+	for _, c := range picked {
+		args = append(args, c.row.seq)
+	}
+	current := byTask(func(i int) any { return picked[i].row.version })
+	res, err := w.exec(`UPDATE tasks SET state = 'leased', delegate_id = ?, delegate_group = ?,
+		error_code = '', error_reason = '', attempt = `+attempts+`, lease_token = `+tokens+`,
+		version = `+versions+` WHERE seq IN (?`+strings.Repeat(", ?", len(picked)-1)+`) AND version = `+current,
+		args...)
+	if err != nil {
+		return nil, fmt.Errorf("lease tasks: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || int(n) != len(picked) {
+		return nil, fmt.Errorf("lease tasks: rows changed underneath (%d of %d, %v)", n, len(picked), err)
+	}
+	out := make([]*errand.Task, len(picked))
+	for i, c := range picked {
+		l := leases[i]
+		t := c.row.task()
+		t.State, t.Attempt, t.DelegateID, t.Error = l.next.State, l.next.Attempt, d.ID, nil
+		w.s.active.put(&taskRow{Task: *t, seq: c.row.seq, leaseToken: l.token, hasDependents: c.row.hasDependents, version: l.version})
+		t.Lease = &errand.Lease{Token: l.token, DelegateID: d.ID}
+		if len(t.DependsOn) > 0 {
+			if t.Dependencies, err = dependencyResults(w, t.ID); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = t
+	}
+	return out, nil
 }
 
 func dependencyResults(w *wtx, id string) ([]errand.DependencyResult, error) {
