@@ -59,8 +59,8 @@ func TestOpen(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{DataDir: dir, Store: "postgres://localhost/errand"}, "not supported yet"},
-		{Config{DataDir: dir, Objects: "s3://bucket/base"}, "not supported yet"},
+		{Config{DataDir: dir, Store: "postgres://127.0.0.1:1/errand?connect_timeout=2"}, "open postgres store"},
+		{Config{DataDir: dir, Objects: "s3://bucket/base"}, "endpoint is required"},
 		{Config{DataDir: dir, Store: "mysql"}, "unknown store"},
 		{Config{}, "data dir"},
 		{Config{DataDir: dir, AdminToken: "short"}, "at least"},
