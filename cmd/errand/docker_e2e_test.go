@@ -134,9 +134,15 @@ func submitPipeline(t testing.TB, admin client.Client, path, img, runID string, 
 	if edit != nil {
 		edit(cfg)
 	}
+	return createPlan(t, admin, cfg, runID)
+}
+
+// createPlan expands cfg and creates its tasks.
+func createPlan(t testing.TB, admin client.Client, cfg *pipeline.Config, runID string) *pipeline.Plan {
+	t.Helper()
 	plan, err := pipeline.Expand(cfg, pipeline.ExpandOptions{RunID: runID})
 	if err != nil {
-		t.Fatalf("expand %s: %v", path, err)
+		t.Fatalf("expand: %v", err)
 	}
 	specs := make([]*client.TaskSpec, 0, len(plan.Tasks))
 	for _, x := range plan.Tasks {
@@ -144,7 +150,7 @@ func submitPipeline(t testing.TB, admin client.Client, path, img, runID string, 
 			DependsOn: x.DependsOn, Affinity: x.Affinity, Priority: x.Priority, Timeout: x.Timeout, MaxAttempts: x.MaxAttempts})
 	}
 	if _, err := admin.CreateTasks(context.Background(), specs); err != nil {
-		t.Fatalf("create the tasks of %s: %v", path, err)
+		t.Fatalf("create the tasks of run %s: %v", runID, err)
 	}
 	return plan
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -39,6 +40,8 @@ func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, errand.Errorf(errand.CodeInvalid, "cleanup task %s: no initialize task among the dependencies", t.ID))
 		return
 	}
+	// Steps of the stage that ran here may still be being removed.
+	h.removals.Wait()
 	removed, err := h.removeLabelled(r.Context(), LabelInitialize+"="+initID)
 	logs := router.LogFrom(r.Context())
 	for _, name := range removed {
@@ -76,6 +79,9 @@ func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]stri
 	for _, c := range cs {
 		actx, cancel := h.api(ctx)
 		err := h.docker.ContainerRemove(actx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && strings.Contains(err.Error(), "already in progress") {
+			err = h.waitGone(actx, c.ID)
+		}
 		cancel()
 		gone("container", shortID(c.ID), err)
 	}
@@ -106,6 +112,21 @@ func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]stri
 		gone("volume", v.Name, err)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// waitGone waits until a container whose removal is under way is gone.
+func (h *Handlers) waitGone(ctx context.Context, id string) error {
+	for {
+		_, err := h.docker.ContainerInspect(ctx, id)
+		if dockerclient.IsErrNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the removal of container %s: %w", shortID(id), ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func shortID(id string) string {

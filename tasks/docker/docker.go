@@ -20,6 +20,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
@@ -131,6 +132,8 @@ type Handlers struct {
 	cfg    Config
 	docker *dockerclient.Client
 	own    bool // the client was made here and is closed by Close
+	// removals are the removals of exited step containers under way.
+	removals sync.WaitGroup
 }
 
 // NewClient returns a Docker client configured from the environment, which
@@ -175,8 +178,10 @@ func (h *Handlers) Register(r *router.Router) {
 	r.HandleFunc(errand.TypeDockerCleanup, h.Cleanup)
 }
 
-// Close releases the Docker client if New made it.
+// Close waits for the removals of exited step containers under way and
+// releases the Docker client if New made it.
 func (h *Handlers) Close() error {
+	h.removals.Wait()
 	if h.own {
 		return h.docker.Close()
 	}

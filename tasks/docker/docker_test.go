@@ -167,7 +167,9 @@ func TestStage(t *testing.T) {
 	}{
 		{name: "service reachable by name", data: step("wget -q -O- http://db:8080/index.html"),
 			wantLog: "hello-from-db\n"},
-		{name: "lines in order, stdout and stderr kept", data: step("echo one", "echo two >&2", "sleep 0.1", "echo three", "printf four"),
+		// stdout and stderr are two pipes: lines keep their order within
+		// each, and across them once a line had time to arrive.
+		{name: "lines in order, stdout and stderr kept", data: step("echo one", "sleep 0.1", "echo two >&2", "sleep 0.1", "echo three", "printf four"),
 			wantLog: "one\ntwo\nthree\nfour\n"},
 		{name: "first failure ends the step", data: step("echo a", "exit 3", "echo never"),
 			wantExit: 3, wantLog: "a\n"},
@@ -214,8 +216,13 @@ func TestStage(t *testing.T) {
 			}
 		})
 	}
-	if c, _, _ := e.count(initLabel); c != 1 {
-		t.Fatalf("%d containers of the stage after its steps; want only the service", c)
+	// Exited step containers are removed right after their outcome.
+	deadline := time.Now().Add(10 * time.Second)
+	for c, _, _ := e.count(initLabel); c != 1; c, _, _ = e.count(initLabel) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d containers of the stage after its steps; want only the service", c)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	// A new handler, as after a restart: cleanup needs only the labels.

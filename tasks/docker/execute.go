@@ -14,6 +14,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+	dockerclient "github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/errandci/errand"
@@ -162,12 +163,26 @@ func (h *Handlers) run(ctx context.Context, t *errand.Task, s *step, logs io.Wri
 		return nil, failure("create step container", err)
 	}
 	id := created.ID
+	// A container that exited is removed after the outcome is known, so
+	// that the next step need not wait for it; a stopped one before.
+	exited := false
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.APITimeout)
-		defer cancel()
-		if err := h.docker.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
-			log.WithError(err).WithField("container", shortID(id)).Warn("remove step container")
+		remove := func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.APITimeout)
+			defer cancel()
+			if err := h.docker.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !dockerclient.IsErrNotFound(err) {
+				log.WithError(err).WithField("container", shortID(id)).Warn("remove step container")
+			}
 		}
+		if !exited {
+			remove()
+			return
+		}
+		h.removals.Add(1)
+		go func() {
+			defer h.removals.Done()
+			remove()
+		}()
 	}()
 
 	// Attach and wait before the start so that no output and no exit is
@@ -229,18 +244,34 @@ func (h *Handlers) run(ctx context.Context, t *errand.Task, s *step, logs io.Wri
 		return nil, failure("start step container", err)
 	}
 
-	select {
-	case wr := <-waitC:
-		drain()
-		if wr.Error != nil && wr.Error.Message != "" {
-			return nil, errand.Errorf(errand.CodeTaskFailed, "wait for step container: %s", wr.Error.Message)
-		}
-		return &tasks.ExecuteResult{ExitCode: int(wr.StatusCode), DurationMS: time.Since(start).Milliseconds()}, nil
-	case err := <-errC:
-		if ctx.Err() == nil && runCtx.Err() == nil {
+	// The output ends when the container's process exits: its exit code
+	// is then known, earlier than the wait answers (which comes after the
+	// daemon tore the container's network down).
+	output := copied
+	for {
+		select {
+		case <-output:
+			output = nil
+			if code, ok := h.exited(ctx, id); ok {
+				exited = true
+				drain()
+				return &tasks.ExecuteResult{ExitCode: code, DurationMS: time.Since(start).Milliseconds()}, nil
+			}
+			continue
+		case wr := <-waitC:
+			exited = true
 			drain()
-			return nil, failure("wait for step container", err)
+			if wr.Error != nil && wr.Error.Message != "" {
+				return nil, errand.Errorf(errand.CodeTaskFailed, "wait for step container: %s", wr.Error.Message)
+			}
+			return &tasks.ExecuteResult{ExitCode: int(wr.StatusCode), DurationMS: time.Since(start).Milliseconds()}, nil
+		case err := <-errC:
+			if ctx.Err() == nil && runCtx.Err() == nil {
+				drain()
+				return nil, failure("wait for step container", err)
+			}
 		}
+		break
 	}
 	// The task was cancelled or timed out (or ran past MaxStep): stop the
 	// container, SIGKILL after the grace.
@@ -250,6 +281,17 @@ func (h *Handlers) run(ctx context.Context, t *errand.Task, s *step, logs io.Wri
 		return nil, context.Cause(ctx)
 	}
 	return nil, errand.Errorf(errand.CodeTimedOut, "step ran past %s", h.cfg.MaxStep)
+}
+
+// exited returns the exit code of a container that is no longer running.
+func (h *Handlers) exited(ctx context.Context, id string) (int, bool) {
+	actx, cancel := h.api(ctx)
+	defer cancel()
+	info, err := h.docker.ContainerInspect(actx, id)
+	if err != nil || info.State == nil || info.State.Running || info.State.FinishedAt == "" || strings.HasPrefix(info.State.FinishedAt, "0001-") {
+		return 0, false
+	}
+	return info.State.ExitCode, true
 }
 
 // stop stops a container: SIGTERM, then SIGKILL after the grace.
