@@ -507,8 +507,11 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	if next.State == errand.StateRunning && row.State != errand.StateRunning {
 		t.StartedAt = ptrTime(now)
 	}
+	// Whatever way a delegate reports that a task ended, what it sends
+	// (an exit code, a partial output) is kept for the user and for the
+	// dependents that run on failure.
 	result := row.Result
-	if next.State == errand.StateSucceeded && len(x.result) > 0 {
+	if next.State.Terminal() && len(x.result) > 0 {
 		result = x.result
 	}
 	token := row.leaseToken
