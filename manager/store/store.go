@@ -117,6 +117,9 @@ type Store interface {
 	// block. The returned function unsubscribes.
 	Subscribe(fn func(Change)) (unsubscribe func())
 
+	// RunStore persists pipeline runs.
+	RunStore
+
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -272,4 +275,135 @@ type Change struct {
 	TaskType   string
 	DelegateID string
 	LogLines   int64
+}
+
+// RunStore persists pipeline runs. A run's phase, result and stage states
+// are not stored: the manager derives them from the run's tasks
+// (TaskList with RunID) each time it reads a run, so they cannot drift
+// from what the tasks did.
+type RunStore interface {
+	// RunCreate inserts a run and its tasks in one transaction, all or
+	// none, through the same path as TaskCreate. Every task gets the
+	// run's id as its RunID and may refer only to tasks of the same
+	// batch (errand.ErrInvalid otherwise). A run id that exists is
+	// errand.ErrConflict. A run with setup errors has no tasks. Returns
+	// the tasks as stored.
+	RunCreate(ctx context.Context, p RunCreateParams) ([]*errand.Task, error)
+	// RunGet returns one run, errand.ErrNotFound if there is none.
+	RunGet(ctx context.Context, id string) (*Run, error)
+	// RunList returns runs, newest first.
+	RunList(ctx context.Context, p RunListParams) ([]*Run, error)
+	// RunApprove records that p.Approver approved p.Stage of a run and
+	// returns the number of distinct approvers of that stage. Approving
+	// twice as the same approver counts once. errand.ErrNotFound for an
+	// unknown run.
+	RunApprove(ctx context.Context, p RunApproveParams) (int, error)
+	// RunCancel marks a run cancelled, once: a second cancel keeps the
+	// first time. It changes no task: the manager cancels them.
+	// errand.ErrNotFound for an unknown run.
+	RunCancel(ctx context.Context, p RunCancelParams) (*Run, error)
+}
+
+// Limits of a stored run.
+const (
+	// MaxRunConfig bounds the config source kept with a run.
+	MaxRunConfig = 4 << 20
+	// MaxRunApprover bounds an approver's name.
+	MaxRunApprover = 128
+)
+
+// Run is a pipeline run as stored: what was submitted and what users did
+// to it. Its state comes from its tasks.
+type Run struct {
+	ID        string
+	CreatedAt time.Time
+	// Filename names the config's format (config.yml, config.json,
+	// config.jsonnet); Config is its source.
+	Filename string
+	Config   []byte
+	Branch   string
+	Event    string
+	// Plan is the expanded plan as the manager encoded it; empty for a
+	// run with setup errors.
+	Plan json.RawMessage
+	// SetupErrors lists why the config did not load or validate.
+	SetupErrors []RunSetupError
+	// Approvals lists the distinct approvers of each stage, in the order
+	// they approved.
+	Approvals map[string][]string
+	// CancelledAt is set once the run was cancelled.
+	CancelledAt *time.Time
+}
+
+// RunSetupError is one problem of a run's config, with its path and line
+// when known.
+type RunSetupError struct {
+	Path    string `json:"path"`
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
+}
+
+// RunCreateParams holds a run and its tasks. Run.CreatedAt is set from
+// Now.
+type RunCreateParams struct {
+	Run   *Run
+	Tasks []*errand.Task
+	Now   time.Time
+}
+
+// Check checks what needs no database: the run's fields, and that its
+// tasks belong to it and refer only to each other. It sets each task's
+// RunID. Stores call it first in RunCreate.
+func (p RunCreateParams) Check() error {
+	r, tasks := p.Run, p.Tasks
+	switch {
+	case r == nil:
+		return errand.Errorf(errand.CodeInvalid, "run: required")
+	case r.ID == "":
+		return errand.Errorf(errand.CodeInvalid, "run.id: required")
+	case len(r.Config) > MaxRunConfig:
+		return errand.Errorf(errand.CodeTooLarge, "run.config: larger than %d bytes", MaxRunConfig)
+	case len(r.SetupErrors) > 0 && len(tasks) > 0:
+		return errand.Errorf(errand.CodeInvalid, "run: a run with setup errors has no tasks")
+	}
+	ids := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
+		ids[t.ID] = true
+	}
+	for i, t := range tasks {
+		if t.RunID != "" && t.RunID != r.ID {
+			return errand.Errorf(errand.CodeInvalid, "tasks[%d].run_id: %s is not run %s", i, t.RunID, r.ID)
+		}
+		t.RunID = r.ID
+		for j, d := range t.DependsOn {
+			if !ids[d.Task] {
+				return errand.Errorf(errand.CodeInvalid, "tasks[%d].depends_on[%d].task: %s is not a task of the run", i, j, d.Task)
+			}
+		}
+		if t.Affinity != "" && !ids[t.Affinity] {
+			return errand.Errorf(errand.CodeInvalid, "tasks[%d].affinity: %s is not a task of the run", i, t.Affinity)
+		}
+	}
+	return nil
+}
+
+// RunListParams pages RunList.
+type RunListParams struct {
+	// After returns runs older than the run with this id (paging).
+	After string
+	Limit int // 0: 100
+}
+
+// RunApproveParams records one approval.
+type RunApproveParams struct {
+	RunID    string
+	Stage    string
+	Approver string
+	Now      time.Time
+}
+
+// RunCancelParams marks a run cancelled.
+type RunCancelParams struct {
+	RunID string
+	Now   time.Time
 }
