@@ -240,4 +240,3 @@ func testRunCancel(h *harness) {
 	_, err = h.s.RunCancel(h.ctx, store.RunCancelParams{RunID: "nope", Now: h.now})
 	wantCode(h.t, "cancel unknown run", err, errand.ErrNotFound)
 }
-
