@@ -1,0 +1,207 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/errandci/errand"
+)
+
+// Kinds of the run objects of the API.
+const (
+	KindRun     = "run"
+	KindRunList = "run_list"
+)
+
+// RunClient speaks the pipeline-run part of the manager's API. The HTTP
+// client implements it beside Client; it is an interface of its own so
+// that implementations of Client (a delegate's fakes, wrappers) need not
+// grow when runs do.
+type RunClient interface {
+	// CreateRun submits a pipeline config. A config that does not load
+	// or validate still creates a run, in phase setuperror, with its
+	// errors listed.
+	CreateRun(ctx context.Context, r *RunRequest) (*Run, error)
+	// GetRun returns a run with its stages, steps and their tasks.
+	GetRun(ctx context.Context, id string) (*Run, error)
+	// ListRuns returns runs, newest first.
+	ListRuns(ctx context.Context, f *RunFilter) (*RunList, error)
+	// CancelRun cancels a run: its running tasks are stopped, the rest
+	// skipped; cleanups still run.
+	CancelRun(ctx context.Context, id string) error
+	// ApproveRun approves a waiting stage of a run as approver ("admin"
+	// when empty).
+	ApproveRun(ctx context.Context, id, stage, approver string) error
+}
+
+var _ RunClient = (*HTTP)(nil)
+
+// RunRequest is the body of POST /api/v1/runs.
+type RunRequest struct {
+	// Config is the source of the pipeline config.
+	Config string `json:"config"`
+	// Filename names its format by its extension: config.yml,
+	// config.json or config.jsonnet. Jsonnet imports are refused: the
+	// manager reads nothing from its own filesystem.
+	Filename string `json:"filename"`
+	// Branch and Event are matched against the stages' when.
+	Branch string `json:"branch,omitempty"`
+	Event  string `json:"event,omitempty"`
+	// ExtStr are the Jsonnet external variables.
+	ExtStr map[string]string `json:"ext_str,omitempty"`
+	// Env is environment given to every step, under the stage's and the
+	// step's own.
+	Env map[string]string `json:"env,omitempty"`
+}
+
+// Run is a pipeline run as the API shows it. Phase and Result are derived
+// from its tasks each time it is read.
+type Run struct {
+	Kind      string    `json:"kind"`
+	ID        string    `json:"id"`
+	Href      string    `json:"href"`
+	CreatedAt time.Time `json:"created_at"`
+	Filename  string    `json:"filename,omitempty"`
+	Branch    string    `json:"branch,omitempty"`
+	Event     string    `json:"event,omitempty"`
+	// Phase is queued, running, finished or setuperror.
+	Phase string `json:"phase"`
+	// Result is unknown, success, failed or cancelled.
+	Result      string          `json:"result"`
+	CancelledAt *time.Time      `json:"cancelled_at,omitempty"`
+	SetupErrors []RunSetupError `json:"setup_errors,omitempty"`
+	Stages      []*RunStage     `json:"stages"`
+}
+
+// RunSetupError is one problem of a run's config.
+type RunSetupError struct {
+	Path    string `json:"path"`
+	Line    int    `json:"line,omitempty"`
+	Message string `json:"message"`
+}
+
+// Error returns the problem as "path (line N): message".
+func (e RunSetupError) Error() string {
+	p := e.Path
+	if p == "" {
+		p = "config"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", p, e.Line, e.Message)
+	}
+	return p + ": " + e.Message
+}
+
+// RunStage is one stage of a run.
+type RunStage struct {
+	Name string `json:"name"`
+	// State is pending, waiting, running, success, failed, skipped or
+	// cancelled.
+	State string `json:"state"`
+	// Approval is the number of distinct approvers the stage needs;
+	// Approvals are those it has.
+	Approval  int        `json:"approval,omitempty"`
+	Approvals []string   `json:"approvals,omitempty"`
+	Steps     []*RunStep `json:"steps"`
+	// InitializeTask and CleanupTask are the ids of the stage's
+	// initialize and cleanup tasks.
+	InitializeTask string `json:"initialize_task,omitempty"`
+	CleanupTask    string `json:"cleanup_task,omitempty"`
+}
+
+// RunStep is one step of a stage and the task that runs it; the step's
+// log is its task's log.
+type RunStep struct {
+	Name string `json:"name"`
+	// State is the state of the step's task.
+	State    errand.State `json:"state"`
+	TaskID   string       `json:"task_id"`
+	TaskHref string       `json:"task_href"`
+	// ExitCode is set once the step's commands ran to an exit.
+	ExitCode   *int            `json:"exit_code,omitempty"`
+	Error      *errand.Error   `json:"error,omitempty"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	Duration   errand.Duration `json:"duration,omitempty"`
+	// Reporter is set for a step that also runs after a failure; it
+	// decides nothing of its stage's outcome.
+	Reporter bool `json:"reporter,omitempty"`
+}
+
+// RunList is a page of runs, newest first.
+type RunList struct {
+	Kind  string `json:"kind"`
+	Items []*Run `json:"items"`
+	// Next is the id to pass as After for the next page, empty at the end.
+	Next string `json:"next,omitempty"`
+}
+
+// RunFilter pages ListRuns.
+type RunFilter struct {
+	After string
+	Limit int
+}
+
+// ApproveRequest is the body of POST /api/v1/runs/{id}/stages/{name}/approve.
+type ApproveRequest struct {
+	// Approver names who approves; "admin" when empty.
+	Approver string `json:"approver,omitempty"`
+}
+
+// CreateRun submits a pipeline config.
+func (c *HTTP) CreateRun(ctx context.Context, r *RunRequest) (*Run, error) {
+	var out Run
+	if err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/runs", body: r, out: &out, policy: retryNotSent}); err != nil {
+		return nil, fmt.Errorf("create run: %w", err)
+	}
+	return &out, nil
+}
+
+// GetRun returns a run.
+func (c *HTTP) GetRun(ctx context.Context, id string) (*Run, error) {
+	var out Run
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/runs/" + url.PathEscape(id), out: &out, policy: retryIdempotent}); err != nil {
+		return nil, fmt.Errorf("get run %s: %w", id, err)
+	}
+	return &out, nil
+}
+
+// ListRuns returns runs, newest first.
+func (c *HTTP) ListRuns(ctx context.Context, f *RunFilter) (*RunList, error) {
+	q := url.Values{}
+	if f != nil {
+		if f.After != "" {
+			q.Set("after", f.After)
+		}
+		if f.Limit > 0 {
+			q.Set("limit", strconv.Itoa(f.Limit))
+		}
+	}
+	var out RunList
+	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/runs", query: q, out: &out, policy: retryIdempotent}); err != nil {
+		return nil, fmt.Errorf("list runs: %w", err)
+	}
+	return &out, nil
+}
+
+// CancelRun cancels a run.
+func (c *HTTP) CancelRun(ctx context.Context, id string) error {
+	if err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/runs/" + url.PathEscape(id) + "/cancel", policy: retryIdempotent}); err != nil {
+		return fmt.Errorf("cancel run %s: %w", id, err)
+	}
+	return nil
+}
+
+// ApproveRun approves a waiting stage of a run. It is not retried once
+// sent: a stage released by the first approval is no longer waiting.
+func (c *HTTP) ApproveRun(ctx context.Context, id, stage, approver string) error {
+	path := "/api/v1/runs/" + url.PathEscape(id) + "/stages/" + url.PathEscape(stage) + "/approve"
+	if err := c.do(ctx, call{method: http.MethodPost, path: path, body: &ApproveRequest{Approver: approver}, policy: retryNotSent}); err != nil {
+		return fmt.Errorf("approve stage %s of run %s: %w", stage, id, err)
+	}
+	return nil
+}
