@@ -232,11 +232,20 @@ func (s *Store) deliver(changes []store.Change) {
 	}
 }
 
-// wtx is a write transaction in progress.
+// querier runs statements: a transaction, or the pool for a write that is
+// one statement.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// wtx is a write in progress: a transaction, or a single statement that
+// is atomic on its own.
 type wtx struct {
 	s       *Store
 	ctx     context.Context
-	tx      pgx.Tx
+	tx      querier
 	changes []store.Change
 }
 
@@ -258,22 +267,41 @@ func (w *wtx) emit(c store.Change) { w.changes = append(w.changes, c) }
 // serialisation race runs again.
 const maxRetries = 20
 
+// writeMode says how write runs its function.
+type writeMode int
+
+const (
+	// writeTransaction runs the function inside BEGIN … COMMIT.
+	writeTransaction writeMode = iota
+	// writeOneStatement runs a function that issues exactly one
+	// statement, which PostgreSQL commits atomically on its own: two
+	// round trips fewer than a transaction.
+	writeOneStatement
+)
+
 // write runs fn in a transaction, again when PostgreSQL aborted it for a
 // deadlock or a serialisation failure, and delivers the changes it
 // emitted once committed: at once to this manager's subscribers, and
 // through the notifier to the others.
-func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
+func (s *Store) write(ctx context.Context, fn func(*wtx) error, mode ...writeMode) error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return errand.Errorf(errand.CodeUnavailable, "store closed")
 	}
+	single := len(mode) > 0 && mode[0] == writeOneStatement
 	for attempt := 0; ; attempt++ {
 		w := &wtx{s: s, ctx: ctx}
-		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			w.tx = tx
-			return fn(w)
-		})
+		var err error
+		if single {
+			w.tx = s.pool
+			err = fn(w)
+		} else {
+			err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				w.tx = tx
+				return fn(w)
+			})
+		}
 		if err == nil {
 			s.deliver(w.changes)
 			s.notifier.add(w.changes)

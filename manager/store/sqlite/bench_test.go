@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -111,4 +112,63 @@ func BenchmarkDispatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tasks/s")
+}
+
+// BenchmarkLogAppend appends b.N batches of 1,000 lines, spread over four
+// running tasks written to at once, the way delegates stream build
+// output. It reports lines per second.
+func BenchmarkLogAppend(b *testing.B) {
+	const tasks, lines = 4, 1000
+	ctx := context.Background()
+	s := open(b, filepath.Join(b.TempDir(), "errand.db"))
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	d, err := s.DelegateRegister(ctx, store.DelegateRegisterParams{
+		Delegate: &errand.Delegate{ID: "d", Name: "bench", Capacity: tasks}, TokenHash: "h", Now: now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	specs := make([]*errand.Task, tasks)
+	for i := range specs {
+		specs[i] = &errand.Task{ID: fmt.Sprint("t", i), Type: "bench.log", MaxAttempts: 1}
+	}
+	if _, err := s.TaskCreate(ctx, store.TaskCreateParams{Tasks: specs, Now: now}); err != nil {
+		b.Fatal(err)
+	}
+	leased, err := s.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: tasks, Now: now})
+	if err != nil || len(leased) != tasks {
+		b.Fatalf("acquire: %d tasks, %v", len(leased), err)
+	}
+	batch := make([]string, lines)
+	for i := range batch {
+		batch[i] = fmt.Sprintf("%05d %s", i, strings.Repeat("log output ", 6))
+	}
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		errs = make(chan error, tasks)
+	)
+	b.ResetTimer()
+	for _, t := range leased {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var offset int64
+			for next.Add(1) <= int64(b.N) {
+				end, err := s.LogAppend(ctx, store.LogAppendParams{TaskID: t.ID, DelegateID: d.ID,
+					LeaseToken: t.Lease.Token, Offset: offset, Lines: batch, Now: now})
+				if err != nil {
+					errs <- err
+					return
+				}
+				offset = end
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N*lines)/b.Elapsed().Seconds(), "lines/s")
 }

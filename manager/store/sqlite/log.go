@@ -1,11 +1,13 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -51,11 +53,10 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		if !state.Active() || sealed != 0 {
 			return errand.Errorf(errand.CodeLeaseLost, "task %s: %s, its log is closed", p.TaskID, state)
 		}
-		for i := lines - p.Offset; i < int64(len(p.Lines)); i++ {
-			if _, err := w.exec(`INSERT INTO log_lines (task_id, line, text) VALUES (?, ?, ?)`,
-				p.TaskID, p.Offset+i, p.Lines[i]); err != nil {
-				return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-			}
+		fresh := p.Lines[lines-p.Offset:]
+		if _, err := w.exec(`INSERT INTO log_chunks (task_id, first_line, lines, body) VALUES (?, ?, ?, ?)`,
+			p.TaskID, lines, len(fresh), encodeChunk(fresh)); err != nil {
+			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 		}
 		newVersion := w.s.nextVersion()
 		if _, err := w.exec(`UPDATE tasks SET log_lines = ?, version = ? WHERE id = ?`, end, newVersion, p.TaskID); err != nil {
@@ -91,19 +92,28 @@ func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, e
 	if n == 0 {
 		return nil, notFound("task", p.TaskID)
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT text FROM log_lines WHERE task_id = ? AND line >= ?
-		ORDER BY line LIMIT ?`, p.TaskID, p.Offset, limit)
+	// Chunks never overlap: the one that holds p.Offset starts at the
+	// greatest first line not past it.
+	rows, err := s.rdb.QueryContext(ctx, `SELECT first_line, lines, body FROM log_chunks
+		WHERE task_id = ? AND first_line >= coalesce((SELECT max(first_line) FROM log_chunks
+			WHERE task_id = ? AND first_line <= ?), 0)
+		ORDER BY first_line`, p.TaskID, p.TaskID, p.Offset)
 	if err != nil {
 		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
 	}
 	defer rows.Close()
 	lines := []string{}
-	for rows.Next() {
-		var l string
-		if err := rows.Scan(&l); err != nil {
+	for len(lines) < limit && rows.Next() {
+		var (
+			first, n int64
+			body     []byte
+		)
+		if err := rows.Scan(&first, &n, &body); err != nil {
 			return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
 		}
-		lines = append(lines, l)
+		if lines, err = decodeChunk(lines, body, max(p.Offset-first, 0), limit); err != nil {
+			return nil, fmt.Errorf("read log of %s, chunk at line %d: %w", p.TaskID, first, err)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
@@ -170,7 +180,7 @@ func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
 			string(b), w.s.nextVersion(), p.TaskID); err != nil {
 			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
 		}
-		if _, err := w.exec(`DELETE FROM log_lines WHERE task_id = ?`, p.TaskID); err != nil {
+		if _, err := w.exec(`DELETE FROM log_chunks WHERE task_id = ?`, p.TaskID); err != nil {
 			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
 		}
 		return nil
@@ -198,4 +208,41 @@ func (s *Store) LogObjects(ctx context.Context, taskID string) ([]store.LogObjec
 		return nil, false, fmt.Errorf("log objects of %s: %w", taskID, err)
 	}
 	return out, true, nil
+}
+
+// encodeChunk writes lines as one chunk body: each line as its length in
+// bytes (decimal), a colon and its bytes. Lines may hold any bytes,
+// newlines included.
+func encodeChunk(lines []string) []byte {
+	n := 0
+	for _, l := range lines {
+		n += len(l) + 8
+	}
+	b := make([]byte, 0, n)
+	for _, l := range lines {
+		b = strconv.AppendInt(b, int64(len(l)), 10)
+		b = append(b, ':')
+		b = append(b, l...)
+	}
+	return b
+}
+
+// decodeChunk appends to out the lines of a chunk body from its line skip
+// on, until out holds limit lines.
+func decodeChunk(out []string, body []byte, skip int64, limit int) ([]string, error) {
+	for i := int64(0); len(body) > 0 && len(out) < limit; i++ {
+		colon := bytes.IndexByte(body, ':')
+		if colon < 1 {
+			return out, errors.New("corrupt log chunk: no length")
+		}
+		n, err := strconv.Atoi(string(body[:colon]))
+		if err != nil || n < 0 || n > len(body)-colon-1 {
+			return out, fmt.Errorf("corrupt log chunk: bad length %q", body[:colon])
+		}
+		if i >= skip {
+			out = append(out, string(body[colon+1:colon+1+n]))
+		}
+		body = body[colon+1+n:]
+	}
+	return out, nil
 }

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SweepConcurrent", testSweepConcurrent},
 		{"Logs", testLogs},
 		{"LogStaleLease", testLogStaleLease},
+		{"LogReadAcrossAppends", testLogReadAcrossAppends},
 		{"LogSeal", testLogSeal},
 		{"Delegates", testDelegates},
 		{"DelegateDeleteExpiresLeases", testDelegateDelete},
