@@ -642,6 +642,15 @@ func releaseDependents(w *wtx, endedID string, now int64) error {
 // resolvePending queues or skips a pending task once every dependency has
 // ended, and leaves it waiting otherwise.
 func resolvePending(w *wtx, id string, now int64) error {
+	row, err := getRow(w, id)
+	if err != nil {
+		return err
+	}
+	// A cascade may already have decided it: the dependents of an ended
+	// task were listed before resolving the first of them.
+	if row.State != errand.StatePending {
+		return nil
+	}
 	rows, err := w.query(`SELECT d.condition, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id
 		WHERE d.task_id = ? ORDER BY d.position`, id)
 	if err != nil {
@@ -663,10 +672,6 @@ func resolvePending(w *wtx, id string, now int64) error {
 	ev, ok := resolveEvent(errand.Resolve(outcomes))
 	if !ok {
 		return nil
-	}
-	row, err := getRow(w, id)
-	if err != nil {
-		return err
 	}
 	next, err := errand.Transition(row.status(), ev)
 	if err != nil {

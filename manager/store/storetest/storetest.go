@@ -42,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DependencyRelease", testDependencyRelease},
 		{"DependencyConditions", testDependencyConditions},
 		{"SkipPropagation", testSkipPropagation},
+		{"SkipDiamond", testSkipDiamond},
+		{"SweepCascade", testSweepCascade},
 		{"PriorityThenFIFO", testPriorityFIFO},
 		{"SelectorMatching", testSelectorMatching},
 		{"Affinity", testAffinity},
