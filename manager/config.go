@@ -53,6 +53,10 @@ type Config struct {
 	// storage (default 2s); a task ending also wakes the sealer.
 	SealInterval time.Duration
 
+	// Secrets returns the value of a secret that a pipeline names; nil
+	// reads ERRAND_SECRET_<NAME> from the manager's environment.
+	Secrets func(name string) (string, bool)
+
 	// Log receives the manager's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger
 	// Now is the clock; time.Now when nil.

@@ -51,7 +51,7 @@ func operationID(ctx context.Context) string {
 
 func (s *Server) registerRoutes() {
 	h := s.handle
-	h("POST", "/api/v1/delegates", authRegistration, s.registerDelegate)
+	h("POST", "/api/v1/delegates", authRegistration, s.refuseInternalLabels(s.registerDelegate))
 	h("POST", "/api/v1/delegates/{id}/heartbeat", authDelegate, s.heartbeat)
 	h("POST", "/api/v1/delegates/{id}/acquire", authDelegate, s.acquire)
 	h("DELETE", "/api/v1/delegates/{id}", authDelegateOrAdmin, s.deregisterDelegate)
@@ -66,6 +66,12 @@ func (s *Server) registerRoutes() {
 	h("POST", "/api/v1/tasks/{id}/status", authDelegate, s.reportStatus)
 	h("POST", "/api/v1/tasks/{id}/logs", authDelegate, s.appendLogs)
 	h("GET", "/api/v1/tasks/{id}/logs", authAdmin, s.readLogs)
+
+	h("POST", "/api/v1/runs", authAdmin, s.createRun)
+	h("GET", "/api/v1/runs", authAdmin, s.listRuns)
+	h("GET", "/api/v1/runs/{id}", authAdmin, s.getRun)
+	h("POST", "/api/v1/runs/{id}/cancel", authAdmin, s.cancelRun)
+	h("POST", "/api/v1/runs/{id}/stages/{name}/approve", authAdmin, s.approveStage)
 
 	h("GET", "/metrics", authAdmin, s.serveMetrics)
 	h("GET", "/healthz", authNone, s.healthz)

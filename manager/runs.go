@@ -1,0 +1,543 @@
+package manager
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/pipeline"
+)
+
+// Approval gates.
+//
+// A stage that needs approvals gets one more task, its gate, of type
+// TypeApproval: the stage's initialize task depends on it (on_success) and
+// the gate takes the stage's own dependencies. The gate selects the labels
+// ApprovalLabel=approval and GateLabel=<gate id>, which no delegate may
+// carry (registration refuses labels under InternalLabelPrefix), so it
+// stays queued until the manager itself leases it, once the stage has as
+// many distinct approvers as it needs, and reports it succeeded. Task
+// leasing in the stores therefore knows nothing of approvals; cancelling
+// the run cancels the gate like any other task.
+const (
+	// TypeApproval is the task type of an approval gate.
+	TypeApproval = "errand.approval"
+	// InternalLabelPrefix starts the labels that only the manager may use.
+	InternalLabelPrefix = "errand."
+	// ApprovalLabel and GateLabel are the labels a gate selects.
+	ApprovalLabel = "errand.internal"
+	GateLabel     = "errand.gate"
+	// ApprovalDelegateID is the delegate the manager leases gates with.
+	ApprovalDelegateID = "manager-approvals"
+	// DefaultApprover is who approves when the request does not say.
+	DefaultApprover = "admin"
+	// SecretEnvPrefix prefixes the manager's environment variables that
+	// hold pipeline secrets: ERRAND_SECRET_DEPLOY_KEY is DEPLOY_KEY.
+	SecretEnvPrefix = "ERRAND_SECRET_"
+)
+
+// Bounds of the runs API.
+const (
+	maxRunListLimit     = 100
+	defaultRunListLimit = 20
+	// maxRunTasks bounds the tasks read for one run.
+	maxRunTasks = 100000
+)
+
+func runHref(id string) string { return "/api/v1/runs/" + id }
+
+// runPlan is what a run stores as its plan: the expanded pipeline plus the
+// approval gates, by stage name.
+type runPlan struct {
+	pipeline.Plan
+	Gates map[string]string `json:"gates,omitempty"`
+}
+
+// secret returns a pipeline secret's value.
+func (s *Server) secret(name string) (string, bool) {
+	if s.cfg.Secrets != nil {
+		return s.cfg.Secrets(name)
+	}
+	return os.LookupEnv(SecretEnvPrefix + name)
+}
+
+// runFormats are the config formats a submitted run may use.
+var runFormats = []string{".yml", ".yaml", ".json", ".jsonnet"}
+
+func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) error {
+	var req client.RunRequest
+	if err := httphelper.DecodeJSON(r, &req, s.cfg.MaxBodyBytes); err != nil {
+		return err
+	}
+	if req.Filename == "" {
+		req.Filename = "config.yml"
+	}
+	// Only the name says the format: nothing is read from disk.
+	name := filepath.Base(filepath.Clean("/" + req.Filename))
+	if !slices.Contains(runFormats, strings.ToLower(filepath.Ext(name))) {
+		return errand.Errorf(errand.CodeInvalid, "filename: %q names no known format (want .yml, .yaml, .json or .jsonnet)", req.Filename)
+	}
+	if len(req.Config) > store.MaxRunConfig {
+		return errand.Errorf(errand.CodeTooLarge, "config: larger than %d bytes", store.MaxRunConfig)
+	}
+	id := ulid.Make().String()
+	run := &store.Run{ID: id, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
+	plan, err := s.planRun(id, name, &req)
+	var tasks []*errand.Task
+	if err != nil {
+		run.SetupErrors = setupErrors(err)
+	} else {
+		if run.Plan, err = json.Marshal(plan); err != nil {
+			return fmt.Errorf("encode plan of run %s: %w", id, err)
+		}
+		tasks = plan.Tasks
+	}
+	if _, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()}); err != nil {
+		return fmt.Errorf("create run %s: %w", id, err)
+	}
+	s.log.WithFields(logrus.Fields{"run_id": id, "tasks": len(tasks), "setup_errors": len(run.SetupErrors)}).Info("run created")
+	view, err := s.runView(r.Context(), run)
+	if err != nil {
+		return err
+	}
+	httphelper.WriteJSON(w, view, http.StatusCreated)
+	return nil
+}
+
+// planRun loads, validates and expands a submitted config, and adds the
+// approval gates. Its error lists what is wrong with the config.
+func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan, error) {
+	cfg, err := pipeline.Parse(filename, []byte(req.Config), pipeline.LoadOptions{ExtStr: req.ExtStr})
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	secrets := map[string]string{}
+	for _, st := range cfg.Stages {
+		for _, name := range st.Secrets {
+			if v, ok := s.secret(name); ok {
+				secrets[name] = v
+			}
+		}
+	}
+	plan, err := pipeline.Expand(cfg, pipeline.ExpandOptions{RunID: id, Branch: req.Branch, Event: req.Event,
+		Secrets: secrets, Env: req.Env})
+	if err != nil {
+		return nil, err
+	}
+	return addGates(plan), nil
+}
+
+// addGates puts an approval gate before the initialize task of every
+// stage that needs approvals and runs.
+func addGates(plan *pipeline.Plan) *runPlan {
+	rp := &runPlan{Plan: *plan}
+	byID := make(map[string]int, len(plan.Tasks))
+	for i, t := range plan.Tasks {
+		byID[t.ID] = i
+	}
+	var out []*errand.Task
+	gateBefore := map[string]*errand.Task{}
+	for _, ps := range plan.Stages {
+		if ps.Approval <= 0 || ps.Skipped {
+			continue
+		}
+		init := plan.Tasks[byID[ps.InitializeID]]
+		gid := ulid.Make().String()
+		gate := &errand.Task{
+			ID:   gid,
+			Type: TypeApproval,
+			Data: json.RawMessage(fmt.Sprintf(`{"stage":%q,"approvers":%d}`, ps.Name, ps.Approval)),
+			Selector: errand.Selector{Labels: map[string]string{
+				ApprovalLabel: "approval", GateLabel: gid,
+			}},
+			DependsOn:   init.DependsOn,
+			MaxAttempts: 1,
+			RunID:       plan.RunID,
+		}
+		init.DependsOn = []errand.Dependency{{Task: gid, Condition: errand.OnSuccess}}
+		gateBefore[init.ID] = gate
+		if rp.Gates == nil {
+			rp.Gates = map[string]string{}
+		}
+		rp.Gates[ps.Name] = gid
+	}
+	for _, t := range plan.Tasks {
+		if g, ok := gateBefore[t.ID]; ok {
+			out = append(out, g)
+		}
+		out = append(out, t)
+	}
+	rp.Tasks = out
+	return rp
+}
+
+// setupErrors lists a config's problems with their paths and lines.
+func setupErrors(err error) []store.RunSetupError {
+	var fes pipeline.Errors
+	if errors.As(err, &fes) {
+		out := make([]store.RunSetupError, len(fes))
+		for i, fe := range fes {
+			out[i] = store.RunSetupError{Path: fe.Path, Line: fe.Line, Message: fe.Message}
+		}
+		return out
+	}
+	var fe pipeline.FieldError
+	if errors.As(err, &fe) {
+		return []store.RunSetupError{{Path: fe.Path, Line: fe.Line, Message: fe.Message}}
+	}
+	return []store.RunSetupError{{Message: err.Error()}}
+}
+
+func (s *Server) getRun(w http.ResponseWriter, r *http.Request, _ principal) error {
+	run, err := s.store.RunGet(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	view, err := s.runView(r.Context(), run)
+	if err != nil {
+		return err
+	}
+	httphelper.WriteJSON(w, view, http.StatusOK)
+	return nil
+}
+
+func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, _ principal) error {
+	q := r.URL.Query()
+	limit := defaultRunListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxRunListLimit {
+			return errand.Errorf(errand.CodeInvalid, "limit: must be an integer between 1 and %d", maxRunListLimit)
+		}
+		limit = n
+	}
+	runs, err := s.store.RunList(r.Context(), store.RunListParams{After: q.Get("after"), Limit: limit})
+	if err != nil {
+		return fmt.Errorf("list runs: %w", err)
+	}
+	out := &client.RunList{Kind: client.KindRunList, Items: make([]*client.Run, 0, len(runs))}
+	for _, run := range runs {
+		view, err := s.runView(r.Context(), run)
+		if err != nil {
+			return err
+		}
+		out.Items = append(out.Items, view)
+	}
+	if len(runs) == limit {
+		out.Next = runs[len(runs)-1].ID
+	}
+	httphelper.WriteJSON(w, out, http.StatusOK)
+	return nil
+}
+
+// runState is a run read with its tasks: what its view and its actions
+// need.
+type runState struct {
+	run   *store.Run
+	plan  *runPlan
+	tasks map[string]*errand.Task
+	// view maps task ids to tasks as the pipeline's status functions see
+	// them: a gated initialize task shows the stage's own dependencies,
+	// so that a stage whose gate is queued reads as waiting.
+	view map[string]*errand.Task
+}
+
+// loadRun reads a run's plan and tasks.
+func (s *Server) loadRun(ctx context.Context, run *store.Run) (*runState, error) {
+	rs := &runState{run: run, tasks: map[string]*errand.Task{}}
+	if len(run.SetupErrors) > 0 || len(run.Plan) == 0 {
+		return rs, nil
+	}
+	rs.plan = &runPlan{}
+	if err := json.Unmarshal(run.Plan, rs.plan); err != nil {
+		return nil, fmt.Errorf("decode plan of run %s: %w", run.ID, err)
+	}
+	after := ""
+	for {
+		page, err := s.store.TaskList(ctx, store.TaskListParams{RunID: run.ID, After: after, Limit: 1000})
+		if err != nil {
+			return nil, fmt.Errorf("tasks of run %s: %w", run.ID, err)
+		}
+		for _, t := range page {
+			rs.tasks[t.ID] = t
+		}
+		if len(page) < 1000 || len(rs.tasks) >= maxRunTasks {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	rs.view = make(map[string]*errand.Task, len(rs.tasks))
+	for id, t := range rs.tasks {
+		rs.view[id] = t
+	}
+	for _, ps := range rs.plan.Stages {
+		gid, ok := rs.plan.Gates[ps.Name]
+		if !ok {
+			continue
+		}
+		gate, init := rs.tasks[gid], rs.tasks[ps.InitializeID]
+		if gate == nil || init == nil {
+			continue
+		}
+		cp := *init
+		cp.DependsOn = gate.DependsOn
+		if gate.State == errand.StateCancelled && init.State == errand.StateSkipped {
+			// A gate cancelled before anything ran: the stage was
+			// cancelled, not skipped.
+			cp.State = errand.StateCancelled
+		}
+		rs.view[init.ID] = &cp
+	}
+	return rs, nil
+}
+
+func (rs *runState) approvals() map[string]int {
+	out := map[string]int{}
+	for stage, who := range rs.run.Approvals {
+		out[stage] = len(who)
+	}
+	return out
+}
+
+func (rs *runState) stageState(ps pipeline.PlanStage) pipeline.StageState {
+	return pipeline.StageStatus(ps, rs.view, len(rs.run.Approvals[ps.Name]))
+}
+
+// runView builds the API's view of a run.
+func (s *Server) runView(ctx context.Context, run *store.Run) (*client.Run, error) {
+	rs, err := s.loadRun(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	out := &client.Run{Kind: client.KindRun, ID: run.ID, Href: runHref(run.ID), CreatedAt: run.CreatedAt,
+		Filename: run.Filename, Branch: run.Branch, Event: run.Event, CancelledAt: run.CancelledAt,
+		Stages: []*client.RunStage{}}
+	if rs.plan == nil {
+		phase, result := pipeline.SetupError()
+		out.Phase, out.Result = string(phase), string(result)
+		for _, e := range run.SetupErrors {
+			out.SetupErrors = append(out.SetupErrors, client.RunSetupError(e))
+		}
+		return out, nil
+	}
+	phase, result := pipeline.RunStatus(&rs.plan.Plan, rs.view, rs.approvals())
+	out.Phase, out.Result = string(phase), string(result)
+	now := s.now()
+	for _, ps := range rs.plan.Stages {
+		st := &client.RunStage{Name: ps.Name, State: string(rs.stageState(ps)), Approval: ps.Approval,
+			Approvals: run.Approvals[ps.Name], InitializeTask: ps.InitializeID, CleanupTask: ps.CleanupID,
+			Steps: []*client.RunStep{}}
+		for _, step := range ps.Steps {
+			st.Steps = append(st.Steps, stepView(step, rs.tasks[step.TaskID], now))
+		}
+		out.Stages = append(out.Stages, st)
+	}
+	return out, nil
+}
+
+func stepView(step pipeline.PlanStep, t *errand.Task, now time.Time) *client.RunStep {
+	v := &client.RunStep{Name: step.Name, State: errand.StatePending, TaskID: step.TaskID,
+		TaskHref: taskHref(step.TaskID), Reporter: step.Reporter}
+	if t == nil {
+		return v
+	}
+	v.State, v.Error, v.StartedAt, v.FinishedAt = t.State, t.Error, t.StartedAt, t.FinishedAt
+	if t.StartedAt != nil {
+		end := now
+		if t.FinishedAt != nil {
+			end = *t.FinishedAt
+		}
+		v.Duration = errand.Duration(end.Sub(*t.StartedAt))
+	}
+	var res struct {
+		ExitCode *int `json:"exit_code"`
+	}
+	if len(t.Result) > 0 && json.Unmarshal(t.Result, &res) == nil {
+		v.ExitCode = res.ExitCode
+	}
+	return v
+}
+
+func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, _ principal) error {
+	ctx := r.Context()
+	run, err := s.store.RunCancel(ctx, store.RunCancelParams{RunID: r.PathValue("id"), Now: s.now()})
+	if err != nil {
+		return err
+	}
+	rs, err := s.loadRun(ctx, run)
+	if err != nil {
+		return err
+	}
+	if rs.plan != nil {
+		if err := s.cancelRunTasks(ctx, rs); err != nil {
+			return err
+		}
+	}
+	s.log.WithField("run_id", run.ID).Info("run cancelled")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// cancelRunTasks cancels every task of a run that has not ended, but its
+// cleanups: those run after what they clean up, as always. Later tasks
+// go first, so that no stage waiting on an earlier one with on_failure or
+// always is released by the cancel.
+func (s *Server) cancelRunTasks(ctx context.Context, rs *runState) error {
+	for i := len(rs.plan.Tasks) - 1; i >= 0; i-- {
+		t := rs.plan.Tasks[i]
+		if strings.HasSuffix(t.Type, ".cleanup") {
+			continue
+		}
+		if cur, ok := rs.tasks[t.ID]; ok && cur.State.Terminal() {
+			continue
+		}
+		_, err := s.store.TaskCancel(ctx, store.TaskCancelParams{TaskID: t.ID, Now: s.now()})
+		if err != nil && !errors.Is(err, errand.ErrIllegalTransition) {
+			return fmt.Errorf("cancel task %s of run %s: %w", t.ID, rs.run.ID, err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) approveStage(w http.ResponseWriter, r *http.Request, _ principal) error {
+	ctx := r.Context()
+	var req client.ApproveRequest
+	if err := s.decodeOptional(r, &req); err != nil {
+		return err
+	}
+	if req.Approver == "" {
+		req.Approver = DefaultApprover
+	}
+	if len(req.Approver) > store.MaxRunApprover {
+		return errand.Errorf(errand.CodeInvalid, "approver: longer than %d characters", store.MaxRunApprover)
+	}
+	run, err := s.store.RunGet(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	rs, err := s.loadRun(ctx, run)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if rs.plan == nil {
+		return errand.Errorf(errand.CodeNotFound, "run %s has no stage %s: its config did not load", run.ID, name)
+	}
+	i := slices.IndexFunc(rs.plan.Stages, func(ps pipeline.PlanStage) bool { return ps.Name == name })
+	if i < 0 {
+		return errand.Errorf(errand.CodeNotFound, "run %s has no stage %s", run.ID, name)
+	}
+	ps := rs.plan.Stages[i]
+	gate := rs.tasks[rs.plan.Gates[name]]
+	// A queued gate is a stage waiting for approvals, or one that has
+	// them and whose release was interrupted: approving again resumes it.
+	if gate == nil || gate.State != errand.StateQueued {
+		return errand.Errorf(errand.CodeConflict, "stage %s of run %s is %s, not waiting for approval", name, run.ID, rs.stageState(ps))
+	}
+	n, err := s.store.RunApprove(ctx, store.RunApproveParams{RunID: run.ID, Stage: name, Approver: req.Approver, Now: s.now()})
+	if err != nil {
+		return fmt.Errorf("approve stage %s of run %s: %w", name, run.ID, err)
+	}
+	log := s.log.WithFields(logrus.Fields{"run_id": run.ID, "stage": name, "approver": req.Approver, "approvals": n, "required": ps.Approval})
+	log.Info("stage approved")
+	if n >= ps.Approval {
+		if err := s.releaseGate(ctx, gate.ID, n); err != nil {
+			return err
+		}
+		log.Info("stage released")
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// approvalDelegate registers the delegate the manager leases gates with,
+// unless it is registered already. Releases are rare (one per approved
+// stage): a registration attempt each costs less than keeping state.
+func (s *Server) approvalDelegate(ctx context.Context) error {
+	secret, err := newSecret(32)
+	if err != nil {
+		return err
+	}
+	_, err = s.store.DelegateRegister(ctx, store.DelegateRegisterParams{
+		Delegate: &errand.Delegate{ID: ApprovalDelegateID, Name: ApprovalDelegateID, Capacity: 1,
+			TaskTypes: []string{TypeApproval}, Labels: map[string]string{ApprovalLabel: "approval"}},
+		TokenHash: hashToken(ApprovalDelegateID + "." + secret),
+		Now:       s.now(),
+	})
+	if err != nil && !errors.Is(err, errand.ErrConflict) {
+		return fmt.Errorf("register the approval delegate: %w", err)
+	}
+	return nil
+}
+
+// releaseGate leases a queued gate to the manager's own delegate and
+// reports it succeeded, which queues the stage's initialize task. A gate
+// already released (by a concurrent approval) is left alone.
+func (s *Server) releaseGate(ctx context.Context, gateID string, approvals int) error {
+	if err := s.approvalDelegate(ctx); err != nil {
+		return err
+	}
+	now := s.now()
+	if err := s.store.DelegateTouch(ctx, store.DelegateTouchParams{IDs: []string{ApprovalDelegateID}, Now: now}); err != nil {
+		return fmt.Errorf("release gate %s: %w", gateID, err)
+	}
+	d := &errand.Delegate{ID: ApprovalDelegateID, Capacity: 1, TaskTypes: []string{TypeApproval},
+		Labels: map[string]string{ApprovalLabel: "approval", GateLabel: gateID}}
+	leased, err := s.store.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: 1, Now: now})
+	if err != nil {
+		return fmt.Errorf("release gate %s: %w", gateID, err)
+	}
+	for _, t := range leased {
+		result, _ := json.Marshal(map[string]int{"approvals": approvals})
+		_, err := s.store.TaskReport(ctx, store.TaskReportParams{TaskID: t.ID, DelegateID: ApprovalDelegateID,
+			LeaseToken: t.Lease.Token, State: errand.StateSucceeded, Result: result, Now: s.now()})
+		if err != nil {
+			return fmt.Errorf("release gate %s: %w", t.ID, err)
+		}
+	}
+	return nil
+}
+
+// refuseInternalLabels wraps delegate registration: labels under
+// InternalLabelPrefix belong to the manager, and a delegate carrying them
+// could take approval gates.
+func (s *Server) refuseInternalLabels(next apiFunc) apiFunc {
+	return func(w http.ResponseWriter, r *http.Request, p principal) error {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return fmt.Errorf("read registration: %w", err)
+		}
+		var probe struct {
+			Labels map[string]string `json:"labels"`
+		}
+		if json.Unmarshal(body, &probe) == nil {
+			for k := range probe.Labels {
+				if strings.HasPrefix(k, InternalLabelPrefix) {
+					return errand.Errorf(errand.CodeInvalid, "delegate registration is invalid: labels: %q: labels starting with %q are reserved", k, InternalLabelPrefix)
+				}
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		return next(w, r, p)
+	}
+}
