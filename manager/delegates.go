@@ -100,6 +100,7 @@ func (s *Server) registerDelegate(w http.ResponseWriter, r *http.Request, _ prin
 		return fmt.Errorf("register delegate %s: %w", id, err)
 	}
 	s.tokens.put(hashToken(token), id)
+	s.cache.registered(d, d.LastHeartbeat)
 	s.log.WithFields(logrus.Fields{"delegate_id": id, "name": d.Name, "group": d.Group, "hostname": d.Hostname}).Info("delegate registered")
 	httphelper.WriteJSON(w, &client.Registration{
 		Delegate:          *decorateDelegate(d),
@@ -131,13 +132,20 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 		return err
 	}
 	ctx := r.Context()
-	d, err := s.store.DelegateGet(ctx, id)
+	v, err := s.delegate(ctx, id)
 	if err != nil {
 		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
 	}
+	now := s.now()
 	s.beats.record(id)
+	if s.cache.heardFrom(id, now, true) {
+		// A long-poll still waiting from before the delegate was lost
+		// may take tasks again: let it end so that the next one does.
+		s.hub.wakeDelegate(id)
+	}
 	// Changes of condition are written at once; the heartbeat itself
 	// waits for the next flush.
+	d := v.d
 	var up store.DelegateUpdateParams
 	if req.Overloaded != d.Overloaded {
 		up.Overloaded = &req.Overloaded
@@ -151,18 +159,28 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 		if d, err = s.store.DelegateUpdate(ctx, up); err != nil {
 			return fmt.Errorf("update delegate %s: %w", id, err)
 		}
+		s.cache.put(d, now)
 		s.log.WithFields(logrus.Fields{"delegate_id": id, "overloaded": d.Overloaded, "state": d.State}).Info("delegate condition changed")
 	}
-	cancel, err := s.store.TaskCancelRequests(ctx, id)
-	if err != nil {
-		return fmt.Errorf("cancel requests of delegate %s: %w", id, err)
+	if err := s.recheckCancels(ctx, id); err != nil {
+		return err
 	}
-	httphelper.WriteJSON(w, &client.HeartbeatResponse{
+	if v, err = s.delegate(ctx, id); err != nil {
+		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
+	}
+	resp := &client.HeartbeatResponse{
 		Kind:              errand.KindHeartbeat,
-		Cancel:            cancel,
-		Drain:             d.DrainRequested,
+		Cancel:            v.cancels,
+		Drain:             v.d.DrainRequested,
 		HeartbeatInterval: errand.Duration(s.cfg.HeartbeatInterval),
-	}, http.StatusOK)
+	}
+	if resp.Cancel == nil {
+		resp.Cancel = []string{}
+	}
+	httphelper.WriteJSON(w, resp, http.StatusOK)
+	if ctx.Err() == nil {
+		s.cache.told(id, v.cancels)
+	}
 	return nil
 }
 
@@ -197,9 +215,12 @@ func (s *Server) parseAcquire(r *http.Request) (time.Duration, int, error) {
 
 // acquire leases tasks to a delegate, long-polling up to wait when none is
 // ready. It returns early when a task arrives that the delegate may run,
-// or when a user cancels a task it holds or asks it to drain; cancels and
-// drain already known when the poll starts are reported but do not end
-// the wait, so that a delegate busy stopping a task does not spin.
+// or with news for the delegate: a cancel it was not told yet (also one
+// that was asked before the poll started, between two polls), a drain,
+// its coming back from lost. Cancels it was told already do not end the
+// wait, so that a delegate busy stopping a task does not spin. A delegate
+// the manager found lost gets no task until it heartbeats again, also
+// from a long-poll that was waiting from before.
 func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) error {
 	id := r.PathValue("id")
 	if err := ownDelegate(p, id); err != nil {
@@ -211,87 +232,136 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 	}
 	ctx := r.Context()
 	start := time.Now()
-	d, err := s.store.DelegateGet(ctx, id)
+	v, err := s.delegate(ctx, id)
 	if err != nil {
 		return fmt.Errorf("acquire for delegate %s: %w", id, err)
 	}
-	s.beats.record(id)
-	if d.DrainRequested || d.State == errand.DelegateDraining {
-		max = 0
+	lost := v.d.State == errand.DelegateLost
+	if !lost {
+		s.beats.record(id)
+		s.cache.heardFrom(id, s.now(), false)
 	}
-	waiter, done := s.hub.acquirer(d, max > 0)
-	defer done()
-
-	var timeout <-chan time.Time
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		timeout = t.C
+	draining := v.d.DrainRequested || v.d.State == errand.DelegateDraining
+	wantTasks := max > 0 && !lost && !draining
+	if v.untold {
+		wait = 0
 	}
 	var tasks []*errand.Task
-	for {
-		if max > 0 {
-			tasks, err = s.store.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: max, Now: s.now()})
-			if err != nil {
-				return fmt.Errorf("acquire for delegate %s: %w", id, err)
-			}
-			if len(tasks) > 0 {
-				break
-			}
+	if wantTasks {
+		// Most acquires under load find work at once: no waiter, no timer.
+		if tasks, err = s.leaseTasks(ctx, v.d, max); err != nil {
+			return err
 		}
-		if timeout == nil || !s.waitAcquire(ctx, waiter, timeout) {
-			break
+	}
+	if len(tasks) == 0 && wait > 0 {
+		if tasks, v, err = s.awaitTasks(ctx, v, max, wantTasks, wait); err != nil {
+			return err
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("acquire for delegate %s: %w", id, err)
 	}
-	if waiter.urgent.Load() {
-		// A drain may have arrived during the wait.
-		if d, err = s.store.DelegateGet(ctx, id); err != nil {
-			return fmt.Errorf("acquire for delegate %s: %w", id, err)
-		}
-	}
 	s.metrics.acquireWait.Observe(time.Since(start).Seconds())
 	s.metrics.acquired.Add(float64(len(tasks)))
-	return s.writeAcquire(ctx, w, d, tasks)
+	return s.writeAcquire(ctx, w, v, tasks)
 }
 
-// waitAcquire waits for a wake-up and reports whether the acquirer should
-// look for tasks again; false ends the poll (timeout, shutdown, a cancel
-// or drain for the delegate, the caller gone).
-func (s *Server) waitAcquire(ctx context.Context, w *waiter, timeout <-chan time.Time) bool {
-	select {
-	case <-w.ch:
-		return !w.urgent.Load()
-	case <-timeout:
-	case <-ctx.Done():
-	case <-s.closing:
-	}
-	return false
-}
-
-func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, d *errand.Delegate, tasks []*errand.Task) error {
-	delegateID := d.ID
-	cancel, err := s.store.TaskCancelRequests(ctx, delegateID)
+func (s *Server) leaseTasks(ctx context.Context, d *errand.Delegate, max int) ([]*errand.Task, error) {
+	tasks, err := s.store.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: max, Now: s.now()})
 	if err != nil {
-		return fmt.Errorf("cancel requests of delegate %s: %w", delegateID, err)
+		return nil, fmt.Errorf("acquire for delegate %s: %w", d.ID, err)
 	}
+	return tasks, nil
+}
+
+// awaitTasks is the waiting part of acquire: it looks for tasks again on
+// every wake-up until some are leased or there is news for the delegate,
+// and returns them with the delegate's latest view.
+func (s *Server) awaitTasks(ctx context.Context, v delegateView, max int, wantTasks bool, wait time.Duration) ([]*errand.Task, delegateView, error) {
+	id := v.d.ID
+	lost := v.d.State == errand.DelegateLost
+	draining := v.d.DrainRequested || v.d.State == errand.DelegateDraining
+	waiter, done := s.hub.acquirer(v.d, wantTasks)
+	defer done()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		if wantTasks {
+			// Registered with the hub before looking: a task queued
+			// since the last look has woken the waiter.
+			tasks, err := s.leaseTasks(ctx, v.d, max)
+			if err != nil || len(tasks) > 0 {
+				return tasks, v, err
+			}
+		}
+		select {
+		case <-waiter.ch:
+		case <-timer.C:
+			return nil, v, nil
+		case <-ctx.Done():
+			return nil, v, nil
+		case <-s.closing:
+			return nil, v, nil
+		}
+		var err error
+		if v, err = s.recheckDelegate(ctx, id); err != nil {
+			return nil, v, err
+		}
+		nowLost := v.d.State == errand.DelegateLost
+		nowDraining := v.d.DrainRequested || v.d.State == errand.DelegateDraining
+		if v.untold || nowDraining != draining || (lost && !nowLost) {
+			return nil, v, nil
+		}
+		wantTasks = wantTasks && !nowLost
+	}
+}
+
+// recheckDelegate returns the view of a delegate whose long-poll woke
+// up. When this manager has not heard from the delegate for a while, the
+// store may know better (another manager's sweep found it lost; a sweep
+// whose result this manager has not applied yet): the record is read
+// again.
+func (s *Server) recheckDelegate(ctx context.Context, id string) (delegateView, error) {
+	v, err := s.delegate(ctx, id)
+	if err != nil {
+		return v, fmt.Errorf("acquire for delegate %s: %w", id, err)
+	}
+	stale := min(s.cfg.HeartbeatInterval, s.cfg.LeaseTTL/2)
+	if v.d.State == errand.DelegateLost || s.now().Sub(v.heard) <= stale {
+		return v, nil
+	}
+	d, err := s.store.DelegateGet(ctx, id)
+	if err != nil {
+		return v, fmt.Errorf("acquire for delegate %s: %w", id, err)
+	}
+	s.cache.put(d, d.LastHeartbeat)
+	v.d = d
+	return v, nil
+}
+
+func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, v delegateView, tasks []*errand.Task) error {
 	if tasks == nil {
 		tasks = []*errand.Task{}
 	}
 	for _, t := range tasks {
 		decorateTask(t)
 	}
+	cancel := v.cancels
+	if cancel == nil {
+		cancel = []string{}
+	}
 	if len(tasks) > 0 && s.log.IsLevelEnabled(logrus.DebugLevel) {
-		s.log.WithFields(logrus.Fields{"delegate_id": delegateID, "tasks": len(tasks)}).Debug("tasks leased")
+		s.log.WithFields(logrus.Fields{"delegate_id": v.d.ID, "tasks": len(tasks)}).Debug("tasks leased")
 	}
 	httphelper.WriteJSON(w, &client.AcquireResponse{
 		Kind:   errand.KindAcquire,
 		Tasks:  tasks,
 		Cancel: cancel,
-		Drain:  d.DrainRequested,
+		Drain:  v.d.DrainRequested,
 	}, http.StatusOK)
+	if ctx.Err() == nil {
+		s.cache.told(v.d.ID, v.cancels)
+	}
 	return nil
 }
 
@@ -305,6 +375,7 @@ func (s *Server) deregisterDelegate(w http.ResponseWriter, r *http.Request, p pr
 	}
 	s.tokens.forget(id)
 	s.beats.forget(id)
+	s.cache.forget(id)
 	s.log.WithFields(logrus.Fields{"delegate_id": id, "by_admin": p.admin}).Info("delegate deregistered")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -349,12 +420,14 @@ func (s *Server) getDelegate(w http.ResponseWriter, r *http.Request, _ principal
 func (s *Server) drainDelegate(w http.ResponseWriter, r *http.Request, _ principal) error {
 	id := r.PathValue("id")
 	yes := true
-	if _, err := s.store.DelegateUpdate(r.Context(), store.DelegateUpdateParams{ID: id, DrainRequested: &yes}); err != nil {
+	d, err := s.store.DelegateUpdate(r.Context(), store.DelegateUpdateParams{ID: id, DrainRequested: &yes})
+	if err != nil {
 		return fmt.Errorf("drain delegate %s: %w", id, err)
 	}
-	// The store announces the change to every manager; waking the local
-	// long-poll directly as well costs nothing and does not depend on it.
-	s.hub.notify(store.Change{Kind: store.ChangeDrainRequested, DelegateID: id})
+	s.cache.put(d, time.Time{})
+	// The store announces the change to every manager; applying it here
+	// as well costs nothing and does not depend on it.
+	s.onChange(store.Change{Kind: store.ChangeDrainRequested, DelegateID: id})
 	s.log.WithField("delegate_id", id).Info("delegate asked to drain")
 	w.WriteHeader(http.StatusNoContent)
 	return nil

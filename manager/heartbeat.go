@@ -97,6 +97,7 @@ func (s *Server) sweep(ctx context.Context) (store.TaskSweepResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("sweep: %w", err)
 	}
+	s.cache.lost(res.LostDelegates)
 	s.metrics.finished("failed", len(res.Failed))
 	s.metrics.finished("cancelled", len(res.Cancelled))
 	s.metrics.finished("timed_out", len(res.TimedOut))

@@ -33,6 +33,7 @@ type Server struct {
 	metrics *metrics
 	hub     *hub
 	beats   *heartbeats
+	cache   *delegateCache
 	tokens  tokenCache
 
 	unsubscribe func()
@@ -83,6 +84,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		metrics:  newMetrics(),
 		hub:      newHub(),
 		beats:    newHeartbeats(),
+		cache:    newDelegateCache(),
 		closing:  make(chan struct{}),
 		sealWake: make(chan struct{}, 1),
 	}
@@ -92,8 +94,11 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	return s, nil
 }
 
-// onChange runs on every committed store change; it must not block.
+// onChange runs on every committed store change, and on this manager's
+// own changes; it must not block. The cache learns first, so that the
+// waiters it wakes find it current.
 func (s *Server) onChange(c store.Change) {
+	s.cache.change(c)
 	s.hub.notify(c)
 	if c.Kind == store.ChangeTaskEnded {
 		select {
@@ -144,6 +149,7 @@ func (s *Server) Start(ctx context.Context) error {
 		{"sweeper", s.runSweeper},
 		{"heartbeat flusher", s.runHeartbeatFlusher},
 		{"log sealer", s.runSealer},
+		{"delegate cache refresher", s.runDelegateRefresher},
 	}
 	for _, l := range loops {
 		s.wg.Add(1)

@@ -188,7 +188,7 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal
 		decorateTask(t)
 		s.metrics.tasksCreated.WithLabelValues(string(t.State)).Inc()
 		if t.State == errand.StateQueued {
-			s.hub.notify(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
+			s.onChange(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
 		}
 	}
 	if s.log.IsLevelEnabled(logrus.DebugLevel) {
@@ -256,10 +256,10 @@ func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request, _ principal)
 	fields := logrus.Fields{"task_id": id, "state": t.State}
 	if t.State.Terminal() {
 		s.metrics.finished(t.State, 1)
-		s.hub.notify(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
+		s.onChange(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
 	} else if t.DelegateID != "" {
 		fields["delegate_id"] = t.DelegateID
-		s.hub.notify(store.Change{Kind: store.ChangeCancelRequested, TaskID: id, DelegateID: t.DelegateID})
+		s.onChange(store.Change{Kind: store.ChangeCancelRequested, TaskID: id, DelegateID: t.DelegateID})
 	}
 	s.log.WithFields(fields).Info("task cancelled")
 	w.WriteHeader(http.StatusNoContent)
@@ -294,7 +294,7 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 	}
 	if t.State.Terminal() {
 		s.metrics.finished(t.State, 1)
-		s.hub.notify(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
+		s.onChange(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
 		if s.log.IsLevelEnabled(logrus.DebugLevel) {
 			s.log.WithFields(logrus.Fields{"task_id": id, "delegate_id": p.delegateID, "state": t.State}).Debug("task ended")
 		}

@@ -34,9 +34,6 @@ const (
 	// overloadedWait bounds a long-poll while the host is overloaded, so
 	// that work is taken again soon after the load drops.
 	overloadedWait = 5 * time.Second
-	// settleWait bounds the poll that follows an answer with tasks or
-	// cancels.
-	settleWait = 500 * time.Millisecond
 )
 
 // Identity is who the delegate is to the manager: its id and its own token.
@@ -506,20 +503,11 @@ func (p *Poller) slots() (n int, overloaded bool) {
 
 func (p *Poller) acquireLoop(ctx context.Context) error {
 	b := backoff.WithContext(p.cfg.NewBackOff(), ctx)
-	settle := false
 	for ctx.Err() == nil {
 		n, overloaded := p.slots()
 		wait := p.cfg.Wait
 		if overloaded {
 			wait = min(wait, overloadedWait)
-		}
-		if settle {
-			// A cancel that lands while this poll is on its way may be
-			// taken by the manager as already told; a short poll after a
-			// busy answer brings it back within settleWait rather than
-			// at the next heartbeat.
-			wait = min(wait, settleWait)
-			settle = false
 		}
 		actx, cancel := context.WithCancel(ctx)
 		if n == 0 {
@@ -564,7 +552,6 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 			continue
 		}
 		b.Reset()
-		settle = len(resp.Tasks) > 0 || len(resp.Cancel) > 0
 		p.apply(resp.Cancel, resp.Drain)
 		for _, t := range resp.Tasks {
 			if err := p.start(ctx, t); err != nil {

@@ -1,0 +1,405 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// cancelRecheck is how long the cancel requests of a delegate are
+// trusted from the cache before one heartbeat reads them again, in case a
+// change from another manager never arrived.
+const cancelRecheck = 5 * time.Minute
+
+// delegateCache holds what the hot paths (heartbeat, acquire) need to
+// know of each delegate: its record, the cancels asked for the tasks it
+// holds and which of them it was already told. It is kept current by the
+// store's changes, which a shared store delivers from every manager, and
+// by this manager's own writes; a delegate not cached is read from the
+// store on first use, and the refresher re-reads every record from time
+// to time so that what no change announces (another manager finding a
+// delegate lost, a condition reported elsewhere) is not missed for long.
+type delegateCache struct {
+	mu   sync.Mutex
+	byID map[string]*cachedDelegate
+	// owner maps a task with a pending cancel to its delegate, so that the
+	// task's end can drop the cancel.
+	owner map[string]string
+}
+
+// cachedDelegate is one delegate in the cache. Its fields are guarded by
+// the cache's mutex; d is never changed in place, only replaced, so a
+// snapshot handed out stays valid.
+type cachedDelegate struct {
+	d *errand.Delegate
+	// cancels maps the task ids the delegate should cancel to whether it
+	// was told already (by an acquire or heartbeat answer).
+	cancels map[string]bool
+	// heard is the last sign of life this manager got from the delegate,
+	// by the manager's clock.
+	heard time.Time
+	// checked is when the cancels were last read from the store.
+	checked time.Time
+	// loading is closed once the first read from the store is done; nil
+	// when the entry is loaded. loadErr is that read's error.
+	loading chan struct{}
+	loadErr error
+	// Changes that arrive while the entry loads, merged afterwards.
+	pendingCancels []string
+	pendingDrain   bool
+	pendingGone    bool
+}
+
+// delegateView is a consistent snapshot of a cached delegate.
+type delegateView struct {
+	d *errand.Delegate
+	// cancels lists the pending cancels, sorted; untold says whether any
+	// of them was not delivered yet.
+	cancels []string
+	untold  bool
+	heard   time.Time
+}
+
+func newDelegateCache() *delegateCache {
+	return &delegateCache{byID: make(map[string]*cachedDelegate), owner: make(map[string]string)}
+}
+
+func (e *cachedDelegate) view() delegateView {
+	v := delegateView{d: e.d, heard: e.heard}
+	if len(e.cancels) > 0 {
+		v.cancels = make([]string, 0, len(e.cancels))
+		for id, told := range e.cancels {
+			v.cancels = append(v.cancels, id)
+			v.untold = v.untold || !told
+		}
+		slices.Sort(v.cancels)
+	}
+	return v
+}
+
+// delegate returns the cached view of delegate id, reading it from the
+// store when it is not cached.
+func (s *Server) delegate(ctx context.Context, id string) (delegateView, error) {
+	c := s.cache
+	for {
+		c.mu.Lock()
+		e := c.byID[id]
+		if e == nil {
+			e = &cachedDelegate{loading: make(chan struct{})}
+			c.byID[id] = e
+			c.mu.Unlock()
+			return s.loadDelegate(ctx, id, e)
+		}
+		if e.loading == nil {
+			v := e.view()
+			c.mu.Unlock()
+			return v, nil
+		}
+		loading := e.loading
+		c.mu.Unlock()
+		select {
+		case <-loading:
+		case <-ctx.Done():
+			return delegateView{}, fmt.Errorf("read delegate %s: %w", id, ctx.Err())
+		}
+		c.mu.Lock()
+		err := e.loadErr
+		c.mu.Unlock()
+		if err != nil {
+			return delegateView{}, err
+		}
+	}
+}
+
+// loadDelegate reads delegate id into the placeholder e, merging the
+// changes that arrived meanwhile.
+func (s *Server) loadDelegate(ctx context.Context, id string, e *cachedDelegate) (delegateView, error) {
+	c := s.cache
+	// The read must not depend on the one request that happened to come
+	// first: others may be waiting on it.
+	rctx := context.WithoutCancel(ctx)
+	d, err := s.store.DelegateGet(rctx, id)
+	var cancels []string
+	if err == nil {
+		cancels, err = s.store.TaskCancelRequests(rctx, id)
+		if err != nil {
+			err = fmt.Errorf("cancel requests of delegate %s: %w", id, err)
+		}
+	} else {
+		err = fmt.Errorf("read delegate %s: %w", id, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	loading := e.loading
+	e.loading = nil
+	defer close(loading)
+	if err != nil || e.pendingGone {
+		if err == nil {
+			err = fmt.Errorf("read delegate %s: %w", id, errand.Errorf(errand.CodeNotFound, "delegate %s was deregistered", id))
+		}
+		e.loadErr = err
+		if c.byID[id] == e {
+			delete(c.byID, id)
+		}
+		return delegateView{}, err
+	}
+	if e.pendingDrain && !d.DrainRequested {
+		dd := *d
+		dd.DrainRequested = true
+		d = &dd
+	}
+	e.d = d
+	e.heard = d.LastHeartbeat
+	e.checked = s.now()
+	e.cancels = make(map[string]bool, len(cancels)+len(e.pendingCancels))
+	for _, t := range append(cancels, e.pendingCancels...) {
+		e.cancels[t] = false
+		c.owner[t] = id
+	}
+	e.pendingCancels = nil
+	return e.view(), nil
+}
+
+// change applies a store change to the cache. It never blocks for long.
+func (c *delegateCache) change(ch store.Change) {
+	switch ch.Kind {
+	case store.ChangeCancelRequested:
+		c.mu.Lock()
+		if e := c.byID[ch.DelegateID]; e != nil {
+			if e.loading != nil {
+				e.pendingCancels = append(e.pendingCancels, ch.TaskID)
+			} else if _, ok := e.cancels[ch.TaskID]; !ok {
+				if e.cancels == nil {
+					e.cancels = make(map[string]bool)
+				}
+				e.cancels[ch.TaskID] = false
+			}
+			c.owner[ch.TaskID] = ch.DelegateID
+		}
+		c.mu.Unlock()
+	case store.ChangeTaskEnded:
+		c.mu.Lock()
+		if id, ok := c.owner[ch.TaskID]; ok {
+			delete(c.owner, ch.TaskID)
+			if e := c.byID[id]; e != nil {
+				delete(e.cancels, ch.TaskID)
+			}
+		}
+		c.mu.Unlock()
+	case store.ChangeDrainRequested:
+		c.update(ch.DelegateID, func(d *errand.Delegate) { d.DrainRequested = true })
+	}
+}
+
+// update applies fn to a copy of the cached record of delegate id, if it
+// is cached, and reports whether it was.
+func (c *delegateCache) update(id string, fn func(*errand.Delegate)) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byID[id]
+	if e == nil {
+		return false
+	}
+	if e.loading != nil {
+		d := &errand.Delegate{}
+		fn(d)
+		e.pendingDrain = e.pendingDrain || d.DrainRequested
+		return true
+	}
+	d := *e.d
+	fn(&d)
+	e.d = &d
+	return true
+}
+
+// registered caches a delegate that was just registered: it holds no
+// task, so nothing is pending for it.
+func (c *delegateCache) registered(d *errand.Delegate, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byID[d.ID] = &cachedDelegate{d: d, heard: now, checked: now}
+}
+
+// put replaces the record of a cached delegate with one read from or
+// written to the store, keeping its cancels; heard moves forward only.
+// A delegate not cached stays so: its first use reads it whole.
+func (c *delegateCache) put(d *errand.Delegate, heard time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byID[d.ID]
+	if e == nil || e.loading != nil {
+		// A load in flight reads the store, which has this record.
+		return
+	}
+	e.d = d
+	if heard.After(e.heard) {
+		e.heard = heard
+	}
+}
+
+// heardFrom records a sign of life. A lost delegate becomes active again
+// only by heartbeating (heartbeat true); it reports whether it was lost.
+func (c *delegateCache) heardFrom(id string, now time.Time, heartbeat bool) (wasLost bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byID[id]
+	if e == nil || e.loading != nil {
+		return false
+	}
+	if e.d.State == errand.DelegateLost {
+		if !heartbeat {
+			return false
+		}
+		d := *e.d
+		d.State = errand.DelegateActive
+		e.d = &d
+		wasLost = true
+	}
+	if now.After(e.heard) {
+		e.heard = now
+	}
+	return wasLost
+}
+
+// told marks cancels as delivered to delegate id.
+func (c *delegateCache) told(id string, cancels []string) {
+	if len(cancels) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.byID[id]; e != nil {
+		for _, t := range cancels {
+			if _, ok := e.cancels[t]; ok {
+				e.cancels[t] = true
+			}
+		}
+	}
+}
+
+// lost marks delegates found lost by a sweep.
+func (c *delegateCache) lost(ids []string) {
+	for _, id := range ids {
+		c.update(id, func(d *errand.Delegate) { d.State = errand.DelegateLost })
+	}
+}
+
+// forget drops a deregistered delegate.
+func (c *delegateCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byID[id]
+	if e == nil {
+		return
+	}
+	if e.loading != nil {
+		e.pendingGone = true
+		return
+	}
+	for t := range e.cancels {
+		delete(c.owner, t)
+	}
+	delete(c.byID, id)
+}
+
+// recheckCancels reads the cancels of delegate id from the store again
+// when they were last read more than cancelRecheck ago.
+func (s *Server) recheckCancels(ctx context.Context, id string) error {
+	c := s.cache
+	now := s.now()
+	c.mu.Lock()
+	e := c.byID[id]
+	due := e != nil && e.loading == nil && now.Sub(e.checked) > cancelRecheck
+	if due {
+		// One heartbeat does the read; others go on with the cache.
+		e.checked = now
+	}
+	c.mu.Unlock()
+	if !due {
+		return nil
+	}
+	cancels, err := s.store.TaskCancelRequests(ctx, id)
+	if err != nil {
+		return fmt.Errorf("cancel requests of delegate %s: %w", id, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.byID[id]; e != nil && e.loading == nil {
+		fresh := make(map[string]bool, len(cancels))
+		for _, t := range cancels {
+			fresh[t] = e.cancels[t]
+			c.owner[t] = id
+		}
+		// A cancel that arrived after the read began is kept: the read
+		// may not have seen it, and the task's end drops it anyway.
+		for t, told := range e.cancels {
+			if _, ok := fresh[t]; !ok && !told {
+				fresh[t] = told
+			}
+		}
+		e.cancels = fresh
+	}
+	return nil
+}
+
+// refreshDelegates re-reads every cached delegate's record in one read,
+// and drops delegates not heard from for long (they are read again on
+// their next request).
+func (s *Server) refreshDelegates(ctx context.Context) error {
+	started := s.now()
+	list, err := s.store.DelegateList(ctx, store.DelegateListParams{})
+	if err != nil {
+		return fmt.Errorf("refresh delegates: %w", err)
+	}
+	c := s.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]bool, len(list))
+	for _, d := range list {
+		seen[d.ID] = true
+		e := c.byID[d.ID]
+		if e == nil || e.loading != nil {
+			continue
+		}
+		// A heartbeat this manager has not written yet is newer than
+		// the store's lost.
+		if d.State == errand.DelegateLost && e.d.State != errand.DelegateLost &&
+			e.heard.After(started.Add(-2*s.cfg.HeartbeatFlushInterval)) {
+			continue
+		}
+		e.d = d
+	}
+	idle := 4 * s.cfg.LeaseTTL
+	for id, e := range c.byID {
+		if e.loading != nil {
+			continue
+		}
+		if !seen[id] || started.Sub(e.heard) > idle {
+			for t := range e.cancels {
+				delete(c.owner, t)
+			}
+			delete(c.byID, id)
+		}
+	}
+	return nil
+}
+
+func (s *Server) runDelegateRefresher(ctx context.Context) {
+	t := time.NewTicker(s.cfg.LeaseTTL)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.refreshDelegates(ctx); err != nil && ctx.Err() == nil {
+				s.log.WithError(err).Warn("delegate cache refresh failed")
+			}
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/store"
+)
+
+// runningTask creates a task, leases it to d and reports it running.
+func (e *env) runningTask(d delegate, spec *client.TaskSpec) (*errand.Task, string) {
+	e.t.Helper()
+	task := e.create(spec)
+	a := e.acquire(d, "max=1")
+	if len(a.Tasks) != 1 || a.Tasks[0].ID != task.ID {
+		e.t.Fatalf("acquire = %+v, want task %s", a, task.ID)
+	}
+	lease := a.Tasks[0].Lease.Token
+	e.must(200, "POST", "/api/v1/tasks/"+task.ID+"/status", d.token, &client.StatusUpdate{Lease: lease, State: errand.StateRunning}, nil)
+	return task, lease
+}
+
+// asyncAcquire starts an acquire and returns where its answer arrives.
+func (e *env) asyncAcquire(d delegate, query string) <-chan *client.AcquireResponse {
+	got := make(chan *client.AcquireResponse, 1)
+	go func() {
+		code, b := e.do("POST", "/api/v1/delegates/"+d.id+"/acquire?"+query, d.token, nil)
+		var a client.AcquireResponse
+		if code != http.StatusOK || json.Unmarshal(b, &a) != nil {
+			e.t.Errorf("acquire = %d %s", code, b)
+		}
+		got <- &a
+	}()
+	return got
+}
+
+func within(t *testing.T, got <-chan *client.AcquireResponse, d time.Duration, what string) *client.AcquireResponse {
+	t.Helper()
+	select {
+	case a := <-got:
+		return a
+	case <-time.After(d):
+		t.Fatalf("%s: the long-poll did not return within %s", what, d)
+		return nil
+	}
+}
+
+// A cancel asked between two polls was never told: the next poll answers
+// at once. A cancel already told does not end a poll.
+func TestCancelBetweenPollsEndsNextPoll(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d", nil)
+	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+
+	// No poll in flight when the cancel lands.
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
+	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "cancel asked before the poll")
+	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("acquire = %+v, want the cancel", a)
+	}
+
+	// Told: the next poll waits its whole wait, still listing the cancel.
+	const wait = 300 * time.Millisecond
+	start := time.Now()
+	a = within(t, e.asyncAcquire(d, "wait=300ms&max=0"), 5*time.Second, "cancel already told")
+	if took := time.Since(start); took < wait {
+		t.Fatalf("a poll with only told cancels returned after %s, before its wait of %s", took, wait)
+	}
+	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("acquire = %+v, want the cancel listed", a)
+	}
+}
+
+// A cancel told by a heartbeat answer does not end the next poll; one
+// asked after that heartbeat does.
+func TestCancelToldByHeartbeat(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d", nil)
+	first, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+	second, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+first.ID+"/cancel", testAdmin, nil, nil)
+	var hb client.HeartbeatResponse
+	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
+	if fmt.Sprint(hb.Cancel) != fmt.Sprint([]string{first.ID}) {
+		t.Fatalf("heartbeat = %+v", hb)
+	}
+	start := time.Now()
+	within(t, e.asyncAcquire(d, "wait=300ms&max=0"), 5*time.Second, "told by heartbeat")
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("a poll after the heartbeat told the cancel returned after %s", took)
+	}
+
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+second.ID+"/cancel", testAdmin, nil, nil)
+	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "second cancel")
+	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{first.ID, second.ID}) {
+		t.Fatalf("acquire = %+v, want both cancels", a)
+	}
+}
+
+// A cancel whose task ends is dropped from what the delegate is told.
+func TestCancelDroppedWhenTaskEnds(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d", nil)
+	task, lease := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
+	e.must(200, "POST", "/api/v1/tasks/"+task.ID+"/status", d.token, &client.StatusUpdate{Lease: lease, State: errand.StateCancelled}, nil)
+	var hb client.HeartbeatResponse
+	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
+	if len(hb.Cancel) != 0 {
+		t.Fatalf("heartbeat after the task ended = %+v, want no cancel", hb)
+	}
+}
+
+// A delegate found lost gets no task, not even from a long-poll that was
+// waiting from before; it takes tasks again once it heartbeats.
+func TestLostDelegateGetsNoTask(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sweep func(e *env, now time.Time) (store.TaskSweepResult, error)
+	}{
+		{"this manager's sweep", func(e *env, _ time.Time) (store.TaskSweepResult, error) {
+			return e.s.sweep(context.Background())
+		}},
+		// Another manager sweeping the shared store: this one learns it
+		// only from the store.
+		{"another manager's sweep", func(e *env, now time.Time) (store.TaskSweepResult, error) {
+			return e.s.store.TaskSweep(context.Background(), store.TaskSweepParams{Now: now, LeaseTTL: e.s.cfg.LeaseTTL, TimeoutGrace: e.s.cfg.TimeoutGrace})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+			e := newEnv(t, func(c *Config) {
+				c.Now = clk.Now
+				c.HeartbeatInterval = 10 * time.Second
+				c.LeaseTTL = 40 * time.Second
+			})
+			d := e.register("d", nil)
+			task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop", MaxAttempts: 2})
+			if err := e.s.flushHeartbeats(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+
+			// The delegate freezes with a long-poll waiting.
+			stale := e.asyncAcquire(d, "wait=1s&max=1")
+			e.waitAcquirers(1)
+			clk.Add(41 * time.Second)
+			res, err := tc.sweep(e, clk.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(res.Requeued) != fmt.Sprint([]string{task.ID}) {
+				t.Fatalf("sweep = %+v, want the task requeued", res)
+			}
+			if a := within(t, stale, 5*time.Second, "stale poll"); len(a.Tasks) != 0 {
+				t.Fatalf("the stale long-poll of a lost delegate leased %+v", a.Tasks)
+			}
+			if a := e.acquire(d, "max=1"); len(a.Tasks) != 0 {
+				t.Fatalf("a lost delegate's acquire leased %+v", a.Tasks)
+			}
+			if got := e.getTask(task.ID); got.State != errand.StateQueued {
+				t.Fatalf("task = %s, want queued", got.State)
+			}
+
+			// A poll waiting while lost ends when the delegate heartbeats,
+			// and the next one takes the task.
+			waiting := e.asyncAcquire(d, "wait=30s&max=1")
+			e.waitAcquirers(1)
+			e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, nil)
+			if a := within(t, waiting, 5*time.Second, "poll of a delegate back from lost"); len(a.Tasks) != 0 {
+				t.Fatalf("poll waiting while lost leased %+v", a.Tasks)
+			}
+			a := e.acquire(d, "max=1")
+			if len(a.Tasks) != 1 || a.Tasks[0].ID != task.ID || a.Tasks[0].Attempt != 2 {
+				t.Fatalf("acquire after the heartbeat = %+v, want attempt 2 of %s", a, task.ID)
+			}
+		})
+	}
+}
