@@ -3,10 +3,12 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -21,12 +23,17 @@ import (
 // $5 archs, $6 labels (JSON object); $7 is the leased state and $8 the
 // attempt increment, both decided by errand.Transition.
 //
+// Nothing is leased to a delegate that is not registered: the statement
+// runs in one batch after the delegate's heartbeat is recorded, and the
+// batch fails if there was none to record.
+//
 // A task with an affinity may go only to the delegate that holds or held
 // its affinity task, or, when that delegate is lost or gone, to one of the
 // same group; an affinity task never leased constrains nothing.
 const acquireSQL = `WITH picked AS MATERIALIZED (
 	SELECT t.seq FROM tasks t
 	WHERE t.state = 'queued'
+		AND EXISTS (SELECT 1 FROM delegates WHERE id = $2)
 		AND ($4::text[] IS NULL OR t.type = ANY($4))
 		AND (coalesce(t.selector->>'arch', '') = '' OR t.selector->>'arch' = ANY($5::text[]))
 		AND (coalesce(t.selector->>'group', '') = '' OR t.selector->>'group' = $3)
@@ -94,30 +101,33 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 	var out []*errand.Task
 	err = s.write(ctx, func(w *wtx) error {
 		out = nil
-		tag, err := w.exec(`UPDATE delegates SET last_heartbeat = $1,
-			state = CASE state WHEN 'lost' THEN 'active' ELSE state END WHERE id = $2`, now, d.ID)
-		if err != nil {
-			return fmt.Errorf("acquire for %s: %w", d.ID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return notFound("delegate", d.ID)
-		}
-		rows, err := w.query(acquireSQL, limit, d.ID, d.Group, types, archs, string(labels),
-			leased.State, leased.Attempt-queued.Attempt, tokens)
-		if err != nil {
-			return fmt.Errorf("acquire for %s: %w", d.ID, err)
-		}
+		// Heartbeat and lease in one round trip, one implicit
+		// transaction.
 		var got []*taskRow
-		for rows.Next() {
-			row, err := scanTask(rows)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("acquire for %s: %w", d.ID, err)
+		b := &pgx.Batch{}
+		b.Queue(`UPDATE delegates SET last_heartbeat = $1,
+			state = CASE state WHEN 'lost' THEN 'active' ELSE state END WHERE id = $2`, now, d.ID).
+			Exec(func(tag pgconn.CommandTag) error {
+				if tag.RowsAffected() == 0 {
+					return notFound("delegate", d.ID)
+				}
+				return nil
+			})
+		b.Queue(acquireSQL, limit, d.ID, d.Group, types, archs, string(labels),
+			leased.State, leased.Attempt-queued.Attempt, tokens).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				row, err := scanTask(rows)
+				if err != nil {
+					return err
+				}
+				got = append(got, row)
 			}
-			got = append(got, row)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return rows.Err()
+		})
+		if err := w.sendBatch(b); err != nil {
+			if errors.Is(err, errand.ErrNotFound) {
+				return err
+			}
 			return fmt.Errorf("acquire for %s: %w", d.ID, err)
 		}
 		// RETURNING follows no order: back to the queue's.
@@ -142,10 +152,12 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 			}
 		}
 		if len(withDeps) > 0 {
+			// Results of ended dependencies no longer change: they
+			// need not be read in the leasing transaction.
 			return dependencyResults(w, withDeps, out)
 		}
 		return nil
-	})
+	}, writeImplicit)
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 				w.emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})
 			}
 			return nil
-		}, writeOneStatement)
+		}, writeImplicit)
 		if err != nil {
 			return 0, err
 		}
@@ -124,38 +124,44 @@ func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, e
 	if limit <= 0 {
 		limit = 10000
 	}
-	var exists bool
-	if err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)`, p.TaskID).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
-	}
-	if !exists {
-		return nil, notFound("task", p.TaskID)
-	}
-	// Chunks never overlap: the one that holds p.Offset starts at the
-	// greatest first line not past it.
-	rows, err := s.pool.Query(ctx, `SELECT first_line, lines, body FROM log_chunks
-		WHERE task_id = $1 AND first_line >= coalesce((SELECT max(first_line) FROM log_chunks
-			WHERE task_id = $1 AND first_line <= $2), 0)
-		ORDER BY first_line`, p.TaskID, p.Offset)
+	// One round trip: the task's row joined to the chunks from the one
+	// that holds p.Offset (chunks never overlap: it starts at the
+	// greatest first line not past it). No row: no task; one row of
+	// NULLs: no lines.
+	rows, err := s.pool.Query(ctx, `SELECT c.first_line, c.lines, c.body
+		FROM tasks t LEFT JOIN log_chunks c ON c.task_id = t.id
+			AND c.first_line >= coalesce((SELECT max(first_line) FROM log_chunks
+				WHERE task_id = $1 AND first_line <= $2), 0)
+		WHERE t.id = $1
+		ORDER BY c.first_line`, p.TaskID, p.Offset)
 	if err != nil {
 		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
 	}
 	defer rows.Close()
-	lines := []string{}
+	var lines []string
 	for len(lines) < limit && rows.Next() {
 		var (
-			first, n int64
+			first, n *int64
 			body     []byte
 		)
 		if err := rows.Scan(&first, &n, &body); err != nil {
 			return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
 		}
-		if lines, err = decodeChunk(lines, body, max(p.Offset-first, 0), limit); err != nil {
-			return nil, fmt.Errorf("read log of %s, chunk at line %d: %w", p.TaskID, first, err)
+		if lines == nil {
+			lines = []string{}
+		}
+		if first == nil {
+			break
+		}
+		if lines, err = decodeChunk(lines, body, max(p.Offset-*first, 0), limit); err != nil {
+			return nil, fmt.Errorf("read log of %s, chunk at line %d: %w", p.TaskID, *first, err)
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read log of %s: %w", p.TaskID, err)
+	}
+	if lines == nil {
+		return nil, notFound("task", p.TaskID)
 	}
 	return lines, nil
 }
@@ -193,6 +199,31 @@ func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
 	b, err := json.Marshal(objects)
 	if err != nil {
 		return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+	}
+	// The common case, an ended task not sealed yet, in one statement;
+	// the careful path below says what is wrong otherwise.
+	var ended []string
+	for _, st := range errand.States {
+		if st.Terminal() {
+			ended = append(ended, string(st))
+		}
+	}
+	sealed := false
+	err = s.write(ctx, func(w *wtx) error {
+		err := w.queryRow(`WITH sealed AS (
+				UPDATE tasks SET log_sealed = true, log_objects = $2
+				WHERE id = $1 AND NOT log_sealed AND state = ANY($3::text[]) RETURNING id
+			), dropped AS (
+				DELETE FROM log_chunks WHERE task_id IN (SELECT id FROM sealed)
+			)
+			SELECT EXISTS (SELECT 1 FROM sealed)`, p.TaskID, string(b), ended).Scan(&sealed)
+		if err != nil {
+			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+		}
+		return nil
+	}, writeImplicit)
+	if err != nil || sealed {
+		return err
 	}
 	return s.write(ctx, func(w *wtx) error {
 		var (

@@ -238,6 +238,7 @@ type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // wtx is a write in progress: a transaction, or a single statement that
@@ -261,6 +262,12 @@ func (w *wtx) queryRow(query string, args ...any) pgx.Row {
 	return w.tx.QueryRow(w.ctx, query, args...)
 }
 
+// sendBatch runs the queued statements in one round trip; their
+// callbacks see each one's outcome.
+func (w *wtx) sendBatch(b *pgx.Batch) error {
+	return w.tx.SendBatch(w.ctx, b).Close()
+}
+
 func (w *wtx) emit(c store.Change) { w.changes = append(w.changes, c) }
 
 // maxRetries bounds how often a write that lost a deadlock or a
@@ -273,10 +280,10 @@ type writeMode int
 const (
 	// writeTransaction runs the function inside BEGIN … COMMIT.
 	writeTransaction writeMode = iota
-	// writeOneStatement runs a function that issues exactly one
-	// statement, which PostgreSQL commits atomically on its own: two
-	// round trips fewer than a transaction.
-	writeOneStatement
+	// writeImplicit runs a function that sends one statement, or one
+	// batch of statements, which PostgreSQL runs atomically as an
+	// implicit transaction: two round trips fewer than BEGIN … COMMIT.
+	writeImplicit
 )
 
 // write runs fn in a transaction, again when PostgreSQL aborted it for a
@@ -289,7 +296,7 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error, mode ...writeMod
 	if s.closed {
 		return errand.Errorf(errand.CodeUnavailable, "store closed")
 	}
-	single := len(mode) > 0 && mode[0] == writeOneStatement
+	single := len(mode) > 0 && mode[0] == writeImplicit
 	for attempt := 0; ; attempt++ {
 		w := &wtx{s: s, ctx: ctx}
 		var err error

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -73,16 +74,21 @@ func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*er
 			statuses[i] = st
 			decided[t.ID] = st.State
 		}
+		// Every row and edge goes in one round trip.
 		out = make([]*errand.Task, len(p.Tasks))
+		b := &pgx.Batch{}
 		for i, t := range p.Tasks {
-			row, err := insertTask(w, t, statuses[i], now)
-			if errors.Is(err, errand.ErrConflict) {
-				return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
-			}
+			row, err := queueTask(w, b, i, t, statuses[i], now)
 			if err != nil {
 				return fmt.Errorf("create task %s: %w", t.ID, err)
 			}
 			out[i] = row
+		}
+		if err := w.sendBatch(b); err != nil {
+			if errors.Is(err, errand.ErrConflict) {
+				return err
+			}
+			return fmt.Errorf("create tasks: %w", err)
 		}
 		return nil
 	})
@@ -214,8 +220,24 @@ func decide(t *errand.Task, outside, decided map[string]errand.State) (errand.St
 	return st, nil
 }
 
-// insertTask stores one task in the status decide gave it.
+// insertTask stores one task in the status decide gave it: errand.ErrConflict
+// when its id exists.
 func insertTask(w *wtx, t *errand.Task, st errand.Status, now int64) (*errand.Task, error) {
+	b := &pgx.Batch{}
+	out, err := queueTask(w, b, 0, t, st, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.sendBatch(b); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// queueTask queues the statements that store one task, the i-th of its
+// batch, in the status decide gave it. An id that exists already fails
+// the batch with errand.ErrConflict.
+func queueTask(w *wtx, b *pgx.Batch, i int, t *errand.Task, st errand.Status, now int64) (*errand.Task, error) {
 	maxAttempts := st.MaxAttempts
 	var errCode, errReason string
 	if st.Code != "" {
@@ -250,15 +272,14 @@ func insertTask(w *wtx, t *errand.Task, st errand.Status, now int64) (*errand.Ta
 		out.FinishedAt = ptrTime(now)
 		w.emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: t.ID})
 	}
-	tag, err := w.exec(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
+	b.Queue(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
 		t.Affinity, t.Priority, int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason,
-		now, queuedAt, finishedAt)
-	if err != nil {
-		return nil, err
-	}
-	if tag.RowsAffected() == 0 {
-		return nil, errand.ErrConflict
-	}
+		now, queuedAt, finishedAt).Exec(func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() == 0 {
+			return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
+		}
+		return nil
+	})
 	if len(t.DependsOn) > 0 {
 		depIDs := make([]string, len(t.DependsOn))
 		conds := make([]string, len(t.DependsOn))
@@ -269,15 +290,10 @@ func insertTask(w *wtx, t *errand.Task, st errand.Status, now int64) (*errand.Ta
 				conds[j] = string(errand.OnSuccess)
 			}
 		}
-		if _, err := w.exec(`INSERT INTO task_deps (task_id, dep_id, condition, position)
+		b.Queue(`INSERT INTO task_deps (task_id, dep_id, condition, position)
 			SELECT $1, d, c, i - 1 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(d, c, i)`,
-			t.ID, depIDs, conds); err != nil {
-			return nil, err
-		}
-		if _, err := w.exec(`UPDATE tasks SET has_dependents = true WHERE id = ANY($1) AND NOT has_dependents`,
-			depIDs); err != nil {
-			return nil, err
-		}
+			t.ID, depIDs, conds)
+		b.Queue(`UPDATE tasks SET has_dependents = true WHERE id = ANY($1) AND NOT has_dependents`, depIDs)
 	}
 	return out, nil
 }
@@ -380,6 +396,9 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 	if len(p.Result) > 0 && !json.Valid(p.Result) {
 		return nil, errand.Errorf(errand.CodeInvalid, "result: not JSON")
 	}
+	if out, err := s.reportDirect(ctx, p, ev); out != nil || err != nil {
+		return out, err
+	}
 	var out *errand.Task
 	err := s.write(ctx, func(w *wtx) error {
 		row, err := lockRow(w, p.TaskID)
@@ -404,6 +423,84 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 		out, err = applyTransition(w, row, next, transitionExtras{result: p.Result, err: p.Error}, nanos(p.Now))
 		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// reportSQL applies a report in one statement, conditional on everything
+// the careful path checks: $1 task, $2 delegate, $3 lease token (compared
+// through its digest, so that how long the comparison takes tells nothing
+// of the token), $4 the states the report may leave, $5 the state it
+// reaches, $6 result (NULL keeps the stored one), $7 and $8 the error, $9
+// the time, $10 whether the task starts running, $11 whether it ends. A
+// task that ends must have no dependents: releasing them takes the
+// careful path's transaction.
+const reportSQL = `UPDATE tasks SET state = $5, result = coalesce($6, result),
+	error_code = $7, error_reason = $8,
+	started_at = CASE WHEN $10::boolean THEN $9 ELSE started_at END,
+	finished_at = CASE WHEN $11::boolean THEN $9 ELSE finished_at END
+WHERE id = $1 AND delegate_id = $2 AND lease_token <> ''
+	AND sha256(convert_to(lease_token, 'UTF8')) = sha256(convert_to($3::text, 'UTF8'))
+	AND state = ANY($4::text[]) AND NOT ($11::boolean AND has_dependents)
+RETURNING ` + taskCols
+
+// reportDirect applies a report in one round trip when it is the common
+// case: the lease is current, the state machine takes the report from the
+// state the task is in, and no dependents wait on it. It returns no task
+// and no error otherwise, and the caller takes the careful path, which
+// tells the cases apart.
+//
+// The reports a delegate sends (start, succeed, fail, cancelled, timeout)
+// lead to a state that depends on the task's state alone: the statement
+// is conditional on the states from which errand.Transition, asked here,
+// reaches that same status.
+func (s *Store) reportDirect(ctx context.Context, p store.TaskReportParams, ev errand.Event) (*errand.Task, error) {
+	var (
+		from []string
+		next errand.Status
+	)
+	for _, st := range []errand.State{errand.StateLeased, errand.StateRunning} {
+		cur := errand.Status{State: st, Attempt: 1, MaxAttempts: 1}
+		n, err := errand.Transition(cur, ev)
+		if err != nil {
+			continue
+		}
+		if n.Attempt != cur.Attempt || n.CancelRequested != cur.CancelRequested || (len(from) > 0 && n != next) {
+			// The outcome depends on more than the state.
+			return nil, nil
+		}
+		from, next = append(from, string(st)), n
+	}
+	if len(from) == 0 || next.State == errand.StateQueued {
+		return nil, nil
+	}
+	ends := next.State.Terminal()
+	// Errors and results a task keeps, as applyTransition decides them
+	// for a task coming from an active state, which a lease leaves
+	// without an error.
+	errCode, errReason := outcomeError(nil, next, p.Error)
+	var result []byte
+	if ends && len(p.Result) > 0 {
+		result = p.Result
+	}
+	var out *errand.Task
+	err := s.write(ctx, func(w *wtx) error {
+		row, err := scanTask(w.queryRow(reportSQL, p.TaskID, p.DelegateID, p.LeaseToken, from, next.State,
+			result, errCode, errReason, nanos(p.Now), next.State == errand.StateRunning, ends))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("report task %s: %w", p.TaskID, err)
+		}
+		out = row.task()
+		if ends {
+			w.emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
+		}
+		return nil
+	}, writeImplicit)
 	if err != nil {
 		return nil, err
 	}
