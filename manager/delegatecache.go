@@ -45,6 +45,13 @@ type cachedDelegate struct {
 	heard time.Time
 	// checked is when the cancels were last read from the store.
 	checked time.Time
+	// stored is the last heartbeat the store is known to hold.
+	stored time.Time
+	// emptyLook is the hub's queued count before the delegate's last
+	// look for tasks that found none, at emptyAt; emptyAt is zero when
+	// the last look found some or none was made.
+	emptyLook uint64
+	emptyAt   time.Time
 	// loading is closed once the first read from the store is done; nil
 	// when the entry is loaded. loadErr is that read's error.
 	loading chan struct{}
@@ -155,6 +162,7 @@ func (s *Server) loadDelegate(ctx context.Context, id string, e *cachedDelegate)
 	}
 	e.d = d
 	e.heard = d.LastHeartbeat
+	e.stored = d.LastHeartbeat
 	e.checked = s.now()
 	e.cancels = make(map[string]bool, len(cancels)+len(e.pendingCancels))
 	for _, t := range append(cancels, e.pendingCancels...) {
@@ -222,7 +230,7 @@ func (c *delegateCache) update(id string, fn func(*errand.Delegate)) bool {
 func (c *delegateCache) registered(d *errand.Delegate, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byID[d.ID] = &cachedDelegate{d: d, heard: now, checked: now}
+	c.byID[d.ID] = &cachedDelegate{d: d, heard: now, checked: now, stored: d.LastHeartbeat}
 }
 
 // put replaces the record of a cached delegate with one read from or
@@ -239,6 +247,9 @@ func (c *delegateCache) put(d *errand.Delegate, heard time.Time) {
 	e.d = d
 	if heard.After(e.heard) {
 		e.heard = heard
+	}
+	if d.LastHeartbeat.After(e.stored) {
+		e.stored = d.LastHeartbeat
 	}
 }
 
@@ -258,12 +269,71 @@ func (c *delegateCache) heardFrom(id string, now time.Time, heartbeat bool) (was
 		d := *e.d
 		d.State = errand.DelegateActive
 		e.d = &d
+		// Only a heartbeat written makes the store see it active again.
+		e.stored = time.Time{}
 		wasLost = true
 	}
 	if now.After(e.heard) {
 		e.heard = now
 	}
 	return wasLost
+}
+
+// unchanged reports whether a look for tasks for delegate id would find
+// none: the last look found none no longer than maxAge ago, and no task
+// was queued since (queued is the hub's count now).
+func (c *delegateCache) unchanged(id string, queued uint64, now time.Time, maxAge time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byID[id]
+	return e != nil && e.loading == nil && !e.emptyAt.IsZero() && e.emptyLook == queued && now.Sub(e.emptyAt) <= maxAge
+}
+
+// looked records a look for tasks that began when the hub's queued count
+// was queued and found found tasks.
+func (c *delegateCache) looked(id string, queued uint64, now time.Time, found int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.byID[id]
+	if e == nil || e.loading != nil {
+		return
+	}
+	if found > 0 {
+		e.emptyAt = time.Time{}
+		return
+	}
+	e.emptyLook, e.emptyAt = queued, now
+}
+
+// needsTouch returns the ids, of those heard from, whose heartbeat the
+// store should be given now: those whose stored heartbeat is older than
+// after (or unknown), recording that it will hold now.
+func (c *delegateCache) needsTouch(ids []string, now time.Time, after time.Duration) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := ids[:0]
+	for _, id := range ids {
+		e := c.byID[id]
+		if e != nil && e.loading == nil && now.Sub(e.stored) < after {
+			continue
+		}
+		if e != nil && e.loading == nil {
+			e.stored = now
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// untouched forgets that a failed write was to hold now.
+func (c *delegateCache) untouched(ids []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if e := c.byID[id]; e != nil {
+			e.stored = time.Time{}
+		}
+	}
 }
 
 // told marks cancels as delivered to delegate id.
@@ -369,7 +439,7 @@ func (s *Server) refreshDelegates(ctx context.Context) error {
 		// A heartbeat this manager has not written yet is newer than
 		// the store's lost.
 		if d.State == errand.DelegateLost && e.d.State != errand.DelegateLost &&
-			e.heard.After(started.Add(-2*s.cfg.HeartbeatFlushInterval)) {
+			e.heard.After(started.Add(-2*s.flushInterval())) {
 			continue
 		}
 		e.d = d

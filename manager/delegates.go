@@ -247,14 +247,13 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 		wait = 0
 	}
 	var tasks []*errand.Task
-	if wantTasks {
-		// Most acquires under load find work at once: no waiter, no timer.
-		if tasks, err = s.leaseTasks(ctx, v.d, max); err != nil {
+	switch {
+	case wait > 0:
+		if tasks, v, err = s.awaitTasks(ctx, v, max, wantTasks, wait); err != nil {
 			return err
 		}
-	}
-	if len(tasks) == 0 && wait > 0 {
-		if tasks, v, err = s.awaitTasks(ctx, v, max, wantTasks, wait); err != nil {
+	case wantTasks:
+		if tasks, err = s.lookForTasks(ctx, v.d, max); err != nil {
 			return err
 		}
 	}
@@ -266,17 +265,28 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 	return s.writeAcquire(ctx, w, v, tasks)
 }
 
-func (s *Server) leaseTasks(ctx context.Context, d *errand.Delegate, max int) ([]*errand.Task, error) {
+// idleLookAge bounds how long a look for tasks that found none stands
+// for the next long-poll of the delegate, when no task was queued since.
+const idleLookAge = 5 * time.Minute
+
+// lookForTasks leases up to max tasks to d, and records whether it found
+// any so that the delegate's next long-poll can skip a look that could
+// find nothing.
+func (s *Server) lookForTasks(ctx context.Context, d *errand.Delegate, max int) ([]*errand.Task, error) {
+	queued := s.hub.queued.Load()
 	tasks, err := s.store.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: max, Now: s.now()})
 	if err != nil {
 		return nil, fmt.Errorf("acquire for delegate %s: %w", d.ID, err)
 	}
+	s.cache.looked(d.ID, queued, s.now(), len(tasks))
 	return tasks, nil
 }
 
-// awaitTasks is the waiting part of acquire: it looks for tasks again on
-// every wake-up until some are leased or there is news for the delegate,
-// and returns them with the delegate's latest view.
+// awaitTasks is the long-polling acquire: it looks for tasks, then again
+// on every wake-up until some are leased or there is news for the
+// delegate, and returns them with the delegate's latest view. The first
+// look is skipped when the delegate's last one found nothing and no task
+// was queued since: an idle delegate's polls then cost no store write.
 func (s *Server) awaitTasks(ctx context.Context, v delegateView, max int, wantTasks bool, wait time.Duration) ([]*errand.Task, delegateView, error) {
 	id := v.d.ID
 	lost := v.d.State == errand.DelegateLost
@@ -285,11 +295,12 @@ func (s *Server) awaitTasks(ctx context.Context, v delegateView, max int, wantTa
 	defer done()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	// Registered with the hub before looking: a task queued since the
+	// last look has woken the waiter or counted in the hub.
+	look := wantTasks && !s.cache.unchanged(id, s.hub.queued.Load(), s.now(), idleLookAge)
 	for {
-		if wantTasks {
-			// Registered with the hub before looking: a task queued
-			// since the last look has woken the waiter.
-			tasks, err := s.leaseTasks(ctx, v.d, max)
+		if look {
+			tasks, err := s.lookForTasks(ctx, v.d, max)
 			if err != nil || len(tasks) > 0 {
 				return tasks, v, err
 			}
@@ -313,6 +324,7 @@ func (s *Server) awaitTasks(ctx context.Context, v delegateView, max int, wantTa
 			return nil, v, nil
 		}
 		wantTasks = wantTasks && !nowLost
+		look = wantTasks
 	}
 }
 
@@ -376,6 +388,8 @@ func (s *Server) deregisterDelegate(w http.ResponseWriter, r *http.Request, p pr
 	s.tokens.forget(id)
 	s.beats.forget(id)
 	s.cache.forget(id)
+	// Its tasks' followers may go to another delegate of its group.
+	s.hub.queuedChanged()
 	s.log.WithFields(logrus.Fields{"delegate_id": id, "by_admin": p.admin}).Info("delegate deregistered")
 	w.WriteHeader(http.StatusNoContent)
 	return nil

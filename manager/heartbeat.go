@@ -14,7 +14,9 @@ import (
 
 // heartbeats records which delegates were heard from since the last
 // flush. Writing every heartbeat would cost one write per delegate per
-// interval; one DelegateTouch a second for all of them costs one.
+// interval; one DelegateTouch a second for all of them costs one, and it
+// names only the delegates whose stored heartbeat is getting old (see
+// touchAfter), so a delegate costs one row written every few intervals.
 type heartbeats struct {
 	mu   sync.Mutex
 	seen map[string]struct{}
@@ -60,12 +62,34 @@ func (h *heartbeats) putBack(ids []string) {
 	}
 }
 
+// touchAfter is the age from which a delegate's stored heartbeat is
+// renewed when it is heard from. A delegate heard at an age just under
+// it is next heard one interval later and written one flush after that:
+// the stored heartbeat is then never older than touchAfter + interval +
+// flush, which leaves one more interval before LeaseTTL loses it.
+func (s *Server) touchAfter() time.Duration {
+	return max(s.cfg.LeaseTTL-2*s.cfg.HeartbeatInterval-s.flushInterval(), 0)
+}
+
+// flushInterval is how often heard heartbeats are written: the
+// configured interval, but at most a quarter of the lease TTL, so that a
+// live delegate's stored heartbeat never lags its TTL.
+func (s *Server) flushInterval() time.Duration {
+	return max(min(s.cfg.HeartbeatFlushInterval, s.cfg.LeaseTTL/4), time.Millisecond)
+}
+
 func (s *Server) flushHeartbeats(ctx context.Context) error {
 	ids := s.beats.take()
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := s.store.DelegateTouch(ctx, store.DelegateTouchParams{IDs: ids, Now: s.now()}); err != nil {
+	now := s.now()
+	ids = s.cache.needsTouch(ids, now, s.touchAfter())
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := s.store.DelegateTouch(ctx, store.DelegateTouchParams{IDs: ids, Now: now}); err != nil {
+		s.cache.untouched(ids)
 		s.beats.putBack(ids)
 		return fmt.Errorf("record heartbeats of %d delegates: %w", len(ids), err)
 	}
@@ -73,7 +97,7 @@ func (s *Server) flushHeartbeats(ctx context.Context) error {
 }
 
 func (s *Server) runHeartbeatFlusher(ctx context.Context) {
-	t := time.NewTicker(s.cfg.HeartbeatFlushInterval)
+	t := time.NewTicker(s.flushInterval())
 	defer t.Stop()
 	for {
 		select {
@@ -98,6 +122,11 @@ func (s *Server) sweep(ctx context.Context) (store.TaskSweepResult, error) {
 		return res, fmt.Errorf("sweep: %w", err)
 	}
 	s.cache.lost(res.LostDelegates)
+	if len(res.LostDelegates) > 0 {
+		// Tasks that follow a lost delegate's tasks may go to another
+		// delegate of its group now: let every look count.
+		s.hub.queuedChanged()
+	}
 	s.metrics.finished("failed", len(res.Failed))
 	s.metrics.finished("cancelled", len(res.Cancelled))
 	s.metrics.finished("timed_out", len(res.TimedOut))

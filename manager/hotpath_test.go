@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,5 +182,110 @@ func TestLostDelegateGetsNoTask(t *testing.T) {
 				t.Fatalf("acquire after the heartbeat = %+v, want attempt 2 of %s", a, task.ID)
 			}
 		})
+	}
+}
+
+// countingStore counts the store calls the hot paths should avoid.
+type countingStore struct {
+	store.Store
+	mu      sync.Mutex
+	acquire int
+	touched []string
+}
+
+func (c *countingStore) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+	c.mu.Lock()
+	c.acquire++
+	c.mu.Unlock()
+	return c.Store.TaskAcquire(ctx, p)
+}
+
+func (c *countingStore) DelegateTouch(ctx context.Context, p store.DelegateTouchParams) error {
+	c.mu.Lock()
+	c.touched = append(c.touched, p.IDs...)
+	c.mu.Unlock()
+	return c.Store.DelegateTouch(ctx, p)
+}
+
+func (c *countingStore) counts() (int, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	acquire, touched := c.acquire, c.touched
+	c.acquire, c.touched = 0, nil
+	return acquire, touched
+}
+
+func countStore(e *env) *countingStore {
+	c := &countingStore{Store: e.s.store}
+	e.s.store = c
+	return c
+}
+
+// An idle delegate's next poll does not look for tasks again when none
+// was queued since its last look; one queued between two polls is found.
+func TestIdlePollSkipsLook(t *testing.T) {
+	e := newEnv(t)
+	c := countStore(e)
+	d := e.register("d", nil)
+	e.acquire(d, "wait=10ms&max=1")
+	e.acquire(d, "wait=10ms&max=1")
+	if n, _ := c.counts(); n != 1 {
+		t.Fatalf("two idle polls looked for tasks %d times, want 1", n)
+	}
+	task := e.create(&client.TaskSpec{Type: "noop"})
+	a := e.acquire(d, "wait=10s&max=1")
+	if len(a.Tasks) != 1 || a.Tasks[0].ID != task.ID {
+		t.Fatalf("poll after a task was queued = %+v", a)
+	}
+	// A look that found tasks does not stand for the next poll.
+	e.acquire(d, "wait=10ms&max=1")
+	if n, _ := c.counts(); n != 2 {
+		t.Fatalf("polls looked for tasks %d times, want 2", n)
+	}
+}
+
+// Heartbeats reach the store only when the stored one gets old, and a
+// lost delegate's heartbeat always does.
+func TestHeartbeatTouchesOnlyOldHeartbeats(t *testing.T) {
+	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(c *Config) {
+		c.Now = clk.Now
+		c.HeartbeatInterval = 10 * time.Second
+		c.LeaseTTL = 40 * time.Second
+	})
+	c := countStore(e)
+	d := e.register("d", nil)
+	ctx := context.Background()
+	beat := func() []string {
+		t.Helper()
+		e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, nil)
+		if err := e.s.flushHeartbeats(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, touched := c.counts()
+		return touched
+	}
+	if got := beat(); len(got) != 0 {
+		t.Fatalf("a fresh heartbeat was written: %v", got)
+	}
+	clk.Add(e.s.touchAfter() + time.Second)
+	if got := beat(); fmt.Sprint(got) != fmt.Sprint([]string{d.id}) {
+		t.Fatalf("an old heartbeat was not written: %v", got)
+	}
+	clk.Add(10 * time.Second)
+	if got := beat(); len(got) != 0 {
+		t.Fatalf("a heartbeat renewed 10s ago was written again: %v", got)
+	}
+	// Silent past the TTL: lost; the next heartbeat revives it in the store.
+	clk.Add(41 * time.Second)
+	if res, err := e.s.sweep(ctx); err != nil || len(res.LostDelegates) != 1 {
+		t.Fatalf("sweep = %+v, %v", res, err)
+	}
+	if got := beat(); fmt.Sprint(got) != fmt.Sprint([]string{d.id}) {
+		t.Fatalf("a lost delegate's heartbeat was not written: %v", got)
+	}
+	stored, err := e.s.store.DelegateGet(ctx, d.id)
+	if err != nil || stored.State != errand.DelegateActive {
+		t.Fatalf("delegate after its heartbeat = %+v, %v", stored, err)
 	}
 }

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -15,6 +16,10 @@ import (
 // and a missed one cannot happen as long as the waiter registers before
 // it first looks.
 type hub struct {
+	// queued counts the task_queued changes seen: a delegate whose last
+	// look for tasks found none, with no change since, would find none.
+	queued atomic.Uint64
+
 	mu sync.Mutex
 	// acquirers holds every long-poll; byDelegate the same by delegate
 	// id.
@@ -90,6 +95,10 @@ func remove(m map[string]map[*waiter]struct{}, key string, w *waiter) {
 	}
 }
 
+// queuedChanged counts a change that may make queued tasks leasable
+// without a task_queued change of their own.
+func (h *hub) queuedChanged() { h.queued.Add(1) }
+
 // wakeDelegate wakes the long-polls of one delegate.
 func (h *hub) wakeDelegate(id string) {
 	h.mu.Lock()
@@ -106,6 +115,7 @@ func (h *hub) notify(c store.Change) {
 		// The change carries the type only: the selector is checked by
 		// the store when the woken acquirer looks again.
 		probe := &errand.Task{Type: c.TaskType}
+		h.queued.Add(1)
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		for w := range h.acquirers {
