@@ -23,6 +23,7 @@ import (
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/manager"
+	"github.com/errandci/errand/poller"
 )
 
 func init() { commands = append(commands, addBenchCommand) }
@@ -53,8 +54,10 @@ func addBenchCommand(app *kingpin.Application, g *globals) {
 	idle.Flag("delegates", "Number of delegates.").Default("10000").IntVar(&b.delegates)
 	idle.Flag("duration", "How long to measure once every delegate is polling.").Default("30s").DurationVar(&b.duration)
 	idle.Flag("warmup", "How long to wait after the last delegate started polling before measuring.").Default("5s").DurationVar(&b.warmup)
-	idle.Flag("wait", "Acquire long-poll wait.").Default("30s").DurationVar(&b.wait)
-	idle.Flag("heartbeat-interval", "Heartbeat interval the manager gives delegates.").
+	// The delegates poll and heartbeat as `errand delegate` does by
+	// default, so that the figures are those of a real fleet.
+	idle.Flag("wait", "Acquire long-poll wait (the delegate's default).").Default(poller.DefaultWait.String()).DurationVar(&b.wait)
+	idle.Flag("heartbeat-interval", "Heartbeat interval the manager gives delegates (its default).").
 		Default(manager.DefaultHeartbeatInterval.String()).DurationVar(&b.interval)
 	idle.Flag("concurrency", "Registrations in flight at once.").Default("32").IntVar(&b.concurrency)
 	idle.Flag("manager-arg", "Extra argument of the manager (repeatable).").StringsVar(&b.managerArgs)
@@ -105,13 +108,13 @@ func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
 		stopPolling()
 		polls.Wait()
 	}()
-	var failures atomic.Int64
+	var failures, calls atomic.Int64
 	started := time.Now()
 	if err := b.registerAll(ctx, c, func(d *delegateLoop) {
 		polls.Add(1)
 		go func() {
 			defer polls.Done()
-			d.run(pollCtx, &failures)
+			d.run(pollCtx, &failures, &calls)
 		}()
 	}); err != nil {
 		return err
@@ -125,6 +128,7 @@ func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	calls0 := calls.Load()
 	t0 := time.Now()
 	var peak int64
 	tick := time.NewTicker(time.Second)
@@ -145,6 +149,7 @@ func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	elapsed := time.Since(t0)
+	callRate := float64(calls.Load()-calls0) / elapsed.Seconds()
 	rss, err := procRSS(proc.pid())
 	if err != nil {
 		return err
@@ -155,6 +160,7 @@ func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "measured for:     %s\n", elapsed.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "manager RSS:      %.1f MiB (peak %.1f MiB)\n", float64(rss)/(1<<20), float64(peak)/(1<<20))
 	fmt.Fprintf(stdout, "manager CPU:      %.2f %% of one core\n", cpuPct)
+	fmt.Fprintf(stdout, "delegate calls:   %.0f/s (heartbeats and acquires answered)\n", callRate)
 	fmt.Fprintf(stdout, "failed calls:     %d\n", failures.Load())
 	return nil
 }
@@ -216,7 +222,7 @@ type delegateLoop struct {
 	interval time.Duration
 }
 
-func (d *delegateLoop) run(ctx context.Context, failures *atomic.Int64) {
+func (d *delegateLoop) run(ctx context.Context, failures, calls *atomic.Int64) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -231,6 +237,8 @@ func (d *delegateLoop) run(ctx context.Context, failures *atomic.Int64) {
 			}
 			if _, err := d.c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{}); err != nil && ctx.Err() == nil {
 				failures.Add(1)
+			} else if err == nil {
+				calls.Add(1)
 			}
 		}
 	}()
@@ -238,6 +246,8 @@ func (d *delegateLoop) run(ctx context.Context, failures *atomic.Int64) {
 		if _, err := d.c.Acquire(ctx, d.id, &client.AcquireRequest{Wait: errand.Duration(d.wait), Max: 1}); err != nil && ctx.Err() == nil {
 			failures.Add(1)
 			_ = sleepCtx(ctx, time.Second)
+		} else if err == nil {
+			calls.Add(1)
 		}
 	}
 	wg.Wait()
