@@ -54,35 +54,75 @@ type LoadOptions struct {
 // file, whose extension says its format. It does not validate the
 // config: see Config.Validate.
 func Load(path string, opts LoadOptions) (*Config, error) {
-	fi, err := os.Stat(path)
+	file, data, err := read(path)
 	if err != nil {
-		return nil, fmt.Errorf("load pipeline: %w", err)
-	}
-	file := path
-	if fi.IsDir() {
-		file = ""
-		for _, name := range configNames {
-			p := filepath.Join(path, name)
-			if _, err := os.Stat(p); err == nil {
-				file = p
-				break
-			}
-		}
-		if file == "" {
-			return nil, fmt.Errorf("load pipeline: no %s in %s", strings.Join(configNames, ", "), path)
-		}
-	}
-	if file, err = filepath.Abs(file); err != nil {
-		return nil, fmt.Errorf("load pipeline: %w", err)
-	}
-	data, err := readLimited(file)
-	if err != nil {
-		return nil, fmt.Errorf("load pipeline: %w", err)
+		return nil, err
 	}
 	if opts.ImportDir == "" {
 		opts.ImportDir = filepath.Dir(file)
 	}
 	return Parse(file, data, opts)
+}
+
+// Find returns the config file that path names: path itself when it is a
+// file, else the first of config.jsonnet, config.json, config.yml and
+// config.yaml in that directory.
+func Find(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("load pipeline: %w", err)
+	}
+	if !fi.IsDir() {
+		return path, nil
+	}
+	for _, name := range configNames {
+		p := filepath.Join(path, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("load pipeline: no %s in %s", strings.Join(configNames, ", "), path)
+}
+
+// Render returns the config at path as a manager accepts it: a JSON or
+// YAML file as it is, and a Jsonnet program evaluated here, with its
+// imports and external variables, into config.json. The manager
+// evaluates no imports from its own file system, so a client renders
+// Jsonnet before it submits.
+func Render(path string, opts LoadOptions) (name string, data []byte, err error) {
+	file, data, err := read(path)
+	if err != nil {
+		return "", nil, err
+	}
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".jsonnet", ".libsonnet":
+		if opts.ImportDir == "" {
+			opts.ImportDir = filepath.Dir(file)
+		}
+		js, err := evaluateJsonnet(file, data, opts)
+		if err != nil {
+			return "", nil, err
+		}
+		return "config.json", js, nil
+	}
+	return filepath.Base(file), data, nil
+}
+
+// read finds the config file at path and reads it, bounded by
+// MaxConfigSize. The file name returned is absolute.
+func read(path string) (string, []byte, error) {
+	file, err := Find(path)
+	if err != nil {
+		return "", nil, err
+	}
+	if file, err = filepath.Abs(file); err != nil {
+		return "", nil, fmt.Errorf("load pipeline: %w", err)
+	}
+	data, err := readLimited(file)
+	if err != nil {
+		return "", nil, fmt.Errorf("load pipeline: %w", err)
+	}
+	return file, data, nil
 }
 
 func readLimited(file string) ([]byte, error) {

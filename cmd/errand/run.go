@@ -79,27 +79,19 @@ func exitFor(code int) error {
 // localConfig loads and checks a config the way errand run needs it: the
 // source to submit, its file name, and every problem with its path.
 func localConfig(path string, ext map[string]string) (src []byte, name string, cfg *pipeline.Config, err error) {
-	file := path
-	if fi, statErr := os.Stat(path); statErr == nil && fi.IsDir() {
-		for _, n := range []string{"config.jsonnet", "config.json", "config.yml", "config.yaml"} {
-			if _, err := os.Stat(filepath.Join(path, n)); err == nil {
-				file = filepath.Join(path, n)
-				break
-			}
-		}
-	}
-	cfg, err = pipeline.Load(path, pipeline.LoadOptions{ExtStr: ext})
+	opts := pipeline.LoadOptions{ExtStr: ext}
+	cfg, err = pipeline.Load(path, opts)
 	if err == nil {
 		err = cfg.Validate()
 	}
 	if err != nil {
 		return nil, "", nil, err
 	}
-	src, err = os.ReadFile(file)
+	name, src, err = pipeline.Render(path, opts)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("read %s: %w", file, err)
+		return nil, "", nil, err
 	}
-	return src, filepath.Base(file), cfg, nil
+	return src, name, cfg, nil
 }
 
 // runLocal runs a pipeline with an in-process manager and delegate and

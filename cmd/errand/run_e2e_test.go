@@ -38,6 +38,7 @@ func TestE2ERunExamples(t *testing.T) {
 	if err := os.WriteFile(broken, []byte("stages:\n  - name: a\n    runtime: {type: docker}\n    steps:\n      - name: s\n        commands: [echo hi]\n    depends: [nope]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	imports := jsonnetWithImport(t)
 	cases := []struct {
 		name     string
 		args     []string
@@ -62,6 +63,8 @@ func TestE2ERunExamples(t *testing.T) {
 		{"broken config", []string{"run", broken}, 2,
 			[]string{"stages[0].steps[0].image (line 5)", "stages[0].depends[0].stage (line 7)", "nothing was run"},
 			[]string{"✓", "✗"}},
+		{"jsonnet with an import", []string{"run", imports, "--ext-str", "who=import"}, 0,
+			[]string{"lib/hi | hello from import"}, nil},
 		{"env and secret", []string{"run", "--env", "WHO=env", "--secret", "TOKEN=s3cret", "cmd/errand/testdata/pipelines/secret.yml"}, 0,
 			[]string{"use/show | who=env", "use/show | token length 6"}, []string{"s3cret"}},
 	}
@@ -83,6 +86,23 @@ func TestE2ERunExamples(t *testing.T) {
 			}
 		})
 	}
+}
+
+// jsonnetWithImport writes a Jsonnet pipeline that imports a library
+// beside it and reads an external variable, and returns its directory.
+func jsonnetWithImport(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"lib.libsonnet":  `{ step(who): { name: 'hi', commands: ['echo hello from ' + who] } }`,
+		"config.jsonnet": `local lib = import 'lib.libsonnet'; { stages: [{ name: 'lib', steps: [lib.step(std.extVar('who'))] }] }`,
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // slowConfig is a stage whose step runs until it is cancelled.
@@ -148,6 +168,12 @@ func TestE2ESubmitApproveCancel(t *testing.T) {
 	code, out = errandCmd(t, append([]string{"submit", "--follow", "examples/failure"}, clientArgs...)...)
 	if code != 1 || !strings.Contains(out, "recover/rollback | rolling back") {
 		t.Fatalf("submit --follow of a failing run = %d:\n%s", code, out)
+	}
+
+	// Jsonnet is rendered by the client, imports included.
+	code, out = errandCmd(t, append([]string{"submit", "--follow", jsonnetWithImport(t), "--ext-str", "who=submit"}, clientArgs...)...)
+	if code != 0 || !strings.Contains(out, "lib/hi | hello from submit") {
+		t.Fatalf("submit --follow of a Jsonnet pipeline with an import = %d:\n%s", code, out)
 	}
 
 	// An approval granted through the API releases the stage.

@@ -2,13 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/pipeline"
 )
 
 func init() { commands = append(commands, addSubmitCommand) }
@@ -28,16 +27,13 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("event", "Event of the run.").StringVar(&event)
 	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").StringMapVar(&extStr)
 	cmd.Action(func(*kingpin.ParseContext) error {
-		file, err := configFile(path)
+		// Jsonnet is rendered here, where its imports are.
+		name, src, err := pipeline.Render(path, pipeline.LoadOptions{ExtStr: extStr})
 		if err != nil {
-			return &exitError{code: exitFailed, err: err}
-		}
-		src, err := os.ReadFile(file)
-		if err != nil {
-			return &exitError{code: exitFailed, err: fmt.Errorf("read %s: %w", file, err)}
+			return &exitError{code: exitConfigError, err: err}
 		}
 		c := cf.client()
-		run, err := c.CreateRun(g.Ctx, &client.RunRequest{Config: string(src), Filename: filepath.Base(file),
+		run, err := c.CreateRun(g.Ctx, &client.RunRequest{Config: string(src), Filename: name,
 			Branch: branch, Event: event, ExtStr: extStr})
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
@@ -58,23 +54,4 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 		}
 		return exitFor(code)
 	})
-}
-
-// configFile finds the config a path names: the file itself, or the
-// first of config.jsonnet, config.json, config.yml, config.yaml in a
-// directory.
-func configFile(path string) (string, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("config: %w", err)
-	}
-	if !fi.IsDir() {
-		return path, nil
-	}
-	for _, n := range []string{"config.jsonnet", "config.json", "config.yml", "config.yaml"} {
-		if _, err := os.Stat(filepath.Join(path, n)); err == nil {
-			return filepath.Join(path, n), nil
-		}
-	}
-	return "", fmt.Errorf("config: no config.jsonnet, config.json, config.yml or config.yaml in %s", path)
 }
