@@ -289,3 +289,50 @@ func TestHeartbeatTouchesOnlyOldHeartbeats(t *testing.T) {
 		t.Fatalf("delegate after its heartbeat = %+v, %v", stored, err)
 	}
 }
+
+// Cancels and drains written by another manager reach this one through
+// the store's changes: the cache learns them and the long-poll ends.
+func TestChangesFromAnotherManagerReachLongPoll(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d", nil)
+	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+	ctx := context.Background()
+
+	got := e.asyncAcquire(d, "wait=30s&max=0")
+	e.waitAcquirers(1)
+	if _, err := e.s.store.TaskCancel(ctx, store.TaskCancelParams{TaskID: task.ID, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if a := within(t, got, 5*time.Second, "cancel from another manager"); fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("acquire = %+v, want the cancel", a)
+	}
+
+	got = e.asyncAcquire(d, "wait=30s&max=1")
+	e.waitAcquirers(1)
+	yes := true
+	if _, err := e.s.store.DelegateUpdate(ctx, store.DelegateUpdateParams{ID: d.id, DrainRequested: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	if a := within(t, got, 5*time.Second, "drain from another manager"); !a.Drain {
+		t.Fatalf("acquire = %+v, want drain", a)
+	}
+	var hb client.HeartbeatResponse
+	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
+	if !hb.Drain || fmt.Sprint(hb.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("heartbeat = %+v, want drain and the cancel", hb)
+	}
+}
+
+// A delegate dropped from the cache is read again whole, cancels
+// included, on its next request.
+func TestDelegateReadAgainAfterEviction(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d", nil)
+	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
+	e.s.cache.forget(d.id)
+	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "after eviction")
+	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("acquire = %+v, want the cancel read from the store", a)
+	}
+}
