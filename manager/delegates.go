@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -99,7 +100,7 @@ func (s *Server) registerDelegate(w http.ResponseWriter, r *http.Request, _ prin
 	if err != nil {
 		return fmt.Errorf("register delegate %s: %w", id, err)
 	}
-	s.tokens.put(hashToken(token), id)
+	s.tokens.put(sha256.Sum256([]byte(token)), id)
 	s.cache.registered(d, d.LastHeartbeat)
 	s.log.WithFields(logrus.Fields{"delegate_id": id, "name": d.Name, "group": d.Group, "hostname": d.Hostname}).Info("delegate registered")
 	httphelper.WriteJSON(w, &client.Registration{
@@ -247,13 +248,15 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 		wait = 0
 	}
 	var tasks []*errand.Task
-	switch {
-	case wait > 0:
-		if tasks, v, err = s.awaitTasks(ctx, v, max, wantTasks, wait); err != nil {
+	if wantTasks && (wait == 0 || !s.cache.unchanged(id, s.hub.queued.Load(), s.now(), idleLookAge)) {
+		// A busy delegate finds work at once, with no waiter to register;
+		// a look that finds none stands for the wait's first.
+		if tasks, err = s.lookForTasks(ctx, v.d, max); err != nil {
 			return err
 		}
-	case wantTasks:
-		if tasks, err = s.lookForTasks(ctx, v.d, max); err != nil {
+	}
+	if len(tasks) == 0 && wait > 0 {
+		if tasks, v, err = s.awaitTasks(ctx, v, max, wantTasks, wait); err != nil {
 			return err
 		}
 	}
