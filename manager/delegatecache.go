@@ -408,8 +408,13 @@ func (s *Server) recheckCancels(ctx context.Context, id string) error {
 		// A cancel that arrived after the read began is kept: the read
 		// may not have seen it, and the task's end drops it anyway.
 		for t, told := range e.cancels {
-			if _, ok := fresh[t]; !ok && !told {
+			if _, ok := fresh[t]; ok {
+				continue
+			}
+			if !told {
 				fresh[t] = told
+			} else if c.owner[t] == id {
+				delete(c.owner, t)
 			}
 		}
 		e.cancels = fresh

@@ -336,3 +336,28 @@ func TestDelegateReadAgainAfterEviction(t *testing.T) {
 		t.Fatalf("acquire = %+v, want the cancel read from the store", a)
 	}
 }
+
+// A cancel whose change never arrived is found by the next heartbeat
+// after cancelRecheck, which reads the store again.
+func TestMissedCancelFoundByRecheck(t *testing.T) {
+	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(c *Config) { c.Now = clk.Now })
+	d := e.register("d", nil)
+	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
+	// Lose the change, as a broken notification channel would.
+	e.s.cache.mu.Lock()
+	delete(e.s.cache.byID[d.id].cancels, task.ID)
+	e.s.cache.mu.Unlock()
+
+	var hb client.HeartbeatResponse
+	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
+	if len(hb.Cancel) != 0 {
+		t.Fatalf("heartbeat = %+v: the cache was expected to have missed the cancel", hb)
+	}
+	clk.Add(cancelRecheck + time.Second)
+	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
+	if fmt.Sprint(hb.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("heartbeat after the recheck = %+v, want the cancel", hb)
+	}
+}
