@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -169,16 +170,16 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 	if v, err = s.delegate(ctx, id); err != nil {
 		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
 	}
-	resp := &client.HeartbeatResponse{
+	if len(v.cancels) == 0 && !v.d.DrainRequested {
+		writeEncoded(w, s.quiet.heartbeat)
+		return nil
+	}
+	httphelper.WriteJSON(w, &client.HeartbeatResponse{
 		Kind:              errand.KindHeartbeat,
 		Cancel:            v.cancels,
 		Drain:             v.d.DrainRequested,
 		HeartbeatInterval: errand.Duration(s.cfg.HeartbeatInterval),
-	}
-	if resp.Cancel == nil {
-		resp.Cancel = []string{}
-	}
-	httphelper.WriteJSON(w, resp, http.StatusOK)
+	}, http.StatusOK)
 	if ctx.Err() == nil {
 		s.cache.told(id, v.cancels)
 	}
@@ -355,15 +356,15 @@ func (s *Server) recheckDelegate(ctx context.Context, id string) (delegateView, 
 }
 
 func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, v delegateView, tasks []*errand.Task) error {
+	if len(tasks) == 0 && len(v.cancels) == 0 && !v.d.DrainRequested {
+		writeEncoded(w, s.quiet.acquire)
+		return nil
+	}
 	if tasks == nil {
 		tasks = []*errand.Task{}
 	}
 	for _, t := range tasks {
 		decorateTask(t)
-	}
-	cancel := v.cancels
-	if cancel == nil {
-		cancel = []string{}
 	}
 	if len(tasks) > 0 && s.log.IsLevelEnabled(logrus.DebugLevel) {
 		s.log.WithFields(logrus.Fields{"delegate_id": v.d.ID, "tasks": len(tasks)}).Debug("tasks leased")
@@ -371,13 +372,41 @@ func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, v dele
 	httphelper.WriteJSON(w, &client.AcquireResponse{
 		Kind:   errand.KindAcquire,
 		Tasks:  tasks,
-		Cancel: cancel,
+		Cancel: v.cancels,
 		Drain:  v.d.DrainRequested,
 	}, http.StatusOK)
 	if ctx.Err() == nil {
 		s.cache.told(v.d.ID, v.cancels)
 	}
 	return nil
+}
+
+// quietAnswers are the encoded answers of a heartbeat and of an acquire
+// that have nothing to tell: nearly all of an idle fleet's traffic, so
+// they are encoded once.
+type quietAnswers struct {
+	heartbeat, acquire []byte
+}
+
+func newQuietAnswers(interval time.Duration) (quietAnswers, error) {
+	hb, err := json.Marshal(&client.HeartbeatResponse{Kind: errand.KindHeartbeat, HeartbeatInterval: errand.Duration(interval)})
+	if err != nil {
+		return quietAnswers{}, fmt.Errorf("encode heartbeat answer: %w", err)
+	}
+	acq, err := json.Marshal(&client.AcquireResponse{Kind: errand.KindAcquire, Tasks: []*errand.Task{}})
+	if err != nil {
+		return quietAnswers{}, fmt.Errorf("encode acquire answer: %w", err)
+	}
+	return quietAnswers{heartbeat: append(hb, '\n'), acquire: append(acq, '\n')}, nil
+}
+
+// writeEncoded writes a JSON body encoded beforehand, with status 200.
+func writeEncoded(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
 }
 
 func (s *Server) deregisterDelegate(w http.ResponseWriter, r *http.Request, p principal) error {

@@ -361,3 +361,19 @@ func TestMissedCancelFoundByRecheck(t *testing.T) {
 		t.Fatalf("heartbeat after the recheck = %+v, want the cancel", hb)
 	}
 }
+
+// The answers encoded once say what the encoded-per-call ones would.
+func TestQuietAnswers(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.HeartbeatInterval = 7 * time.Second })
+	d := e.register("d", nil)
+	code, b := e.do("POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil)
+	want := `{"kind":"heartbeat","heartbeat_interval":"7s"}` + "\n"
+	if code != 200 || string(b) != want {
+		t.Fatalf("heartbeat = %d %q, want %q", code, b, want)
+	}
+	code, b = e.do("POST", "/api/v1/delegates/"+d.id+"/acquire?max=1", d.token, nil)
+	want = `{"kind":"acquire","tasks":[]}` + "\n"
+	if code != 200 || string(b) != want {
+		t.Fatalf("acquire = %d %q, want %q", code, b, want)
+	}
+}

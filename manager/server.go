@@ -34,6 +34,7 @@ type Server struct {
 	hub     *hub
 	beats   *heartbeats
 	cache   *delegateCache
+	quiet   quietAnswers
 	tokens  tokenCache
 
 	unsubscribe func()
@@ -88,6 +89,11 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		closing:  make(chan struct{}),
 		sealWake: make(chan struct{}, 1),
 	}
+	quiet, err := newQuietAnswers(cfg.HeartbeatInterval)
+	if err != nil {
+		return nil, err
+	}
+	s.quiet = quiet
 	s.unsubscribe = st.Subscribe(s.onChange)
 	s.registerRoutes()
 	s.handler = s.serveHTTP()
