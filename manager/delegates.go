@@ -427,9 +427,22 @@ func (s *Server) deregisterDelegate(w http.ResponseWriter, r *http.Request, p pr
 	return nil
 }
 
-func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, _ principal) error {
+// listDelegates lists delegates: all of them for the admin, and for a
+// delegate those of its own group, so that it can clean up after lost
+// dynamic siblings without holding the admin token.
+func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p principal) error {
 	q := r.URL.Query()
 	params := store.DelegateListParams{Group: q.Get("group")}
+	if !p.admin {
+		self, err := s.delegate(r.Context(), p.delegateID)
+		if err != nil {
+			return fmt.Errorf("list delegates for %s: %w", p.delegateID, err)
+		}
+		if params.Group != "" && params.Group != self.d.Group {
+			return errand.Errorf(errand.CodeForbidden, "a delegate may only list the delegates of its own group")
+		}
+		params.Group = self.d.Group
+	}
 	for _, v := range splitList(q["state"]) {
 		st := errand.DelegateState(v)
 		switch st {

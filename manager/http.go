@@ -55,7 +55,7 @@ func (s *Server) registerRoutes() {
 	h("POST", "/api/v1/delegates/{id}/heartbeat", authDelegate, s.heartbeat)
 	h("POST", "/api/v1/delegates/{id}/acquire", authDelegate, s.acquire)
 	h("DELETE", "/api/v1/delegates/{id}", authDelegateOrAdmin, s.deregisterDelegate)
-	h("GET", "/api/v1/delegates", authAdmin, s.listDelegates)
+	h("GET", "/api/v1/delegates", authDelegateOrAdmin, s.listDelegates)
 	h("GET", "/api/v1/delegates/{id}", authAdmin, s.getDelegate)
 	h("POST", "/api/v1/delegates/{id}/drain", authAdmin, s.drainDelegate)
 

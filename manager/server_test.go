@@ -44,7 +44,7 @@ func TestAuth(t *testing.T) {
 		{"no token", "GET", "/api/v1/tasks", "", 401, errand.CodeUnauthorized},
 		{"wrong token", "GET", "/api/v1/tasks", "not-the-admin-token", 401, errand.CodeUnauthorized},
 		{"registration token as admin", "GET", "/api/v1/tasks", testReg, 401, errand.CodeUnauthorized},
-		{"delegate token as admin", "GET", "/api/v1/delegates", a.token, 401, errand.CodeUnauthorized},
+		{"delegate token as admin", "GET", "/api/v1/tasks", a.token, 401, errand.CodeUnauthorized},
 		{"admin token to register", "POST", "/api/v1/delegates", testAdmin, 401, errand.CodeUnauthorized},
 		{"forged delegate token", "POST", "/api/v1/delegates/" + a.id + "/heartbeat", a.id + ".forged", 401, errand.CodeUnauthorized},
 		{"no token on metrics", "GET", "/metrics", "", 401, errand.CodeUnauthorized},

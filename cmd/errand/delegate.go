@@ -11,7 +11,6 @@ import (
 	"github.com/alecthomas/units"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/delegate"
 	"github.com/errandci/errand/manager"
 	"github.com/errandci/errand/router"
@@ -62,8 +61,6 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 		Envar("ERRAND_DOCKER_STOP_GRACE").Default(docker.DefaultStopGrace.String()).DurationVar(&dk.stopGrace)
 	cmd.Flag("sibling-cleanup-interval", "How often to remove Docker resources left by lost dynamic delegates of the group (0: never).").
 		Envar("ERRAND_SIBLING_CLEANUP_INTERVAL").Default(docker.DefaultSiblingInterval.String()).DurationVar(&dk.siblingInterval)
-	cmd.Flag("admin-token", "Admin token used to list the group's delegates for sibling cleanup (default: the admin.token file in --data-dir, else the delegate's own token).").
-		Envar("ERRAND_ADMIN_TOKEN").StringVar(&dk.adminToken)
 	lf := addLogFlags(cmd)
 
 	cmd.Action(g.action(func(ctx context.Context) error {
@@ -76,12 +73,6 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 				cfg.Token = strings.TrimSpace(string(b))
 			}
 		}
-		if dk.adminToken == "" {
-			admin, _ := manager.TokenPaths(dataDir)
-			if b, err := os.ReadFile(admin); err == nil {
-				dk.adminToken = strings.TrimSpace(string(b))
-			}
-		}
 		return runDelegate(ctx, cfg, dk)
 	}))
 }
@@ -90,7 +81,6 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 type dockerSettings struct {
 	stopGrace       time.Duration
 	siblingInterval time.Duration
-	adminToken      string
 }
 
 // dockerProbeTimeout bounds the check for a Docker daemon at start-up.
@@ -124,7 +114,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 		s := &docker.Siblings{
 			Handlers:  dh,
 			Self:      d.Poller().ID,
-			Delegates: groupLister(cfg, d, dk.adminToken),
+			Delegates: groupLister(cfg, d),
 			Interval:  dk.siblingInterval,
 			Log:       cfg.Log.WithField("group", cfg.Group),
 		}
@@ -160,18 +150,11 @@ func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings)
 	return dh, nil
 }
 
-// groupLister lists the delegates of the group for sibling cleanup: with
-// the admin token when one is known, else with the delegate's own.
-func groupLister(cfg delegate.Config, d *delegate.Delegate, adminToken string) func(context.Context) ([]*errand.Delegate, error) {
-	var admin client.Client
-	if adminToken != "" && cfg.Client == nil {
-		admin = client.New(cfg.Manager, adminToken)
-	}
+// groupLister lists the delegates of the group for sibling cleanup, with
+// the delegate's own token: the manager shows a delegate its own group.
+func groupLister(cfg delegate.Config, d *delegate.Delegate) func(context.Context) ([]*errand.Delegate, error) {
 	return func(ctx context.Context) ([]*errand.Delegate, error) {
-		c := admin
-		if c == nil {
-			c = d.Poller().Client()
-		}
+		c := d.Poller().Client()
 		if c == nil {
 			return nil, fmt.Errorf("not registered yet")
 		}

@@ -232,7 +232,7 @@ func TestE2EDockerSiblingCleansLostDelegate(t *testing.T) {
 	// The sibling must not take the stage's tasks over: they follow the
 	// dead delegate. It only offers a type no task here has.
 	startDelegate(t, m, "sibling", t.TempDir(), "--group", group, "--dynamic",
-		"--sibling-cleanup-interval", "200ms", "--admin-token", m.AdminToken, "--task-type", errand.TypeExecExecute)
+		"--sibling-cleanup-interval", "200ms", "--task-type", errand.TypeExecExecute)
 	waitActive(t, admin, "sibling")
 	poll(t, "the sibling to remove what "+aID+" left", 30*time.Second, func() bool {
 		c, n, v := countDocker(t, owned)
