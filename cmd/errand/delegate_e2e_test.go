@@ -587,6 +587,12 @@ func TestE2EDelegateResumesIdentityAfterKill(t *testing.T) {
 	state := t.TempDir()
 	d := startDelegate(t, m, "phoenix", state)
 	first := waitActive(t, admin, "phoenix")
+	// The delegate keeps its identity once registered; killed before it
+	// wrote it, it would rightly come back as a new delegate.
+	poll(t, "the identity written", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(state, "identity-phoenix.json"))
+		return err == nil
+	})
 	d.signal(syscall.SIGKILL)
 	d.wait(t, 10*time.Second)
 	startDelegate(t, m, "phoenix", state)

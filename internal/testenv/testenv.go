@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,9 +37,10 @@ var (
 )
 
 // Binary returns the path of the errand binary built from ./cmd/errand of
-// this module, building it on the first call of the test process. The
-// binary lives in the user's cache dir under a name that is replaced
-// atomically, so parallel test processes never see a half-written file.
+// this module, building it on the first call of the test process. Each
+// test process builds into a directory of its own, so that test processes
+// of different checkouts or versions never run each other's binary;
+// directories left by processes that have ended are removed.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() { buildPath, buildErr = build() })
@@ -48,35 +50,40 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
+const binDirPrefix = "errand-testenv-"
+
 func build() (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "errand-testenv")
+	removeStaleBinaries()
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("%s%d", binDirPrefix, os.Getpid()))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create build dir: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "errand-*.tmp")
-	if err != nil {
-		return "", fmt.Errorf("create build output: %w", err)
-	}
-	tmp.Close()
-	defer os.Remove(tmp.Name())
-	cmd := exec.Command("go", "build", "-o", tmp.Name(), "./cmd/errand")
+	bin := filepath.Join(dir, "errand")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/errand")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/errand: %w\n%s", err, out)
 	}
-	bin := filepath.Join(dir, "errand")
-	if err := os.Rename(tmp.Name(), bin); err != nil {
-		return "", fmt.Errorf("install binary: %w", err)
-	}
 	return bin, nil
+}
+
+// removeStaleBinaries removes the build directories of test processes
+// that are gone.
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), binDirPrefix))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
 
 // moduleRoot finds the directory of this module's go.mod.
