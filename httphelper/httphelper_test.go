@@ -1,0 +1,113 @@
+package httphelper
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/errandci/errand"
+)
+
+// Every API error code maps to a status, and a response with that status
+// and no body maps back to a code with the same status: the client can
+// always rebuild an error that errors.Is recognises.
+func TestStatusTableRoundTrip(t *testing.T) {
+	for code, status := range statusOf {
+		if got := Status(code); got != status {
+			t.Errorf("Status(%s) = %d, want %d", code, got, status)
+		}
+		if back := Status(CodeForStatus(status)); back != status {
+			t.Errorf("CodeForStatus(%d) = %s, whose status is %d", status, CodeForStatus(status), back)
+		}
+	}
+	if got := Status(errand.CodeExitCode); got != http.StatusUnprocessableEntity {
+		t.Errorf("a task outcome code maps to %d, want 422", got)
+	}
+}
+
+func TestWriteError(t *testing.T) {
+	cases := []struct {
+		err        error
+		status     int
+		code       string
+		reason     string
+		hideDetail string
+	}{
+		{errand.Errorf(errand.CodeLeaseLost, "lease of task x is stale"), 409, errand.CodeLeaseLost, "lease of task x is stale", ""},
+		{fmt.Errorf("report task x: %w", errand.ErrIllegalTransition), 409, errand.CodeIllegalTransition, "report task x: illegal_transition", ""},
+		{errand.ErrNotFound, 404, errand.CodeNotFound, "not found", ""},
+		{errors.New("disk I/O error at /var/lib/errand/errand.db"), 500, errand.CodeInternal, "internal error", "/var/lib"},
+	}
+	for _, c := range cases {
+		rec := httptest.NewRecorder()
+		WriteErrorOp(rec, c.err, "op-1")
+		var body ErrorBody
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%v: body %q: %v", c.err, rec.Body, err)
+		}
+		if rec.Code != c.status || body.Code != c.code || body.Kind != errand.KindError || body.OperationID != "op-1" {
+			t.Errorf("%v: got %d %+v", c.err, rec.Code, body)
+		}
+		if !strings.HasPrefix(body.Reason, c.reason) {
+			t.Errorf("%v: reason %q, want it to start with %q", c.err, body.Reason, c.reason)
+		}
+		if c.hideDetail != "" && strings.Contains(body.Reason, c.hideDetail) {
+			t.Errorf("internal error leaks %q: %q", c.hideDetail, body.Reason)
+		}
+		if !errors.Is(body.Err(), &errand.Error{Code: c.code}) {
+			t.Errorf("%v: rebuilt error does not match its code", c.err)
+		}
+	}
+}
+
+func TestDecodeJSON(t *testing.T) {
+	type spec struct {
+		Type    string `json:"type"`
+		Timeout int    `json:"timeout"`
+	}
+	cases := []struct {
+		name, body string
+		max        int64
+		code, want string
+	}{
+		{"ok", `{"type":"x","timeout":3}`, 0, "", ""},
+		{"unknown field", `{"type":"x","tiemout":3}`, 0, errand.CodeInvalid, `unknown field "tiemout"`},
+		{"syntax error with position", "{\n  \"type\": \"x\",,\n}", 0, errand.CodeInvalid, "line 2"},
+		{"wrong type", `{"timeout":"soon"}`, 0, errand.CodeInvalid, "timeout"},
+		{"empty", ``, 0, errand.CodeInvalid, "empty"},
+		{"two values", `{"type":"a"} {"type":"b"}`, 0, errand.CodeInvalid, "more than one"},
+		{"truncated", `{"type":"a"`, 0, errand.CodeInvalid, "unexpected end"},
+		{"too large", `{"type":"` + strings.Repeat("a", 100) + `"}`, 64, errand.CodeTooLarge, "larger than 64 bytes"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/", strings.NewReader(c.body))
+			var v spec
+			err := DecodeJSON(r, &v, c.max)
+			if c.code == "" {
+				if err != nil || v.Type != "x" || v.Timeout != 3 {
+					t.Fatalf("DecodeJSON = %v, %+v", err, v)
+				}
+				return
+			}
+			if errand.ErrorCode(err) != c.code || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("DecodeJSON error = %v, want code %s mentioning %q", err, c.code, c.want)
+			}
+		})
+	}
+}
+
+// A body cut by http.MaxBytesReader upstream is reported as too large.
+func TestDecodeJSONMaxBytesReader(t *testing.T) {
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest("POST", "/", strings.NewReader(`{"a":"`+strings.Repeat("b", 100)+`"}`))
+	r.Body = http.MaxBytesReader(rec, r.Body, 10)
+	var v map[string]string
+	if err := DecodeJSON(r, &v, 1000); errand.ErrorCode(err) != errand.CodeTooLarge {
+		t.Fatalf("DecodeJSON error = %v, want too_large", err)
+	}
+}
