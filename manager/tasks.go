@@ -37,6 +37,40 @@ func decorateTask(t *errand.Task) *errand.Task {
 	return t
 }
 
+// userTask is a task as the user side of the API shows it: decorated,
+// with the values of its secrets masked. Only the delegate that acquires
+// the task sees them.
+func userTask(t *errand.Task) *errand.Task {
+	decorateTask(t)
+	t.Data = maskSecrets(t.Data)
+	return t
+}
+
+// maskSecrets replaces every value of a "secrets" object in task data by
+// ******. Data without one is returned as it is.
+func maskSecrets(data json.RawMessage) json.RawMessage {
+	if !bytes.Contains(data, []byte(`"secrets"`)) {
+		return data
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) != nil {
+		return data
+	}
+	var secrets map[string]json.RawMessage
+	if json.Unmarshal(fields["secrets"], &secrets) != nil || len(secrets) == 0 {
+		return data
+	}
+	for k := range secrets {
+		secrets[k] = json.RawMessage(`"******"`)
+	}
+	fields["secrets"], _ = json.Marshal(secrets)
+	masked, err := json.Marshal(fields)
+	if err != nil {
+		return data
+	}
+	return masked
+}
+
 // validID reports whether id may name a task or a delegate: 1 to 128
 // letters, digits, '.', '_', ':' or '-'.
 func validID(id string) bool {
@@ -185,7 +219,7 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal
 		return fmt.Errorf("create %d tasks: %w", len(tasks), err)
 	}
 	for _, t := range created {
-		decorateTask(t)
+		userTask(t)
 		s.metrics.tasksCreated.WithLabelValues(string(t.State)).Inc()
 		if t.State == errand.StateQueued {
 			s.onChange(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
@@ -228,7 +262,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request, _ principal) 
 		out.Items = []*errand.Task{}
 	}
 	for _, t := range list {
-		decorateTask(t)
+		userTask(t)
 	}
 	if len(list) == p.Limit {
 		out.Next = list[len(list)-1].ID
@@ -243,7 +277,7 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, _ principal) er
 	if err != nil {
 		return fmt.Errorf("get task %s: %w", id, err)
 	}
-	httphelper.WriteJSON(w, decorateTask(t), http.StatusOK)
+	httphelper.WriteJSON(w, userTask(t), http.StatusOK)
 	return nil
 }
 
@@ -299,6 +333,6 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 			s.log.WithFields(logrus.Fields{"task_id": id, "delegate_id": p.delegateID, "state": t.State}).Debug("task ended")
 		}
 	}
-	httphelper.WriteJSON(w, decorateTask(t), http.StatusOK)
+	httphelper.WriteJSON(w, userTask(t), http.StatusOK)
 	return nil
 }
