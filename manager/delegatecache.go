@@ -40,6 +40,10 @@ type cachedDelegate struct {
 	// cancels maps the task ids the delegate should cancel to whether it
 	// was told already (by an acquire or heartbeat answer).
 	cancels map[string]bool
+	// toldAt is when each cancel was last delivered. A cancel still
+	// pending retellAfter later is told again: the answer that carried it
+	// may never have reached the delegate (a long-poll it gave up on).
+	toldAt map[string]time.Time
 	// heard is the last sign of life this manager got from the delegate,
 	// by the manager's clock.
 	heard time.Time
@@ -76,13 +80,13 @@ func newDelegateCache() *delegateCache {
 	return &delegateCache{byID: make(map[string]*cachedDelegate), owner: make(map[string]string)}
 }
 
-func (e *cachedDelegate) view() delegateView {
+func (e *cachedDelegate) view(now time.Time) delegateView {
 	v := delegateView{d: e.d, heard: e.heard}
 	if len(e.cancels) > 0 {
 		v.cancels = make([]string, 0, len(e.cancels))
 		for id, told := range e.cancels {
 			v.cancels = append(v.cancels, id)
-			v.untold = v.untold || !told
+			v.untold = v.untold || !told || now.Sub(e.toldAt[id]) >= retellAfter
 		}
 		slices.Sort(v.cancels)
 	}
@@ -103,7 +107,7 @@ func (s *Server) delegate(ctx context.Context, id string) (delegateView, error) 
 			return s.loadDelegate(ctx, id, e)
 		}
 		if e.loading == nil {
-			v := e.view()
+			v := e.view(s.now())
 			c.mu.Unlock()
 			return v, nil
 		}
@@ -170,7 +174,7 @@ func (s *Server) loadDelegate(ctx context.Context, id string, e *cachedDelegate)
 		c.owner[t] = id
 	}
 	e.pendingCancels = nil
-	return e.view(), nil
+	return e.view(s.now()), nil
 }
 
 // change applies a store change to the cache. It never blocks for long.
@@ -336,19 +340,32 @@ func (c *delegateCache) untouched(ids []string) {
 	}
 }
 
-// told marks cancels as delivered to delegate id.
-func (c *delegateCache) told(id string, cancels []string) {
+// retellAfter is how long a delivered cancel may stay pending before it
+// counts as untold again.
+const retellAfter = time.Second
+
+// told marks cancels as delivered to delegate id at now.
+func (c *delegateCache) told(id string, cancels []string, now time.Time) {
 	if len(cancels) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byID[id]; e != nil {
+		told := make(map[string]time.Time, len(cancels))
 		for _, t := range cancels {
 			if _, ok := e.cancels[t]; ok {
 				e.cancels[t] = true
+				told[t] = now
 			}
 		}
+		// Keep only the times of cancels still pending.
+		for t, at := range e.toldAt {
+			if _, ok := told[t]; !ok && e.cancels[t] {
+				told[t] = at
+			}
+		}
+		e.toldAt = told
 	}
 }
 

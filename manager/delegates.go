@@ -181,7 +181,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 		HeartbeatInterval: errand.Duration(s.cfg.HeartbeatInterval),
 	}, http.StatusOK)
 	if ctx.Err() == nil {
-		s.cache.told(id, v.cancels)
+		s.cache.told(id, v.cancels, s.now())
 	}
 	return nil
 }
@@ -376,7 +376,7 @@ func (s *Server) writeAcquire(ctx context.Context, w http.ResponseWriter, v dele
 		Drain:  v.d.DrainRequested,
 	}, http.StatusOK)
 	if ctx.Err() == nil {
-		s.cache.told(v.d.ID, v.cancels)
+		s.cache.told(v.d.ID, v.cancels, s.now())
 	}
 	return nil
 }

@@ -377,3 +377,28 @@ func TestQuietAnswers(t *testing.T) {
 		t.Fatalf("acquire = %d %q, want %q", code, b, want)
 	}
 }
+
+// A cancel told in an answer that never reached the delegate (a poll it
+// gave up on as a slot freed) is told again once it has stayed pending
+// for retellAfter: the next poll then answers at once.
+func TestCancelStillPendingIsToldAgain(t *testing.T) {
+	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	e := newEnv(t, func(c *Config) { c.Now = clk.Now })
+	d := e.register("d", nil)
+	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
+	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
+	// This answer is the one taken to be lost.
+	within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "first telling")
+
+	start := time.Now()
+	within(t, e.asyncAcquire(d, "wait=300ms&max=0"), 5*time.Second, "told just now")
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("a poll right after the telling returned after %s", took)
+	}
+
+	clk.Add(retellAfter)
+	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "still pending")
+	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("acquire = %+v, want the cancel again", a)
+	}
+}
