@@ -247,6 +247,10 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 	wantTasks := max > 0 && !lost && !draining
 	if v.untold {
 		wait = 0
+	} else if len(v.cancels) > 0 {
+		// Told cancels are pending: poll back soon enough to tell them
+		// again should the answer that carried them have been lost.
+		wait = min(wait, retellAfter)
 	}
 	var tasks []*errand.Task
 	if wantTasks && (wait == 0 || !s.cache.unchanged(id, s.hub.queued.Load(), s.now(), idleLookAge)) {
@@ -297,6 +301,17 @@ func (s *Server) awaitTasks(ctx context.Context, v delegateView, max int, wantTa
 	draining := v.d.DrainRequested || v.d.State == errand.DelegateDraining
 	waiter, done := s.hub.acquirer(v.d, wantTasks)
 	defer done()
+	// The caller's view was taken before the waiter was registered: news
+	// that came in between woke no one, so read the view again. Changes
+	// reach the cache before they wake waiters, so from here on nothing
+	// is missed.
+	v, err := s.delegate(ctx, id)
+	if err != nil {
+		return nil, v, fmt.Errorf("acquire for delegate %s: %w", id, err)
+	}
+	if v.untold || (v.d.DrainRequested || v.d.State == errand.DelegateDraining) != draining {
+		return nil, v, nil
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	// Registered with the hub before looking: a task queued since the
@@ -318,7 +333,6 @@ func (s *Server) awaitTasks(ctx context.Context, v delegateView, max int, wantTa
 		case <-s.closing:
 			return nil, v, nil
 		}
-		var err error
 		if v, err = s.recheckDelegate(ctx, id); err != nil {
 			return nil, v, err
 		}
