@@ -396,8 +396,15 @@ func TestCancelStillPendingIsToldAgain(t *testing.T) {
 		t.Fatalf("a poll right after the telling returned after %s", took)
 	}
 
+	// While told cancels are pending, a long wait is cut to retellAfter
+	// and the answer lists them.
+	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "long wait with a told cancel pending")
+	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
+		t.Fatalf("acquire = %+v, want the cancel listed", a)
+	}
+
 	clk.Add(retellAfter)
-	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "still pending")
+	a = within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "still pending")
 	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
 		t.Fatalf("acquire = %+v, want the cancel again", a)
 	}
