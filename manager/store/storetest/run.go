@@ -4,33 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
-	"testing"
 	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
 )
-
-// RunRuns runs the conformance cases of pipeline runs (store.RunStore),
-// each subtest on a fresh store from open.
-func RunRuns(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(*harness)
-	}{
-		{"RunCreateWithTasks", testRunCreate},
-		{"RunCreateSetupError", testRunSetupError},
-		{"RunCreateRefused", testRunCreateRefused},
-		{"RunList", testRunList},
-		{"RunApprove", testRunApprove},
-		{"RunCancel", testRunCancel},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.fn(newHarness(t, open(t)))
-		})
-	}
-}
 
 func (h *harness) createRun(r *store.Run, tasks ...*errand.Task) []*errand.Task {
 	h.t.Helper()

@@ -63,6 +63,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DelegateDeleteExpiresLeases", testDelegateDelete},
 		{"Subscribe", testSubscribe},
 		{"TaskList", testTaskList},
+		{"RunCreateWithTasks", testRunCreate},
+		{"RunCreateSetupError", testRunSetupError},
+		{"RunCreateRefused", testRunCreateRefused},
+		{"RunList", testRunList},
+		{"RunApprove", testRunApprove},
+		{"RunCancel", testRunCancel},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
