@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -246,6 +247,38 @@ func TestE2EReplicas(t *testing.T) {
 			}
 		case <-time.After(15 * time.Second):
 			t.Fatal("follow on replica 2 did not end when the task ended on replica 0")
+		}
+	})
+
+	t.Run("RunFollowedFromAnotherReplica", func(t *testing.T) {
+		// A real delegate on replica 0, the run submitted to replica 1,
+		// followed live from replica 2.
+		startDelegate(t, rs.managers[0], "run-runner", t.TempDir(), "--token", rs.regToken,
+			"--task-type", errand.TypeExecInitialize, "--task-type", errand.TypeExecExecute, "--task-type", errand.TypeExecCleanup)
+		const config = `stages:
+  - name: build
+    steps:
+      - name: tick
+        commands: ['echo tick one', 'sleep 0.3', 'echo tick two']
+  - name: after
+    depends: [build]
+    steps:
+      - name: done
+        commands: ['echo after build']
+`
+		run, err := rs.admin[1].CreateRun(ctx, &client.RunRequest{Config: config, Filename: "config.yml"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		code, err := followRun(ctx, rs.admin[2], run.ID, &out, followOptions{})
+		if err != nil || code != 0 {
+			t.Fatalf("following the run from replica 2 = %d, %v:\n%s", code, err, out.String())
+		}
+		for _, want := range []string{"build/tick | tick one", "build/tick | tick two", "after/done | after build", "success"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("followed output lacks %q:\n%s", want, out.String())
+			}
 		}
 	})
 
