@@ -10,7 +10,7 @@ import (
 
 // Defaults of Config, applied by SetDefaults.
 const (
-	DefaultHeartbeatInterval      = 10 * time.Second
+	DefaultHeartbeatInterval      = 15 * time.Second
 	DefaultMaxWait                = 60 * time.Second
 	DefaultMaxBodyBytes           = 4 << 20
 	DefaultLogObjectSize          = 10 << 20

@@ -202,7 +202,10 @@ func (s *Server) parseAcquire(r *http.Request) (time.Duration, int, error) {
 		if d < 0 {
 			return 0, 0, errand.Errorf(errand.CodeInvalid, "wait: must not be negative")
 		}
-		wait = min(d, s.cfg.MaxWait)
+		// An idle delegate's polls are its heartbeats (the poller skips
+		// the others while one is in flight): each must end well within
+		// the lease TTL for the next to start in time.
+		wait = min(d, s.cfg.MaxWait, s.cfg.LeaseTTL/2)
 	}
 	max := defaultAcquire
 	if v := q.Get("max"); v != "" {

@@ -136,6 +136,10 @@ type Poller struct {
 	dc         client.Client
 	id         string
 	running    map[string]*job
+	// polling is true while an acquire is in flight. An idle delegate's
+	// polls tell the manager it is alive, so its periodic heartbeats are
+	// skipped meanwhile: at rest a delegate costs one call per poll.
+	polling atomic.Bool
 	reporting  map[string]bool
 	draining   bool
 	overloaded bool
@@ -521,7 +525,9 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				}
 			}()
 		}
+		p.polling.Store(true)
 		resp, err := p.Client().Acquire(actx, p.ID(), &client.AcquireRequest{Wait: errand.Duration(wait), Max: n})
+		p.polling.Store(false)
 		woken := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err != nil {
@@ -738,11 +744,24 @@ func (p *Poller) heartbeatLoop(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+			if p.restingInPoll() {
+				continue
+			}
 		case <-p.beatNow:
 			t.Stop()
 		}
 		p.heartbeat(ctx)
 	}
+}
+
+// restingInPoll reports whether the delegate runs nothing, is not
+// draining and has an acquire in flight: the poll stands for its
+// heartbeat (the manager ends every poll within half the lease TTL, and
+// a change of state asks for a heartbeat of its own).
+func (p *Poller) restingInPoll() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.polling.Load() && len(p.running) == 0 && !p.draining
 }
 
 func (p *Poller) heartbeat(ctx context.Context) {

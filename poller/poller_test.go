@@ -388,3 +388,38 @@ func TestOutcomeAbandonedAfterReportTimeout(t *testing.T) {
 		t.Fatalf("reports %v", got)
 	}
 }
+
+// An idle delegate's long-poll stands for its heartbeat: while it waits
+// in acquire with nothing to run, no periodic heartbeat is sent; once it
+// runs a task, heartbeats report it again.
+func TestIdlePollReplacesHeartbeats(t *testing.T) {
+	f := newFake()
+	release := make(chan struct{})
+	r := router.New()
+	r.HandleFunc("block", func(w http.ResponseWriter, _ *http.Request) {
+		<-release
+		httphelper.WriteJSON(w, 1, http.StatusOK)
+	})
+	p := poller.New(config(2), f, r)
+	start(t, p)
+	eventually(t, "a poll in flight", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.acquires > 0
+	})
+	time.Sleep(300 * time.Millisecond) // 15 heartbeat intervals of the fake
+	f.mu.Lock()
+	idle := len(f.beats)
+	f.mu.Unlock()
+	if idle > 1 {
+		t.Fatalf("%d heartbeats sent while idle in a poll, want at most 1", idle)
+	}
+	f.push(task("busy", "block"))
+	eventually(t, "heartbeats while a task runs", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		n := len(f.beats)
+		return n > idle+2 && slices.Equal(f.beats[n-1].Running, []string{"busy"})
+	})
+	close(release)
+}

@@ -214,7 +214,8 @@ feed:
 	return nil
 }
 
-// delegateLoop is one idle delegate: it long-polls and heartbeats.
+// delegateLoop is one idle delegate: it long-polls, and heartbeats the
+// way the poller does, only when no poll is in flight.
 type delegateLoop struct {
 	id       string
 	c        *client.HTTP
@@ -223,6 +224,7 @@ type delegateLoop struct {
 }
 
 func (d *delegateLoop) run(ctx context.Context, failures, calls *atomic.Int64) {
+	var polling atomic.Bool
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -235,6 +237,9 @@ func (d *delegateLoop) run(ctx context.Context, failures, calls *atomic.Int64) {
 				return
 			case <-tick.C:
 			}
+			if polling.Load() {
+				continue
+			}
 			if _, err := d.c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{}); err != nil && ctx.Err() == nil {
 				failures.Add(1)
 			} else if err == nil {
@@ -243,7 +248,10 @@ func (d *delegateLoop) run(ctx context.Context, failures, calls *atomic.Int64) {
 		}
 	}()
 	for ctx.Err() == nil {
-		if _, err := d.c.Acquire(ctx, d.id, &client.AcquireRequest{Wait: errand.Duration(d.wait), Max: 1}); err != nil && ctx.Err() == nil {
+		polling.Store(true)
+		_, err := d.c.Acquire(ctx, d.id, &client.AcquireRequest{Wait: errand.Duration(d.wait), Max: 1})
+		polling.Store(false)
+		if err != nil && ctx.Err() == nil {
 			failures.Add(1)
 			_ = sleepCtx(ctx, time.Second)
 		} else if err == nil {
