@@ -132,14 +132,14 @@ type Poller struct {
 	log    atomic.Pointer[logrus.FieldLogger]
 	pool   Pool
 
-	mu         sync.Mutex
-	dc         client.Client
-	id         string
-	running    map[string]*job
+	mu      sync.Mutex
+	dc      client.Client
+	id      string
+	running map[string]*job
 	// polling is true while an acquire is in flight. An idle delegate's
 	// polls tell the manager it is alive, so its periodic heartbeats are
 	// skipped meanwhile: at rest a delegate costs one call per poll.
-	polling atomic.Bool
+	polling    atomic.Bool
 	reporting  map[string]bool
 	draining   bool
 	overloaded bool
