@@ -1,12 +1,10 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,7 +41,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		end := p.Offset + int64(len(p.Lines))
 		appended := false
 		err := s.write(ctx, func(w *wtx) error {
-			tag, err := w.exec(appendSQL, p.TaskID, p.DelegateID, p.LeaseToken, p.Offset, len(p.Lines), encodeChunk(p.Lines))
+			tag, err := w.exec(appendSQL, p.TaskID, p.DelegateID, p.LeaseToken, p.Offset, len(p.Lines), store.EncodeLogChunk(p.Lines))
 			if err != nil {
 				return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 			}
@@ -102,7 +100,7 @@ func (s *Store) logAppendChecked(ctx context.Context, p store.LogAppendParams) (
 		}
 		fresh := p.Lines[lines-p.Offset:]
 		if _, err := w.exec(`INSERT INTO log_chunks (task_id, first_line, lines, body) VALUES ($1, $2, $3, $4)`,
-			p.TaskID, lines, len(fresh), encodeChunk(fresh)); err != nil {
+			p.TaskID, lines, len(fresh), store.EncodeLogChunk(fresh)); err != nil {
 			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 		}
 		if _, err := w.exec(`UPDATE tasks SET log_lines = $1 WHERE id = $2`, end, p.TaskID); err != nil {
@@ -153,7 +151,7 @@ func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, e
 		if first == nil {
 			break
 		}
-		if lines, err = decodeChunk(lines, body, max(p.Offset-*first, 0), limit); err != nil {
+		if lines, err = store.DecodeLogChunk(lines, body, max(p.Offset-*first, 0), limit); err != nil {
 			return nil, fmt.Errorf("read log of %s, chunk at line %d: %w", p.TaskID, *first, err)
 		}
 	}
@@ -275,41 +273,4 @@ func (s *Store) LogObjects(ctx context.Context, taskID string) ([]store.LogObjec
 		return nil, false, fmt.Errorf("log objects of %s: %w", taskID, err)
 	}
 	return out, true, nil
-}
-
-// encodeChunk writes lines as one chunk body: each line as its length in
-// bytes (decimal), a colon and its bytes. Lines may hold any bytes,
-// newlines included.
-func encodeChunk(lines []string) []byte {
-	n := 0
-	for _, l := range lines {
-		n += len(l) + 8
-	}
-	b := make([]byte, 0, n)
-	for _, l := range lines {
-		b = strconv.AppendInt(b, int64(len(l)), 10)
-		b = append(b, ':')
-		b = append(b, l...)
-	}
-	return b
-}
-
-// decodeChunk appends to out the lines of a chunk body from its line skip
-// on, until out holds limit lines.
-func decodeChunk(out []string, body []byte, skip int64, limit int) ([]string, error) {
-	for i := int64(0); len(body) > 0 && len(out) < limit; i++ {
-		colon := bytes.IndexByte(body, ':')
-		if colon < 1 {
-			return out, errors.New("corrupt log chunk: no length")
-		}
-		n, err := strconv.Atoi(string(body[:colon]))
-		if err != nil || n < 0 || n > len(body)-colon-1 {
-			return out, fmt.Errorf("corrupt log chunk: bad length %q", body[:colon])
-		}
-		if i >= skip {
-			out = append(out, string(body[colon+1:colon+1+n]))
-		}
-		body = body[colon+1+n:]
-	}
-	return out, nil
 }
