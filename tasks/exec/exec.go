@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -95,6 +96,20 @@ func sanitize(s string) string {
 	return s
 }
 
+// makeWorkspace creates dir and its parents. The run's directory is
+// shared by its stages, and a sibling stage's cleanup removes it once it
+// is empty, possibly between the creation of the parent and of dir: then
+// the parent is made again.
+func makeWorkspace(dir string) error {
+	var err error
+	for range 5 {
+		if err = os.MkdirAll(dir, 0o750); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
 // Initialize creates the stage's workspace and answers with its path.
 func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 	var data tasks.InitializeData
@@ -113,7 +128,7 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, err)
 		return
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := makeWorkspace(dir); err != nil {
 		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "create workspace: %v", err))
 		return
 	}

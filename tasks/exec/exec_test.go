@@ -290,3 +290,29 @@ func TestCleanup(t *testing.T) {
 		t.Fatalf("cleanup after failed initialize: %+v", out)
 	}
 }
+
+// Stages of one run share the run's directory, which a stage's cleanup
+// removes once it is empty: a sibling initializing at that moment still
+// gets its workspace.
+func TestInitializeBesideSiblingCleanup(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i < 200; i++ {
+		dep, _ := e.initialize("shared", "first")
+		done := make(chan router.Outcome, 1)
+		go func() {
+			out, _ := e.serve(context.Background(), errand.TypeExecCleanup, tasks.CleanupData{}, dep)
+			done <- out
+		}()
+		e.initialize("shared", "second") // fails the test if the workspace cannot be made
+		if out := <-done; out.State != errand.StateSucceeded {
+			t.Fatalf("cleanup: %+v", out)
+		}
+		// Leave the run directory empty for the next round.
+		matches, _ := filepath.Glob(filepath.Join(e.state, "workspaces", "shared", "*"))
+		for _, m := range matches {
+			if err := os.RemoveAll(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
