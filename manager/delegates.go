@@ -473,13 +473,14 @@ func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p princip
 	if err != nil {
 		return fmt.Errorf("list delegates: %w", err)
 	}
-	if list == nil {
-		list = []*errand.Delegate{}
-	}
+	// The manager's own approval delegate is an implementation detail.
+	shown := make([]*errand.Delegate, 0, len(list))
 	for _, d := range list {
-		decorateDelegate(d)
+		if d.ID != ApprovalDelegateID {
+			shown = append(shown, decorateDelegate(d))
+		}
 	}
-	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: list}, http.StatusOK)
+	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: shown}, http.StatusOK)
 	return nil
 }
 

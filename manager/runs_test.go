@@ -294,6 +294,17 @@ stages:
 		t.Fatalf("approvals = %v, want alice, admin", got)
 	}
 	e.fails(http.StatusConflict, errand.CodeConflict, "POST", "/api/v1/runs/"+run.ID+"/stages/deploy/approve", testAdmin, nil)
+	// The manager's own approval delegate is not listed.
+	var list client.DelegateList
+	e.must(http.StatusOK, "GET", "/api/v1/delegates", testAdmin, nil, &list)
+	for _, d := range list.Items {
+		if d.ID == ApprovalDelegateID {
+			t.Fatalf("delegate list shows the approval delegate: %+v", d)
+		}
+	}
+	if len(list.Items) == 0 {
+		t.Fatal("delegate list is empty; the run's delegate should be there")
+	}
 }
 
 func TestRunCancelMidStep(t *testing.T) {
