@@ -209,15 +209,16 @@ func TestE2EDockerSiblingCleansLostDelegate(t *testing.T) {
 	aID := a.delegateID(t, admin)
 
 	plan := submitPipeline(t, admin, "../../examples/docker", img, "run-sibling-"+group, func(c *pipeline.Config) {
-		c.Stages[0].Runtime.Services = nil
 		c.Stages[0].Steps[0].Commands = []string{"echo started", "sleep 300"}
 	})
 	st := plan.Stages[0]
 	waitState(t, admin, st.Steps[0].TaskID, 60*time.Second, errand.StateRunning)
 	owned := docker.LabelDelegate + "=" + aID
 	poll(t, "the step container of "+aID, 30*time.Second, func() bool {
+		// The service container, the step container, the stage's network
+		// and its volume.
 		c, n, v := countDocker(t, owned)
-		return c == 1 && n == 1 && v == 1
+		return c == 2 && n == 1 && v == 1
 	})
 	a.signal(9)
 	a.wait(t, 10*time.Second)
@@ -225,8 +226,8 @@ func TestE2EDockerSiblingCleansLostDelegate(t *testing.T) {
 		d, err := admin.GetDelegate(context.Background(), aID)
 		return err == nil && d.State == errand.DelegateLost
 	})
-	if c, n, v := countDocker(t, owned); c != 1 || n != 1 || v != 1 {
-		t.Fatalf("before the sibling started: %d containers, %d networks, %d volumes of %s; want 1 each", c, n, v, aID)
+	if c, n, v := countDocker(t, owned); c != 2 || n != 1 || v != 1 {
+		t.Fatalf("before the sibling started: %d containers, %d networks, %d volumes of %s; want 2, 1, 1", c, n, v, aID)
 	}
 
 	// The sibling must not take the stage's tasks over: they follow the

@@ -307,7 +307,8 @@ func TestContainerKilledFromOutside(t *testing.T) {
 	if out.State != errand.StateFailed || out.Error.Code != errand.CodeExitCode || res.ExitCode != 137 {
 		t.Fatalf("killed step: %+v %v, exit code %d; want failed with exit code 137", out, out.Error, res.ExitCode)
 	}
-	if got := e.cleanup(dep); len(got.Removed) != 2 {
+	// A stage without services has a volume and no network of its own.
+	if got := e.cleanup(dep); len(got.Removed) != 1 {
 		t.Fatalf("cleanup after a killed step removed %v", got.Removed)
 	}
 }
@@ -397,13 +398,13 @@ func TestSiblings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 4 {
-		t.Fatalf("sweep removed %v; want the network and volume of d-lost-dynamic and d-unknown", removed)
+	if len(removed) != 2 {
+		t.Fatalf("sweep removed %v; want the volumes of d-lost-dynamic and d-unknown", removed)
 	}
 	for _, id := range owners {
 		_, n, v := e.count(docker.LabelInitialize + "=" + init[id].Task)
 		gone := id == "d-lost-dynamic" || id == "d-unknown"
-		if gone && n+v != 0 || !gone && (n != 1 || v != 1) {
+		if n != 0 || gone && v != 0 || !gone && v != 1 {
 			t.Errorf("delegate %s: %d networks, %d volumes after the sweep", id, n, v)
 		}
 	}
@@ -414,4 +415,23 @@ func TestSiblings(t *testing.T) {
 	if removed, err := s.Sweep(context.Background()); err != nil || len(removed) != 0 {
 		t.Fatalf("sweep of another group removed %v (%v)", removed, err)
 	}
+}
+
+// A stage without services needs no network of its own: its steps run on
+// the default bridge, which starts containers faster. One with services
+// gets a network that its steps join.
+func TestStageNetworkOnlyForServices(t *testing.T) {
+	e := newEnv(t)
+	dep, res := e.initialize("d1", stageData())
+	if res.Network != "" {
+		t.Fatalf("a stage without services got network %q", res.Network)
+	}
+	if _, n, v := e.count(docker.LabelInitialize + "=" + dep.Task); n != 0 || v != 1 {
+		t.Fatalf("stage without services: %d networks, %d volumes; want 0 and 1", n, v)
+	}
+	out, logs, _ := e.serve(context.Background(), "d1", errand.TypeDockerExecute, step("echo ran > f", "cat f"), dep)
+	if out.State != errand.StateSucceeded || !strings.Contains(logs, "ran") {
+		t.Fatalf("step on the default bridge: %+v\n%s", out, logs)
+	}
+	e.cleanup(dep)
 }

@@ -72,8 +72,8 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	if err != nil {
 		return nil, errand.Errorf(errand.CodeInvalid, "find the stage's resources: %v", err)
 	}
-	if init.Network == "" || init.Volume == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "initialize result names no network or volume")
+	if init.Volume == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "initialize result names no workspace volume")
 	}
 	initID := ""
 	for _, d := range t.Dependencies {
