@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -405,7 +404,7 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 		if err != nil {
 			return err
 		}
-		if !leaseMatches(row.leaseToken, p.LeaseToken) {
+		if !store.LeaseMatches(row.leaseToken, p.LeaseToken) {
 			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
 		}
 		if row.DelegateID != p.DelegateID {
@@ -480,7 +479,7 @@ func (s *Store) reportDirect(ctx context.Context, p store.TaskReportParams, ev e
 	// Errors and results a task keeps, as applyTransition decides them
 	// for a task coming from an active state, which a lease leaves
 	// without an error.
-	errCode, errReason := outcomeError(nil, next, p.Error)
+	errCode, errReason := store.OutcomeError(nil, next, p.Error)
 	var result []byte
 	if ends && len(p.Result) > 0 {
 		result = p.Result
@@ -507,37 +506,6 @@ func (s *Store) reportDirect(ctx context.Context, p store.TaskReportParams, ev e
 	return out, nil
 }
 
-func leaseMatches(stored, given string) bool {
-	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(given)) == 1
-}
-
-// outcomeError is the error a task keeps after a transition to next: the
-// delegate's error for a failure it reports, the state machine's code for
-// an outcome it decides, none for success.
-func outcomeError(prev *errand.Error, next errand.Status, reported *errand.Error) (code, reason string) {
-	switch {
-	case next.State == errand.StateQueued || next.State == errand.StateSucceeded:
-		return "", ""
-	case !next.State.Terminal():
-		if prev != nil {
-			return prev.Code, prev.Reason
-		}
-		return "", ""
-	case reported != nil:
-		code, reason = reported.Code, reported.Reason
-		if code == "" {
-			code = next.Code
-		}
-		if code == "" {
-			code = errand.CodeTaskFailed
-		}
-		return code, reason
-	case next.Code != "":
-		return next.Code, reasonFor(next.Code)
-	}
-	return errand.CodeTaskFailed, "the task failed"
-}
-
 // transitionExtras carries what a transition stores beside the status.
 type transitionExtras struct {
 	result     json.RawMessage
@@ -549,7 +517,7 @@ type transitionExtras struct {
 // resolves the dependents of a task that ended, in the same transaction.
 func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtras, now int64) (*errand.Task, error) {
 	t := row.task()
-	errCode, errReason := outcomeError(row.Error, next, x.err)
+	errCode, errReason := store.OutcomeError(row.Error, next, x.err)
 	if next.State.Terminal() {
 		t.FinishedAt = ptrTime(now)
 	}
@@ -559,13 +527,7 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	if next.State == errand.StateRunning && row.State != errand.StateRunning {
 		t.StartedAt = ptrTime(now)
 	}
-	// Whatever way a delegate reports that a task ended, what it sends
-	// (an exit code, a partial output) is kept for the user and for the
-	// dependents that run on failure.
-	result := row.Result
-	if next.State.Terminal() && len(x.result) > 0 {
-		result = x.result
-	}
+	result := store.OutcomeResult(row.Result, next, x.result)
 	token := row.leaseToken
 	if x.clearLease {
 		token = ""
@@ -595,20 +557,6 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 		}
 	}
 	return t, nil
-}
-
-func reasonFor(code string) string {
-	switch code {
-	case errand.CodeDelegateLost:
-		return "the delegate stopped heartbeating and no attempts remain"
-	case errand.CodeTimedOut:
-		return "the task ran past its timeout"
-	case errand.CodeCancelled:
-		return "cancelled by a user"
-	case errand.CodeDependencyUnmet:
-		return "a dependency did not meet its condition"
-	}
-	return code
 }
 
 // releaseDependents resolves the pending tasks that depend on a task that

@@ -32,7 +32,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		if err != nil {
 			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
 		}
-		if !leaseMatches(token, p.LeaseToken) {
+		if !store.LeaseMatches(token, p.LeaseToken) {
 			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
 		}
 		if delegate != p.DelegateID {

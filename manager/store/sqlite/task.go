@@ -3,7 +3,6 @@ package sqlite
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -201,7 +200,7 @@ func prepareTask(w *wtx, t *errand.Task, outside, decided map[string]errand.Stat
 	}
 	var errCode, errReason string
 	if st.State.Terminal() {
-		errCode, errReason = outcomeError(nil, st, nil)
+		errCode, errReason = store.OutcomeError(nil, st, nil)
 	}
 	selector, err := jsonOrEmpty(t.Selector, t.Selector.Arch == "" && t.Selector.Group == "" && len(t.Selector.Labels) == 0)
 	if err != nil {
@@ -407,7 +406,7 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 		if err != nil {
 			return err
 		}
-		if !leaseMatches(row.leaseToken, p.LeaseToken) {
+		if !store.LeaseMatches(row.leaseToken, p.LeaseToken) {
 			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
 		}
 		if row.DelegateID != p.DelegateID {
@@ -439,7 +438,7 @@ func (s *Store) TaskReport(ctx context.Context, p store.TaskReportParams) (*erra
 // it does for every report that is refused or repeated.
 func reportCached(w *wtx, p store.TaskReportParams, ev errand.Event) (*errand.Task, error) {
 	row, ok := w.s.active.get(p.TaskID)
-	if !ok || !leaseMatches(row.leaseToken, p.LeaseToken) || row.DelegateID != p.DelegateID || row.State == p.State {
+	if !ok || !store.LeaseMatches(row.leaseToken, p.LeaseToken) || row.DelegateID != p.DelegateID || row.State == p.State {
 		return nil, nil
 	}
 	next, err := errand.Transition(row.status(), ev)
@@ -454,37 +453,6 @@ func reportCached(w *wtx, p store.TaskReportParams, ev errand.Event) (*errand.Ta
 	return out, err
 }
 
-func leaseMatches(stored, given string) bool {
-	return stored != "" && subtle.ConstantTimeCompare([]byte(stored), []byte(given)) == 1
-}
-
-// outcomeError is the error a task keeps after a transition to next: the
-// delegate's error for a failure it reports, the state machine's code for
-// an outcome it decides, none for success.
-func outcomeError(prev *errand.Error, next errand.Status, reported *errand.Error) (code, reason string) {
-	switch {
-	case next.State == errand.StateQueued || next.State == errand.StateSucceeded:
-		return "", ""
-	case !next.State.Terminal():
-		if prev != nil {
-			return prev.Code, prev.Reason
-		}
-		return "", ""
-	case reported != nil:
-		code, reason = reported.Code, reported.Reason
-		if code == "" {
-			code = next.Code
-		}
-		if code == "" {
-			code = errand.CodeTaskFailed
-		}
-		return code, reason
-	case next.Code != "":
-		return next.Code, reasonFor(next.Code)
-	}
-	return errand.CodeTaskFailed, "the task failed"
-}
-
 // transitionExtras carries what a transition stores beside the status.
 type transitionExtras struct {
 	result     json.RawMessage
@@ -497,7 +465,7 @@ type transitionExtras struct {
 // dependents of a task that ended.
 func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtras, now int64) (*errand.Task, error) {
 	t := row.task()
-	errCode, errReason := outcomeError(row.Error, next, x.err)
+	errCode, errReason := store.OutcomeError(row.Error, next, x.err)
 	if next.State.Terminal() {
 		t.FinishedAt = ptrTime(now)
 	}
@@ -507,13 +475,7 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	if next.State == errand.StateRunning && row.State != errand.StateRunning {
 		t.StartedAt = ptrTime(now)
 	}
-	// Whatever way a delegate reports that a task ended, what it sends
-	// (an exit code, a partial output) is kept for the user and for the
-	// dependents that run on failure.
-	result := row.Result
-	if next.State.Terminal() && len(x.result) > 0 {
-		result = x.result
-	}
+	result := store.OutcomeResult(row.Result, next, x.result)
 	token := row.leaseToken
 	if x.clearLease {
 		token = ""
@@ -605,20 +567,6 @@ func sameTime(a, b *time.Time) bool {
 		return a == b
 	}
 	return a.Equal(*b)
-}
-
-func reasonFor(code string) string {
-	switch code {
-	case errand.CodeDelegateLost:
-		return "the delegate stopped heartbeating and no attempts remain"
-	case errand.CodeTimedOut:
-		return "the task ran past its timeout"
-	case errand.CodeCancelled:
-		return "cancelled by a user"
-	case errand.CodeDependencyUnmet:
-		return "a dependency did not meet its condition"
-	}
-	return code
 }
 
 // releaseDependents resolves the pending tasks that depend on an ended
