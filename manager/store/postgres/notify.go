@@ -259,7 +259,7 @@ func (l *listener) run(ctx context.Context, conn *pgx.Conn) {
 		if origin == l.s.origin {
 			continue
 		}
-		l.s.deliver(changes)
+		l.s.subs.Deliver(changes)
 	}
 }
 
@@ -298,7 +298,7 @@ func (l *listener) catchUp(ctx context.Context) {
 	for i, t := range types {
 		changes[i] = store.Change{Kind: store.ChangeTaskQueued, TaskType: t}
 	}
-	l.s.deliver(changes)
+	l.s.subs.Deliver(changes)
 }
 
 func (l *listener) stop() {

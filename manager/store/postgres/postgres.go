@@ -46,9 +46,7 @@ type Store struct {
 	// channel is the LISTEN/NOTIFY channel, one per schema.
 	channel string
 
-	subMu   sync.Mutex
-	subs    map[int]func(store.Change)
-	nextSub int
+	subs store.Subscribers
 
 	notifier *notifier
 	listener *listener
@@ -89,7 +87,6 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	s := &Store{
 		log:    logrus.StandardLogger(),
 		origin: hex.EncodeToString(origin),
-		subs:   make(map[int]func(store.Change)),
 	}
 	for _, o := range opts {
 		o(s)
@@ -189,9 +186,7 @@ func (s *Store) Close() error {
 		s.listener.stop()
 		s.notifier.stop()
 		s.pool.Close()
-		s.subMu.Lock()
-		s.subs = map[int]func(store.Change){}
-		s.subMu.Unlock()
+		s.subs.Clear()
 	})
 	return s.closeErr
 }
@@ -199,37 +194,7 @@ func (s *Store) Close() error {
 // Subscribe calls fn after each committed change, this manager's and,
 // through LISTEN/NOTIFY, every other manager's on the same database.
 func (s *Store) Subscribe(fn func(store.Change)) (unsubscribe func()) {
-	s.subMu.Lock()
-	id := s.nextSub
-	s.nextSub++
-	s.subs[id] = fn
-	s.subMu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.subMu.Lock()
-			delete(s.subs, id)
-			s.subMu.Unlock()
-		})
-	}
-}
-
-// deliver hands changes to this manager's subscribers.
-func (s *Store) deliver(changes []store.Change) {
-	if len(changes) == 0 {
-		return
-	}
-	s.subMu.Lock()
-	fns := make([]func(store.Change), 0, len(s.subs))
-	for _, fn := range s.subs {
-		fns = append(fns, fn)
-	}
-	s.subMu.Unlock()
-	for _, c := range changes {
-		for _, fn := range fns {
-			fn(c)
-		}
-	}
+	return s.subs.Add(fn)
 }
 
 // querier runs statements: a transaction, or the pool for a write that is
@@ -310,7 +275,7 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error, mode ...writeMod
 			})
 		}
 		if err == nil {
-			s.deliver(w.changes)
+			s.subs.Deliver(w.changes)
 			s.notifier.add(w.changes)
 			return nil
 		}

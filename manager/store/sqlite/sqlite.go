@@ -59,9 +59,7 @@ type Store struct {
 	pending []*writeReq
 	closed  bool
 
-	subMu   sync.Mutex
-	subs    map[int]func(store.Change)
-	nextSub int
+	subs store.Subscribers
 
 	closeOnce sync.Once
 	closeErr  error
@@ -100,7 +98,6 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		wdb:    wdb,
 		wsem:   make(chan struct{}, 1),
 		stmts:  make(map[string]*sql.Stmt),
-		subs:   make(map[int]func(store.Change)),
 		active: activeCache{rows: make(map[string]*taskRow)},
 	}
 	s.ctl = &wtx{s: s, ctx: context.WithoutCancel(ctx)}
@@ -218,9 +215,7 @@ func (s *Store) Close() error {
 		if s.rdb != nil {
 			errs = append(errs, s.rdb.Close())
 		}
-		s.subMu.Lock()
-		s.subs = map[int]func(store.Change){}
-		s.subMu.Unlock()
+		s.subs.Clear()
 		if err := errors.Join(errs...); err != nil {
 			s.closeErr = fmt.Errorf("close sqlite: %w", err)
 		}
@@ -230,36 +225,7 @@ func (s *Store) Close() error {
 
 // Subscribe calls fn after each committed change.
 func (s *Store) Subscribe(fn func(store.Change)) (unsubscribe func()) {
-	s.subMu.Lock()
-	id := s.nextSub
-	s.nextSub++
-	s.subs[id] = fn
-	s.subMu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.subMu.Lock()
-			delete(s.subs, id)
-			s.subMu.Unlock()
-		})
-	}
-}
-
-func (s *Store) notify(changes []store.Change) {
-	if len(changes) == 0 {
-		return
-	}
-	s.subMu.Lock()
-	fns := make([]func(store.Change), 0, len(s.subs))
-	for _, fn := range s.subs {
-		fns = append(fns, fn)
-	}
-	s.subMu.Unlock()
-	for _, c := range changes {
-		for _, fn := range fns {
-			fn(c)
-		}
-	}
+	return s.subs.Add(fn)
 }
 
 // wtx is a write transaction in progress on the writer connection.
@@ -399,7 +365,7 @@ func (s *Store) takeBatch() []*writeReq {
 func (s *Store) complete(batch []*writeReq) {
 	for _, r := range batch {
 		if r.err == nil {
-			s.notify(r.w.changes)
+			s.subs.Deliver(r.w.changes)
 		}
 	}
 	for _, r := range batch {
