@@ -26,6 +26,9 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 	cmd.Arg("file", "A config file, or a directory holding config.jsonnet, config.json or config.yml.").Required().StringVar(&path)
 	cmd.Flag("follow", "Stream the run's logs and exit with its result. Ctrl-C stops following; the run goes on.").Short('f').Envar("ERRAND_FOLLOW").BoolVar(&follow)
 	cmd.Flag("cancel-on-interrupt", "With --follow: Ctrl-C (SIGINT, SIGTERM) also cancels the run and follows its cleanups.").Envar("ERRAND_CANCEL_ON_INTERRUPT").BoolVar(&cancelOnInt)
+	retryFor := followRetry
+	cmd.Flag("reconnect-for", "With --follow: how long a manager that does not answer (a restart) is retried before errand gives up with exit code 3.").
+		Envar("ERRAND_RECONNECT_FOR").Default(followRetry.String()).DurationVar(&retryFor)
 	addOutputFlags(cmd, &noColour, &timestamps)
 	cmd.Flag("branch", "Branch of the run.").Envar("ERRAND_BRANCH").StringVar(&branch)
 	cmd.Flag("event", "Event of the run.").Envar("ERRAND_EVENT").StringVar(&event)
@@ -66,7 +69,7 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 		}
 		code, err := followRun(g.Ctx, c, run.ID, g.Stdout, followOptions{
 			colour: useColour(g.Stdout, noColour) && !jsonOut, timestamps: timestamps, json: jsonOut,
-			cancelOnInterrupt: cancelOnInt, retry: followRetry, lostCode: exitCouldNotFollow})
+			cancelOnInterrupt: cancelOnInt, retry: retryFor, lostCode: exitCouldNotFollow})
 		if err != nil {
 			return &exitError{code: max(code, exitFailed), err: err}
 		}
