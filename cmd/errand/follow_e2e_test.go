@@ -220,7 +220,7 @@ func TestE2ESetupFailuresShown(t *testing.T) {
 	m := fastManager(t)
 	d := startDelegate(t, m, "setup", t.TempDir())
 	defer d.signal(syscall.SIGTERM)
-	args := []string{"--manager", m.URL, "--token", m.AdminToken}
+	args := []string{"--manager", m.URL, "--token=" + m.AdminToken}
 	code, out = errandCmd(t, append([]string{"submit", "--follow", cfg}, args...)...)
 	if code != 1 {
 		t.Fatalf("submit --follow: exit code %d:\n%s", code, out)
@@ -299,7 +299,7 @@ func startSubmitFollow(t *testing.T, m *testenv.Manager, config, waitFor string,
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"submit", "--follow", "--manager", m.URL, "--token", m.AdminToken, cfg}, extra...)
+	args := append([]string{"submit", "--follow", "--manager", m.URL, "--token=" + m.AdminToken, cfg}, extra...)
 	cmd := exec.Command(testenv.Binary(t), args...)
 	cmd.Env = cleanEnv()
 	out := newLineRecorder()
@@ -387,10 +387,15 @@ const restartConfig = `stages:
 `
 
 func TestE2ESubmitFollowSurvivesManagerRestart(t *testing.T) {
-	m := fastManager(t)
+	// Leases outlive the manager's absence: the step's result is kept.
+	m := testenv.StartManager(t, testenv.Binary(t),
+		"--heartbeat-interval", "200ms", "--lease-ttl", "1m", "--sweep-interval", "100ms")
 	d := startDelegate(t, m, "restart", t.TempDir())
 	defer d.signal(syscall.SIGTERM)
 	cmd, out, id := startSubmitFollow(t, m, restartConfig, "long/wait | started")
+	// Down for longer than the client's own retries.
+	m.Kill()
+	out.waitFor(t, "the manager does not answer", 30*time.Second)
 	m.Restart(t)
 	if code := waitExit(t, cmd, out, 90*time.Second); code != 0 {
 		t.Fatalf("exit code %d after a manager restart, want 0:\n%s", code, out.String())
@@ -421,7 +426,7 @@ func TestE2ERunsCancelEndedApproveTwice(t *testing.T) {
 	d := startDelegate(t, m, "twice", t.TempDir())
 	defer d.signal(syscall.SIGTERM)
 	c := testenv.Client(t, m.URL, m.AdminToken)
-	args := []string{"--manager", m.URL, "--token", m.AdminToken}
+	args := []string{"--manager", m.URL, "--token=" + m.AdminToken}
 
 	done, err := c.CreateRun(context.Background(), &client.RunRequest{Config: "stages: [{name: a, steps: [{name: s, commands: [echo hi]}]}]", Filename: "config.yml"})
 	if err != nil {
