@@ -277,21 +277,26 @@ func (f *follower) approvals(ctx context.Context, run *client.Run) string {
 		}
 		switch {
 		case f.opts.approve:
-			// Distinct approvers, as many as the stage needs.
-			f.waiting[s.Name] = true
-			for i, limit := 1, s.Approval+len(s.Approvals); len(s.Approvals) < s.Approval && i <= limit; i++ {
+			// Distinct approvers, as many as the stage needs; a failed
+			// approval is tried again at the next poll.
+			approvals := slices.Clone(s.Approvals)
+			var err error
+			for i, limit := 1, s.Approval+len(approvals); len(approvals) < s.Approval && i <= limit && err == nil; i++ {
 				who := fmt.Sprintf("errand-run-%d", i)
-				if slices.Contains(s.Approvals, who) {
+				if slices.Contains(approvals, who) {
 					continue
 				}
-				if err := f.c.ApproveRun(ctx, run.ID, s.Name, who); err != nil && !errors.Is(err, errand.ErrConflict) {
+				if err = f.c.ApproveRun(ctx, run.ID, s.Name, who); err != nil && !errors.Is(err, errand.ErrConflict) {
 					f.message("approve %s as %s: %v", s.Name, who, err)
-					f.waiting[s.Name] = false
 					break
 				}
-				s.Approvals = append(s.Approvals, who)
+				err = nil
+				approvals = append(approvals, who)
 			}
-			f.message("%s: approved by %s (--approve)", s.Name, strings.Join(s.Approvals, ", "))
+			if err == nil {
+				f.waiting[s.Name] = true
+				f.message("%s: approved by %s (--approve)", s.Name, strings.Join(approvals, ", "))
+			}
 		case f.opts.failOnWait:
 			f.waiting[s.Name] = true
 			return fmt.Sprintf("%s: waits for %d approval(s) that nobody can give here; run again with --approve", s.Name, s.Approval)
