@@ -548,10 +548,6 @@ func (s *Server) approveStage(w http.ResponseWriter, r *http.Request, _ principa
 	if gate == nil || gate.State != errand.StateQueued {
 		return errand.Errorf(errand.CodeConflict, "stage %s of run %s is %s, not waiting for approval", name, run.ID, rs.stageState(ps))
 	}
-	if have := run.Approvals[name]; slices.Contains(have, req.Approver) && len(have) < ps.Approval {
-		return errand.Errorf(errand.CodeConflict, "%s has approved stage %s of run %s already (%d of %d approvals): another approver is needed",
-			req.Approver, name, run.ID, len(have), ps.Approval)
-	}
 	n, err := s.store.RunApprove(ctx, store.RunApproveParams{RunID: run.ID, Stage: name, Approver: req.Approver, Now: s.now()})
 	if err != nil {
 		return fmt.Errorf("approve stage %s of run %s: %w", name, run.ID, err)

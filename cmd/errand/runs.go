@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -72,10 +73,28 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 	var approver string
 	approve.Flag("as", "Approver name (default: admin).").Envar("ERRAND_APPROVER").StringVar(&approver)
 	approve.Action(g.action(func(ctx context.Context) error {
-		if err := cf.client().ApproveRun(ctx, *approveID, *approveStage, approver); err != nil {
+		c := cf.client()
+		// The API takes a second approval by the same approver as the
+		// first (a retry is safe): say that it counts once.
+		who := approver
+		if who == "" {
+			who = "admin"
+		}
+		r, err := c.GetRun(ctx, *approveID)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.Stdout, "approved: %s %s\n", *approveID, *approveStage)
+		if i := slices.IndexFunc(r.Stages, func(s *client.RunStage) bool { return s.Name == *approveStage }); i >= 0 {
+			s := r.Stages[i]
+			if s.State == "waiting" && slices.Contains(s.Approvals, who) {
+				return fmt.Errorf("%s has approved stage %s of run %s already (%d of %d approvals): another approver is needed (--as NAME)",
+					who, s.Name, r.ID, len(s.Approvals), s.Approval)
+			}
+		}
+		if err := c.ApproveRun(ctx, *approveID, *approveStage, approver); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.Stdout, "approved: %s %s as %s\n", *approveID, *approveStage, who)
 		return nil
 	}))
 
