@@ -124,10 +124,18 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 // setup, steps and cleanup; then the log of each setup or cleanup that
 // failed.
 func printRun(ctx context.Context, c *client.HTTP, g *globals, r *client.Run) error {
+	// fields leaves out what is empty: a run that has not finished has
+	// no finished line.
+	opt := func(t *time.Time) string {
+		if t == nil {
+			return ""
+		}
+		return localStamp(t)
+	}
 	if err := fields(g.Stdout, [][2]string{
 		{"run", r.ID}, {"phase", r.Phase}, {"result", r.Result}, {"branch", r.Branch}, {"event", r.Event},
-		{"created", localStamp(&r.CreatedAt)}, {"started", localStamp(r.StartedAt)}, {"finished", localStamp(r.FinishedAt)},
-		{"duration", runDuration(r.Duration, r.StartedAt)}, {"cancelled", localStamp(r.CancelledAt)},
+		{"created", localStamp(&r.CreatedAt)}, {"started", opt(r.StartedAt)}, {"finished", opt(r.FinishedAt)},
+		{"duration", runDuration(r.Duration, r.StartedAt)}, {"cancelled", opt(r.CancelledAt)},
 	}); err != nil {
 		return err
 	}
