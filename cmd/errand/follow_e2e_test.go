@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
@@ -477,5 +480,44 @@ func TestE2ERunsCancelEndedApproveTwice(t *testing.T) {
 	var sub client.Run
 	if code != 0 || json.Unmarshal([]byte(out), &sub) != nil || sub.ID == "" || sub.Kind != client.KindRun {
 		t.Fatalf("submit -o json = %d:\n%s", code, out)
+	}
+}
+
+// runOnTerminal runs errand with its stdout and stderr on a pseudo
+// terminal and returns what it wrote there.
+func runOnTerminal(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.Binary(t), args...)
+	cmd.Dir = "../.."
+	cmd.Env = cleanEnv(env...)
+	tty, err := pty.Start(cmd)
+	if err != nil {
+		t.Fatalf("start errand on a pseudo terminal: %v", err)
+	}
+	defer tty.Close()
+	var out strings.Builder
+	_, _ = io.Copy(&out, tty) // ends with EIO once errand exited
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("errand %v: %v\n%s", args, err, out.String())
+	}
+	return out.String()
+}
+
+func TestE2ERunColours(t *testing.T) {
+	if out := runOnTerminal(t, nil, "run", "examples/hello"); !strings.Contains(out, "\x1b[32m✓ build/greet") {
+		t.Fatalf("no colour on a terminal:\n%q", out)
+	}
+	for name, c := range map[string]struct {
+		env  []string
+		args []string
+	}{
+		"NO_COLOR":   {[]string{"NO_COLOR=1"}, []string{"run", "examples/hello"}},
+		"--no-color": {nil, []string{"run", "--no-color", "examples/hello"}},
+	} {
+		if out := runOnTerminal(t, c.env, c.args...); strings.Contains(out, "\x1b[") || !strings.Contains(out, "✓ build/greet") {
+			t.Fatalf("%s: colours or no status line:\n%q", name, out)
+		}
 	}
 }
