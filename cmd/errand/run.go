@@ -40,6 +40,10 @@ type runFlags struct {
 	event   string
 	dataDir string
 	listen  string
+	// output flags, passed to the follower
+	jsonOut    bool
+	noColour   bool
+	timestamps bool
 }
 
 func addRunCommand(app *kingpin.Application, g *globals) {
@@ -54,6 +58,8 @@ func addRunCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("event", "Event of the run, matched against the stages' when.").StringVar(&f.event)
 	cmd.Flag("data-dir", "Keep the run's database and logs here (default: a temporary directory, removed at the end).").StringVar(&f.dataDir)
 	cmd.Flag("listen", "Also serve the manager's API on this address while the run lasts, e.g. 127.0.0.1:7700.").StringVar(&f.listen)
+	addOutputFlags(cmd, &f.noColour, &f.timestamps)
+	cmd.Flag("json", "Print one JSON event per line (step_started, log, step_ended, setup_ended, cleanup_ended, message, run_ended) instead of text.").Envar("ERRAND_JSON").BoolVar(&f.jsonOut)
 	cmd.Action(func(*kingpin.ParseContext) error {
 		code, err := runLocal(g.Ctx, f, g.Stdout, g.Stderr)
 		if err != nil {
@@ -184,7 +190,8 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 			fmt.Fprintf(stderr, "errand: manager API on http://%s (admin token in this process only)\n", a)
 		}
 	}
-	return followRun(ctx, admin, run.ID, stdout, followOptions{approve: f.approve, failOnWait: !f.approve, colour: useColour(stdout)})
+	return followRun(ctx, admin, run.ID, stdout, followOptions{approve: f.approve, failOnWait: !f.approve,
+		colour: useColour(stdout, f.noColour) && !f.jsonOut, timestamps: f.timestamps, json: f.jsonOut, cancelOnInterrupt: true})
 }
 
 // startLocalDelegate runs an in-process delegate with the host runtime,
