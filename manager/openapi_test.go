@@ -392,7 +392,9 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.must(http.StatusOK, "GET", "/api/v1/runs?limit=1", testAdmin, nil, nil)
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/runs?limit=0", testAdmin, nil)
 	e.fails(http.StatusNotFound, errand.CodeNotFound, "GET", "/api/v1/runs/nope", testAdmin, nil)
-	e.must(http.StatusNoContent, "POST", "/api/v1/runs/"+setupErr.ID+"/cancel", testAdmin, nil, nil)
+	e.fails(http.StatusConflict, errand.CodeConflict, "POST", "/api/v1/runs/"+setupErr.ID+"/cancel", testAdmin, nil)
+	gated := e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n")
+	e.must(http.StatusNoContent, "POST", "/api/v1/runs/"+gated.ID+"/cancel", testAdmin, nil, nil)
 	e.fails(http.StatusNotFound, errand.CodeNotFound, "POST", "/api/v1/runs/nope/cancel", testAdmin, nil)
 	e.must(http.StatusOK, "GET", "/api/v1/tasks?run_id="+run.ID, testAdmin, nil, nil)
 
