@@ -77,7 +77,10 @@ func Find(path string) (string, error) {
 	}
 	for _, name := range configNames {
 		p := filepath.Join(path, name)
-		if _, err := os.Stat(p); err == nil {
+		if fi, err := os.Stat(p); err == nil {
+			if fi.IsDir() {
+				return "", fmt.Errorf("load pipeline: %s is a directory, not a config file", p)
+			}
 			return p, nil
 		}
 	}
