@@ -26,6 +26,14 @@ func Closest(s string, names []string) string {
 	return best
 }
 
+// suggest is Closest as a message suffix: ` (did you mean "x"?)` or "".
+func suggest(s string, names []string) string {
+	if best := Closest(s, names); best != "" {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
 // editDistance is the optimal string alignment distance of a and b, in
 // bytes: insertions, deletions, substitutions and transpositions of two
 // neighbours ("biuld" is one edit from "build").

@@ -23,7 +23,7 @@ func addLintCommand(app *kingpin.Application, g *globals) {
 			return usageErrorf("%s: %s", path, pathProblem(err))
 		}
 		for _, w := range pipeline.Warnings(path) {
-			fmt.Fprintf(g.Stderr, "warning: %s\n", w)
+			fmt.Fprintf(g.Stderr, "errand: warning: %s\n", w)
 		}
 		if _, _, _, err := localConfig(path, ext); err != nil {
 			fmt.Fprintln(g.Stdout, configReport(err))

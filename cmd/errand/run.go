@@ -109,11 +109,7 @@ func exitFor(code int) error {
 // source to submit, its file name, and every problem with its path.
 func localConfig(path string, ext map[string]string) (src []byte, name string, cfg *pipeline.Config, err error) {
 	opts := pipeline.LoadOptions{ExtStr: ext}
-	cfg, err = pipeline.Load(path, opts)
-	if err == nil {
-		err = cfg.Validate()
-	}
-	if err != nil {
+	if cfg, err = pipeline.Lint(path, opts); err != nil {
 		return nil, "", nil, err
 	}
 	name, src, err = pipeline.Render(path, opts)
@@ -139,6 +135,9 @@ type localRun struct {
 func prepareRun(f *runFlags, stderr io.Writer) (*localRun, int, error) {
 	if _, err := os.Stat(f.path); err != nil {
 		return nil, exitUsage, usageErrorf("%s: %v", f.path, pathProblem(err))
+	}
+	for _, w := range pipeline.Warnings(f.path) {
+		fmt.Fprintf(stderr, "errand: warning: %s\n", w)
 	}
 	src, name, cfg, err := localConfig(f.path, f.extStr)
 	if err != nil {
