@@ -79,7 +79,12 @@ func TestE2ERunWorkspaceIsTheProject(t *testing.T) {
   - name: build
     steps:
       - name: use
-        commands: [cat src/a.txt, 'if test -e ignored.txt; then echo ignored present; else echo ignored absent; fi', rm src/a.txt, echo new > new.txt]
+        commands:
+          - cat src/a.txt
+          - if test -e ignored.txt; then echo ignored present; else echo ignored absent; fi
+          - if test -e data; then echo data present; else echo data absent; fi
+          - rm src/a.txt
+          - echo new > new.txt
 `,
 	})
 	gitInit(t, project)
@@ -93,6 +98,16 @@ func TestE2ERunWorkspaceIsTheProject(t *testing.T) {
 	}
 	if !exists(filepath.Join(project, "src", "a.txt")) || exists(filepath.Join(project, "new.txt")) {
 		t.Fatalf("a step changed the project in copy mode:\n%s", out)
+	}
+
+	// A data dir inside the project is not copied into the workspace.
+	code, out, _ = runIn(t, project, nil, "run", "--data-dir", "data")
+	mustSucceed(t, code, out)
+	if !strings.Contains(out, "build/use | data absent") {
+		t.Errorf("the run's data dir was copied into its workspace:\n%s", out)
+	}
+	if err := os.RemoveAll(filepath.Join(project, "data")); err != nil {
+		t.Fatal(err)
 	}
 
 	// --bind, here through its variable: the steps run in the project.
@@ -170,6 +185,9 @@ func TestE2ERunListStageDryRun(t *testing.T) {
 `})
 	code, out, _ := runIn(t, project, nil, "run", "--list")
 	mustSucceed(t, code, out)
+	if _, byVar, _ := runIn(t, project, []string{"ERRAND_RUN_LIST=true"}, "run"); byVar != out {
+		t.Errorf("ERRAND_RUN_LIST=true printed:\n%s\nwant:\n%s", byVar, out)
+	}
 	for _, w := range []string{"STAGE", "DEPENDS ON", "test    host     build", "report  host     test (always)", "compile"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("--list lacks %q:\n%s", w, out)
@@ -312,24 +330,30 @@ func startRun(t *testing.T, dir string, args ...string) (*exec.Cmd, *lineRecorde
 	return cmd, out, tmp
 }
 
-func TestE2ERunSIGHUPCleansUp(t *testing.T) {
-	project := t.TempDir()
-	writeFiles(t, project, map[string]string{"config.yml": slowConfig})
-	cmd, out, tmp := startRun(t, project, "run")
-	out.waitFor(t, "slow/wait | started", 30*time.Second)
-	if entries, _ := os.ReadDir(tmp); len(entries) == 0 {
-		t.Fatal("no data dir in TMPDIR while the run lasts")
-	}
-	_ = cmd.Process.Signal(syscall.SIGHUP)
-	_ = cmd.Wait()
-	if code := cmd.ProcessState.ExitCode(); code != exitRunInterrupted {
-		t.Fatalf("exit code %d, want %d; output:\n%s", code, exitRunInterrupted, out.String())
-	}
-	if !strings.Contains(out.String(), "cancelled") {
-		t.Errorf("output does not say the run was cancelled:\n%s", out.String())
-	}
-	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
-		t.Fatalf("left behind in TMPDIR: %v", entries)
+// A closed terminal (SIGHUP) or pipe (SIGPIPE) stops a run as Ctrl-C
+// does: cancelled, cleanups run, the temporary data dir removed.
+func TestE2ERunHangupCleansUp(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGPIPE} {
+		t.Run(sig.String(), func(t *testing.T) {
+			project := t.TempDir()
+			writeFiles(t, project, map[string]string{"config.yml": slowConfig})
+			cmd, out, tmp := startRun(t, project, "run")
+			out.waitFor(t, "slow/wait | started", 30*time.Second)
+			if entries, _ := os.ReadDir(tmp); len(entries) == 0 {
+				t.Fatal("no data dir in TMPDIR while the run lasts")
+			}
+			_ = cmd.Process.Signal(sig)
+			_ = cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != exitRunInterrupted {
+				t.Fatalf("exit code %d, want %d; output:\n%s", code, exitRunInterrupted, out.String())
+			}
+			if !strings.Contains(out.String(), "cancelled") {
+				t.Errorf("output does not say the run was cancelled:\n%s", out.String())
+			}
+			if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+				t.Fatalf("left behind in TMPDIR: %v", entries)
+			}
+		})
 	}
 }
 
