@@ -275,6 +275,7 @@ func TestE2ERunBadInput(t *testing.T) {
 	good := "stages:\n  - name: s\n    steps:\n      - name: x\n        commands: [touch ran]\n"
 	writeFiles(t, project, map[string]string{
 		"config.yml": good, "empty/README": "no config here\n", "bad.env": "OK=1\nnot a valid line\n",
+		"secret/config.yml": "stages:\n  - name: s\n    secrets: [ERRAND_TEST_UNSET_SECRET]\n    steps:\n      - name: x\n        commands: [touch ../ran]\n",
 	})
 	if err := os.MkdirAll(filepath.Join(project, "dirconfig", "config.yml"), 0o755); err != nil {
 		t.Fatal(err)
@@ -292,6 +293,7 @@ func TestE2ERunBadInput(t *testing.T) {
 		{"env file is a directory", []string{"run", "--secret-file", "empty"}, "--secret-file empty: is a directory"},
 		{"bad env line", []string{"run", "--env-file", "bad.env"}, "--env-file bad.env:2:"},
 		{"missing workdir", []string{"run", "--workdir", "nope"}, "--workdir nope: no such file or directory"},
+		{"missing secret", []string{"run", "secret"}, "missing secrets: ERRAND_TEST_UNSET_SECRET: give them with --secret"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -180,7 +180,22 @@ func prepareRun(f *runFlags, stderr io.Writer) (*localRun, int, error) {
 			}
 		}
 	}
+	// Expanding here finds what the manager would refuse (a secret that
+	// nothing gives) before anything starts.
+	if _, err := pipeline.Expand(lr.cfg, lr.expandOptions(f, nil)); err != nil {
+		var e *errand.Error
+		if errors.As(err, &e) && strings.HasPrefix(e.Reason, "missing secrets") {
+			return nil, exitUsage, usageErrorf("%s: give them with --secret NAME=VALUE, --secret-file FILE or this environment", e.Reason)
+		}
+		return nil, exitUsage, usageErrorf("%v", err)
+	}
 	return lr, exitOK, nil
+}
+
+// expandOptions are the options the run is expanded with; newID names
+// the tasks (ULIDs when nil).
+func (lr *localRun) expandOptions(f *runFlags, newID func() string) pipeline.ExpandOptions {
+	return pipeline.ExpandOptions{RunID: "local", Branch: f.branch, Event: f.event, Secrets: lr.secrets, Env: lr.env, NewID: newID}
 }
 
 // pathProblem says briefly why a path cannot be used.
@@ -593,12 +608,9 @@ func orDash(s string) string {
 // submit, named stage/step, with their types and dependencies.
 func printTaskGraph(w io.Writer, lr *localRun, f *runFlags) (int, error) {
 	n := 0
-	plan, err := pipeline.Expand(lr.cfg, pipeline.ExpandOptions{
-		RunID: "dry-run", Branch: f.branch, Event: f.event, Secrets: lr.secrets, Env: lr.env,
-		NewID: func() string { n++; return fmt.Sprintf("t%d", n) },
-	})
+	plan, err := pipeline.Expand(lr.cfg, lr.expandOptions(f, func() string { n++; return fmt.Sprintf("t%d", n) }))
 	if err != nil {
-		return exitConfigError, usageErrorf("%v", err)
+		return exitUsage, usageErrorf("%v", err)
 	}
 	names := map[string]string{}
 	for _, ps := range plan.Stages {
