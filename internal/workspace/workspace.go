@@ -2,7 +2,7 @@
 // so that the steps of a local run see the project's files and cannot
 // damage them. In a Git work tree the files are those Git would track
 // (tracked and untracked, minus what .gitignore excludes); elsewhere every
-// file but the .git directory and the excluded paths.
+// file but .git directories and the excluded paths.
 package workspace
 
 import (
@@ -124,11 +124,13 @@ type lister struct {
 	dirs map[string]bool
 }
 
-// excluded reports whether rel is the .git directory, an excluded path, or
-// below one.
+// excluded reports whether rel is a .git directory or file (the
+// project's, or a submodule's link to it), an excluded path, or below one.
 func (l *lister) excluded(rel string) bool {
-	if first, _, _ := strings.Cut(rel, string(filepath.Separator)); first == ".git" {
-		return true
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if part == ".git" {
+			return true
+		}
 	}
 	abs := filepath.Join(l.root, rel)
 	for _, e := range l.exclude {

@@ -38,6 +38,7 @@ func git(t *testing.T, dir string, args ...string) {
 func TestFilesPlainTree(t *testing.T) {
 	src := tree(t, map[string]string{
 		"a.txt": "a", "src/b.txt": "b", ".git/config": "x", "data/db": "d", "ignored.log": "l", ".gitignore": "*.log\n",
+		"src/.git": "gitdir: ../.git/modules/src\n",
 	})
 	if err := os.Symlink("../a.txt", filepath.Join(src, "src", "link")); err != nil {
 		t.Fatal(err)
