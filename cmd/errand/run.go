@@ -129,9 +129,9 @@ type localRun struct {
 	secrets map[string]string
 }
 
-// prepareRun reads and checks everything a run needs: the config, the
-// project directory, the environment and secret files. It creates
-// nothing, so that bad input leaves nothing behind.
+// prepareRun reads and checks what a run needs: the config, the project
+// directory, the environment and the secrets. It creates nothing, so that
+// bad input leaves nothing behind.
 func prepareRun(f *runFlags, stderr io.Writer) (*localRun, int, error) {
 	if _, err := os.Stat(f.path); err != nil {
 		return nil, exitUsage, usageErrorf("%s: %v", f.path, pathProblem(err))
@@ -161,35 +161,49 @@ func prepareRun(f *runFlags, stderr io.Writer) (*localRun, int, error) {
 		return nil, exitUsage, err
 	}
 	maps.Copy(lr.env, f.env)
-	if lr.secrets, err = readDotenvs("--secret-file", f.secretFiles); err != nil {
+	if lr.secrets, err = runSecrets(f, lr.cfg); err != nil {
 		return nil, exitUsage, err
+	}
+	return lr, exitOK, nil
+}
+
+// runSecrets gathers the secret values: --secret-file, then --secret,
+// then, for a secret the pipeline names and neither gives, this
+// environment (as --secret NAME would take it).
+func runSecrets(f *runFlags, cfg *pipeline.Config) (map[string]string, error) {
+	secrets, err := readDotenvs("--secret-file", f.secretFiles)
+	if err != nil {
+		return nil, err
 	}
 	given, err := secretValues(f.secrets)
 	if err != nil {
-		return nil, exitUsage, err
+		return nil, err
 	}
-	maps.Copy(lr.secrets, given)
-	// A secret the pipeline names and nothing gives comes from this
-	// environment, as --secret NAME would take it.
-	for _, s := range lr.cfg.Stages {
+	maps.Copy(secrets, given)
+	for _, s := range cfg.Stages {
 		for _, name := range s.Secrets {
-			if _, ok := lr.secrets[name]; !ok {
+			if _, ok := secrets[name]; !ok {
 				if v, ok := os.LookupEnv(name); ok {
-					lr.secrets[name] = v
+					secrets[name] = v
 				}
 			}
 		}
 	}
-	// Expanding here finds what the manager would refuse (a secret that
-	// nothing gives) before anything starts.
-	if _, err := pipeline.Expand(lr.cfg, lr.expandOptions(f, nil)); err != nil {
+	return secrets, nil
+}
+
+// expand expands the run as the manager will, so that what it would
+// refuse (a secret that nothing gives) is found before anything starts.
+func (lr *localRun) expand(f *runFlags, newID func() string) (*pipeline.Plan, error) {
+	plan, err := pipeline.Expand(lr.cfg, lr.expandOptions(f, newID))
+	if err != nil {
 		var e *errand.Error
 		if errors.As(err, &e) && strings.HasPrefix(e.Reason, "missing secrets") {
-			return nil, exitUsage, usageErrorf("%s: give them with --secret NAME=VALUE, --secret-file FILE or this environment", e.Reason)
+			return nil, usageErrorf("%s: give them with --secret NAME=VALUE, --secret-file FILE or this environment", e.Reason)
 		}
-		return nil, exitUsage, usageErrorf("%v", err)
+		return nil, usageErrorf("%v", err)
 	}
-	return lr, exitOK, nil
+	return plan, nil
 }
 
 // expandOptions are the options the run is expanded with; newID names
@@ -317,11 +331,14 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 	if lr == nil {
 		return code, err
 	}
-	switch {
-	case f.list:
+	if f.list {
 		return exitOK, printStages(stdout, lr.cfg)
-	case f.dryRun:
+	}
+	if f.dryRun {
 		return printTaskGraph(stdout, lr, f)
+	}
+	if _, err := lr.expand(f, nil); err != nil {
+		return exitUsage, err
 	}
 	dir := f.dataDir
 	temp := dir == ""
@@ -608,9 +625,9 @@ func orDash(s string) string {
 // submit, named stage/step, with their types and dependencies.
 func printTaskGraph(w io.Writer, lr *localRun, f *runFlags) (int, error) {
 	n := 0
-	plan, err := pipeline.Expand(lr.cfg, lr.expandOptions(f, func() string { n++; return fmt.Sprintf("t%d", n) }))
+	plan, err := lr.expand(f, func() string { n++; return fmt.Sprintf("t%d", n) })
 	if err != nil {
-		return exitUsage, usageErrorf("%v", err)
+		return exitUsage, err
 	}
 	names := map[string]string{}
 	for _, ps := range plan.Stages {
