@@ -84,6 +84,11 @@ func Find(path string) (string, error) {
 			return p, nil
 		}
 	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".jsonnet", ".libsonnet", ".json", ".yml", ".yaml":
+		// errand run dir/config.yml, where config.yml is a directory.
+		return "", fmt.Errorf("load pipeline: %s is a directory, not a config file", path)
+	}
 	return "", fmt.Errorf("load pipeline: no %s in %s", strings.Join(configNames, ", "), path)
 }
 

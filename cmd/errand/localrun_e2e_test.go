@@ -289,6 +289,7 @@ func TestE2ERunBadInput(t *testing.T) {
 		{"missing path", []string{"run", "nowhere"}, "nowhere: no such file or directory"},
 		{"no config", []string{"run", "empty"}, "no config.jsonnet, config.json, config.yml, config.yaml in empty"},
 		{"config is a directory", []string{"run", "dirconfig"}, "config.yml is a directory"},
+		{"config file named is a directory", []string{"run", "dirconfig/config.yml"}, "dirconfig/config.yml is a directory, not a config file"},
 		{"missing env file", []string{"run", "--env-file", "nope.env"}, "--env-file nope.env: no such file or directory"},
 		{"env file is a directory", []string{"run", "--secret-file", "empty"}, "--secret-file empty: is a directory"},
 		{"bad env line", []string{"run", "--env-file", "bad.env"}, "--env-file bad.env:2:"},
