@@ -224,7 +224,7 @@ func (l *lister) walk(dir string) error {
 }
 
 // gitFiles lists what Git would track in root, or returns nil when git is
-// missing or root is not in a work tree.
+// missing, root is not in a work tree, or the work tree ignores root.
 func gitFiles(ctx context.Context, root string) ([]string, error) {
 	git, err := osexec.LookPath("git")
 	if err != nil {
@@ -244,6 +244,13 @@ func gitFiles(ctx context.Context, root string) ([]string, error) {
 	for _, n := range strings.Split(string(out), "\x00") {
 		if n != "" {
 			names = append(names, n)
+		}
+	}
+	// A directory that its work tree ignores (a scratch project under
+	// an ignored build/ dir) is the user's own: copy all of it.
+	if len(names) == 0 {
+		if _, err := runGit(ctx, git, root, "check-ignore", "-q", "."); err == nil {
+			return nil, nil
 		}
 	}
 	return names, nil

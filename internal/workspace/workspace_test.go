@@ -83,6 +83,14 @@ func TestFilesGitWorkTree(t *testing.T) {
 	if want := []string{"new.txt"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Files(src) = %q, want %q", got, want)
 	}
+	// A directory the work tree ignores is copied whole.
+	got, err = Files(context.Background(), filepath.Join(src, "build"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"out.bin"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Files(build) = %q, want %q", got, want)
+	}
 }
 
 func TestCopyKeepsModesAndLinks(t *testing.T) {
