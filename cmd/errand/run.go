@@ -477,6 +477,9 @@ func cancelOnSignals(parent context.Context, kill func()) (context.Context, func
 		}
 	}()
 	return ctx, func() {
+		// The last words go to what may be a closed pipe: a write
+		// there must fail, not end the process with SIGPIPE.
+		signal.Ignore(syscall.SIGPIPE)
 		signal.Stop(sigs)
 		close(quit)
 		<-finished
