@@ -2,7 +2,7 @@
 // so that the steps of a local run see the project's files and cannot
 // damage them. In a Git work tree the files are those Git would track
 // (tracked and untracked, minus what .gitignore excludes); elsewhere every
-// file but the .git directory and the excluded paths.
+// file but .git directories and the excluded paths.
 package workspace
 
 import (
@@ -124,11 +124,13 @@ type lister struct {
 	dirs map[string]bool
 }
 
-// excluded reports whether rel is the .git directory, an excluded path, or
-// below one.
+// excluded reports whether rel is a .git directory or file (the
+// project's, or a submodule's link to it), an excluded path, or below one.
 func (l *lister) excluded(rel string) bool {
-	if first, _, _ := strings.Cut(rel, string(filepath.Separator)); first == ".git" {
-		return true
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if part == ".git" {
+			return true
+		}
 	}
 	abs := filepath.Join(l.root, rel)
 	for _, e := range l.exclude {
@@ -222,7 +224,7 @@ func (l *lister) walk(dir string) error {
 }
 
 // gitFiles lists what Git would track in root, or returns nil when git is
-// missing or root is not in a work tree.
+// missing, root is not in a work tree, or the work tree ignores root.
 func gitFiles(ctx context.Context, root string) ([]string, error) {
 	git, err := osexec.LookPath("git")
 	if err != nil {
@@ -242,6 +244,13 @@ func gitFiles(ctx context.Context, root string) ([]string, error) {
 	for _, n := range strings.Split(string(out), "\x00") {
 		if n != "" {
 			names = append(names, n)
+		}
+	}
+	// A directory that its work tree ignores (a scratch project under
+	// an ignored build/ dir) is the user's own: copy all of it.
+	if len(names) == 0 {
+		if _, err := runGit(ctx, git, root, "check-ignore", "-q", "."); err == nil {
+			return nil, nil
 		}
 	}
 	return names, nil

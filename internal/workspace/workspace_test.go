@@ -1,8 +1,12 @@
 package workspace
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -38,6 +42,7 @@ func git(t *testing.T, dir string, args ...string) {
 func TestFilesPlainTree(t *testing.T) {
 	src := tree(t, map[string]string{
 		"a.txt": "a", "src/b.txt": "b", ".git/config": "x", "data/db": "d", "ignored.log": "l", ".gitignore": "*.log\n",
+		"src/.git": "gitdir: ../.git/modules/src\n",
 	})
 	if err := os.Symlink("../a.txt", filepath.Join(src, "src", "link")); err != nil {
 		t.Fatal(err)
@@ -81,6 +86,14 @@ func TestFilesGitWorkTree(t *testing.T) {
 	}
 	if want := []string{"new.txt"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Files(src) = %q, want %q", got, want)
+	}
+	// A directory the work tree ignores is copied whole.
+	got, err = Files(context.Background(), filepath.Join(src, "build"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"out.bin"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Files(build) = %q, want %q", got, want)
 	}
 }
 
@@ -147,5 +160,44 @@ func TestCopyIntoItselfAndLimits(t *testing.T) {
 	cancel()
 	if err := Copy(ctx, src, t.TempDir()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled copy: %v", err)
+	}
+}
+
+func TestTar(t *testing.T) {
+	src := tree(t, map[string]string{"run.sh": "#!/bin/sh\n", "dir/f": "ff"})
+	if err := os.Chmod(filepath.Join(src, "run.sh"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(src, "dir", "link")); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := Tar(context.Background(), src, &buf, Options{NoGit: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(tr)
+		got[h.Name] = fmt.Sprintf("%c %o %s%s", h.Typeflag, h.Mode, h.Linkname, body)
+	}
+	want := map[string]string{
+		"dir/":     fmt.Sprintf("%c 755 ", tar.TypeDir),
+		"dir/f":    fmt.Sprintf("%c 644 ff", tar.TypeReg),
+		"dir/link": fmt.Sprintf("%c 777 /etc/passwd", tar.TypeSymlink),
+		"run.sh":   fmt.Sprintf("%c 755 #!/bin/sh\n", tar.TypeReg),
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("tar entries %q, want %q", got, want)
+	}
+	if err := Tar(context.Background(), src, io.Discard, Options{NoGit: true, MaxBytes: 5}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("byte limit: %v, want ErrLimit", err)
 	}
 }
