@@ -37,13 +37,18 @@ func decorateDelegate(d *errand.Delegate) *errand.Delegate {
 	return d
 }
 
-// newSecret returns n random bytes, URL-safe base64 encoded.
+// newSecret returns n random bytes, URL-safe base64 encoded. A secret
+// never starts with '-', so that `--token SECRET` is never read as a flag.
 func newSecret(n int) (string, error) {
 	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("generate secret: %w", err)
+	for {
+		if _, err := rand.Read(b); err != nil {
+			return "", fmt.Errorf("generate secret: %w", err)
+		}
+		if s := base64.RawURLEncoding.EncodeToString(b); s[0] != '-' {
+			return s, nil
+		}
 	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
 func validateRegister(req *client.RegisterRequest) error {
