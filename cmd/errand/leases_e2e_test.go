@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/testenv"
+	"github.com/errandci/errand/tasks"
+)
+
+// leaseManager is a manager whose lease TTL is long enough to tell a
+// lease ended by the delegate's own word from one that merely expired.
+func leaseManager(t testing.TB) *testenv.Manager {
+	return testenv.StartManager(t, testenv.Binary(t),
+		"--heartbeat-interval", "300ms", "--lease-ttl", "30s", "--sweep-interval", "100ms")
+}
+
+// A delegate killed with SIGKILL mid-task and restarted with the same
+// --state-dir resumes its identity; the task it no longer runs ends at
+// once (retried here, attempts remain) instead of staying running on
+// renewed leases, and cancelling the retry finishes.
+func TestE2EResumedDelegateEndsTaskOfKilledProcess(t *testing.T) {
+	m := leaseManager(t)
+	admin := testenv.Client(t, m.URL, m.AdminToken)
+	state := t.TempDir()
+	d := startDelegate(t, m, "phoenix", state)
+	first := waitActive(t, admin, "phoenix")
+
+	execStage(t, admin, "kill9", true, tasks.ExecuteData{Step: "long", Commands: []string{"echo started", "sleep 60"}})
+	running := waitState(t, admin, "kill9-step0", 30*time.Second, errand.StateRunning)
+	if running.Attempt != 1 || running.DelegateID != first.ID {
+		t.Fatalf("step = attempt %d on %s", running.Attempt, running.DelegateID)
+	}
+	d.signal(syscall.SIGKILL)
+	d.wait(t, 10*time.Second)
+	restarted := time.Now()
+	startDelegate(t, m, "phoenix", state)
+
+	// The first attempt ends well within the lease TTL (30s): the
+	// restarted delegate said it holds nothing.
+	var attempt2 *client.Task
+	poll(t, "the killed process's attempt to end", 10*time.Second, func() bool {
+		tk, err := admin.GetTask(context.Background(), "kill9-step0")
+		if err != nil {
+			return false
+		}
+		attempt2 = tk
+		return tk.Attempt >= 2 || tk.State.Terminal()
+	})
+	if took := time.Since(restarted); took > 15*time.Second {
+		t.Fatalf("the dead attempt ended %s after the restart", took)
+	}
+	// The resumed delegate (same identity) runs the retry.
+	retry := waitState(t, admin, "kill9-step0", 30*time.Second, errand.StateRunning)
+	if retry.Attempt != 2 || retry.DelegateID != first.ID {
+		t.Fatalf("retry = attempt %d on %s (was %+v), want attempt 2 on %s", retry.Attempt, retry.DelegateID, attempt2, first.ID)
+	}
+	l, err := admin.ListDelegates(context.Background())
+	if err != nil || len(l.Items) != 1 {
+		t.Fatalf("delegates after the restart: %+v, %v; want the one resumed", l, err)
+	}
+
+	cancel := exec.Command(testenv.Binary(t), "tasks", "cancel", "kill9-step0", "--manager", m.URL, "--token", m.AdminToken)
+	cancel.Env = cleanEnv()
+	if out, err := cancel.CombinedOutput(); err != nil {
+		t.Fatalf("errand tasks cancel: %v\n%s", err, out)
+	}
+	if got := waitState(t, admin, "kill9-step0", 20*time.Second); got.State != errand.StateCancelled {
+		t.Fatalf("cancelled step ended %s %+v", got.State, got.Error)
+	}
+	if got := waitState(t, admin, "kill9-cleanup", 30*time.Second); got.State != errand.StateSucceeded {
+		t.Fatalf("cleanup ended %s %+v", got.State, got.Error)
+	}
+}
+
+// A delegate killed while draining comes back active, and takes work.
+func TestE2EDelegateKilledMidDrainComesBackActive(t *testing.T) {
+	m := leaseManager(t)
+	admin := testenv.Client(t, m.URL, m.AdminToken)
+	state := t.TempDir()
+	d := startDelegate(t, m, "drainer", state, "--drain-timeout", "5m")
+	first := waitActive(t, admin, "drainer")
+
+	execStage(t, admin, "busy", true, tasks.ExecuteData{Step: "long", Commands: []string{"sleep 60"}})
+	waitState(t, admin, "busy-step0", 30*time.Second, errand.StateRunning)
+	d.signal(syscall.SIGTERM)
+	poll(t, "the delegate draining", 10*time.Second, func() bool {
+		got, err := admin.GetDelegate(context.Background(), first.ID)
+		return err == nil && got.State == errand.DelegateDraining
+	})
+	d.signal(syscall.SIGKILL)
+	d.wait(t, 10*time.Second)
+	startDelegate(t, m, "drainer", state)
+	poll(t, "the restarted delegate active", 10*time.Second, func() bool {
+		got, err := admin.GetDelegate(context.Background(), first.ID)
+		return err == nil && got.State == errand.DelegateActive && !got.DrainRequested
+	})
+	execStage(t, admin, "after", true, tasks.ExecuteData{Step: "quick", Commands: []string{"echo hi"}})
+	if got := waitState(t, admin, "after-cleanup", 30*time.Second); got.State != errand.StateSucceeded {
+		t.Fatalf("a stage after the restart ended %s %+v", got.State, got.Error)
+	}
+}
