@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -172,5 +173,118 @@ func TestHeartbeatRenewsOnlyNamedTasks(t *testing.T) {
 	}
 	if got := e.getTask(inflight.ID); got.State != errand.StateLeased {
 		t.Fatalf("named task = %s", got.State)
+	}
+}
+
+// A cleanup that must follow a delegate that deregistered, and that no
+// live delegate of its group may take, fails affinity_lost instead of
+// staying queued; with a sibling of the group it waits for the sibling.
+func TestCleanupOfGoneDelegateFailsAffinityLost(t *testing.T) {
+	e, _ := leaseEnv(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		sibling bool
+	}{{"alone", false}, {"with a sibling", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			group := "g-" + strings.ReplaceAll(tc.name, " ", "-")
+			d := e.register("runner", &client.RegisterRequest{Group: group})
+			other := e.register("other-group", &client.RegisterRequest{Group: "elsewhere"})
+			var sib delegate
+			if tc.sibling {
+				sib = e.register("sibling", &client.RegisterRequest{Group: group})
+			}
+			var list client.TaskList
+			e.must(201, "POST", "/api/v1/tasks", testAdmin, &client.TaskBatch{Tasks: []*client.TaskSpec{
+				{ID: group + "-init", Type: "noop"},
+				{ID: group + "-cleanup", Type: "noop", Affinity: group + "-init",
+					DependsOn: []errand.Dependency{{Task: group + "-init", Condition: errand.Always}}},
+			}}, &list)
+			a := e.acquire(d, "max=1")
+			if len(a.Tasks) != 1 || a.Tasks[0].ID != group+"-init" {
+				t.Fatalf("acquire = %+v", a)
+			}
+			e.must(200, "POST", "/api/v1/tasks/"+group+"-init/status", d.token,
+				&client.StatusUpdate{Lease: a.Tasks[0].Lease.Token, State: errand.StateSucceeded}, nil)
+			e.must(204, "DELETE", "/api/v1/delegates/"+d.id, d.token, nil, nil)
+			if _, err := e.s.sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+			got := e.getTask(group + "-cleanup")
+			if !tc.sibling {
+				if got.State != errand.StateFailed || got.Error == nil || got.Error.Code != errand.CodeAffinityLost {
+					t.Fatalf("cleanup of a gone delegate = %s %+v, want failed affinity_lost", got.State, got.Error)
+				}
+				return
+			}
+			if got.State != errand.StateQueued {
+				t.Fatalf("cleanup with a sibling = %s %+v, want queued", got.State, got.Error)
+			}
+			if a := e.acquire(other, "max=1"); len(a.Tasks) != 0 {
+				t.Fatalf("a delegate of another group took %+v", a.Tasks)
+			}
+			if a := e.acquire(sib, "max=1"); len(a.Tasks) != 1 || a.Tasks[0].ID != group+"-cleanup" {
+				t.Fatalf("the sibling acquired %+v, want the cleanup", a)
+			}
+		})
+	}
+}
+
+// A queued task that no registered delegate may run says why, in get and
+// list; one an active delegate may run says nothing.
+func TestQueuedTaskSaysWhyItWaits(t *testing.T) {
+	e, clk := leaseEnv(t)
+	ctx := context.Background()
+	nobody := e.create(&client.TaskSpec{Type: "exec.execute"})
+	if got := e.getTask(nobody.ID).WaitingReason; got != "no delegate is registered" {
+		t.Fatalf("waiting_reason with no delegate = %q", got)
+	}
+	d := e.register("d", &client.RegisterRequest{TaskTypes: []string{"exec.execute"}, Labels: map[string]string{"os": "linux"}})
+	unserved := e.create(&client.TaskSpec{Type: "docker.execute"})
+	picky := e.create(&client.TaskSpec{Type: "exec.execute", Selector: errand.Selector{Labels: map[string]string{"env": "prod"}, Arch: "arm64"}})
+	clk.Add(2 * fleetMaxAge)
+	for _, tc := range []struct {
+		id, want string
+	}{
+		{nobody.ID, ""},
+		{unserved.ID, "no registered delegate serves task type docker.execute"},
+		{picky.ID, "no registered delegate serving exec.execute matches the selector label env=prod, arch arm64"},
+	} {
+		if got := e.getTask(tc.id).WaitingReason; got != tc.want {
+			t.Errorf("waiting_reason of %s = %q, want %q", tc.id, got, tc.want)
+		}
+	}
+	var list client.TaskList
+	e.must(200, "GET", "/api/v1/tasks?state=queued", testAdmin, nil, &list)
+	reasons := map[string]string{}
+	for _, tk := range list.Items {
+		reasons[tk.ID] = tk.WaitingReason
+	}
+	if reasons[unserved.ID] == "" || reasons[picky.ID] == "" || reasons[nobody.ID] != "" {
+		t.Fatalf("list reasons = %v", reasons)
+	}
+	// The only delegate that may run it is lost.
+	clk.Add(time.Minute)
+	if _, err := e.s.sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.getTask(nobody.ID).WaitingReason; got != "the delegates that may run it are lost (1) or draining (0)" {
+		t.Fatalf("waiting_reason with the delegate lost = %q", got)
+	}
+	// Back: nothing to say; a leased task says nothing either.
+	e.heartbeat(d, &client.HeartbeatRequest{})
+	if err := e.s.flushHeartbeats(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(2 * fleetMaxAge)
+	if got := e.getTask(nobody.ID).WaitingReason; got != "" {
+		t.Fatalf("waiting_reason with the delegate back = %q", got)
+	}
+	a := e.acquire(d, "max=1")
+	if len(a.Tasks) != 1 || a.Tasks[0].ID != nobody.ID {
+		t.Fatalf("acquire = %+v", a)
+	}
+	if got := e.getTask(nobody.ID); got.State != errand.StateLeased || got.WaitingReason != "" {
+		t.Fatalf("leased task = %s %q", got.State, got.WaitingReason)
 	}
 }

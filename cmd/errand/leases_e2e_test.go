@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -103,5 +105,58 @@ func TestE2EDelegateKilledMidDrainComesBackActive(t *testing.T) {
 	execStage(t, admin, "after", true, tasks.ExecuteData{Step: "quick", Commands: []string{"echo hi"}})
 	if got := waitState(t, admin, "after-cleanup", 30*time.Second); got.State != errand.StateSucceeded {
 		t.Fatalf("a stage after the restart ended %s %+v", got.State, got.Error)
+	}
+}
+
+// A stage's cleanup whose delegate stopped and deregistered, with no
+// sibling to take it, fails affinity_lost instead of staying queued.
+func TestE2ECleanupOfDeregisteredDelegateFails(t *testing.T) {
+	m := leaseManager(t)
+	admin := testenv.Client(t, m.URL, m.AdminToken)
+	d := startDelegate(t, m, "leaver", t.TempDir(), "--drain-timeout", "500ms")
+	waitActive(t, admin, "leaver")
+	execStage(t, admin, "left", true, tasks.ExecuteData{Step: "long", Commands: []string{"sleep 60"}})
+	waitState(t, admin, "left-step0", 30*time.Second, errand.StateRunning)
+	d.signal(syscall.SIGTERM)
+	if code := d.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("delegate exited %d", code)
+	}
+	got := waitState(t, admin, "left-cleanup", 10*time.Second)
+	if got.State != errand.StateFailed || got.Error == nil || got.Error.Code != errand.CodeAffinityLost {
+		t.Fatalf("cleanup of a deregistered delegate = %s %+v, want failed affinity_lost", got.State, got.Error)
+	}
+}
+
+// A task no registered delegate may run says why, in `errand tasks get`.
+func TestE2EQueuedTaskSaysWhyItWaits(t *testing.T) {
+	m := leaseManager(t)
+	admin := testenv.Client(t, m.URL, m.AdminToken)
+	startDelegate(t, m, "plain", t.TempDir())
+	waitActive(t, admin, "plain")
+	created, err := admin.CreateTasks(context.Background(), []*client.TaskSpec{
+		{ID: "picky", Type: errand.TypeExecExecute, Data: mustJSON(t, tasks.ExecuteData{Step: "x", Commands: []string{"true"}}),
+			Selector: errand.Selector{Labels: map[string]string{"env": "prod"}}},
+		{ID: "alien", Type: "alien.task"},
+	})
+	if err != nil || len(created) != 2 {
+		t.Fatalf("create: %v", err)
+	}
+	for id, want := range map[string]string{
+		"picky": "matches the selector label env=prod",
+		"alien": "no registered delegate serves task type alien.task",
+	} {
+		cmd := exec.Command(testenv.Binary(t), "tasks", "get", id, "-o", "json", "--manager", m.URL, "--token", m.AdminToken)
+		cmd.Env = cleanEnv()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("errand tasks get %s: %v", id, err)
+		}
+		var tk client.Task
+		if err := json.Unmarshal(out, &tk); err != nil {
+			t.Fatalf("errand tasks get %s -o json: %v\n%s", id, err, out)
+		}
+		if tk.State != errand.StateQueued || !strings.Contains(tk.WaitingReason, want) {
+			t.Fatalf("task %s = %s waiting_reason %q, want it to say %q", id, tk.State, tk.WaitingReason, want)
+		}
 	}
 }
