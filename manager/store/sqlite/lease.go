@@ -359,7 +359,7 @@ func expireLease(w *wtx, id string, now int64, res *store.TaskSweepResult) error
 // were not renewed for longer than ttl, though their delegates live.
 func expireUnrenewed(w *wtx, now time.Time, ttl time.Duration, res *store.TaskSweepResult) error {
 	rows, err := w.query(`SELECT id, lease_renewed FROM tasks WHERE lease_token <> '' AND finished_at IS NULL
-		AND lease_renewed < ? ORDER BY seq`, nanos(now.Add(-ttl)))
+		AND lease_renewed < ? ORDER BY +seq`, nanos(now.Add(-ttl)))
 	if err != nil {
 		return fmt.Errorf("sweep leases: %w", err)
 	}
@@ -431,7 +431,7 @@ func failAffinityLost(w *wtx, now, lostBefore int64, res *store.TaskSweepResult)
 		LEFT JOIN delegates ad ON ad.id = a.delegate_id
 		WHERE t.state = 'queued' AND t.affinity <> ''
 			AND (ad.id IS NULL OR (ad.state = 'lost' AND ad.last_heartbeat < ?))
-		ORDER BY t.seq`, lostBefore)
+		ORDER BY +t.seq`, lostBefore)
 	if err != nil {
 		return fmt.Errorf("sweep affinities: %w", err)
 	}

@@ -11,3 +11,7 @@ FROM delegates d
 WHERE d.id = t.delegate_id AND t.state IN ('leased', 'running');
 
 CREATE INDEX tasks_lease ON tasks (lease_renewed) WHERE state IN ('leased', 'running');
+
+-- Queued tasks that must follow a delegate: the sweep looks for those
+-- whose delegate is gone (affinity_lost).
+CREATE INDEX tasks_queued_affinity ON tasks (affinity) WHERE state = 'queued' AND affinity <> '';

@@ -11,3 +11,7 @@ UPDATE tasks SET lease_renewed = coalesce(
 WHERE lease_token <> '' AND finished_at IS NULL;
 
 CREATE INDEX tasks_lease ON tasks (lease_renewed) WHERE lease_token <> '' AND finished_at IS NULL;
+
+-- Queued tasks that must follow a delegate: the sweep looks for those
+-- whose delegate is gone (affinity_lost).
+CREATE INDEX tasks_queued_affinity ON tasks (affinity) WHERE state = 'queued' AND affinity <> '';
