@@ -23,9 +23,12 @@ import (
 
 // Bounds of what a delegate may ask for.
 const (
-	maxNameLen     = 128
-	maxCapacity    = 1024
-	maxAcquire     = 100
+	maxNameLen  = 128
+	maxCapacity = 1024
+	maxAcquire  = 100
+	// maxHeld bounds the tasks a heartbeat names: a full delegate's
+	// running tasks and the outcomes it has yet to report.
+	maxHeld        = 4096
 	defaultAcquire = 1
 )
 
@@ -133,8 +136,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 	if err := s.decodeOptional(r, &req); err != nil {
 		return err
 	}
-	if len(req.Running) > maxCapacity {
-		return errand.Errorf(errand.CodeInvalid, "running: more than %d tasks", maxCapacity)
+	if len(req.Running) > maxHeld {
+		return errand.Errorf(errand.CodeInvalid, "running: more than %d tasks", maxHeld)
 	}
 	for i, t := range req.Running {
 		if t == "" || len(t) > maxIDLen {

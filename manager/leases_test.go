@@ -174,6 +174,9 @@ func TestHeartbeatRenewsOnlyNamedTasks(t *testing.T) {
 	if got := e.getTask(inflight.ID); got.State != errand.StateLeased {
 		t.Fatalf("named task = %s", got.State)
 	}
+	// What a heartbeat names is bounded.
+	e.fails(400, errand.CodeInvalid, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, &client.HeartbeatRequest{Running: []string{""}})
+	e.fails(400, errand.CodeInvalid, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, &client.HeartbeatRequest{Running: make([]string, maxHeld+1)})
 }
 
 // A cleanup that must follow a delegate that deregistered, and that no
