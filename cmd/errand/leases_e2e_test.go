@@ -160,3 +160,17 @@ func TestE2EQueuedTaskSaysWhyItWaits(t *testing.T) {
 		}
 	}
 }
+
+// A step that runs for several lease TTLs keeps its lease: the delegate's
+// heartbeats name it, and renew it.
+func TestE2ELongStepKeepsItsLease(t *testing.T) {
+	m := fastManager(t) // lease TTL 1s
+	admin := testenv.Client(t, m.URL, m.AdminToken)
+	startDelegate(t, m, "steady", t.TempDir())
+	waitActive(t, admin, "steady")
+	execStage(t, admin, "long", true, tasks.ExecuteData{Step: "long", Commands: []string{"sleep 4", "echo done"}})
+	got := waitState(t, admin, "long-step0", 30*time.Second)
+	if got.State != errand.StateSucceeded || got.Attempt != 1 {
+		t.Fatalf("a step of 4 lease TTLs = %s on attempt %d %+v, want succeeded on attempt 1", got.State, got.Attempt, got.Error)
+	}
+}
