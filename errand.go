@@ -70,6 +70,12 @@ type Task struct {
 	// LogLines is the number of log lines stored for the task: the offset
 	// at which the next line is appended.
 	LogLines int64 `json:"log_lines"`
+	// WaitingReason says why a queued task may wait for ever: no
+	// registered delegate serves its type or matches its selector, or
+	// those that do are lost or draining. Empty when some active delegate
+	// may run it. The manager computes it when it shows a task; it is
+	// never stored.
+	WaitingReason string `json:"waiting_reason,omitempty"`
 
 	CreatedAt  time.Time  `json:"created_at"`
 	QueuedAt   *time.Time `json:"queued_at,omitempty"`

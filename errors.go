@@ -26,6 +26,7 @@ const (
 
 	// Task outcome codes, found in a task's error.
 	CodeDelegateLost    = "delegate_lost"     // the delegate stopped heartbeating, no attempts left
+	CodeAffinityLost    = "affinity_lost"     // the delegate the task must follow is gone, and no live one may stand in
 	CodeTimedOut        = "timed_out"         // the task ran past its timeout
 	CodeCancelled       = "cancelled"         // a user cancelled it
 	CodeDependencyUnmet = "dependency_unmet"  // skipped: a dependency's condition did not hold

@@ -3,6 +3,7 @@ package errand
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // State is where a task is in its life.
@@ -200,8 +201,13 @@ const (
 	// EventTimeout: the task ran past its timeout.
 	EventTimeout Event = "timeout"
 	// EventLeaseExpired: the delegate holding the task stopped
-	// heartbeating.
+	// heartbeating, or its heartbeats stopped naming the task (see
+	// LeaseCheck).
 	EventLeaseExpired Event = "lease_expired"
+	// EventAffinityLost: a queued task must run on the delegate that ran
+	// its affinity task, that delegate is gone, and no live delegate may
+	// stand in for it.
+	EventAffinityLost Event = "affinity_lost"
 )
 
 // Status is the part of a task that the state machine reads and writes.
@@ -235,6 +241,7 @@ type Status struct {
 //	                          │ cancelled ─> cancelled
 //	                          │ cancel: stays, cancel_requested set;
 //	                          │   lease_expired then ends it cancelled
+//	queued ──affinity_lost──> failed (affinity_lost)
 //
 // Attempt counts leases: lease increments it, and a lease that expires
 // with Attempt < MaxAttempts puts the task back in the queue.
@@ -299,6 +306,12 @@ func Transition(s Status, e Event) (Status, error) {
 		default:
 			return illegal()
 		}
+	case EventAffinityLost:
+		if s.State != StateQueued {
+			return illegal()
+		}
+		next.State = StateFailed
+		next.Code = CodeAffinityLost
 	case EventLeaseExpired:
 		if !s.State.Active() {
 			return illegal()
@@ -334,4 +347,35 @@ func EventForReport(s State) (Event, bool) {
 		return EventTimeout, true
 	}
 	return "", false
+}
+
+// LeaseCheck is what is known of one lease when its delegate says which
+// tasks it holds, or when a sweep runs.
+//
+// A heartbeat renews exactly the leases of the tasks the delegate names in
+// it. A lease it does not name is not ended at once: an acquire answer may
+// be on its way to the delegate while the heartbeat is on its way back, so
+// the lease is kept for one lease TTL after it was given or last renewed.
+// The exception is a complete statement, which a delegate makes when it
+// (re)starts: no acquire answer of its own can then be in flight, so every
+// lease it does not name ends at once.
+type LeaseCheck struct {
+	// Named: the delegate named the task in the statement checked.
+	Named bool
+	// Complete: the statement is the whole of what the delegate holds.
+	Complete bool
+	// Renewed is when the lease was given or last renewed.
+	Renewed time.Time
+}
+
+// Ended reports whether the lease has ended at now, for a lease TTL of
+// ttl; an ended lease takes EventLeaseExpired.
+func (l LeaseCheck) Ended(now time.Time, ttl time.Duration) bool {
+	switch {
+	case l.Named:
+		return false
+	case l.Complete:
+		return true
+	}
+	return now.Sub(l.Renewed) > ttl
 }

@@ -3,11 +3,12 @@ package errand
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 var allEvents = []Event{EventDepsMet, EventDepsUnmet, EventLease, EventStart,
 	EventSucceed, EventFail, EventCancel, EventCancelled, EventTimeout,
-	EventLeaseExpired}
+	EventLeaseExpired, EventAffinityLost}
 
 // TestTransitionMatrix checks every event in every state: the state it
 // leads to, or that it is refused. Attempt 1 of 3, no cancel requested.
@@ -21,8 +22,9 @@ func TestTransitionMatrix(t *testing.T) {
 			EventCancel:    StateCancelled,
 		},
 		StateQueued: {
-			EventLease:  StateLeased,
-			EventCancel: StateCancelled,
+			EventLease:        StateLeased,
+			EventCancel:       StateCancelled,
+			EventAffinityLost: StateFailed,
 		},
 		StateLeased: {
 			EventStart:        StateRunning,
@@ -119,6 +121,8 @@ func TestTransitionCases(t *testing.T) {
 			EventCancelled, Status{State: StateCancelled, Attempt: 1, MaxAttempts: 3, CancelRequested: true, Code: CodeCancelled}},
 		{"timeout running", Status{State: StateRunning, Attempt: 1, MaxAttempts: 3},
 			EventTimeout, Status{State: StateTimedOut, Attempt: 1, MaxAttempts: 3, Code: CodeTimedOut}},
+		{"affinity lost fails a queued task", Status{State: StateQueued, Attempt: 1, MaxAttempts: 3},
+			EventAffinityLost, Status{State: StateFailed, Attempt: 1, MaxAttempts: 3, Code: CodeAffinityLost}},
 		{"timeout leased", Status{State: StateLeased, Attempt: 1, MaxAttempts: 3},
 			EventTimeout, Status{State: StateTimedOut, Attempt: 1, MaxAttempts: 3, Code: CodeTimedOut}},
 	}
@@ -310,5 +314,31 @@ func TestAnyOf(t *testing.T) {
 	}
 	if AnyOf(Always) != Always {
 		t.Errorf("AnyOf of one condition is not that condition")
+	}
+}
+
+// TestLeaseCheck is the lease rule: a named lease is renewed; an unnamed
+// one ends at once after a complete statement, otherwise one TTL after it
+// was given or renewed (an acquire answer may still be in flight).
+func TestLeaseCheck(t *testing.T) {
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ttl := 30 * time.Second
+	tests := []struct {
+		name string
+		l    LeaseCheck
+		now  time.Time
+		want bool
+	}{
+		{"named is kept", LeaseCheck{Named: true, Renewed: t0}, t0.Add(time.Hour), false},
+		{"named in a complete statement is kept", LeaseCheck{Named: true, Complete: true, Renewed: t0}, t0, false},
+		{"unnamed in a complete statement ends at once", LeaseCheck{Complete: true, Renewed: t0}, t0, true},
+		{"unnamed just leased is kept (acquire in flight)", LeaseCheck{Renewed: t0}, t0.Add(time.Second), false},
+		{"unnamed at the TTL is kept", LeaseCheck{Renewed: t0}, t0.Add(ttl), false},
+		{"unnamed past the TTL ends", LeaseCheck{Renewed: t0}, t0.Add(ttl + time.Nanosecond), true},
+	}
+	for _, tt := range tests {
+		if got := tt.l.Ended(tt.now, ttl); got != tt.want {
+			t.Errorf("%s: Ended = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -151,8 +151,17 @@ type HeartbeatRequest struct {
 	// Overloaded is true while the host is over its CPU or memory
 	// thresholds and the delegate refuses new work.
 	Overloaded bool `json:"overloaded,omitempty"`
-	// Running lists the tasks the delegate is working on.
+	// Running lists the tasks the delegate is working on (handlers
+	// running or outcomes not yet reported). A heartbeat renews the
+	// leases of exactly these tasks; a lease the delegate stops naming is
+	// taken back one lease TTL after it was last renewed.
 	Running []string `json:"running,omitempty"`
+	// Resumed marks the first heartbeat of a delegate process that
+	// resumes a stored identity: Running is then the whole of what it
+	// holds, and every other lease of the delegate ends at once (the
+	// tasks are retried or fail delegate_lost). A resumed delegate is
+	// active again unless Draining says otherwise.
+	Resumed bool `json:"resumed,omitempty"`
 }
 
 // HeartbeatResponse says what the manager wants of a delegate.

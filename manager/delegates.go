@@ -23,9 +23,12 @@ import (
 
 // Bounds of what a delegate may ask for.
 const (
-	maxNameLen     = 128
-	maxCapacity    = 1024
-	maxAcquire     = 100
+	maxNameLen  = 128
+	maxCapacity = 1024
+	maxAcquire  = 100
+	// maxHeld bounds the tasks a heartbeat names: a full delegate's
+	// running tasks and the outcomes it has yet to report.
+	maxHeld        = 4096
 	defaultAcquire = 1
 )
 
@@ -138,13 +141,26 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 	if err := s.decodeOptional(r, &req); err != nil {
 		return err
 	}
+	if len(req.Running) > maxHeld {
+		return errand.Errorf(errand.CodeInvalid, "running: more than %d tasks", maxHeld)
+	}
+	for i, t := range req.Running {
+		if t == "" || len(t) > maxIDLen {
+			return errand.Errorf(errand.CodeInvalid, "running[%d]: must be a task id of 1 to %d characters", i, maxIDLen)
+		}
+	}
 	ctx := r.Context()
 	v, err := s.delegate(ctx, id)
 	if err != nil {
 		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
 	}
 	now := s.now()
-	s.beats.record(id)
+	if req.Resumed {
+		if err := s.releaseUnheld(ctx, id, req.Running, now); err != nil {
+			return err
+		}
+	}
+	s.beats.recordRunning(id, req.Running)
 	if s.cache.heardFrom(id, now, true) {
 		// A long-poll still waiting from before the delegate was lost
 		// may take tasks again: let it end so that the next one does.
@@ -161,7 +177,20 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 		st := errand.DelegateDraining
 		up.State = &st
 	}
-	if up.Overloaded != nil || up.State != nil {
+	if req.Resumed && !req.Draining {
+		// A delegate killed while draining comes back as a new process
+		// that takes work: it is active again, and a drain asked of the
+		// old process is over.
+		if d.State == errand.DelegateDraining {
+			st := errand.DelegateActive
+			up.State = &st
+		}
+		if d.DrainRequested {
+			no := false
+			up.DrainRequested = &no
+		}
+	}
+	if up.Overloaded != nil || up.State != nil || up.DrainRequested != nil {
 		up.ID = id
 		if d, err = s.store.DelegateUpdate(ctx, up); err != nil {
 			return fmt.Errorf("update delegate %s: %w", id, err)
@@ -187,6 +216,24 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 	}, http.StatusOK)
 	if ctx.Err() == nil {
 		s.cache.told(id, v.cancels, s.now())
+	}
+	return nil
+}
+
+// releaseUnheld applies the complete statement of a delegate that
+// resumed: every lease of its that it does not name ends at once.
+func (s *Server) releaseUnheld(ctx context.Context, id string, held []string, now time.Time) error {
+	res, err := s.store.TaskRelease(ctx, store.TaskReleaseParams{DelegateID: id, Held: held, Now: now})
+	if err != nil {
+		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
+	}
+	if n := len(res.Requeued) + len(res.Failed) + len(res.Cancelled); n > 0 {
+		s.log.WithFields(logrus.Fields{
+			"delegate_id": id,
+			"requeued":    res.Requeued,
+			"failed":      res.Failed,
+			"cancelled":   res.Cancelled,
+		}).Warn("resumed delegate no longer holds these tasks: their leases ended")
 	}
 	return nil
 }

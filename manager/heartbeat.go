@@ -17,12 +17,21 @@ import (
 // interval; one DelegateTouch a second for all of them costs one, and it
 // names only the delegates whose stored heartbeat is getting old (see
 // touchAfter), so a delegate costs one row written every few intervals.
+//
+// It also keeps, for each delegate, the tasks its latest heartbeat named:
+// the write that records the delegate's heartbeat renews their leases,
+// and only theirs (errand.LeaseCheck). The list is kept until it is
+// written, so that a delegate whose stored heartbeat is still fresh has
+// its latest list renewed with its next write.
 type heartbeats struct {
-	mu   sync.Mutex
-	seen map[string]struct{}
+	mu    sync.Mutex
+	seen  map[string]struct{}
+	named map[string][]string
 }
 
-func newHeartbeats() *heartbeats { return &heartbeats{seen: make(map[string]struct{})} }
+func newHeartbeats() *heartbeats {
+	return &heartbeats{seen: make(map[string]struct{}), named: make(map[string][]string)}
+}
 
 func (h *heartbeats) record(id string) {
 	h.mu.Lock()
@@ -30,9 +39,58 @@ func (h *heartbeats) record(id string) {
 	h.mu.Unlock()
 }
 
+// recordRunning records a heartbeat that named running.
+func (h *heartbeats) recordRunning(id string, running []string) {
+	h.mu.Lock()
+	h.seen[id] = struct{}{}
+	if len(running) > 0 {
+		h.named[id] = running
+	} else {
+		delete(h.named, id)
+	}
+	h.mu.Unlock()
+}
+
+// running returns the tasks named by the latest heartbeats of ids.
+func (h *heartbeats) running(ids []string) map[string][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out map[string][]string
+	for _, id := range ids {
+		if r := h.named[id]; len(r) > 0 {
+			if out == nil {
+				out = make(map[string][]string)
+			}
+			out[id] = r
+		}
+	}
+	return out
+}
+
+// written drops the lists that were written, unless a newer heartbeat
+// replaced them meanwhile.
+func (h *heartbeats) written(renewed map[string][]string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, r := range renewed {
+		if cur, ok := h.named[id]; ok && len(cur) == len(r) && (len(r) == 0 || &cur[0] == &r[0]) {
+			delete(h.named, id)
+		}
+	}
+}
+
+// forgetRunning drops the list of a delegate found lost: its leases
+// ended with it.
+func (h *heartbeats) forgetRunning(id string) {
+	h.mu.Lock()
+	delete(h.named, id)
+	h.mu.Unlock()
+}
+
 func (h *heartbeats) forget(id string) {
 	h.mu.Lock()
 	delete(h.seen, id)
+	delete(h.named, id)
 	h.mu.Unlock()
 }
 
@@ -88,11 +146,13 @@ func (s *Server) flushHeartbeats(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := s.store.DelegateTouch(ctx, store.DelegateTouchParams{IDs: ids, Now: now}); err != nil {
+	running := s.beats.running(ids)
+	if err := s.store.DelegateTouch(ctx, store.DelegateTouchParams{IDs: ids, Now: now, Running: running}); err != nil {
 		s.cache.untouched(ids)
 		s.beats.putBack(ids)
 		return fmt.Errorf("record heartbeats of %d delegates: %w", len(ids), err)
 	}
+	s.beats.written(running)
 	return nil
 }
 
@@ -114,26 +174,31 @@ func (s *Server) runHeartbeatFlusher(ctx context.Context) {
 // sweep expires what time has ended, once.
 func (s *Server) sweep(ctx context.Context) (store.TaskSweepResult, error) {
 	res, err := s.store.TaskSweep(ctx, store.TaskSweepParams{
-		Now:          s.now(),
-		LeaseTTL:     s.cfg.LeaseTTL,
-		TimeoutGrace: s.cfg.TimeoutGrace,
+		Now:           s.now(),
+		LeaseTTL:      s.cfg.LeaseTTL,
+		TimeoutGrace:  s.cfg.TimeoutGrace,
+		AffinityGrace: s.cfg.LeaseTTL,
 	})
 	if err != nil {
 		return res, fmt.Errorf("sweep: %w", err)
 	}
 	s.cache.lost(res.LostDelegates)
+	for _, id := range res.LostDelegates {
+		s.beats.forgetRunning(id)
+	}
 	if len(res.LostDelegates) > 0 {
 		// Tasks that follow a lost delegate's tasks may go to another
 		// delegate of its group now: let every look count.
 		s.hub.queuedChanged()
 	}
-	if len(res.LostDelegates)+len(res.Requeued)+len(res.Failed)+len(res.Cancelled)+len(res.TimedOut) > 0 {
+	if len(res.LostDelegates)+len(res.Requeued)+len(res.Failed)+len(res.Cancelled)+len(res.TimedOut)+len(res.AffinityLost) > 0 {
 		s.log.WithFields(logrus.Fields{
 			"lost_delegates": res.LostDelegates,
 			"requeued":       res.Requeued,
 			"failed":         res.Failed,
 			"cancelled":      res.Cancelled,
 			"timed_out":      res.TimedOut,
+			"affinity_lost":  res.AffinityLost,
 		}).Warn("sweep expired leases and timeouts")
 	}
 	return res, nil

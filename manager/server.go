@@ -36,6 +36,7 @@ type Server struct {
 	cache   *delegateCache
 	quiet   quietAnswers
 	tokens  tokenCache
+	fleet   fleetSnapshot
 
 	unsubscribe func()
 	// closing is closed when the server shuts down: long-polls and log

@@ -360,9 +360,9 @@ func TestLeaseExpiry(t *testing.T) {
 	lease := e.acquire(d, "max=1").Tasks[0].Lease.Token
 	ctx := context.Background()
 
-	// Heartbeats within the TTL keep the lease.
+	// Heartbeats within the TTL that name the task keep its lease.
 	clk.Add(30 * time.Second)
-	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, nil)
+	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, &client.HeartbeatRequest{Running: []string{task.ID}}, nil)
 	if err := e.s.flushHeartbeats(ctx); err != nil {
 		t.Fatal(err)
 	}

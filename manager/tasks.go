@@ -264,6 +264,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request, _ principal) 
 	for _, t := range list {
 		userTask(t)
 	}
+	s.explainWaiting(r.Context(), list)
 	if len(list) == p.Limit {
 		out.Next = list[len(list)-1].ID
 	}
@@ -277,6 +278,7 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, _ principal) er
 	if err != nil {
 		return fmt.Errorf("get task %s: %w", id, err)
 	}
+	s.explainWaiting(r.Context(), []*errand.Task{t})
 	httphelper.WriteJSON(w, userTask(t), http.StatusOK)
 	return nil
 }

@@ -388,8 +388,12 @@ func (p *Poller) identify(ctx context.Context) error {
 	b := backoff.WithContext(p.cfg.NewBackOff(), ctx)
 	if stored != nil && stored.ID != "" {
 		dc := p.authenticated(stored.Token)
+		// The first word of this process: what it holds is all it holds
+		// (nothing, unless an embedder ran tasks before), so the leases
+		// a previous process left end at once rather than being renewed
+		// by this one's heartbeats.
 		err := backoff.Retry(func() error {
-			resp, err := dc.Heartbeat(ctx, stored.ID, &client.HeartbeatRequest{})
+			resp, err := dc.Heartbeat(ctx, stored.ID, &client.HeartbeatRequest{Resumed: true, Running: p.Running()})
 			if err == nil {
 				p.setInterval(resp.HeartbeatInterval)
 				return nil

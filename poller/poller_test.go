@@ -269,6 +269,16 @@ func TestResumesStoredIdentity(t *testing.T) {
 	if f.registered != 0 {
 		t.Fatal("registered again instead of resuming")
 	}
+	// Its first word says it resumes and holds nothing, so that the
+	// leases of the process before it end at once.
+	if len(f.beats) == 0 || !f.beats[0].Resumed || len(f.beats[0].Running) != 0 {
+		t.Fatalf("first heartbeat = %+v, want resumed with nothing running", f.beats)
+	}
+	for _, b := range f.beats[1:] {
+		if b.Resumed {
+			t.Fatalf("a later heartbeat says resumed: %+v", f.beats)
+		}
+	}
 
 	// An identity the manager does not know is replaced.
 	f2 := newFake()

@@ -60,6 +60,8 @@ func reasonFor(code string) string {
 	switch code {
 	case errand.CodeDelegateLost:
 		return "the delegate stopped heartbeating and no attempts remain"
+	case errand.CodeAffinityLost:
+		return "the delegate this task must follow is gone and no live delegate of its group may stand in"
 	case errand.CodeTimedOut:
 		return "the task ran past its timeout"
 	case errand.CodeCancelled:
@@ -68,4 +70,18 @@ func reasonFor(code string) string {
 		return "a dependency did not meet its condition"
 	}
 	return code
+}
+
+// StandIn reports whether one of live, the active delegates of the group
+// of a lost or gone delegate, may run t in its place: t follows a task
+// that delegate ran (affinity), and a delegate of the same group takes
+// over what a lost one left (sibling cleanup). When none may, the task
+// takes errand.EventAffinityLost.
+func StandIn(t *errand.Task, live []*errand.Delegate) bool {
+	for _, d := range live {
+		if d.Matches(t) {
+			return true
+		}
+	}
+	return false
 }

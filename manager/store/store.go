@@ -65,10 +65,21 @@ type Store interface {
 	TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error)
 	// TaskSweep expires what time has ended: delegates whose last heartbeat
 	// is older than p.LeaseTTL become lost and their active tasks take
-	// errand.EventLeaseExpired; running tasks past their timeout plus
-	// p.TimeoutGrace take errand.EventTimeout. Safe to run on several
-	// managers at once: each expiry happens once.
+	// errand.EventLeaseExpired; so does every active task whose lease was
+	// given or last renewed (DelegateTouch with Running) more than
+	// p.LeaseTTL ago, though its delegate lives (errand.LeaseCheck);
+	// running tasks past their timeout plus p.TimeoutGrace take
+	// errand.EventTimeout; a queued task whose affinity task's delegate
+	// is gone, or lost for longer than p.LeaseTTL + p.AffinityGrace, and
+	// that no active delegate of that delegate's group matching the task
+	// may stand in for (StandIn), takes errand.EventAffinityLost.
+	// Safe to run on several managers at once: each expiry happens once.
 	TaskSweep(ctx context.Context, p TaskSweepParams) (TaskSweepResult, error)
+	// TaskRelease applies a delegate's complete statement of what it
+	// holds, made when it (re)starts: each of its active tasks not in
+	// p.Held takes errand.EventLeaseExpired at once (errand.LeaseCheck
+	// with Complete). Unknown delegates hold nothing.
+	TaskRelease(ctx context.Context, p TaskReleaseParams) (TaskSweepResult, error)
 
 	// LogAppend appends lines to an active task's log at p.Offset, fenced
 	// by the lease like TaskReport. Lines already stored at those offsets
@@ -103,7 +114,9 @@ type Store interface {
 	DelegateList(ctx context.Context, p DelegateListParams) ([]*errand.Delegate, error)
 	// DelegateTouch records heartbeats of many delegates in one write: each
 	// listed delegate's last heartbeat becomes p.Now and a lost one
-	// becomes active again. Unknown ids are ignored.
+	// becomes active again; the leases of the active tasks it names in
+	// p.Running are renewed to p.Now, and only those. Unknown ids are
+	// ignored.
 	DelegateTouch(ctx context.Context, p DelegateTouchParams) error
 	// DelegateUpdate changes the fields that are set in p.
 	DelegateUpdate(ctx context.Context, p DelegateUpdateParams) (*errand.Delegate, error)
@@ -178,6 +191,10 @@ type TaskSweepParams struct {
 	Now          time.Time
 	LeaseTTL     time.Duration
 	TimeoutGrace time.Duration
+	// AffinityGrace is how long a lost delegate is waited for, past its
+	// lease TTL, before the tasks that must follow it and that no sibling
+	// may take fail affinity_lost; a deregistered one is not waited for.
+	AffinityGrace time.Duration
 }
 
 // TaskSweepResult says what a sweep did.
@@ -187,6 +204,15 @@ type TaskSweepResult struct {
 	Failed        []string // lease expired, none left (delegate_lost)
 	Cancelled     []string // lease expired on a cancel-requested task
 	TimedOut      []string
+	AffinityLost  []string // queued, and no live delegate may run it
+}
+
+// TaskReleaseParams is a delegate's complete statement of the tasks it
+// holds.
+type TaskReleaseParams struct {
+	DelegateID string
+	Held       []string
+	Now        time.Time
 }
 
 // LogAppendParams appends lines to a task's log.
@@ -239,6 +265,9 @@ type DelegateListParams struct {
 type DelegateTouchParams struct {
 	IDs []string
 	Now time.Time
+	// Running maps a delegate of IDs to the tasks its latest heartbeat
+	// named: their leases are renewed.
+	Running map[string][]string
 }
 
 // DelegateUpdateParams changes a delegate; nil fields are left alone.

@@ -133,11 +133,35 @@ func (s *Store) DelegateTouch(ctx context.Context, p store.DelegateTouchParams) 
 	ids := slices.Clone(p.IDs)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	// The leases to renew, as parallel arrays of delegate and task ids, in
+	// delegate order.
+	var byDelegate, tasks []string
+	for _, id := range ids {
+		for _, t := range p.Running[id] {
+			byDelegate = append(byDelegate, id)
+			tasks = append(tasks, t)
+		}
+	}
 	err := s.write(ctx, func(w *wtx) error {
 		_, err := w.exec(`UPDATE delegates SET last_heartbeat = $1,
 			state = CASE state WHEN 'lost' THEN 'active' ELSE state END
 			WHERE seq IN (SELECT seq FROM delegates WHERE id = ANY($2) ORDER BY id FOR UPDATE)`, nanos(p.Now), ids)
-		return err
+		if err != nil || len(tasks) == 0 {
+			return err
+		}
+		// Rows another transaction holds (a report, a sweep) are not
+		// waited for: that one decides, and a lease renewed a moment
+		// later is renewed by the next heartbeat.
+		_, err = w.exec(`UPDATE tasks t SET lease_renewed = $1
+			WHERE t.seq IN (SELECT t2.seq FROM tasks t2
+				JOIN unnest($2::text[], $3::text[]) AS n(delegate_id, task_id)
+					ON t2.id = n.task_id AND t2.delegate_id = n.delegate_id
+				WHERE t2.state IN ('leased', 'running') ORDER BY t2.seq FOR UPDATE SKIP LOCKED)`,
+			nanos(p.Now), byDelegate, tasks)
+		if err != nil {
+			return fmt.Errorf("renew leases: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("touch delegates: %w", err)

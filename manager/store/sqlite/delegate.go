@@ -135,6 +135,18 @@ func (s *Store) DelegateTouch(ctx context.Context, p store.DelegateTouchParams) 
 				state = CASE state WHEN 'lost' THEN 'active' ELSE state END WHERE id = ?`, now, id); err != nil {
 				return err
 			}
+			if running := p.Running[id]; len(running) > 0 {
+				args := make([]any, 0, len(running)+2)
+				args = append(args, now, id)
+				for _, t := range running {
+					args = append(args, t)
+				}
+				if _, err := w.exec(`UPDATE tasks SET lease_renewed = ? WHERE delegate_id = ?
+					AND lease_token <> '' AND finished_at IS NULL
+					AND id IN (?`+strings.Repeat(", ?", len(running)-1)+`)`, args...); err != nil {
+					return fmt.Errorf("renew leases of %s: %w", id, err)
+				}
+			}
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -50,7 +51,7 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 		if len(picked) == 0 {
 			return nil
 		}
-		if out, err = leaseTasks(w, d, picked); err != nil {
+		if out, err = leaseTasks(w, d, picked, now); err != nil {
 			return fmt.Errorf("acquire for %s: %w", d.ID, err)
 		}
 		return nil
@@ -153,7 +154,7 @@ func affinityAllows(w *wtx, d *errand.Delegate, affID string) (bool, error) {
 // leaseTasks moves the picked queued tasks to leased, each under a new
 // token, in one statement, and returns them with their leases and their
 // dependencies' results.
-func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate) ([]*errand.Task, error) {
+func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*errand.Task, error) {
 	type lease struct {
 		next    errand.Status
 		token   string
@@ -189,7 +190,7 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate) ([]*errand.Task,
 		b.WriteString(" END")
 		return b.String()
 	}
-	args = append(args, d.ID, d.Group)
+	args = append(args, d.ID, d.Group, now)
 	attempts := byTask(func(i int) any { return leases[i].next.Attempt })
 	tokens := byTask(func(i int) any { return leases[i].token })
 	versions := byTask(func(i int) any { return leases[i].version })
@@ -197,7 +198,7 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate) ([]*errand.Task,
 		args = append(args, c.row.seq)
 	}
 	current := byTask(func(i int) any { return picked[i].row.version })
-	res, err := w.exec(`UPDATE tasks SET state = 'leased', delegate_id = ?, delegate_group = ?,
+	res, err := w.exec(`UPDATE tasks SET state = 'leased', delegate_id = ?, delegate_group = ?, lease_renewed = ?,
 		error_code = '', error_reason = '', attempt = `+attempts+`, lease_token = `+tokens+`,
 		version = `+versions+` WHERE seq IN (?`+strings.Repeat(", ?", len(picked)-1)+`) AND version = `+current,
 		args...)
@@ -277,6 +278,14 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 				}
 			}
 		}
+		if p.LeaseTTL > 0 {
+			if err := expireUnrenewed(w, p.Now, p.LeaseTTL, &res); err != nil {
+				return err
+			}
+		}
+		if err := failAffinityLost(w, now, now-int64(p.LeaseTTL+p.AffinityGrace), &res); err != nil {
+			return err
+		}
 		late, err := selectIDs(w, `SELECT id FROM tasks WHERE lease_token <> '' AND finished_at IS NULL AND state = 'running'
 			AND timeout > 0 AND started_at + timeout + ? < ? ORDER BY seq`, int64(p.TimeoutGrace), now)
 		if err != nil {
@@ -312,28 +321,174 @@ func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResu
 		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
 	}
 	for _, id := range ids {
-		row, err := getRow(w, id)
-		if err != nil {
+		if err := expireLease(w, id, now, res); err != nil {
 			return err
 		}
-		next, err := errand.Transition(row.status(), errand.EventLeaseExpired)
-		if err != nil {
-			return fmt.Errorf("expire lease of %s: %w", id, err)
+	}
+	return nil
+}
+
+// expireLease applies lease_expired to one active task.
+func expireLease(w *wtx, id string, now int64, res *store.TaskSweepResult) error {
+	row, err := getRow(w, id)
+	if err != nil {
+		return err
+	}
+	next, err := errand.Transition(row.status(), errand.EventLeaseExpired)
+	if err != nil {
+		return fmt.Errorf("expire lease of %s: %w", id, err)
+	}
+	if _, err := applyTransition(w, row, next, transitionExtras{clearLease: true}, now); err != nil {
+		return err
+	}
+	if res == nil {
+		return nil
+	}
+	switch next.State {
+	case errand.StateQueued:
+		res.Requeued = append(res.Requeued, id)
+	case errand.StateCancelled:
+		res.Cancelled = append(res.Cancelled, id)
+	default:
+		res.Failed = append(res.Failed, id)
+	}
+	return nil
+}
+
+// expireUnrenewed applies lease_expired to the active tasks whose leases
+// were not renewed for longer than ttl, though their delegates live.
+func expireUnrenewed(w *wtx, now time.Time, ttl time.Duration, res *store.TaskSweepResult) error {
+	rows, err := w.query(`SELECT id, lease_renewed FROM tasks WHERE lease_token <> '' AND finished_at IS NULL
+		AND lease_renewed < ? ORDER BY +seq`, nanos(now.Add(-ttl)))
+	if err != nil {
+		return fmt.Errorf("sweep leases: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var (
+			id      string
+			renewed int64
+		)
+		if err := rows.Scan(&id, &renewed); err != nil {
+			rows.Close()
+			return fmt.Errorf("sweep leases: %w", err)
 		}
-		if _, err := applyTransition(w, row, next, transitionExtras{clearLease: true}, now); err != nil {
+		if (errand.LeaseCheck{Renewed: time.Unix(0, renewed)}).Ended(now, ttl) {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sweep leases: %w", err)
+	}
+	for _, id := range ids {
+		if err := expireLease(w, id, nanos(now), res); err != nil {
 			return err
 		}
-		if res == nil {
+	}
+	return nil
+}
+
+// TaskRelease ends at once the leases of a delegate's active tasks that
+// its complete statement does not name.
+func (s *Store) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (store.TaskSweepResult, error) {
+	var res store.TaskSweepResult
+	if p.DelegateID == "" {
+		return res, errand.Errorf(errand.CodeInvalid, "delegate: required")
+	}
+	held := make(map[string]bool, len(p.Held))
+	for _, id := range p.Held {
+		held[id] = true
+	}
+	err := s.write(ctx, func(w *wtx) error {
+		res = store.TaskSweepResult{}
+		ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND lease_token <> '' AND finished_at IS NULL
+			ORDER BY seq`, p.DelegateID)
+		if err != nil {
+			return fmt.Errorf("tasks of delegate %s: %w", p.DelegateID, err)
+		}
+		for _, id := range ids {
+			if !(errand.LeaseCheck{Named: held[id], Complete: true}).Ended(p.Now, 0) {
+				continue
+			}
+			if err := expireLease(w, id, nanos(p.Now), &res); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return store.TaskSweepResult{}, fmt.Errorf("release leases of delegate %s: %w", p.DelegateID, err)
+	}
+	return res, nil
+}
+
+// failAffinityLost fails the queued tasks whose affinity task's delegate is
+// lost or gone when no live delegate of its group may run them instead.
+func failAffinityLost(w *wtx, now, lostBefore int64, res *store.TaskSweepResult) error {
+	rows, err := w.query(`SELECT t.id, a.delegate_group FROM tasks t
+		JOIN tasks a ON a.id = t.affinity AND a.delegate_id <> ''
+		LEFT JOIN delegates ad ON ad.id = a.delegate_id
+		WHERE t.state = 'queued' AND t.affinity <> ''
+			AND (ad.id IS NULL OR (ad.state = 'lost' AND ad.last_heartbeat < ?))
+		ORDER BY +t.seq`, lostBefore)
+	if err != nil {
+		return fmt.Errorf("sweep affinities: %w", err)
+	}
+	type orphan struct{ id, group string }
+	var orphans []orphan
+	for rows.Next() {
+		var o orphan
+		if err := rows.Scan(&o.id, &o.group); err != nil {
+			rows.Close()
+			return fmt.Errorf("sweep affinities: %w", err)
+		}
+		orphans = append(orphans, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(orphans) == 0 {
+		return err
+	}
+	live := map[string][]*errand.Delegate{}
+	for _, o := range orphans {
+		if _, ok := live[o.group]; ok {
 			continue
 		}
-		switch next.State {
-		case errand.StateQueued:
-			res.Requeued = append(res.Requeued, id)
-		case errand.StateCancelled:
-			res.Cancelled = append(res.Cancelled, id)
-		default:
-			res.Failed = append(res.Failed, id)
+		drows, err := w.query(`SELECT `+delegateCols+` FROM delegates WHERE grp = ? AND state = 'active' ORDER BY seq`, o.group)
+		if err != nil {
+			return fmt.Errorf("sweep affinities: %w", err)
 		}
+		var ds []*errand.Delegate
+		for drows.Next() {
+			d, err := scanDelegate(drows)
+			if err != nil {
+				drows.Close()
+				return fmt.Errorf("sweep affinities: %w", err)
+			}
+			ds = append(ds, d)
+		}
+		drows.Close()
+		if err := drows.Err(); err != nil {
+			return fmt.Errorf("sweep affinities: %w", err)
+		}
+		live[o.group] = ds
+	}
+	for _, o := range orphans {
+		row, err := getRow(w, o.id)
+		if err != nil {
+			return err
+		}
+		if store.StandIn(&row.Task, live[o.group]) {
+			continue
+		}
+		next, err := errand.Transition(row.status(), errand.EventAffinityLost)
+		if err != nil {
+			return fmt.Errorf("fail task %s: %w", o.id, err)
+		}
+		if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+			return err
+		}
+		res.AffinityLost = append(res.AffinityLost, o.id)
 	}
 	return nil
 }

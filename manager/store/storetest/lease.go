@@ -344,7 +344,8 @@ func testHeartbeat(h *harness) {
 	h.report(leased, errand.StateRunning)
 	for i := 0; i < 5; i++ {
 		h.tick(20 * time.Second)
-		h.touch("d1", "unknown-is-ignored")
+		h.touch("unknown-is-ignored")
+		h.touchRunning("d1", "t")
 		if res := h.sweep(30*time.Second, 0); len(res.LostDelegates)+len(res.Requeued)+len(res.Failed) != 0 {
 			h.t.Fatalf("sweep after heartbeat expired %+v", res)
 		}

@@ -51,6 +51,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CancelRunning", testCancelRunning},
 		{"CancelEnded", testCancelEnded},
 		{"HeartbeatKeepsLeases", testHeartbeat},
+		{"HeartbeatRenewsOnlyNamedLeases", testRenewNamedOnly},
+		{"LeaseInFlightAcquireKept", testLeaseInFlight},
+		{"ReleaseUnheldLeases", testRelease},
+		{"AffinityLost", testAffinityLost},
 		{"SweepRequeuesThenFails", testSweepAttempts},
 		{"SweepCancelRequested", testSweepCancelRequested},
 		{"SweepTimeout", testSweepTimeout},
@@ -232,6 +236,16 @@ func (h *harness) sweep(ttl, grace time.Duration) store.TaskSweepResult {
 func (h *harness) touch(ids ...string) {
 	h.t.Helper()
 	if err := h.s.DelegateTouch(h.ctx, store.DelegateTouchParams{IDs: ids, Now: h.now}); err != nil {
+		h.t.Fatalf("DelegateTouch: %v", err)
+	}
+}
+
+// touchRunning records a heartbeat of delegate id that names tasks.
+func (h *harness) touchRunning(id string, tasks ...string) {
+	h.t.Helper()
+	err := h.s.DelegateTouch(h.ctx, store.DelegateTouchParams{IDs: []string{id}, Now: h.now,
+		Running: map[string][]string{id: tasks}})
+	if err != nil {
 		h.t.Fatalf("DelegateTouch: %v", err)
 	}
 }
