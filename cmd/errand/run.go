@@ -200,7 +200,7 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 		cancel()
 		if err != nil {
 			log.WithField("reason", err.Error()).Warn("no Docker daemon answers: docker stages will wait")
-		} else if dh, err = docker.New(docker.Config{Log: log}); err != nil {
+		} else if dh, err = docker.New(docker.Config{Log: log, Local: true}); err != nil {
 			return nil, fmt.Errorf("docker runtime: %w", err)
 		} else {
 			dh.Register(r)

@@ -103,7 +103,10 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	if len(shell) == 0 {
 		shell = strings.Fields(DefaultShell)
 	}
-	labels := h.labels(t, data.Stage, initID)
+	labels, err := h.labels(ctx, t, data.Stage, initID)
+	if err != nil {
+		return nil, err
+	}
 	labels[LabelStep] = data.Step
 	s := &step{
 		config: &container.Config{
