@@ -125,6 +125,17 @@ type Config struct {
 	// with this process's LocalOwner, no delegate ever removes them, and
 	// errand prune removes them once the process is gone.
 	Local bool
+	// Source, when set, is the project directory a stage's workspace
+	// starts as: each stage's volume is filled with a copy of its files
+	// (what internal/workspace lists: Git-aware, links kept as links). It
+	// is the delegate's configuration, never taken from a task.
+	Source string
+	// Bind mounts Source itself as every step's workspace instead of a
+	// copy in a volume: steps change the project's files.
+	Bind bool
+	// SourceExclude are absolute paths under Source left out of the copy
+	// (e.g. a data dir inside the project).
+	SourceExclude []string
 	// Client is the Docker client; when nil one is made from the
 	// environment (DOCKER_HOST, …) with API version negotiation.
 	Client *dockerclient.Client
@@ -185,6 +196,9 @@ func NewClient() (*dockerclient.Client, error) {
 // New returns the handlers for cfg.
 func New(cfg Config) (*Handlers, error) {
 	cfg.setDefaults()
+	if err := checkSource(&cfg); err != nil {
+		return nil, err
+	}
 	h := &Handlers{cfg: cfg, docker: cfg.Client}
 	if cfg.Local {
 		h.local = SelfOwner().String()

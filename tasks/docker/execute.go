@@ -72,8 +72,9 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	if err != nil {
 		return nil, errand.Errorf(errand.CodeInvalid, "find the stage's resources: %v", err)
 	}
-	if init.Volume == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "initialize result names no workspace volume")
+	ws, err := h.workspaceMount(init.Volume)
+	if err != nil {
+		return nil, err
 	}
 	initID := ""
 	for _, d := range t.Dependencies {
@@ -120,7 +121,7 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 		},
 		host: &container.HostConfig{
 			NetworkMode: container.NetworkMode(init.Network),
-			Mounts:      []mount.Mount{{Type: mount.TypeVolume, Source: init.Volume, Target: Workspace}},
+			Mounts:      []mount.Mount{ws},
 			Privileged:  data.Privileged,
 			Init:        boolPtr(true),
 			Resources:   resources(data.Resources),

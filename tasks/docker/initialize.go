@@ -109,14 +109,25 @@ func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.I
 		fmt.Fprintf(logs, "network %s\n", name)
 	}
 
-	actx, cancel := h.api(ctx)
-	vol, err := h.docker.VolumeCreate(actx, volume.CreateOptions{Name: name, Labels: labels})
-	cancel()
-	if err != nil {
-		return fail(failure("create volume "+name, err))
+	// With Bind the steps work in the source directory itself: there is
+	// no volume.
+	if h.cfg.Bind {
+		fmt.Fprintf(logs, "workspace: %s (bind-mounted)\n", h.cfg.Source)
+	} else {
+		actx, cancel := h.api(ctx)
+		vol, err := h.docker.VolumeCreate(actx, volume.CreateOptions{Name: name, Labels: labels})
+		cancel()
+		if err != nil {
+			return fail(failure("create volume "+name, err))
+		}
+		res.Volume = vol.Name
+		fmt.Fprintf(logs, "volume %s\n", vol.Name)
+		if h.cfg.Source != "" {
+			if err := h.populate(ctx, data.Image, vol.Name, labels, logs); err != nil {
+				return fail(err)
+			}
+		}
 	}
-	res.Volume = vol.Name
-	fmt.Fprintf(logs, "volume %s\n", vol.Name)
 
 	for _, s := range data.Services {
 		id, err := h.startService(ctx, s, data, res, labels, logs)
