@@ -133,9 +133,9 @@ type Config struct {
 	// Bind mounts Source itself as every step's workspace instead of a
 	// copy in a volume: steps change the project's files.
 	Bind bool
-	// SourceExclude are absolute paths under Source left out of the copy
+	// Exclude are absolute paths under Source left out of the copy
 	// (e.g. a data dir inside the project).
-	SourceExclude []string
+	Exclude []string
 	// Client is the Docker client; when nil one is made from the
 	// environment (DOCKER_HOST, …) with API version negotiation.
 	Client *dockerclient.Client

@@ -64,7 +64,7 @@ func (h *Handlers) workspaceMount(volume string) (mount.Mount, error) {
 func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[string]string, logs io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, copyTimeout)
 	defer cancel()
-	opts := workspace.Options{Exclude: h.cfg.SourceExclude}
+	opts := workspace.Options{Exclude: h.cfg.Exclude}
 	files, err := workspace.FilesWith(ctx, h.cfg.Source, opts)
 	if err != nil {
 		return errand.Errorf(errand.CodeTaskFailed, "list the project's files in %s: %v", h.cfg.Source, err)

@@ -47,7 +47,7 @@ func (e *env) execute(dep errand.DependencyResult, commands ...string) string {
 func TestWorkspaceSourceCopy(t *testing.T) {
 	dir := project(t)
 	e := newEnv(t, func(c *docker.Config) {
-		c.Source, c.SourceExclude = dir, []string{filepath.Join(dir, "data")}
+		c.Source, c.Exclude = dir, []string{filepath.Join(dir, "data")}
 	})
 	dep, res := e.initialize("d1", stageData())
 	if res.Volume == "" {
