@@ -100,7 +100,20 @@ func drop(format string, args ...any) decision {
 
 // prune removes (or, with --dry-run, lists) what Errand left on this host.
 func prune(ctx context.Context, f *pruneFlags, stdout, stderr io.Writer) error {
-	p := &pruner{f: f, stages: map[string]decision{}}
+	dirs := [][2]string{{"--temp-dir", f.tempDir}}
+	for _, d := range f.stateDirs {
+		dirs = append(dirs, [2]string{"--state-dir", d})
+	}
+	for _, d := range dirs {
+		if fi, err := os.Stat(d[1]); errors.Is(err, os.ErrNotExist) {
+			return usageErrorf("%s %s: no such directory", d[0], d[1])
+		} else if err != nil {
+			return usageErrorf("%s %s: %v", d[0], d[1], err)
+		} else if !fi.IsDir() {
+			return usageErrorf("%s %s: not a directory", d[0], d[1])
+		}
+	}
+	p := &pruner{f: f, items: []pruneItem{}, stages: map[string]decision{}}
 	p.docker(ctx, stderr)
 	p.tempDirs(ctx)
 	p.stateDirs(ctx)

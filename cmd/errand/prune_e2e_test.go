@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -215,4 +216,26 @@ func TestE2EPrune(t *testing.T) {
 	}
 	live.signal(syscall.SIGINT)
 	live.wait(t, 60*time.Second)
+}
+
+// A directory that is not there, or is a file, is named, with exit code 2,
+// before anything is looked at.
+func TestE2EPruneBadInput(t *testing.T) {
+	bin := testenv.Binary(t)
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--state-dir", file + "-missing"},
+		{"--temp-dir", file},
+	} {
+		cmd := exec.Command(bin, append([]string{"prune", "--dry-run"}, args...)...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), args[0]+" "+args[1]) {
+			t.Errorf("errand prune %v: %v\n%s", args, err, out)
+		}
+	}
 }
