@@ -2,7 +2,9 @@
 // Engine API: docker.initialize creates the stage's network and workspace
 // volume, makes the image present and starts the service containers;
 // docker.execute runs one step in a container of its own with the
-// workspace mounted; docker.cleanup removes everything the stage created.
+// workspace mounted (the stage's volume, which may start as a copy of the
+// project, or the project directory itself: see Config.Source);
+// docker.cleanup removes everything the stage created.
 //
 // The handlers keep no state between tasks. Every resource carries labels
 // (errand.run, errand.stage, errand.delegate, errand.group,
@@ -10,9 +12,10 @@
 // cleanup finds it by label after a half-failed initialize or a delegate
 // restart, and so that a sibling delegate of the same manager and group
 // can remove what a lost dynamic delegate left behind (see Siblings).
-// Resources of errand run carry errand.local instead, naming the process
-// that owns them: no delegate ever touches them, and errand prune removes
-// them once that process is gone (see Prune).
+// Resources of errand run carry errand.local instead of errand.manager,
+// naming the process that owns them: no delegate ever touches them, and
+// errand prune removes them once that process is gone (see LocalOwner,
+// Managed and Remove).
 package docker
 
 import (

@@ -28,10 +28,11 @@ import (
 const outputDrain = 2 * time.Second
 
 // Execute runs one step in a container of its own: the stage image (or
-// the step's), the workspace volume mounted at Workspace, the stage
-// network, the step's environment and secrets as container environment,
-// and its commands read as one script by the shell. Output is shipped to
-// the task log line by line, stdout and stderr each in order, as it comes.
+// the step's), the workspace (the stage's volume, or the bound source
+// directory) mounted at Workspace, the stage network, the step's
+// environment and secrets as container environment, and its commands
+// read as one script by the shell. Output is shipped to the task log line
+// by line, stdout and stderr each in order, as it comes.
 // When the task is cancelled or times out the container is stopped
 // (SIGTERM, then SIGKILL after the grace) and removed.
 func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
