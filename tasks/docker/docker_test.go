@@ -484,6 +484,27 @@ func TestPullErrors(t *testing.T) {
 	}
 }
 
+// The initialize task's log says what the stage's setup did: its volume,
+// each service starting and becoming ready.
+func TestInitializeLog(t *testing.T) {
+	e := newEnv(t)
+	data := stageData()
+	data.Services = []tasks.Service{{Name: "db", Image: testImage, Commands: []string{"exec sleep 300"},
+		Readiness: []string{"true"}}}
+	out, logs, id := e.serve(context.Background(), "d1", errand.TypeDockerInitialize, data)
+	if out.State == errand.StateSucceeded {
+		e.cleanup(errand.DependencyResult{Task: id, Type: errand.TypeDockerInitialize, State: out.State, Result: out.Result})
+	}
+	if out.State != errand.StateSucceeded {
+		t.Fatalf("initialize: %+v %v\n%s", out, out.Error, logs)
+	}
+	for _, want := range []string{"volume errand-", "starting service db (" + testImage + ")", "service db started", "waiting for service db to be ready", "service db ready"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("initialize log does not say %q:\n%s", want, logs)
+		}
+	}
+}
+
 // With no daemon answering, initialize fails in seconds with
 // docker_unavailable and a hint, both when nothing listens on the socket
 // and when something accepts connections and never answers.
