@@ -55,8 +55,9 @@ func ParseLocalOwner(s string) (LocalOwner, error) {
 var ErrOtherHost = errors.New("the owner runs on another host")
 
 // Alive reports whether the owner process still runs: a process with its
-// pid exists and started when it did. It returns ErrOtherHost for an
-// owner on another host.
+// pid exists and started when it did (any process with its pid, when
+// its start time is unknown). It returns ErrOtherHost for an owner on
+// another host.
 func (o LocalOwner) Alive() (bool, error) {
 	host, _ := os.Hostname()
 	if o.Host != host {
@@ -69,7 +70,9 @@ func (o LocalOwner) Alive() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return start == o.Start, nil
+	// A start time that could not be read when the label was written
+	// cannot tell a reused pid: the process is taken for the owner.
+	return o.Start == 0 || start == o.Start, nil
 }
 
 // processStart reads a process's start time, in clock ticks since boot,

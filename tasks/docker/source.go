@@ -18,6 +18,10 @@ import (
 	"github.com/errandci/errand/internal/workspace"
 )
 
+// errCopyEnded is what the tar writer sees when the daemon stopped
+// reading the copy.
+var errCopyEnded = errors.New("the copy ended")
+
 // copyTimeout bounds the copy of the project into a stage's workspace.
 const copyTimeout = 10 * time.Minute
 
@@ -92,12 +96,15 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 		written <- err
 	}()
 	err = h.docker.CopyToContainer(ctx, created.ID, Workspace, pr, container.CopyToContainerOptions{})
-	pr.CloseWithError(errors.New("copy ended")) // unblocks the writer if the daemon stopped reading
-	if werr := <-written; werr != nil {
+	pr.CloseWithError(errCopyEnded) // unblocks the writer if the daemon stopped reading
+	werr := <-written
+	switch {
+	case werr != nil && !errors.Is(werr, errCopyEnded):
 		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: %v", h.cfg.Source, werr)
-	}
-	if err != nil {
+	case err != nil:
 		return failure("copy the project into the workspace", err)
+	case werr != nil:
+		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: the daemon stopped reading", h.cfg.Source)
 	}
 	fmt.Fprintf(logs, "workspace: copied %d entries of %s\n", len(files), h.cfg.Source)
 	return nil
