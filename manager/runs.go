@@ -109,8 +109,13 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 		}
 		tasks = plan.Tasks
 	}
-	if _, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()}); err != nil {
+	created, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()})
+	if err != nil {
 		return fmt.Errorf("create run %s: %w", id, err)
+	}
+	s.metrics.created(created)
+	if len(run.SetupErrors) > 0 {
+		s.metrics.setupErrorRun()
 	}
 	s.log.WithFields(logrus.Fields{"run_id": id, "tasks": len(tasks), "setup_errors": len(run.SetupErrors)}).Info("run created")
 	view, err := s.runView(r.Context(), run)
