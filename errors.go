@@ -35,6 +35,9 @@ const (
 	CodeBadResult       = "bad_result"        // the handler's response was not JSON
 	CodeTaskFailed      = "task_failed"       // generic failure reported by a handler
 	CodeExitCode        = "exit_code"         // a step exited non-zero
+	// CodeDockerUnavailable: the Docker daemon does not answer. Like every
+	// outcome code a handler answers it with 422.
+	CodeDockerUnavailable = "docker_unavailable"
 )
 
 // Error is a structured error: a machine-readable code and a reason for

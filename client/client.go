@@ -121,6 +121,9 @@ type TaskFilter struct {
 type DelegateList struct {
 	Kind  string      `json:"kind"`
 	Items []*Delegate `json:"items"`
+	// ManagerID is the identity of the manager that answered (see
+	// Registration.ManagerID).
+	ManagerID string `json:"manager_id,omitempty"`
 }
 
 // RegisterRequest describes a delegate to the manager.
@@ -142,6 +145,9 @@ type Registration struct {
 	Delegate
 	Token             string          `json:"token"`
 	HeartbeatInterval errand.Duration `json:"heartbeat_interval"`
+	// ManagerID is the manager's identity, the same across its restarts
+	// and replicas: delegates put it on the Docker resources they create.
+	ManagerID string `json:"manager_id,omitempty"`
 }
 
 // HeartbeatRequest reports a delegate's condition.

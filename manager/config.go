@@ -27,6 +27,13 @@ type Config struct {
 	// DataDir (mode 0600) when empty.
 	AdminToken        string
 	RegistrationToken string
+	// ID is the manager's identity, told to delegates when they register
+	// and list delegates, which put it on the Docker resources they create
+	// so that two managers' delegates sharing a Docker daemon never touch
+	// each other's. Open keeps it in the object storage (generated on
+	// first start, so replicas sharing the storage share it); New makes a
+	// random one when it is empty.
+	ID string
 
 	// HeartbeatInterval is what delegates are told to keep (default 10s).
 	HeartbeatInterval time.Duration

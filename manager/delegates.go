@@ -116,6 +116,7 @@ func (s *Server) registerDelegate(w http.ResponseWriter, r *http.Request, _ prin
 		Delegate:          *decorateDelegate(d),
 		Token:             token,
 		HeartbeatInterval: errand.Duration(s.cfg.HeartbeatInterval),
+		ManagerID:         s.cfg.ID,
 	}, http.StatusCreated)
 	return nil
 }
@@ -532,7 +533,7 @@ func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p princip
 			shown = append(shown, decorateDelegate(d))
 		}
 	}
-	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: shown}, http.StatusOK)
+	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: shown, ManagerID: s.cfg.ID}, http.StatusOK)
 	return nil
 }
 

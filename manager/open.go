@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -57,6 +58,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	objects, err := openObjects(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ID == "" {
+		if cfg.ID, err = loadOrCreateID(ctx, cfg.Log, objects); err != nil {
+			closeIf(objects)
+			return nil, err
+		}
 	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
@@ -131,6 +138,60 @@ func openObjects(ctx context.Context, cfg Config) (ost.Storage, error) {
 	}
 	return nil, fmt.Errorf("object storage: unknown backend %q (want posix or s3://bucket/base)", cfg.Objects)
 }
+
+// idKey is where the manager's identity is kept in object storage.
+const idKey = "manager/id"
+
+// maxManagerIDLen bounds a stored identity.
+const maxManagerIDLen = 128
+
+// loadOrCreateID reads the manager's identity from the object storage, or
+// stores a new one there on first start. Replicas that start together may
+// both write one: each reads back what was stored last, and a replica
+// restarted later reads the same.
+func loadOrCreateID(ctx context.Context, log *logrus.Logger, objects ost.Storage) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, idTimeout)
+	defer cancel()
+	read := func() (string, error) {
+		rc, err := objects.Get(ctx, idKey)
+		if err != nil {
+			return "", err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, maxManagerIDLen+1))
+		if err != nil {
+			return "", fmt.Errorf("read manager identity: %w", err)
+		}
+		id := strings.TrimSpace(string(b))
+		if id == "" || len(id) > maxManagerIDLen {
+			return "", fmt.Errorf("manager identity in object storage at %s: want 1 to %d characters", idKey, maxManagerIDLen)
+		}
+		return id, nil
+	}
+	id, err := read()
+	if err == nil {
+		return id, nil
+	}
+	if !errors.Is(err, ost.ErrNotFound) {
+		return "", fmt.Errorf("manager identity: %w", err)
+	}
+	secret, err := newSecret(12)
+	if err != nil {
+		return "", err
+	}
+	id = "m-" + secret
+	if err := objects.Put(ctx, idKey, strings.NewReader(id), int64(len(id))); err != nil {
+		return "", fmt.Errorf("store manager identity: %w", err)
+	}
+	if id, err = read(); err != nil {
+		return "", fmt.Errorf("manager identity: %w", err)
+	}
+	log.WithField("manager_id", id).Info("generated the manager's identity")
+	return id, nil
+}
+
+// idTimeout bounds reading or storing the manager's identity.
+const idTimeout = 30 * time.Second
 
 // redactURL returns a database URL without its password, for messages.
 func redactURL(raw string) string {

@@ -76,6 +76,13 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	if st == nil || objects == nil {
 		return nil, errors.New("manager: a store and an object storage are required")
 	}
+	if cfg.ID == "" {
+		id, err := newSecret(12)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ID = "m-" + id
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Log,
@@ -102,6 +109,9 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	s.handler = s.serveHTTP()
 	return s, nil
 }
+
+// ID returns the manager's identity (Config.ID).
+func (s *Server) ID() string { return s.cfg.ID }
 
 // onChange runs on every committed store change, and on this manager's
 // own changes; it must not block. The cache learns first, so that the

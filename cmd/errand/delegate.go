@@ -98,7 +98,20 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 	h := exec.New(cfg.StateDir)
 	h.AllowPrivileged = cfg.AllowPrivileged
 	h.Register(r)
-	dh, err := dockerHandlers(ctx, cfg, dk)
+	// The docker handlers ask the manager for its identity once the
+	// delegate is registered, before their first resource.
+	var d *delegate.Delegate
+	managerID := func(ctx context.Context) (string, error) {
+		if d == nil || d.Poller().Client() == nil {
+			return "", fmt.Errorf("not registered yet")
+		}
+		l, err := d.Poller().Client().ListDelegates(ctx)
+		if err != nil {
+			return "", err
+		}
+		return l.ManagerID, nil
+	}
+	dh, err := dockerHandlers(ctx, cfg, dk, managerID)
 	if err != nil {
 		return err
 	}
@@ -106,7 +119,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 		defer dh.Close()
 		dh.Register(r)
 	}
-	d, err := delegate.New(cfg, r)
+	d, err = delegate.New(cfg, r)
 	if err != nil {
 		return err
 	}
@@ -134,7 +147,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 
 // dockerHandlers returns the docker handlers when a daemon answers, nil
 // when none does.
-func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings) (*docker.Handlers, error) {
+func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings, managerID func(context.Context) (string, error)) (*docker.Handlers, error) {
 	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
 	defer cancel()
 	if err := docker.Available(pctx); err != nil {
@@ -143,6 +156,7 @@ func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings)
 	}
 	dh, err := docker.New(docker.Config{
 		Group: cfg.Group, AllowPrivileged: cfg.AllowPrivileged, StopGrace: dk.stopGrace, Log: cfg.Log,
+		ManagerID: managerID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("docker runtime: %w", err)

@@ -506,7 +506,7 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 		// runtime's initialize says so, or, when the runtime cannot even
 		// be made, handlers that only say so.
 		var err error
-		if dh, err = docker.New(docker.Config{Log: log}); err != nil {
+		if dh, err = docker.New(docker.Config{Log: log, Local: true, Source: exh.Source, Bind: exh.Bind, Exclude: exh.Exclude}); err != nil {
 			dockerUnavailable(r, err)
 		} else {
 			dh.Register(r)

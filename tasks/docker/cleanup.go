@@ -59,6 +59,12 @@ func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
 // It returns what it removed as "container ID", "network NAME", "volume
 // NAME"; objects already gone are not errors.
 func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]string, error) {
+	return h.removeWhere(ctx, func(map[string]string) bool { return true }, labels...)
+}
+
+// removeWhere is removeLabelled of the objects whose labels also satisfy
+// match.
+func (h *Handlers) removeWhere(ctx context.Context, match func(map[string]string) bool, labels ...string) ([]string, error) {
 	f := labelFilter(append([]string{LabelManaged + "=true"}, labels...)...)
 	var removed []string
 	var errs []error
@@ -77,6 +83,9 @@ func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]stri
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range cs {
+		if !match(c.Labels) {
+			continue
+		}
 		actx, cancel := h.api(ctx)
 		err := h.docker.ContainerRemove(actx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil && strings.Contains(err.Error(), "already in progress") {
@@ -93,6 +102,9 @@ func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]stri
 		errs = append(errs, fmt.Errorf("list networks: %w", err))
 	}
 	for _, n := range ns {
+		if !match(n.Labels) {
+			continue
+		}
 		actx, cancel := h.api(ctx)
 		err := h.docker.NetworkRemove(actx, n.ID)
 		cancel()
@@ -106,6 +118,9 @@ func (h *Handlers) removeLabelled(ctx context.Context, labels ...string) ([]stri
 		errs = append(errs, fmt.Errorf("list volumes: %w", err))
 	}
 	for _, v := range vs.Volumes {
+		if !match(v.Labels) {
+			continue
+		}
 		actx, cancel := h.api(ctx)
 		err := h.docker.VolumeRemove(actx, v.Name, true)
 		cancel()

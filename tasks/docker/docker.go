@@ -2,14 +2,20 @@
 // Engine API: docker.initialize creates the stage's network and workspace
 // volume, makes the image present and starts the service containers;
 // docker.execute runs one step in a container of its own with the
-// workspace mounted; docker.cleanup removes everything the stage created.
+// workspace mounted (the stage's volume, which may start as a copy of the
+// project, or the project directory itself: see Config.Source);
+// docker.cleanup removes everything the stage created.
 //
 // The handlers keep no state between tasks. Every resource carries labels
 // (errand.run, errand.stage, errand.delegate, errand.group,
-// errand.initialize and errand.managed=true) so that cleanup finds it by
-// label after a half-failed initialize or a delegate restart, and so that
-// a sibling delegate can remove what a lost dynamic delegate left behind
-// (see Siblings).
+// errand.manager, errand.initialize and errand.managed=true) so that
+// cleanup finds it by label after a half-failed initialize or a delegate
+// restart, and so that a sibling delegate of the same manager and group
+// can remove what a lost dynamic delegate left behind (see Siblings).
+// Resources of errand run carry errand.local instead of errand.manager,
+// naming the process that owns them: no delegate ever touches them, and
+// errand prune removes them once that process is gone (see LocalOwner,
+// Managed and Remove).
 package docker
 
 import (
@@ -38,7 +44,10 @@ const (
 	// pull policy never, may not) be pulled.
 	CodeImageNotFound = "image_not_found"
 	// CodeDockerUnavailable: the Docker daemon does not answer.
-	CodeDockerUnavailable = "docker_unavailable"
+	CodeDockerUnavailable = errand.CodeDockerUnavailable
+	// CodePullFailed: the pull policy asked for a pull and it failed,
+	// although the image may be present on the host.
+	CodePullFailed = "image_pull_failed"
 	// CodePrivilegedNotAllowed: a stage asked for privileged containers on
 	// a delegate not started with --allow-privileged.
 	CodePrivilegedNotAllowed = "privileged_not_allowed"
@@ -53,6 +62,12 @@ const (
 	LabelGroup      = "errand.group"
 	LabelInitialize = "errand.initialize"
 	LabelStep       = "errand.step"
+	// LabelManager is the identity of the manager whose delegate created
+	// the resource.
+	LabelManager = "errand.manager"
+	// LabelLocal marks a resource of errand run; its value names the
+	// process that owns it (see LocalOwner).
+	LabelLocal = "errand.local"
 )
 
 // Pull policies of a stage's images.
@@ -76,6 +91,7 @@ const (
 	DefaultPullTimeout      = 10 * time.Minute
 	DefaultReadinessTimeout = 2 * time.Minute
 	DefaultMaxStep          = 24 * time.Hour
+	DefaultPingTimeout      = 5 * time.Second
 )
 
 // Config configures the docker handlers.
@@ -98,6 +114,31 @@ type Config struct {
 	// MaxStep bounds a step container's run when its task has no timeout
 	// of its own.
 	MaxStep time.Duration
+	// PingTimeout bounds the check that the daemon answers, done first by
+	// every initialize, so that an unreachable daemon fails the stage in
+	// seconds.
+	PingTimeout time.Duration
+	// ManagerID returns the identity of the manager the delegate serves,
+	// put on every resource (errand.manager) so that delegates of another
+	// manager sharing the Docker daemon never touch them. It is called
+	// until it succeeds once. Nil (or "") puts no manager on resources,
+	// and Siblings then removes nothing.
+	ManagerID func(ctx context.Context) (string, error)
+	// Local marks the resources as errand run's: they carry errand.local
+	// with this process's LocalOwner, no delegate ever removes them, and
+	// errand prune removes them once the process is gone.
+	Local bool
+	// Source, when set, is the project directory a stage's workspace
+	// starts as: each stage's volume is filled with a copy of its files
+	// (what internal/workspace lists: Git-aware, links kept as links). It
+	// is the delegate's configuration, never taken from a task.
+	Source string
+	// Bind mounts Source itself as every step's workspace instead of a
+	// copy in a volume: steps change the project's files.
+	Bind bool
+	// Exclude are absolute paths under Source left out of the copy
+	// (e.g. a data dir inside the project).
+	Exclude []string
 	// Client is the Docker client; when nil one is made from the
 	// environment (DOCKER_HOST, …) with API version negotiation.
 	Client *dockerclient.Client
@@ -122,6 +163,9 @@ func (c *Config) setDefaults() {
 	if c.MaxStep <= 0 {
 		c.MaxStep = DefaultMaxStep
 	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = DefaultPingTimeout
+	}
 	if c.Log == nil {
 		c.Log = logrus.StandardLogger()
 	}
@@ -134,6 +178,11 @@ type Handlers struct {
 	own    bool // the client was made here and is closed by Close
 	// removals are the removals of exited step containers under way.
 	removals sync.WaitGroup
+	// local is this process's owner label value when cfg.Local.
+	local string
+
+	mu      sync.Mutex
+	manager string // the manager's identity once known
 }
 
 // NewClient returns a Docker client configured from the environment, which
@@ -150,7 +199,13 @@ func NewClient() (*dockerclient.Client, error) {
 // New returns the handlers for cfg.
 func New(cfg Config) (*Handlers, error) {
 	cfg.setDefaults()
+	if err := checkSource(&cfg); err != nil {
+		return nil, err
+	}
 	h := &Handlers{cfg: cfg, docker: cfg.Client}
+	if cfg.Local {
+		h.local = SelfOwner().String()
+	}
 	if h.docker == nil {
 		c, err := NewClient()
 		if err != nil {
@@ -196,18 +251,53 @@ func Available(ctx context.Context) error {
 		return errand.Errorf(CodeDockerUnavailable, "%v", err)
 	}
 	defer c.Close()
-	return ping(ctx, c, DefaultAPITimeout)
+	return ping(ctx, c, DefaultPingTimeout)
 }
 
+// ping checks that the daemon answers within timeout.
 func ping(ctx context.Context, c *dockerclient.Client, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := c.Ping(ctx); err != nil {
-		return errand.Errorf(CodeDockerUnavailable,
-			"the Docker daemon at %s does not answer (%v); start it (e.g. `dockerd &`, or scripts/test which installs and starts it) or set DOCKER_HOST",
-			c.DaemonHost(), err)
+	if _, err := c.Ping(pctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return unavailable(c.DaemonHost(), err)
 	}
 	return nil
+}
+
+// unavailable is the error of a daemon that does not answer, with a hint.
+func unavailable(host string, err error) error {
+	if host != "" {
+		host = " at " + host
+	}
+	return errand.Errorf(CodeDockerUnavailable,
+		"the Docker daemon%s does not answer (%v): is dockerd running (e.g. `dockerd &`, or scripts/test which installs and starts it)? Is DOCKER_HOST right?",
+		host, err)
+}
+
+// managerID returns the manager's identity, asked once.
+func (h *Handlers) managerID(ctx context.Context) (string, error) {
+	if h.cfg.ManagerID == nil {
+		return "", nil
+	}
+	h.mu.Lock()
+	id := h.manager
+	h.mu.Unlock()
+	if id != "" {
+		return id, nil
+	}
+	actx, cancel := h.api(ctx)
+	defer cancel()
+	id, err := h.cfg.ManagerID(actx)
+	if err != nil {
+		return "", errand.Errorf(errand.CodeTaskFailed, "ask the manager for its identity (put on every Docker resource): %v", err)
+	}
+	h.mu.Lock()
+	h.manager = id
+	h.mu.Unlock()
+	return id, nil
 }
 
 // api returns a context for one short Docker API call.
@@ -270,7 +360,7 @@ func failure(what string, err error) error {
 		return err
 	}
 	if dockerclient.IsErrConnectionFailed(err) {
-		return errand.Errorf(CodeDockerUnavailable, "%s: the Docker daemon does not answer: %v", what, err)
+		return unavailable("", fmt.Errorf("%s: %w", what, err))
 	}
 	return errand.Errorf(errand.CodeTaskFailed, "%s: %v", what, err)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -376,19 +378,33 @@ func TestPrivilegedAllowed(t *testing.T) {
 	}
 }
 
+// Sibling cleanup removes only what a lost dynamic delegate of the same
+// group and manager left: not an unknown owner's, not a static or live
+// delegate's, not another manager's, not errand run's.
 func TestSiblings(t *testing.T) {
-	e := newEnv(t)
-	delegates := []*errand.Delegate{
-		{ID: "d-me", Dynamic: true, State: errand.DelegateActive},
-		{ID: "d-lost-dynamic", Dynamic: true, State: errand.DelegateLost},
-		{ID: "d-lost-static", State: errand.DelegateLost},
-		{ID: "d-active-dynamic", Dynamic: true, State: errand.DelegateActive},
+	manager := func(id string) func(*docker.Config) {
+		return func(c *docker.Config) {
+			c.ManagerID = func(context.Context) (string, error) { return id, nil }
+		}
 	}
-	owners := []string{"d-me", "d-lost-dynamic", "d-lost-static", "d-active-dynamic", "d-unknown"}
+	e := newEnv(t, manager("m-"+testGroup))
+	other := newEnv(t, manager("m-other-"+testGroup))
+	local := newEnv(t, func(c *docker.Config) { c.Local = true })
+	delegates := []*errand.Delegate{
+		{ID: "d-me", Dynamic: true, State: errand.DelegateActive, Group: testGroup},
+		{ID: "d-lost-dynamic", Dynamic: true, State: errand.DelegateLost, Group: testGroup},
+		{ID: "d-lost-static", State: errand.DelegateLost, Group: testGroup},
+		{ID: "d-active-dynamic", Dynamic: true, State: errand.DelegateActive, Group: testGroup},
+		{ID: "d-lost-elsewhere", Dynamic: true, State: errand.DelegateLost, Group: testGroup + "-x"},
+	}
 	init := map[string]errand.DependencyResult{}
-	for _, id := range owners {
+	for _, id := range []string{"d-me", "d-lost-dynamic", "d-lost-static", "d-active-dynamic", "d-unknown", "d-lost-elsewhere"} {
 		init[id], _ = e.initialize(id, stageData())
 	}
+	// Another manager's delegate and errand run, with the id of the lost
+	// dynamic delegate.
+	init["other manager"], _ = other.initialize("d-lost-dynamic", stageData())
+	init["errand run"], _ = local.initialize("d-lost-dynamic", stageData())
 	s := &docker.Siblings{
 		Handlers:  e.h,
 		Self:      func() string { return "d-me" },
@@ -398,22 +414,154 @@ func TestSiblings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 2 {
-		t.Fatalf("sweep removed %v; want the volumes of d-lost-dynamic and d-unknown", removed)
+	if len(removed) != 1 {
+		t.Fatalf("sweep removed %v; want the volume of d-lost-dynamic", removed)
 	}
-	for _, id := range owners {
-		_, n, v := e.count(docker.LabelInitialize + "=" + init[id].Task)
-		gone := id == "d-lost-dynamic" || id == "d-unknown"
+	for owner, dep := range init {
+		_, n, v := e.count(docker.LabelInitialize + "=" + dep.Task)
+		gone := owner == "d-lost-dynamic"
 		if n != 0 || gone && v != 0 || !gone && v != 1 {
-			t.Errorf("delegate %s: %d networks, %d volumes after the sweep", id, n, v)
+			t.Errorf("%s: %d networks, %d volumes after the sweep", owner, n, v)
 		}
 	}
-	// Another group's sweep leaves this group's resources alone.
-	other := newEnv(t, func(c *docker.Config) { c.Group = testGroup + "-other" })
-	s.Handlers = other.h
-	s.Delegates = func(context.Context) ([]*errand.Delegate, error) { return nil, nil }
-	if removed, err := s.Sweep(context.Background()); err != nil || len(removed) != 0 {
-		t.Fatalf("sweep of another group removed %v (%v)", removed, err)
+	// Another group's sweep leaves this group's resources alone, and so
+	// does one that knows no manager.
+	for name, h := range map[string]*docker.Handlers{
+		"other group": newEnv(t, manager("m-"+testGroup), func(c *docker.Config) { c.Group = testGroup + "-other" }).h,
+		"no manager":  newEnv(t).h,
+		"errand run":  local.h,
+	} {
+		s.Handlers = h
+		if removed, err := s.Sweep(context.Background()); err != nil || len(removed) != 0 {
+			t.Fatalf("sweep of %s removed %v (%v)", name, removed, err)
+		}
+	}
+}
+
+// A pull that fails says so, with the daemon's reason, whether or not the
+// image is present; an absent image that may not be pulled is named. The
+// pull's progress is in the initialize task's log.
+func TestPullErrors(t *testing.T) {
+	missing := "errand-test/no-such-image:" + testGroup
+	cases := []struct {
+		name, image, pull string
+		wantCode          string
+		wantIn            []string
+		notIn             string
+	}{
+		{"always, present", testImage, docker.PullAlways, docker.CodePullFailed,
+			[]string{"pull of image " + testImage + " failed", "always", "from daemon"}, "not present"},
+		{"never, absent", missing, docker.PullNever, docker.CodeImageNotFound,
+			[]string{missing, "not present", "never"}, "pull of"},
+		{"if-not-present, absent", missing, docker.PullIfNotPresent, docker.CodeImageNotFound,
+			[]string{missing, "not present", "pull failed"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			data := stageData()
+			data.Image, data.Pull = tc.image, tc.pull
+			out, logs, id := e.serve(context.Background(), "d1", errand.TypeDockerInitialize, data)
+			if out.State != errand.StateFailed || out.Error == nil || out.Error.Code != tc.wantCode {
+				t.Fatalf("outcome %+v %v; want %s", out, out.Error, tc.wantCode)
+			}
+			for _, w := range tc.wantIn {
+				if !strings.Contains(out.Error.Reason, w) {
+					t.Errorf("reason %q does not say %q", out.Error.Reason, w)
+				}
+			}
+			t.Logf("reason: %s", out.Error.Reason)
+			if tc.notIn != "" && strings.Contains(out.Error.Reason, tc.notIn) {
+				t.Errorf("reason %q says %q", out.Error.Reason, tc.notIn)
+			}
+			if tc.pull != docker.PullNever && !strings.Contains(logs, "pulling image "+tc.image) {
+				t.Errorf("initialize log %q does not show the pull", logs)
+			}
+			if c, n, v := e.count(docker.LabelInitialize + "=" + id); c+n+v != 0 {
+				t.Fatalf("a failed initialize left %d containers, %d networks, %d volumes", c, n, v)
+			}
+		})
+	}
+}
+
+// The initialize task's log says what the stage's setup did: its volume,
+// each service starting and becoming ready.
+func TestInitializeLog(t *testing.T) {
+	e := newEnv(t)
+	data := stageData()
+	data.Services = []tasks.Service{{Name: "db", Image: testImage, Commands: []string{"exec sleep 300"},
+		Readiness: []string{"true"}}}
+	out, logs, id := e.serve(context.Background(), "d1", errand.TypeDockerInitialize, data)
+	if out.State == errand.StateSucceeded {
+		e.cleanup(errand.DependencyResult{Task: id, Type: errand.TypeDockerInitialize, State: out.State, Result: out.Result})
+	}
+	if out.State != errand.StateSucceeded {
+		t.Fatalf("initialize: %+v %v\n%s", out, out.Error, logs)
+	}
+	for _, want := range []string{"volume errand-", "starting service db (" + testImage + ")", "service db started", "waiting for service db to be ready", "service db ready"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("initialize log does not say %q:\n%s", want, logs)
+		}
+	}
+}
+
+// With no daemon answering, initialize fails in seconds with
+// docker_unavailable and a hint, both when nothing listens on the socket
+// and when something accepts connections and never answers.
+func TestDockerUnavailableFailsFast(t *testing.T) {
+	dir := t.TempDir()
+	silent := filepath.Join(dir, "silent.sock")
+	l, err := net.Listen("unix", silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	held := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(held)
+				return
+			}
+			held <- c // never answered
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		for c := range held {
+			c.Close()
+		}
+	})
+	for name, host := range map[string]string{
+		"no socket":     "unix:///nonexistent/docker.sock",
+		"silent daemon": "unix://" + silent,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("DOCKER_HOST", host)
+			h, err := docker.New(docker.Config{Group: testGroup})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			r := router.New()
+			h.Register(r)
+			// Generous, and well under the 30s of an API call's timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			b, _ := json.Marshal(stageData())
+			task := &errand.Task{ID: "unavailable-" + strings.ReplaceAll(name, " ", "-"), Type: errand.TypeDockerInitialize,
+				Data: b, Lease: &errand.Lease{Token: "l", DelegateID: "d1"}}
+			var logs logBuffer
+			out := r.Serve(ctx, task, &logs)
+			if ctx.Err() != nil {
+				t.Fatalf("initialize returned only when the deadline passed: %+v %v", out, out.Error)
+			}
+			if out.State != errand.StateFailed || out.Error == nil || out.Error.Code != errand.CodeDockerUnavailable ||
+				!strings.Contains(out.Error.Reason, "dockerd") || !strings.Contains(out.Error.Reason, "DOCKER_HOST") {
+				t.Fatalf("outcome %+v %v; want docker_unavailable with a hint", out, out.Error)
+			}
+		})
 	}
 }
 

@@ -28,10 +28,11 @@ import (
 const outputDrain = 2 * time.Second
 
 // Execute runs one step in a container of its own: the stage image (or
-// the step's), the workspace volume mounted at Workspace, the stage
-// network, the step's environment and secrets as container environment,
-// and its commands read as one script by the shell. Output is shipped to
-// the task log line by line, stdout and stderr each in order, as it comes.
+// the step's), the workspace (the stage's volume, or the bound source
+// directory) mounted at Workspace, the stage network, the step's
+// environment and secrets as container environment, and its commands
+// read as one script by the shell. Output is shipped to the task log line
+// by line, stdout and stderr each in order, as it comes.
 // When the task is cancelled or times out the container is stopped
 // (SIGTERM, then SIGKILL after the grace) and removed.
 func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
@@ -72,8 +73,9 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	if err != nil {
 		return nil, errand.Errorf(errand.CodeInvalid, "find the stage's resources: %v", err)
 	}
-	if init.Volume == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "initialize result names no workspace volume")
+	ws, err := h.workspaceMount(init.Volume)
+	if err != nil {
+		return nil, err
 	}
 	initID := ""
 	for _, d := range t.Dependencies {
@@ -103,7 +105,10 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	if len(shell) == 0 {
 		shell = strings.Fields(DefaultShell)
 	}
-	labels := h.labels(t, data.Stage, initID)
+	labels, err := h.labels(ctx, t, data.Stage, initID)
+	if err != nil {
+		return nil, err
+	}
 	labels[LabelStep] = data.Step
 	s := &step{
 		config: &container.Config{
@@ -117,7 +122,7 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 		},
 		host: &container.HostConfig{
 			NetworkMode: container.NetworkMode(init.Network),
-			Mounts:      []mount.Mount{{Type: mount.TypeVolume, Source: init.Volume, Target: Workspace}},
+			Mounts:      []mount.Mount{ws},
 			Privileged:  data.Privileged,
 			Init:        boolPtr(true),
 			Resources:   resources(data.Resources),

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -78,14 +79,17 @@ func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.I
 			return nil, errand.Errorf(errand.CodeInvalid, "service %q: a host name ([a-z0-9-]) and an image are required", s.Name)
 		}
 	}
-	if err := ping(ctx, h.docker, h.cfg.APITimeout); err != nil {
+	if err := ping(ctx, h.docker, h.cfg.PingTimeout); err != nil {
+		return nil, err
+	}
+	labels, err := h.labels(ctx, t, data.Stage, t.ID)
+	if err != nil {
 		return nil, err
 	}
 	if err := h.ensureImage(ctx, data.Image, data.Pull, logs); err != nil {
 		return nil, err
 	}
 
-	labels := h.labels(t, data.Stage, t.ID)
 	name := resourceName(t.ID)
 	res := &tasks.InitializeResult{Image: data.Image}
 	fail := func(err error) (*tasks.InitializeResult, error) { return res, err }
@@ -105,14 +109,25 @@ func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.I
 		fmt.Fprintf(logs, "network %s\n", name)
 	}
 
-	actx, cancel := h.api(ctx)
-	vol, err := h.docker.VolumeCreate(actx, volume.CreateOptions{Name: name, Labels: labels})
-	cancel()
-	if err != nil {
-		return fail(failure("create volume "+name, err))
+	// With Bind the steps work in the source directory itself: there is
+	// no volume.
+	if h.cfg.Bind {
+		fmt.Fprintf(logs, "workspace: %s (bind-mounted)\n", h.cfg.Source)
+	} else {
+		actx, cancel := h.api(ctx)
+		vol, err := h.docker.VolumeCreate(actx, volume.CreateOptions{Name: name, Labels: labels})
+		cancel()
+		if err != nil {
+			return fail(failure("create volume "+name, err))
+		}
+		res.Volume = vol.Name
+		fmt.Fprintf(logs, "volume %s\n", vol.Name)
+		if h.cfg.Source != "" {
+			if err := h.populate(ctx, data.Image, vol.Name, labels, logs); err != nil {
+				return fail(err)
+			}
+		}
 	}
-	res.Volume = vol.Name
-	fmt.Fprintf(logs, "volume %s\n", vol.Name)
 
 	for _, s := range data.Services {
 		id, err := h.startService(ctx, s, data, res, labels, logs)
@@ -127,13 +142,14 @@ func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.I
 }
 
 // labels are the labels of every resource of the stage whose initialize
-// task is initID, created while serving t.
-func (h *Handlers) labels(t *errand.Task, s tasks.Stage, initID string) map[string]string {
+// task is initID, created while serving t: errand run's resources name
+// their process, a delegate's its manager.
+func (h *Handlers) labels(ctx context.Context, t *errand.Task, s tasks.Stage, initID string) (map[string]string, error) {
 	run := s.RunID
 	if run == "" {
 		run = t.RunID
 	}
-	return map[string]string{
+	l := map[string]string{
 		LabelManaged:    "true",
 		LabelRun:        run,
 		LabelStage:      s.Stage,
@@ -141,6 +157,18 @@ func (h *Handlers) labels(t *errand.Task, s tasks.Stage, initID string) map[stri
 		LabelGroup:      h.cfg.Group,
 		LabelInitialize: initID,
 	}
+	if h.local != "" {
+		l[LabelLocal] = h.local
+		return l, nil
+	}
+	m, err := h.managerID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if m != "" {
+		l[LabelManager] = m
+	}
+	return l, nil
 }
 
 func checkPull(policy string) error {
@@ -151,36 +179,73 @@ func checkPull(policy string) error {
 	return errand.Errorf(errand.CodeInvalid, "pull policy %q: want %s, %s or %s", policy, PullIfNotPresent, PullAlways, PullNever)
 }
 
-// ensureImage makes ref present according to the pull policy.
+// ensureImage makes ref present according to the pull policy, writing
+// the pull's progress to logs.
 func (h *Handlers) ensureImage(ctx context.Context, ref, policy string, logs io.Writer) error {
-	if policy != PullAlways {
-		actx, cancel := h.api(ctx)
-		_, err := h.docker.ImageInspect(actx, ref)
-		cancel()
-		switch {
-		case err == nil:
-			return nil
-		case !dockerclient.IsErrNotFound(err):
-			return failure("inspect image "+ref, err)
-		case policy == PullNever:
-			return errand.Errorf(CodeImageNotFound, "image %s is not present on this host and the pull policy is never", ref)
-		}
+	present := false
+	actx, cancel := h.api(ctx)
+	_, err := h.docker.ImageInspect(actx, ref)
+	cancel()
+	switch {
+	case err == nil:
+		present = true
+	case !dockerclient.IsErrNotFound(err):
+		return failure("inspect image "+ref, err)
+	}
+	switch {
+	case present && policy != PullAlways:
+		return nil
+	case !present && policy == PullNever:
+		return errand.Errorf(CodeImageNotFound, "image %s is not present on this host and the pull policy is never", ref)
 	}
 	fmt.Fprintf(logs, "pulling image %s\n", ref)
+	err = h.pull(ctx, ref, logs)
+	switch {
+	case err == nil:
+		fmt.Fprintf(logs, "pulled image %s\n", ref)
+		return nil
+	case dockerclient.IsErrConnectionFailed(err):
+		return failure("pull image "+ref, err)
+	case ctx.Err() != nil:
+		return context.Cause(ctx)
+	case present:
+		return errand.Errorf(CodePullFailed, "pull of image %s failed (the pull policy is always; the copy present on this host was not used): %v", ref, err)
+	}
+	return errand.Errorf(CodeImageNotFound, "image %s is not present on this host and its pull failed: %v", ref, err)
+}
+
+// pull pulls ref, writing each status change (not every progress tick) to
+// logs, and returns the daemon's reason when it fails.
+func (h *Handlers) pull(ctx context.Context, ref string, logs io.Writer) error {
 	pctx, cancel := context.WithTimeout(ctx, h.cfg.PullTimeout)
 	defer cancel()
 	rc, err := h.docker.ImagePull(pctx, ref, image.PullOptions{})
-	if err == nil {
-		err = jsonmessage.DisplayJSONMessagesStream(rc, io.Discard, 0, false, nil)
-		rc.Close()
-	}
 	if err != nil {
-		if dockerclient.IsErrConnectionFailed(err) {
-			return failure("pull image "+ref, err)
-		}
-		return errand.Errorf(CodeImageNotFound, "image %s is not present on this host and could not be pulled: %v", ref, err)
+		return err
 	}
-	return nil
+	defer rc.Close()
+	dec := json.NewDecoder(rc)
+	last := map[string]string{}
+	for {
+		var m jsonmessage.JSONMessage
+		if err := dec.Decode(&m); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read pull progress: %w", err)
+		}
+		if m.Error != nil {
+			return m.Error
+		}
+		if m.Status == "" || last[m.ID] == m.Status {
+			continue
+		}
+		last[m.ID] = m.Status
+		if m.ID != "" {
+			fmt.Fprintf(logs, "%s: %s\n", m.ID, m.Status)
+		} else {
+			fmt.Fprintln(logs, m.Status)
+		}
+	}
 }
 
 // startService starts one service container on the stage network, with
@@ -195,6 +260,7 @@ func (h *Handlers) startService(ctx context.Context, s tasks.Service, data *task
 		cl[k] = v
 	}
 	cl[LabelService] = s.Name
+	fmt.Fprintf(logs, "starting service %s (%s)\n", s.Name, s.Image)
 	cfg := &container.Config{Image: s.Image, Env: envList(s.Environment), Labels: cl, Hostname: s.Name}
 	if len(s.Commands) > 0 {
 		cfg.Entrypoint = []string{"sh", "-c", strings.Join(s.Commands, "\n")}
@@ -225,6 +291,7 @@ func (h *Handlers) startService(ctx context.Context, s tasks.Service, data *task
 	if len(s.Readiness) == 0 {
 		return created.ID, nil
 	}
+	fmt.Fprintf(logs, "waiting for service %s to be ready\n", s.Name)
 	if err := h.waitReady(ctx, created.ID, s); err != nil {
 		return created.ID, err
 	}

@@ -19,17 +19,26 @@ import (
 const DefaultSiblingInterval = 30 * time.Second
 
 // Siblings removes, on a shared Docker host, what dynamic delegates of the
-// same group left behind when they vanished: every managed resource
-// labelled with the group and with a delegate that the manager reports
-// lost and dynamic. A delegate the manager no longer knows at all is gone
-// for good, and its resources are removed too.
+// same group and the same manager left behind when they vanished. A
+// resource is removed only when every one of these holds:
+//
+//   - it carries errand.managed=true, this delegate's group and this
+//     delegate's manager (errand.manager), and no errand.local label (so
+//     errand run's resources are never touched);
+//   - the manager lists its owner (errand.delegate) as a delegate of the
+//     group that is dynamic and lost.
+//
+// An owner the manager does not know, a static or live delegate, another
+// manager's delegate and a resource of an older version with no manager
+// label are left alone (errand prune removes what is over).
 type Siblings struct {
-	// Handlers gives the Docker client and the group.
+	// Handlers gives the Docker client, the group and the manager's
+	// identity (Config.ManagerID): without one nothing is removed.
 	Handlers *Handlers
 	// Self returns this delegate's id ("" until registered); its own
 	// resources are never swept.
 	Self func() string
-	// Delegates lists the delegates the manager knows.
+	// Delegates lists the delegates of the group that the manager knows.
 	Delegates func(ctx context.Context) ([]*errand.Delegate, error)
 	// Interval between two sweeps; DefaultSiblingInterval when zero.
 	Interval time.Duration
@@ -58,6 +67,7 @@ func (s *Siblings) Run(ctx context.Context) error {
 		if len(removed) > 0 {
 			log.WithField("removed", removed).Info("removed what lost dynamic delegates left behind")
 		}
+		log.WithField("removed", len(removed)).Debug("sibling cleanup sweep done")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -66,8 +76,8 @@ func (s *Siblings) Run(ctx context.Context) error {
 	}
 }
 
-// Sweep removes once what lost dynamic delegates of the group left and
-// returns what it removed.
+// Sweep removes once what lost dynamic delegates of the group and the
+// manager left and returns what it removed.
 func (s *Siblings) Sweep(ctx context.Context) ([]string, error) {
 	self := ""
 	if s.Self != nil {
@@ -77,7 +87,17 @@ func (s *Siblings) Sweep(ctx context.Context) ([]string, error) {
 		return nil, nil // not registered yet: the list cannot be trusted to name us
 	}
 	h := s.Handlers
-	owners, err := h.owners(ctx)
+	if h.local != "" {
+		return nil, nil // errand run's handlers own nothing of the manager's
+	}
+	manager, err := h.managerID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if manager == "" {
+		return nil, nil // whose resources are whose cannot be told
+	}
+	owners, err := h.owners(ctx, manager)
 	if err != nil {
 		return nil, err
 	}
@@ -90,22 +110,24 @@ func (s *Siblings) Sweep(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list delegates: %w", err)
 	}
-	known := make(map[string]*errand.Delegate, len(ds))
+	lost := map[string]bool{}
 	for _, d := range ds {
-		known[d.ID] = d
+		if d.Dynamic && d.State == errand.DelegateLost && d.Group == h.cfg.Group {
+			lost[d.ID] = true
+		}
 	}
 	ids := make([]string, 0, len(owners))
 	for id := range owners {
-		ids = append(ids, id)
+		if lost[id] {
+			ids = append(ids, id)
+		}
 	}
 	sort.Strings(ids)
 	var removed []string
 	for _, id := range ids {
-		d, ok := known[id]
-		if ok && !(d.Dynamic && d.State == errand.DelegateLost) {
-			continue
-		}
-		r, err := h.removeLabelled(ctx, LabelGroup+"="+h.cfg.Group, LabelDelegate+"="+id)
+		r, err := h.removeWhere(ctx, func(l map[string]string) bool {
+			return siblingOf(l, h.cfg.Group, manager) && l[LabelDelegate] == id
+		}, LabelGroup+"="+h.cfg.Group, LabelManager+"="+manager, LabelDelegate+"="+id)
 		removed = append(removed, r...)
 		if err != nil {
 			return removed, fmt.Errorf("remove resources of delegate %s: %w", id, err)
@@ -114,14 +136,23 @@ func (s *Siblings) Sweep(ctx context.Context) ([]string, error) {
 	return removed, nil
 }
 
-// owners returns the delegates that own managed resources of the group on
-// this Docker host.
-func (h *Handlers) owners(ctx context.Context) (map[string]bool, error) {
-	f := labelFilter(LabelManaged+"=true", LabelGroup+"="+h.cfg.Group)
+// siblingOf reports whether labels are those of a delegate's resource of
+// this group and manager. The daemon's filter on an empty value matches
+// any value, and a filter cannot say "without errand.local": both are
+// checked here.
+func siblingOf(labels map[string]string, group, manager string) bool {
+	_, local := labels[LabelLocal]
+	return !local && labels[LabelManaged] == "true" && labels[LabelGroup] == group &&
+		manager != "" && labels[LabelManager] == manager
+}
+
+// owners returns the delegates that own managed resources of the group
+// and the manager on this Docker host.
+func (h *Handlers) owners(ctx context.Context, manager string) (map[string]bool, error) {
+	f := labelFilter(LabelManaged+"=true", LabelGroup+"="+h.cfg.Group, LabelManager+"="+manager)
 	owners := map[string]bool{}
 	add := func(labels map[string]string) {
-		// The filter on an empty group matches any value; check it.
-		if labels[LabelGroup] == h.cfg.Group {
+		if siblingOf(labels, h.cfg.Group, manager) {
 			owners[labels[LabelDelegate]] = true
 		}
 	}

@@ -1,0 +1,176 @@
+package docker
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/internal/workspace"
+)
+
+// errCopyEnded is what the tar writer sees when the daemon stopped
+// reading the copy.
+var errCopyEnded = errors.New("the copy ended")
+
+// copyTimeout bounds the copy of the project into a stage's workspace.
+const copyTimeout = 10 * time.Minute
+
+// checkSource makes cfg.Source absolute and checks that it is a directory.
+func checkSource(cfg *Config) error {
+	if cfg.Source == "" {
+		if cfg.Bind {
+			return errors.New("docker runtime: bind needs a source directory")
+		}
+		return nil
+	}
+	abs, err := filepath.Abs(cfg.Source)
+	if err != nil {
+		return fmt.Errorf("docker runtime: source %s: %w", cfg.Source, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("docker runtime: source: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("docker runtime: source %s is not a directory", abs)
+	}
+	cfg.Source = abs
+	return nil
+}
+
+// workspaceMount is how a step container gets the stage's workspace: the
+// source directory itself with Bind, the stage's volume otherwise. The
+// bound directory comes from the handlers' configuration, never from the
+// task.
+func (h *Handlers) workspaceMount(volume string) (mount.Mount, error) {
+	if h.cfg.Bind {
+		return mount.Mount{Type: mount.TypeBind, Source: h.cfg.Source, Target: Workspace}, nil
+	}
+	if volume == "" {
+		return mount.Mount{}, errand.Errorf(errand.CodeInvalid, "initialize result names no workspace volume")
+	}
+	return mount.Mount{Type: mount.TypeVolume, Source: volume, Target: Workspace}, nil
+}
+
+// populate copies the project at Source (what internal/workspace lists:
+// Git-aware, links kept as links) into the volume, through a container of
+// img that has the volume mounted and is never started.
+func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[string]string, logs io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, copyTimeout)
+	defer cancel()
+	opts := workspace.Options{Exclude: h.cfg.Exclude}
+	files, err := workspace.FilesWith(ctx, h.cfg.Source, opts)
+	if err != nil {
+		return errand.Errorf(errand.CodeTaskFailed, "list the project's files in %s: %v", h.cfg.Source, err)
+	}
+	actx, acancel := h.api(ctx)
+	created, err := h.docker.ContainerCreate(actx,
+		&container.Config{Image: img, Labels: labels, Entrypoint: []string{"true"}},
+		&container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: vol, Target: Workspace}}},
+		nil, nil, "")
+	acancel()
+	if err != nil {
+		return failure("create the container that fills the workspace", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.APITimeout)
+		defer cancel()
+		_ = h.docker.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true})
+	}()
+
+	pr, pw := io.Pipe()
+	written := make(chan error, 1)
+	go func() {
+		err := writeTar(ctx, pw, h.cfg.Source, files, workspace.DefaultMaxBytes)
+		pw.CloseWithError(err)
+		written <- err
+	}()
+	err = h.docker.CopyToContainer(ctx, created.ID, Workspace, pr, container.CopyToContainerOptions{})
+	pr.CloseWithError(errCopyEnded) // unblocks the writer if the daemon stopped reading
+	werr := <-written
+	switch {
+	case werr != nil && !errors.Is(werr, errCopyEnded):
+		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: %v", h.cfg.Source, werr)
+	case err != nil:
+		return failure("copy the project into the workspace", err)
+	case werr != nil:
+		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: the daemon stopped reading", h.cfg.Source)
+	}
+	fmt.Fprintf(logs, "workspace: copied %d entries of %s\n", len(files), h.cfg.Source)
+	return nil
+}
+
+// writeTar writes the entries of root named by files (slash paths) as a
+// tar stream owned by root, at most maxBytes of file content.
+func writeTar(ctx context.Context, w io.Writer, root string, files []string, maxBytes int64) error {
+	tw := tar.NewWriter(w)
+	left := maxBytes
+	for _, name := range files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		full := filepath.Join(root, filepath.FromSlash(name))
+		fi, err := os.Lstat(full)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since it was listed
+		}
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(full); err != nil {
+				return err
+			}
+		} else if !fi.IsDir() && !fi.Mode().IsRegular() {
+			continue
+		}
+		hdr, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		hdr.Name = name
+		if fi.IsDir() {
+			hdr.Name += "/"
+		}
+		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+		if fi.Mode().IsRegular() {
+			if hdr.Size > left {
+				return fmt.Errorf("%w: the project holds more than %d bytes", workspace.ErrLimit, maxBytes)
+			}
+			left -= hdr.Size
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			if err := copyFile(tw, full, hdr.Size); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	return tw.Close()
+}
+
+// copyFile writes exactly size bytes of the file at path.
+func copyFile(w io.Writer, path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := io.CopyN(w, f, size); err != nil {
+		return fmt.Errorf("changed while it was copied: %w", err)
+	}
+	return nil
+}
