@@ -139,6 +139,9 @@ type RunStageTask struct {
 	Error      *errand.Error `json:"error,omitempty"`
 	StartedAt  *time.Time    `json:"started_at,omitempty"`
 	FinishedAt *time.Time    `json:"finished_at,omitempty"`
+	// WaitingReason says why the queued task may wait for ever: no
+	// registered delegate serves its type or matches its selector.
+	WaitingReason string `json:"waiting_reason,omitempty"`
 }
 
 // RunStep is one step of a stage and the task that runs it; the step's
@@ -149,6 +152,8 @@ type RunStep struct {
 	State    errand.State `json:"state"`
 	TaskID   string       `json:"task_id"`
 	TaskHref string       `json:"task_href"`
+	// WaitingReason says why the queued step may wait for ever.
+	WaitingReason string `json:"waiting_reason,omitempty"`
 	// ExitCode is set once the step's commands ran to an exit.
 	ExitCode   *int            `json:"exit_code,omitempty"`
 	Error      *errand.Error   `json:"error,omitempty"`

@@ -291,6 +291,17 @@ func (s *Server) loadRun(ctx context.Context, run *store.Run) (*runState, error)
 		}
 		after = page[len(page)-1].ID
 	}
+	// Queued tasks say why they may wait for ever (no delegate serves
+	// their type or selector); copies carry the reason.
+	var queued []*errand.Task
+	for id, t := range rs.tasks {
+		if t.State == errand.StateQueued {
+			c := *t
+			rs.tasks[id] = &c
+			queued = append(queued, &c)
+		}
+	}
+	s.explainWaiting(ctx, queued)
 	rs.view = make(map[string]*errand.Task, len(rs.tasks))
 	for id, t := range rs.tasks {
 		rs.view[id] = t
@@ -441,6 +452,7 @@ func stageTaskView(id string, t *errand.Task) *client.RunStageTask {
 	v := &client.RunStageTask{State: errand.StatePending, TaskID: id}
 	if t != nil {
 		v.State, v.Error, v.StartedAt, v.FinishedAt = t.State, t.Error, t.StartedAt, t.FinishedAt
+		v.WaitingReason = t.WaitingReason
 	}
 	return v
 }
@@ -452,6 +464,7 @@ func stepView(step pipeline.PlanStep, t *errand.Task, now time.Time) *client.Run
 		return v
 	}
 	v.State, v.Error, v.StartedAt, v.FinishedAt = t.State, t.Error, t.StartedAt, t.FinishedAt
+	v.WaitingReason = t.WaitingReason
 	if t.StartedAt != nil {
 		end := now
 		if t.FinishedAt != nil {

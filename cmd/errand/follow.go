@@ -117,12 +117,14 @@ type follower struct {
 	opts  followOptions
 	runID string
 
-	mu       sync.Mutex // serialises writes to out and guards run
-	run      *client.Run
-	units    []*unit
-	byKey    map[string]*unit
-	wg       sync.WaitGroup
-	waiting  map[string]bool
+	mu      sync.Mutex // serialises writes to out and guards run
+	run     *client.Run
+	units   []*unit
+	byKey   map[string]*unit
+	wg      sync.WaitGroup
+	waiting map[string]bool
+	// told holds the waiting reason last printed per stage/part.
+	told     map[string]string
 	retrying bool
 }
 
@@ -130,7 +132,7 @@ func newFollower(c runFollower, out io.Writer, opts followOptions) *follower {
 	if opts.lostCode == 0 {
 		opts.lostCode = exitFailed
 	}
-	return &follower{c: c, out: out, opts: opts, byKey: map[string]*unit{}, waiting: map[string]bool{}}
+	return &follower{c: c, out: out, opts: opts, byKey: map[string]*unit{}, waiting: map[string]bool{}, told: map[string]string{}}
 }
 
 // followRun follows a run until it ends and returns the exit code its
@@ -166,6 +168,7 @@ func followRun(ctx context.Context, c runFollower, id string, out io.Writer, opt
 			if run.Phase == "finished" || run.Phase == "setuperror" {
 				break
 			}
+			f.explainWaits(run)
 			if reason := f.approvals(lctx, run); reason != "" {
 				f.message("%s", reason)
 				if err := c.CancelRun(lctx, id); err != nil {
@@ -583,6 +586,27 @@ const (
 )
 
 // message prints a message line.
+// explainWaits prints, once per change, why a stage's setup or a step is
+// queued with no delegate that may run it (its type or selector).
+func (f *follower) explainWaits(run *client.Run) {
+	tell := func(key, reason string) {
+		if reason != "" && f.told[key] != reason {
+			f.told[key] = reason
+			f.message("%s: waiting: %s", key, reason)
+		}
+	}
+	for _, s := range run.Stages {
+		if s.Setup != nil && s.Setup.State == errand.StateQueued {
+			tell(s.Name+"/"+partSetup, s.Setup.WaitingReason)
+		}
+		for _, st := range s.Steps {
+			if st.State == errand.StateQueued {
+				tell(s.Name+"/"+st.Name, st.WaitingReason)
+			}
+		}
+	}
+}
+
 func (f *follower) message(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	f.emit(&followEvent{Event: "message", Message: msg}, msg)

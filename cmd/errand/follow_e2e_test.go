@@ -521,3 +521,26 @@ func TestE2ERunColours(t *testing.T) {
 		}
 	}
 }
+
+// A stage whose selector no delegate matches says why it waits, in the
+// follower's output and in the run's API view, instead of waiting in
+// silence.
+func TestE2ERunSaysWhyAStageWaits(t *testing.T) {
+	project := t.TempDir()
+	writeFiles(t, project, map[string]string{"config.yml": `stages:
+  - name: deploy
+    selector: {labels: {env: prod}}
+    steps:
+      - name: ship
+        commands: [echo shipped]
+`})
+	cmd, out, _ := startRun(t, project, "run", "--no-color")
+	out.waitFor(t, "deploy/setup: waiting: no registered delegate serving exec.initialize matches the selector", 30*time.Second)
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	if code := waitExit(t, cmd, out, 30*time.Second); code != exitRunInterrupted {
+		t.Fatalf("exit code %d, want %d; output:\n%s", code, exitRunInterrupted, out.String())
+	}
+	if strings.Contains(out.String(), "shipped") {
+		t.Errorf("the step ran:\n%s", out.String())
+	}
+}
