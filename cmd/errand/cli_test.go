@@ -160,6 +160,10 @@ func TestCLIExitCodes(t *testing.T) {
 		stderr string
 	}{
 		{"version", []string{"version"}, 0, "errand dev", ""},
+		{"--version", []string{"--version"}, 0, "errand dev", ""},
+		{"bad manager URL", []string{"tasks", "list", "--manager", "localhost:7700"}, 2, "", "--manager (or ERRAND_MANAGER)"},
+		{"bad label", []string{"delegate", "--label", "nokey", "--state-dir", t.TempDir()}, 2, "", "--label (or ERRAND_LABEL)"},
+		{"bad duration", []string{"delegate", "--drain-timeout", "1 hour", "--state-dir", t.TempDir()}, 2, "", "--drain-timeout (or ERRAND_DRAIN_TIMEOUT)"},
 		{"no command", []string{}, 2, "", "expected command"},
 		{"unknown command", []string{"frobnicate"}, 2, "", "expected command"},
 		{"unknown subcommand", []string{"tasks", "frobnicate"}, 2, "", "expected command"},

@@ -15,7 +15,10 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
+	"text/template"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/sirupsen/logrus"
@@ -96,12 +99,47 @@ func newApp(g *globals) *kingpin.Application {
 	app.Version(versionText())
 	app.VersionFlag.Short('V')
 	app.Terminate(func(c int) { panic(terminated(c)) })
+	app.UsageTemplate(usageTemplate).UsageFuncs(template.FuncMap{
+		"ConnectionFlags": func(f []*kingpin.FlagModel) []*kingpin.FlagModel { return splitFlags(f, true) },
+		"OtherFlags":      func(f []*kingpin.FlagModel) []*kingpin.FlagModel { return splitFlags(f, false) },
+	})
 	for _, add := range commands {
 		add(app, g)
 	}
 	nameFlagErrors(app)
 	return app
 }
+
+// connectionFlags are the flags that say how to reach the manager, shown
+// apart in the help of the commands that have --manager.
+var connectionFlags = []string{"manager", "token", "data-dir", "timeout", "retry"}
+
+// splitFlags returns the connection flags of a command's flags
+// (connection true), or the others.
+func splitFlags(flags []*kingpin.FlagModel, connection bool) []*kingpin.FlagModel {
+	client := slices.ContainsFunc(flags, func(f *kingpin.FlagModel) bool { return f.Name == "manager" })
+	var out []*kingpin.FlagModel
+	for _, f := range flags {
+		if (client && slices.Contains(connectionFlags, f.Name)) == connection {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// usageTemplate is kingpin's default help with the connection flags in a
+// section of their own.
+var usageTemplate = strings.Replace(kingpin.DefaultUsageTemplate, `{{if .Context.Flags -}}
+Flags:
+{{.Context.Flags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}`, `{{if .Context.Flags -}}
+Flags:
+{{.Context.Flags|OtherFlags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}
+{{if .Context.Flags|ConnectionFlags -}}
+Connection flags (shared by every command that talks to a manager):
+{{.Context.Flags|ConnectionFlags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}`, 1)
 
 // nameFlagErrors makes the error of a bad flag value (from the command
 // line or its environment variable) name the flag and its variable:
@@ -244,7 +282,14 @@ func (f *logFlags) logger(w io.Writer) *logrus.Logger {
 
 func init() {
 	commands = append(commands, func(app *kingpin.Application, g *globals) {
-		app.Command("version", "Print the version, commit and Go version.").Action(g.action(func(context.Context) error {
+		cmd := app.Command("version", "Print the version, commit and Go version (also: errand --version).")
+		var output string
+		addOutputFlag(cmd, &output)
+		cmd.Action(g.action(func(context.Context) error {
+			if output == "json" {
+				return printJSON(g.Stdout, map[string]string{"kind": "version", "version": version, "commit": buildCommit(),
+					"go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH})
+			}
 			fmt.Fprintln(g.Stdout, versionText())
 			return nil
 		}))
