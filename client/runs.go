@@ -71,8 +71,14 @@ type Run struct {
 	// Phase is queued, running, finished or setuperror.
 	Phase string `json:"phase"`
 	// Result is unknown, success, failed or cancelled.
-	Result      string          `json:"result"`
-	CancelledAt *time.Time      `json:"cancelled_at,omitempty"`
+	Result      string     `json:"result"`
+	CancelledAt *time.Time `json:"cancelled_at,omitempty"`
+	// StartedAt is when its first task started; FinishedAt when its
+	// last task ended, once the run is finished; Duration lies between
+	// them (up to now while the run goes on).
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	Duration    errand.Duration `json:"duration,omitempty"`
 	SetupErrors []RunSetupError `json:"setup_errors,omitempty"`
 	Stages      []*RunStage     `json:"stages"`
 }
@@ -104,13 +110,35 @@ type RunStage struct {
 	State string `json:"state"`
 	// Approval is the number of distinct approvers the stage needs;
 	// Approvals are those it has.
-	Approval  int        `json:"approval,omitempty"`
-	Approvals []string   `json:"approvals,omitempty"`
-	Steps     []*RunStep `json:"steps"`
+	Approval  int      `json:"approval,omitempty"`
+	Approvals []string `json:"approvals,omitempty"`
+	// Depends names the stages this one waits for.
+	Depends []string   `json:"depends,omitempty"`
+	Steps   []*RunStep `json:"steps"`
 	// InitializeTask and CleanupTask are the ids of the stage's
 	// initialize and cleanup tasks.
 	InitializeTask string `json:"initialize_task,omitempty"`
 	CleanupTask    string `json:"cleanup_task,omitempty"`
+	// Setup and Cleanup are the stage's initialize and cleanup tasks: a
+	// stage whose setup failed (image missing, privileged refused) says
+	// why here, while its steps only show skipped. Nil for a stage that
+	// has no tasks (skipped by its when).
+	Setup   *RunStageTask `json:"setup,omitempty"`
+	Cleanup *RunStageTask `json:"cleanup,omitempty"`
+	// StartedAt, FinishedAt and Duration span the stage's tasks.
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	Duration   errand.Duration `json:"duration,omitempty"`
+}
+
+// RunStageTask is the state of a stage's initialize or cleanup task; its
+// log is the task's log (image pull, service start, removals).
+type RunStageTask struct {
+	State      errand.State  `json:"state"`
+	TaskID     string        `json:"task_id"`
+	Error      *errand.Error `json:"error,omitempty"`
+	StartedAt  *time.Time    `json:"started_at,omitempty"`
+	FinishedAt *time.Time    `json:"finished_at,omitempty"`
 }
 
 // RunStep is one step of a stage and the task that runs it; the step's

@@ -19,6 +19,18 @@ import (
 // DefaultMaxBody is the body size DecodeJSON accepts when given 0.
 const DefaultMaxBody = 1 << 20
 
+// OperationIDHeader is the response header that names the request's
+// operation id. WriteError puts the id it holds into the error's body.
+const OperationIDHeader = "X-Operation-Id"
+
+// ErrorLogger is implemented by a ResponseWriter that logs internal errors
+// with what identifies its request (the manager logs them under the
+// operation id). WriteJSON hands it the errors that no caller sees, such
+// as a response that cannot be encoded.
+type ErrorLogger interface {
+	LogError(err error)
+}
+
 // statusOf is the one table from error code to HTTP status. Task outcome
 // codes written by handlers are failures of the task, not of HTTP: they
 // map to 422 so that a handler's response still says "failed".
@@ -87,7 +99,11 @@ func (b *ErrorBody) Err() *errand.Error { return &errand.Error{Code: b.Code, Rea
 func WriteJSON(w http.ResponseWriter, v any, status int) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		WriteError(w, fmt.Errorf("encode response: %w", err))
+		err = fmt.Errorf("encode response: %w", err)
+		if l, ok := w.(ErrorLogger); ok {
+			l.LogError(err)
+		}
+		WriteError(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -95,11 +111,12 @@ func WriteJSON(w http.ResponseWriter, v any, status int) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// WriteError writes err as a structured error with the status of its code.
-// An error that carries no *errand.Error is internal: its text is not
-// shown, and the caller is expected to have logged it.
+// WriteError writes err as a structured error with the status of its code,
+// with the operation id the response's OperationIDHeader holds. An error
+// that carries no *errand.Error is internal: its text is not shown, and
+// the caller is expected to have logged it.
 func WriteError(w http.ResponseWriter, err error) {
-	WriteErrorOp(w, err, "")
+	WriteErrorOp(w, err, w.Header().Get(OperationIDHeader))
 }
 
 // WriteErrorOp is WriteError with an operation id to put in the body.

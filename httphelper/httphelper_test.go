@@ -111,3 +111,31 @@ func TestDecodeJSONMaxBytesReader(t *testing.T) {
 		t.Fatalf("DecodeJSON error = %v, want too_large", err)
 	}
 }
+
+// loggingRecorder is a ResponseWriter that logs internal errors, as the
+// manager's does.
+type loggingRecorder struct {
+	*httptest.ResponseRecorder
+	logged []error
+}
+
+func (l *loggingRecorder) LogError(err error) { l.logged = append(l.logged, err) }
+
+// A response that cannot be encoded is a 500 that names the request's
+// operation id, and the real error goes to the writer's log.
+func TestWriteJSONUnencodableIsLoggedWithOperationID(t *testing.T) {
+	w := &loggingRecorder{ResponseRecorder: httptest.NewRecorder()}
+	w.Header().Set(OperationIDHeader, "op-1")
+	WriteJSON(w, map[string]any{"x": make(chan int)}, http.StatusOK)
+	var body ErrorBody
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q: %v", w.Body, err)
+	}
+	if w.Code != http.StatusInternalServerError || body.Code != errand.CodeInternal || body.OperationID != "op-1" ||
+		!strings.Contains(body.Reason, "op-1") {
+		t.Errorf("WriteJSON of a channel = %d %+v, want 500 internal naming op-1", w.Code, body)
+	}
+	if len(w.logged) != 1 || !strings.Contains(w.logged[0].Error(), "encode response") {
+		t.Errorf("logged %v, want the encoding error", w.logged)
+	}
+}

@@ -127,9 +127,6 @@ func (s *Server) sweep(ctx context.Context) (store.TaskSweepResult, error) {
 		// delegate of its group now: let every look count.
 		s.hub.queuedChanged()
 	}
-	s.metrics.finished("failed", len(res.Failed))
-	s.metrics.finished("cancelled", len(res.Cancelled))
-	s.metrics.finished("timed_out", len(res.TimedOut))
 	if len(res.LostDelegates)+len(res.Requeued)+len(res.Failed)+len(res.Cancelled)+len(res.TimedOut) > 0 {
 		s.log.WithFields(logrus.Fields{
 			"lost_delegates": res.LostDelegates,

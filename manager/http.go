@@ -102,8 +102,10 @@ func (s *Server) serveHTTP() http.Handler {
 		start := time.Now()
 		op := ulid.Make().String()
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, op))
-		w.Header().Set("X-Operation-Id", op)
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		w.Header().Set(httphelper.OperationIDHeader, op)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, logError: func(err error) {
+			s.log.WithFields(logrus.Fields{"operation_id": op, "method": r.Method, "path": r.URL.Path}).WithError(err).Error("request failed")
+		}}
 		_, pattern := s.mux.Handler(r)
 		if pattern == "" {
 			s.noRoute(sw, r)
@@ -279,7 +281,12 @@ type statusWriter struct {
 	http.ResponseWriter
 	status      int
 	wroteHeader bool
+	logError    func(error)
 }
+
+// LogError logs an internal error met while writing the response, under
+// the request's operation id (httphelper.ErrorLogger).
+func (w *statusWriter) LogError(err error) { w.logError(err) }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if !w.wroteHeader {

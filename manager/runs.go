@@ -109,8 +109,13 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 		}
 		tasks = plan.Tasks
 	}
-	if _, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()}); err != nil {
+	created, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()})
+	if err != nil {
 		return fmt.Errorf("create run %s: %w", id, err)
+	}
+	s.metrics.created(created)
+	if len(run.SetupErrors) > 0 {
+		s.metrics.setupErrorRun()
 	}
 	s.log.WithFields(logrus.Fields{"run_id": id, "tasks": len(tasks), "setup_errors": len(run.SetupErrors)}).Info("run created")
 	view, err := s.runView(r.Context(), run)
@@ -343,16 +348,101 @@ func (s *Server) runView(ctx context.Context, run *store.Run) (*client.Run, erro
 	phase, result := pipeline.RunStatus(&rs.plan.Plan, rs.view, rs.approvals())
 	out.Phase, out.Result = string(phase), string(result)
 	now := s.now()
+	stageOf := rs.stageOfTask()
+	var runSpan span
 	for _, ps := range rs.plan.Stages {
-		st := &client.RunStage{Name: ps.Name, State: string(rs.stageState(ps)), Approval: ps.Approval,
+		state := rs.stageState(ps)
+		st := &client.RunStage{Name: ps.Name, State: string(state), Approval: ps.Approval,
 			Approvals: run.Approvals[ps.Name], InitializeTask: ps.InitializeID, CleanupTask: ps.CleanupID,
-			Steps: []*client.RunStep{}}
+			Depends: rs.stageDepends(ps, stageOf), Steps: []*client.RunStep{},
+			Setup: stageTaskView(ps.InitializeID, rs.tasks[ps.InitializeID]), Cleanup: stageTaskView(ps.CleanupID, rs.tasks[ps.CleanupID])}
+		var sp span
+		sp.add(rs.tasks[ps.InitializeID])
+		sp.add(rs.tasks[ps.CleanupID])
 		for _, step := range ps.Steps {
 			st.Steps = append(st.Steps, stepView(step, rs.tasks[step.TaskID], now))
+			sp.add(rs.tasks[step.TaskID])
 		}
+		ended := state == pipeline.StageSuccess || state == pipeline.StageFailed || state == pipeline.StageSkipped || state == pipeline.StageCancelled
+		st.StartedAt, st.FinishedAt, st.Duration = sp.times(ended, now)
+		runSpan.merge(sp)
 		out.Stages = append(out.Stages, st)
 	}
+	out.StartedAt, out.FinishedAt, out.Duration = runSpan.times(phase == pipeline.PhaseFinished, now)
 	return out, nil
+}
+
+// span is the time from the first start to the last end of some tasks.
+type span struct{ start, end *time.Time }
+
+func (sp *span) add(t *errand.Task) {
+	if t == nil {
+		return
+	}
+	if t.StartedAt != nil && (sp.start == nil || t.StartedAt.Before(*sp.start)) {
+		sp.start = t.StartedAt
+	}
+	if t.FinishedAt != nil && (sp.end == nil || t.FinishedAt.After(*sp.end)) {
+		sp.end = t.FinishedAt
+	}
+}
+
+func (sp *span) merge(o span) {
+	sp.add(&errand.Task{StartedAt: o.start, FinishedAt: o.end})
+}
+
+// times returns the span's start, its end once ended, and the duration
+// between them (up to now while not ended). Nothing before a start.
+func (sp span) times(ended bool, now time.Time) (start, end *time.Time, d errand.Duration) {
+	if sp.start == nil {
+		return nil, nil, 0
+	}
+	stop := now
+	if ended && sp.end != nil {
+		end, stop = sp.end, *sp.end
+	}
+	return sp.start, end, errand.Duration(stop.Sub(*sp.start))
+}
+
+// stageOfTask maps the id of every task of the run's stages to its stage.
+func (rs *runState) stageOfTask() map[string]string {
+	out := map[string]string{}
+	for _, ps := range rs.plan.Stages {
+		out[ps.InitializeID] = ps.Name
+		out[ps.CleanupID] = ps.Name
+		for _, step := range ps.Steps {
+			out[step.TaskID] = ps.Name
+		}
+	}
+	delete(out, "")
+	return out
+}
+
+// stageDepends names the stages a stage's initialize task waits for.
+func (rs *runState) stageDepends(ps pipeline.PlanStage, stageOf map[string]string) []string {
+	init := rs.view[ps.InitializeID]
+	if init == nil {
+		return nil
+	}
+	var out []string
+	for _, d := range init.DependsOn {
+		if name, ok := stageOf[d.Task]; ok && name != ps.Name && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// stageTaskView shows a stage's initialize or cleanup task.
+func stageTaskView(id string, t *errand.Task) *client.RunStageTask {
+	if id == "" {
+		return nil
+	}
+	v := &client.RunStageTask{State: errand.StatePending, TaskID: id}
+	if t != nil {
+		v.State, v.Error, v.StartedAt, v.FinishedAt = t.State, t.Error, t.StartedAt, t.FinishedAt
+	}
+	return v
 }
 
 func stepView(step pipeline.PlanStep, t *errand.Task, now time.Time) *client.RunStep {
@@ -380,6 +470,15 @@ func stepView(step pipeline.PlanStep, t *errand.Task, now time.Time) *client.Run
 
 func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, _ principal) error {
 	ctx := r.Context()
+	before, err := s.store.RunGet(ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if view, err := s.runView(ctx, before); err != nil {
+		return err
+	} else if view.Phase == string(pipeline.PhaseFinished) || view.Phase == string(pipeline.PhaseSetupError) {
+		return errand.Errorf(errand.CodeConflict, "run %s has ended (%s, %s): there is nothing to cancel", before.ID, view.Phase, view.Result)
+	}
 	run, err := s.store.RunCancel(ctx, store.RunCancelParams{RunID: r.PathValue("id"), Now: s.now()})
 	if err != nil {
 		return err

@@ -82,7 +82,6 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		store:    st,
 		objects:  objects,
 		mux:      http.NewServeMux(),
-		metrics:  newMetrics(),
 		hub:      newHub(),
 		beats:    newHeartbeats(),
 		cache:    newDelegateCache(),
@@ -94,7 +93,10 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		return nil, err
 	}
 	s.quiet = quiet
-	s.unsubscribe = st.Subscribe(s.onChange)
+	s.metrics = newMetrics(s)
+	unsubscribeHub := st.Subscribe(s.onChange)
+	unsubscribeMetrics := st.Subscribe(s.metrics.change)
+	s.unsubscribe = func() { unsubscribeHub(); unsubscribeMetrics() }
 	s.registerRoutes()
 	s.handler = s.serveHTTP()
 	return s, nil
@@ -156,6 +158,7 @@ func (s *Server) Start(ctx context.Context) error {
 		{"heartbeat flusher", s.runHeartbeatFlusher},
 		{"log sealer", s.runSealer},
 		{"delegate cache refresher", s.runDelegateRefresher},
+		{"metrics recorder", s.runMetricsRecorder},
 	}
 	for _, l := range loops {
 		s.wg.Add(1)

@@ -289,7 +289,6 @@ func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request, _ principal)
 	}
 	fields := logrus.Fields{"task_id": id, "state": t.State}
 	if t.State.Terminal() {
-		s.metrics.finished(t.State, 1)
 		s.onChange(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
 	} else if t.DelegateID != "" {
 		fields["delegate_id"] = t.DelegateID
@@ -327,7 +326,6 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 		return fmt.Errorf("report %s on task %s: %w", u.State, id, err)
 	}
 	if t.State.Terminal() {
-		s.metrics.finished(t.State, 1)
 		s.onChange(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
 		if s.log.IsLevelEnabled(logrus.DebugLevel) {
 			s.log.WithFields(logrus.Fields{"task_id": id, "delegate_id": p.delegateID, "state": t.State}).Debug("task ended")

@@ -67,7 +67,7 @@ func decodeReflect(path string, raw json.RawMessage, rv reflect.Value, errs *Err
 		for _, k := range sortedKeys(m) {
 			idx, ok := fields[k]
 			if !ok {
-				errs.addf(join(path, k), "unknown field (known: %s)", knownFields(fields))
+				errs.addf(join(path, k), "unknown field%s (known: %s)", suggest(k, sortedKeys(fields)), knownFields(fields))
 				continue
 			}
 			decodeReflect(join(path, k), m[k], rv.Field(idx), errs)

@@ -13,19 +13,34 @@ var ErrTimeout = errors.New("jsonnet evaluation ran past its time limit")
 
 // FieldError is one problem of a config: where it is and what is wrong.
 type FieldError struct {
+	// File is the config file, set by Lint; empty otherwise.
+	File string `json:"file,omitempty"`
 	// Path names the field, e.g. stages[1].steps[0].image.
 	Path string `json:"path"`
 	// Line is the line of the field (or of its nearest written parent)
 	// in a JSON or YAML source; 0 when unknown.
-	Line    int    `json:"line,omitempty"`
+	Line int `json:"line,omitempty"`
+	// Column is the column of the field on its line; 0 when unknown.
+	Column  int    `json:"column,omitempty"`
 	Message string `json:"message"`
 }
 
-// Error implements error.
+// Error implements error: "path (line N): message", or, when File is set,
+// "FILE:LINE:COL: path: message" as compilers write it.
 func (e FieldError) Error() string {
 	path := e.Path
 	if path == "" {
 		path = "config"
+	}
+	if e.File != "" {
+		loc := e.File
+		if e.Line > 0 {
+			loc += fmt.Sprintf(":%d:%d", e.Line, max(e.Column, 1))
+		}
+		if e.Path == "" && e.Line > 0 {
+			return loc + ": " + e.Message
+		}
+		return loc + ": " + path + ": " + e.Message
 	}
 	if e.Line > 0 {
 		return fmt.Sprintf("%s (line %d): %s", path, e.Line, e.Message)
@@ -63,7 +78,7 @@ func (e Errors) err(src *source) error {
 	copy(out, e)
 	for i := range out {
 		if out[i].Line == 0 {
-			out[i].Line = src.line(out[i].Path)
+			out[i].Line, out[i].Column = src.pos(out[i].Path)
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Line < out[j].Line })

@@ -77,9 +77,17 @@ func Find(path string) (string, error) {
 	}
 	for _, name := range configNames {
 		p := filepath.Join(path, name)
-		if _, err := os.Stat(p); err == nil {
+		if fi, err := os.Stat(p); err == nil {
+			if fi.IsDir() {
+				return "", fmt.Errorf("load pipeline: %s is a directory, not a config file", p)
+			}
 			return p, nil
 		}
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".jsonnet", ".libsonnet", ".json", ".yml", ".yaml":
+		// errand run dir/config.yml, where config.yml is a directory.
+		return "", fmt.Errorf("load pipeline: %s is a directory, not a config file", path)
 	}
 	return "", fmt.Errorf("load pipeline: no %s in %s", strings.Join(configNames, ", "), path)
 }
@@ -145,8 +153,22 @@ func readLimited(file string) ([]byte, error) {
 // names: .jsonnet or .libsonnet, .json, .yml or .yaml. It does not
 // validate the config: see Config.Validate.
 func Parse(filename string, data []byte, opts LoadOptions) (*Config, error) {
+	cfg, errs, err := decode(filename, data, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := errs.err(cfg.src); err != nil {
+		return nil, fmt.Errorf("%s:\n%w", filename, err)
+	}
+	return cfg, nil
+}
+
+// decode reads a config from data as Parse does, returning the problems
+// of its fields beside the config decoded as far as it could be. err is a
+// problem that leaves no config at all (a syntax error, a Jsonnet error).
+func decode(filename string, data []byte, opts LoadOptions) (*Config, Errors, error) {
 	if len(data) > MaxConfigSize {
-		return nil, fmt.Errorf("%s: config is larger than %d bytes", filename, MaxConfigSize)
+		return nil, nil, fmt.Errorf("%s: config is larger than %d bytes", filename, MaxConfigSize)
 	}
 	var (
 		js  []byte
@@ -156,35 +178,32 @@ func Parse(filename string, data []byte, opts LoadOptions) (*Config, error) {
 	switch ext := strings.ToLower(filepath.Ext(filename)); ext {
 	case ".jsonnet", ".libsonnet":
 		if js, err = evaluateJsonnet(filename, data, opts); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		src = &source{}
 	case ".json":
 		js = data
 		if src, err = locateJSON(data); err != nil {
-			return nil, fmt.Errorf("%s:%w", filename, err)
+			return nil, nil, fmt.Errorf("%s:%w", filename, err)
 		}
 	case ".yml", ".yaml":
 		if src, err = locateYAML(data); err != nil {
-			return nil, fmt.Errorf("%s: %w", filename, err)
+			return nil, nil, fmt.Errorf("%s: %w", filename, err)
 		}
 		if js, err = yaml.YAMLToJSONStrict(data); err != nil {
-			return nil, fmt.Errorf("%s: %w", filename, err)
+			return nil, nil, fmt.Errorf("%s: %w", filename, err)
 		}
 	default:
-		return nil, fmt.Errorf("%s: unknown config format %q (want .jsonnet, .json, .yml or .yaml)", filename, ext)
+		return nil, nil, fmt.Errorf("%s: unknown config format %q (want .jsonnet, .json, .yml or .yaml)", filename, ext)
 	}
 	if err := checkJSON(js); err != nil {
-		return nil, fmt.Errorf("%s: %w", filename, err)
+		return nil, nil, fmt.Errorf("%s: %w", filename, err)
 	}
 	cfg := &Config{src: src}
 	var errs Errors
 	errs = append(errs, src.dups...)
 	decodeValue("", js, cfg, &errs)
-	if err := errs.err(src); err != nil {
-		return nil, fmt.Errorf("%s:\n%w", filename, err)
-	}
-	return cfg, nil
+	return cfg, errs, nil
 }
 
 // checkJSON checks that a document is one JSON object, naming the line

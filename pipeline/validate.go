@@ -19,6 +19,11 @@ var (
 // Errors, each with its path (and its line, for a config read from JSON or
 // YAML), or nil.
 func (c *Config) Validate() error {
+	return c.validate().err(c.src)
+}
+
+// validate returns every problem of the config, without lines.
+func (c *Config) validate() Errors {
 	var errs Errors
 	if len(c.Stages) == 0 {
 		errs.add("stages", "at least one stage is required")
@@ -56,7 +61,7 @@ func (c *Config) Validate() error {
 			case d.Stage == s.Name:
 				errs.add(dp+".stage", "a stage cannot depend on itself")
 			case !ok:
-				errs.addf(dp+".stage", "no stage named %q", d.Stage)
+				errs.addf(dp+".stage", "no stage named %q%s", d.Stage, suggest(d.Stage, sortedKeys(index)))
 			}
 			for k, cond := range d.Conditions {
 				if cond == "" || strings.Contains(string(cond), "|") || !cond.Valid() {
@@ -68,7 +73,7 @@ func (c *Config) Validate() error {
 	if cycle := findCycle(c.Stages, index); cycle != nil {
 		errs.addf(fmt.Sprintf("stages[%d].depends", index[cycle[0]]), "dependency cycle: %s", strings.Join(cycle, " -> "))
 	}
-	return errs.err(c.src)
+	return errs
 }
 
 func validateStage(p string, s *Stage, errs *Errors) {
@@ -86,12 +91,12 @@ func validateStage(p string, s *Stage, errs *Errors) {
 		}
 	case RuntimeDocker:
 	default:
-		errs.addf(p+".runtime.type", "%q: want host or docker", s.Runtime.Type)
+		errs.addf(p+".runtime.type", "%q: want host or docker%s", s.Runtime.Type, suggest(s.Runtime.Type, []string{RuntimeHost, RuntimeDocker}))
 	}
 	switch s.Runtime.Pull {
 	case "", PullAlways, PullNever, PullIfNotPresent:
 	default:
-		errs.addf(p+".runtime.pull", "%q: want always, never or if-not-present", s.Runtime.Pull)
+		errs.addf(p+".runtime.pull", "%q: want always, never or if-not-present%s", s.Runtime.Pull, suggest(s.Runtime.Pull, []string{PullAlways, PullNever, PullIfNotPresent}))
 	}
 	services := map[string]bool{}
 	for i, svc := range s.Runtime.Services {

@@ -164,12 +164,9 @@ func fields(w io.Writer, kv [][2]string) error {
 	return nil
 }
 
-// tableTimeLayout is how tables and fields show a time: local, with its
-// zone. JSON output keeps the API's RFC 3339 times in UTC.
-const tableTimeLayout = "2006-01-02 15:04:05 MST"
-
 // localTime renders a time for a table or fields: empty when zero, else
-// local time with its zone.
+// local time with its zone (tableTimeLayout). JSON output keeps the
+// API's RFC 3339 times in UTC.
 func localTime(t time.Time) string {
 	if t.IsZero() {
 		return ""

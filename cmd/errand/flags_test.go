@@ -22,10 +22,7 @@ var builtinFlags = []string{"help", "help-long", "help-man", "completion-bash", 
 // awaitingEnvar are flags defined before every flag had a variable, in
 // files whose owners give them one; remove a line when its flag has one.
 var awaitingEnvar = []string{
-	"errand run --env", "errand run --secret", "errand run --ext-str", "errand run --approve",
-	"errand run --branch", "errand run --event", "errand run --data-dir", "errand run --listen",
-	"errand runs list --after", "errand runs list --limit", "errand runs approve --as",
-	"errand submit --follow", "errand submit --branch", "errand submit --event", "errand submit --ext-str",
+	"errand submit --ext-str", // submit.go
 }
 
 // appFlag is one flag of one command of the application.

@@ -61,7 +61,7 @@ func TestE2ERunExamples(t *testing.T) {
 		{"matrix", []string{"run", "examples/matrix", "--ext-str", "go_versions=1.24,1.25,1.26"}, 0,
 			[]string{"go-1_24/build | building with Go 1.24", "go-1_26/test | testing with Go 1.26", "summary/report | tested 3 Go versions"}, nil},
 		{"broken config", []string{"run", broken}, 2,
-			[]string{"stages[0].steps[0].image (line 5)", "stages[0].depends[0].stage (line 7)", "nothing was run"},
+			[]string{"config.yml:5:9: stages[0].steps[0].image:", "config.yml:7:15: stages[0].depends[0].stage:", "nothing was run"},
 			[]string{"✓", "✗"}},
 		{"jsonnet with an import", []string{"run", imports, "--ext-str", "who=import"}, 0,
 			[]string{"lib/hi | hello from import"}, nil},

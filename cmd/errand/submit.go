@@ -13,18 +13,25 @@ import (
 func init() { commands = append(commands, addSubmitCommand) }
 
 func addSubmitCommand(app *kingpin.Application, g *globals) {
-	cmd := app.Command("submit", "Submit a pipeline config to a manager; with --follow, stream it like errand run and exit with its result.")
+	cmd := app.Command("submit", "Submit a pipeline config to a manager; with --follow, stream it like errand run and exit with its result "+
+		"(0 success, 1 the run failed, 2 config error, 3 could not follow the run, 130 interrupted).")
 	cf := addClientFlags(cmd)
 	var (
-		path          string
-		follow        bool
-		branch, event string
-		extStr        = map[string]string{}
+		path                 string
+		follow, cancelOnInt  bool
+		noColour, timestamps bool
+		branch, event        string
+		extStr               = map[string]string{}
 	)
 	cmd.Arg("file", "A config file, or a directory holding config.jsonnet, config.json or config.yml.").Required().StringVar(&path)
-	cmd.Flag("follow", "Stream the run's logs and exit with its result.").Short('f').BoolVar(&follow)
-	cmd.Flag("branch", "Branch of the run.").StringVar(&branch)
-	cmd.Flag("event", "Event of the run.").StringVar(&event)
+	cmd.Flag("follow", "Stream the run's logs and exit with its result. Ctrl-C stops following; the run goes on.").Short('f').Envar("ERRAND_FOLLOW").BoolVar(&follow)
+	cmd.Flag("cancel-on-interrupt", "With --follow: Ctrl-C (SIGINT, SIGTERM) also cancels the run and follows its cleanups.").Envar("ERRAND_CANCEL_ON_INTERRUPT").BoolVar(&cancelOnInt)
+	retryFor := followRetry
+	cmd.Flag("reconnect-for", "With --follow: how long a manager that does not answer (a restart) is retried before errand gives up with exit code 3.").
+		Envar("ERRAND_RECONNECT_FOR").Default(followRetry.String()).DurationVar(&retryFor)
+	addOutputFlags(cmd, &noColour, &timestamps)
+	cmd.Flag("branch", "Branch of the run.").Envar("ERRAND_BRANCH").StringVar(&branch)
+	cmd.Flag("event", "Event of the run.").Envar("ERRAND_EVENT").StringVar(&event)
 	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").StringMapVar(&extStr)
 	cmd.Action(func(*kingpin.ParseContext) error {
 		// Jsonnet is rendered here, where its imports are.
@@ -38,19 +45,36 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		fmt.Fprintf(g.Stdout, "run %s %s%s\n", run.ID, strings.TrimRight(c.BaseURL(), "/"), run.Href)
+		jsonOut := cf.output == "json"
+		switch {
+		case jsonOut && !follow:
+			if err := printJSON(g.Stdout, utcRun(run)); err != nil {
+				return err
+			}
+		case jsonOut:
+			// The events say which run they belong to.
+		default:
+			fmt.Fprintf(g.Stdout, "run %s %s%s\n", run.ID, strings.TrimRight(c.BaseURL(), "/"), run.Href)
+		}
 		if !follow {
 			if run.Phase == "setuperror" {
-				for _, e := range run.SetupErrors {
-					fmt.Fprintf(g.Stdout, "  %s\n", e.Error())
+				if !jsonOut {
+					for _, e := range run.SetupErrors {
+						fmt.Fprintf(g.Stdout, "  %s\n", e.Error())
+					}
 				}
 				return exitFor(exitConfigError)
 			}
 			return nil
 		}
-		code, err := followRun(g.Ctx, c, run.ID, g.Stdout, followOptions{colour: useColour(g.Stdout)})
+		code, err := followRun(g.Ctx, c, run.ID, g.Stdout, followOptions{
+			colour: useColour(g.Stdout, noColour) && !jsonOut, timestamps: timestamps, json: jsonOut,
+			cancelOnInterrupt: cancelOnInt, retry: retryFor, lostCode: exitCouldNotFollow})
 		if err != nil {
 			return &exitError{code: max(code, exitFailed), err: err}
+		}
+		if code == exitRunInterrupted && !cancelOnInt {
+			return &exitError{code: code, err: fmt.Errorf("interrupted: stopped following run %s, which goes on", run.ID)}
 		}
 		return exitFor(code)
 	})

@@ -120,6 +120,11 @@ type Store interface {
 	// RunStore persists pipeline runs.
 	RunStore
 
+	// Count counts tasks that have not ended, delegates and runs by state,
+	// with a few aggregate queries: cheap enough to run on every scrape of
+	// the metrics.
+	Count(ctx context.Context, p CountParams) (*Counts, error)
+
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.
@@ -275,6 +280,11 @@ type Change struct {
 	TaskType   string
 	DelegateID string
 	LogLines   int64
+	// Remote is set on a change another manager made, delivered by a
+	// store shared by several managers: counters count only their own
+	// manager's changes, so that summing them over replicas counts each
+	// once.
+	Remote bool
 }
 
 // RunStore persists pipeline runs. A run's phase, result and stage states

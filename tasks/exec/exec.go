@@ -1,8 +1,9 @@
 // Package exec runs a stage's steps as host processes: exec.initialize
-// creates a workspace directory, exec.execute runs one step's commands in
-// it as a shell script in a process group of its own, and exec.cleanup
-// removes the workspace. The handlers keep no state between tasks: execute
-// and cleanup find the workspace in initialize's result.
+// creates a workspace directory (empty, or a copy of the configured source
+// directory), exec.execute runs one step's commands in it as a shell
+// script in a process group of its own, and exec.cleanup removes the
+// workspace. The handlers keep no state between tasks: execute and cleanup
+// find the workspace in initialize's result.
 package exec
 
 import (
@@ -17,10 +18,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/internal/workspace"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
 )
@@ -43,6 +47,46 @@ type Handlers struct {
 	// delegate not started with --allow-privileged refuses them at
 	// initialize, whatever their runtime.
 	AllowPrivileged bool
+	// Source, when set, is the project directory a stage's workspace
+	// starts as: a copy of it (see internal/workspace), or the directory
+	// itself with Bind. It is the delegate's configuration, never taken
+	// from a task, so that a task cannot make the delegate read or write
+	// an arbitrary host path. Empty: workspaces start empty.
+	Source string
+	// Bind runs the steps in Source itself instead of a copy; cleanup
+	// never removes it.
+	Bind bool
+	// Exclude holds paths left out of the copies of Source (e.g. a data
+	// dir inside the project). Root is always left out.
+	Exclude []string
+
+	// groups holds the process groups of the steps running now, for Kill.
+	mu     sync.Mutex
+	groups map[int]struct{}
+}
+
+// Kill sends SIGKILL to the process groups of every step running now. It
+// is for a process that must end at once (a second Ctrl-C) and would
+// otherwise leave them running.
+func (h *Handlers) Kill() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for pgid := range h.groups {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}
+
+func (h *Handlers) track(pgid int, running bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.groups == nil {
+		h.groups = map[int]struct{}{}
+	}
+	if running {
+		h.groups[pgid] = struct{}{}
+	} else {
+		delete(h.groups, pgid)
+	}
 }
 
 // New returns the handlers for workspaces under stateDir/workspaces.
@@ -121,6 +165,11 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, errand.Errorf(errand.CodeForbidden, "stage %s asks to be privileged; this delegate was not started with --allow-privileged", data.Stage.Stage))
 		return
 	}
+	if src, ok := h.bound(); ok {
+		fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s (the project itself: steps change its files)\n", src)
+		httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: src}, http.StatusOK)
+		return
+	}
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	dir := filepath.Join(h.Root, sanitize(data.RunID), sanitize(data.Stage.Stage)+"-"+hex.EncodeToString(suffix))
@@ -132,8 +181,28 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "create workspace: %v", err))
 		return
 	}
+	if h.Source != "" {
+		opts := workspace.Options{Exclude: append([]string{h.Root}, h.Exclude...)}
+		if err := workspace.CopyWith(r.Context(), h.Source, dir, opts); err != nil {
+			_ = os.RemoveAll(dir)
+			httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "copy %s into the workspace: %v", h.Source, err))
+			return
+		}
+		fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s (a copy of %s)\n", dir, h.Source)
+		httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: dir}, http.StatusOK)
+		return
+	}
 	fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s\n", dir)
 	httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: dir}, http.StatusOK)
+}
+
+// bound returns the absolute source directory when steps run in it.
+func (h *Handlers) bound() (string, bool) {
+	if !h.Bind || h.Source == "" {
+		return "", false
+	}
+	src, err := filepath.Abs(h.Source)
+	return src, err == nil
 }
 
 // inside checks that path is strictly under h.Root, symbolic links
@@ -175,6 +244,10 @@ func (h *Handlers) workspace(t *errand.Task) (string, error) {
 	if init.Workspace == "" {
 		return "", errand.Errorf(errand.CodeInvalid, "initialize result names no workspace")
 	}
+	// The configured source is the one path outside Root a task may name.
+	if src, ok := h.bound(); ok && filepath.Clean(init.Workspace) == src {
+		return src, nil
+	}
 	return h.inside(init.Workspace)
 }
 
@@ -196,6 +269,10 @@ func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
 	dir, err := h.workspace(t)
 	if err != nil {
 		httphelper.WriteError(w, err)
+		return
+	}
+	if src, ok := h.bound(); ok && dir == src {
+		httphelper.WriteJSON(w, tasks.CleanupResult{}, http.StatusOK)
 		return
 	}
 	if err := os.RemoveAll(dir); err != nil {

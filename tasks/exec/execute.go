@@ -160,6 +160,8 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 	}
 	pw.Close()
 	pgid := cmd.Process.Pid
+	h.track(pgid, true)
+	defer h.track(pgid, false)
 
 	copied := make(chan struct{})
 	go func() {

@@ -25,6 +25,7 @@ type wireChange struct {
 	TaskType   string           `json:"y,omitempty"`
 	DelegateID string           `json:"d,omitempty"`
 	LogLines   int64            `json:"l,omitempty"`
+	Remote     bool             `json:"-"`
 }
 
 // encodePayloads packs changes into NOTIFY payloads of the form
@@ -78,6 +79,7 @@ func decodePayload(p string) (origin string, changes []store.Change, err error) 
 	changes = make([]store.Change, len(wire))
 	for i, w := range wire {
 		changes[i] = store.Change(w)
+		changes[i].Remote = true
 	}
 	return origin, changes, nil
 }
@@ -296,7 +298,7 @@ func (l *listener) catchUp(ctx context.Context) {
 	}
 	changes := make([]store.Change, len(types))
 	for i, t := range types {
-		changes[i] = store.Change{Kind: store.ChangeTaskQueued, TaskType: t}
+		changes[i] = store.Change{Kind: store.ChangeTaskQueued, TaskType: t, Remote: true}
 	}
 	l.s.subs.Deliver(changes)
 }
