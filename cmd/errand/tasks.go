@@ -32,11 +32,11 @@ func addTasksCommand(app *kingpin.Application, g *globals) {
 	var states []string
 	var typ, runID, after string
 	var limit int
-	list.Flag("state", "Only tasks in this state (repeatable).").Envar("ERRAND_TASKS_STATE").EnumsVar(&states, stateNames()...)
-	list.Flag("type", "Only tasks of this type.").Envar("ERRAND_TASKS_TYPE").StringVar(&typ)
-	list.Flag("run", "Only tasks of this pipeline run.").Envar("ERRAND_TASKS_RUN").StringVar(&runID)
-	list.Flag("after", "Only tasks created after this task id.").Envar("ERRAND_TASKS_AFTER").StringVar(&after)
-	list.Flag("limit", "At most this many tasks: the newest.").Envar("ERRAND_TASKS_LIMIT").Default("100").IntVar(&limit)
+	list.Flag("state", "Only tasks in this state (repeatable).").Envar("ERRAND_STATE").EnumsVar(&states, stateNames()...)
+	list.Flag("type", "Only tasks of this type.").Envar("ERRAND_TYPE").StringVar(&typ)
+	list.Flag("run", "Only tasks of this pipeline run.").Envar("ERRAND_RUN").StringVar(&runID)
+	list.Flag("after", "Only tasks created after this task id.").Envar("ERRAND_AFTER").StringVar(&after)
+	list.Flag("limit", "At most this many tasks: the newest.").Envar("ERRAND_LIMIT").Default("100").IntVar(&limit)
 	list.Action(g.action(func(ctx context.Context) error {
 		if limit < 1 {
 			return usageErrorf("--limit: %d; at least 1", limit)
@@ -98,8 +98,8 @@ func addTasksCommand(app *kingpin.Application, g *globals) {
 
 	logs := cmd.Command("logs", "Print a task's log; with -o json, one object per line with the line's offset and text.")
 	logsID := logs.Arg("id", "Task id.").Required().String()
-	follow := logs.Flag("follow", "Keep printing lines as they arrive until the task ends.").Short('f').Envar("ERRAND_TASKS_FOLLOW").Bool()
-	offset := logs.Flag("offset", "Start at this line (0 is the first).").Envar("ERRAND_TASKS_OFFSET").Default("0").Int64()
+	follow := logs.Flag("follow", "Keep printing lines as they arrive until the task ends.").Short('f').Envar("ERRAND_FOLLOW").Bool()
+	offset := logs.Flag("offset", "Start at this line (0 is the first).").Envar("ERRAND_OFFSET").Default("0").Int64()
 	logs.Action(g.action(func(ctx context.Context) error {
 		if *offset < 0 {
 			return usageErrorf("--offset: %d; 0 (the first line) or more", *offset)
