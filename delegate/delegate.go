@@ -72,6 +72,14 @@ func New(cfg Config, r *router.Router) (*Delegate, error) {
 	res := &resources{
 		procDir: cfg.ProcDir, maxLoad: cfg.MaxLoad, minFree: cfg.MinFreeMemory,
 		onErr: func(err error) { log.WithError(err).Warn("cannot read host resources") },
+		onChange: func(over bool, reason string) {
+			if over {
+				log.WithFields(logrus.Fields{"limit": limitOf(reason), "reason": reason}).
+					Warn("refusing new tasks: the host is over a resource limit")
+			} else {
+				log.Info("host back under its --max-load and --min-free-memory limits")
+			}
+		},
 	}
 	p := poller.New(poller.Config{
 		Delegate: client.RegisterRequest{

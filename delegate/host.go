@@ -61,6 +61,10 @@ type resources struct {
 	maxLoad float64
 	minFree int64
 	onErr   func(error)
+	// onChange, when set, is told when the host goes over a threshold
+	// (with the reason: which limit, its value and the measure) or comes
+	// back under them (over false).
+	onChange func(over bool, reason string)
 
 	mu     sync.Mutex
 	at     time.Time
@@ -79,6 +83,7 @@ func (r *resources) Overloaded() bool {
 		return r.over
 	}
 	r.at = time.Now()
+	wasOver, wasReason := r.over, r.reason
 	r.over, r.reason = false, ""
 	if r.maxLoad > 0 {
 		load, err := hostLoad(r.procDir)
@@ -86,7 +91,7 @@ func (r *resources) Overloaded() bool {
 		case err != nil:
 			r.onErr(err)
 		case load > r.maxLoad:
-			r.over, r.reason = true, fmt.Sprintf("load %.2f per CPU is over %.2f", load, r.maxLoad)
+			r.over, r.reason = true, fmt.Sprintf("load: the 1-minute load average per CPU is %.2f, over the --max-load limit of %g", load, r.maxLoad)
 		}
 	}
 	if r.minFree > 0 && !r.over {
@@ -95,10 +100,39 @@ func (r *resources) Overloaded() bool {
 		case err != nil:
 			r.onErr(err)
 		case free < r.minFree:
-			r.over, r.reason = true, fmt.Sprintf("%d bytes available, under %d", free, r.minFree)
+			r.over, r.reason = true, fmt.Sprintf("memory: %s available, under the --min-free-memory limit of %s", bytesText(free), bytesText(r.minFree))
 		}
 	}
+	// The measure changes every second: tell only when the state or the
+	// limit hit changes.
+	if r.onChange != nil && (r.over != wasOver || limitOf(r.reason) != limitOf(wasReason)) {
+		r.onChange(r.over, r.reason)
+	}
 	return r.over
+}
+
+// limitOf is the limit a reason names ("load" or "memory").
+func limitOf(reason string) string {
+	limit, _, _ := strings.Cut(reason, ":")
+	return limit
+}
+
+// bytesText renders a size in binary units, e.g. 512 MiB or 1.5 GiB.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }
 
 // identityFile keeps the delegate's identity in the state dir, mode 0600,

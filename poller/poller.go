@@ -629,7 +629,7 @@ func (p *Poller) work(ctx context.Context, t *errand.Task) {
 	defer cancel(nil)
 	if t.Timeout > 0 {
 		var stop context.CancelFunc
-		ctx, stop = context.WithTimeoutCause(ctx, time.Duration(t.Timeout), router.ErrTimedOut)
+		ctx, stop = context.WithTimeoutCause(ctx, time.Duration(t.Timeout), router.TimedOut(time.Duration(t.Timeout)))
 		defer stop()
 	}
 	lease := ""

@@ -222,11 +222,21 @@ func (r *Router) run(h http.Handler, w *recorder, req *http.Request, log logrus.
 	return nil
 }
 
+// TimedOut is the cause a task's context is cancelled with when it runs
+// past its timeout d: ErrTimedOut, with a reason that states d.
+func TimedOut(d time.Duration) *errand.Error {
+	return errand.Errorf(errand.CodeTimedOut, "task ran past its timeout of %s", d)
+}
+
 // Stopped is the outcome of a task whose context ended: timed_out or
 // cancelled, after the cause the context was cancelled with.
 func Stopped(ctx context.Context) Outcome {
 	cause := context.Cause(ctx)
 	if errors.Is(cause, ErrTimedOut) || errors.Is(cause, context.DeadlineExceeded) {
+		var e *errand.Error
+		if errors.As(cause, &e) && e.Code == errand.CodeTimedOut && e.Reason != "" {
+			return Outcome{State: errand.StateTimedOut, Error: e}
+		}
 		return Outcome{State: errand.StateTimedOut, Error: errand.Errorf(errand.CodeTimedOut, "task ran past its timeout")}
 	}
 	reason := "task cancelled"

@@ -51,16 +51,16 @@ func addBenchCommand(app *kingpin.Application, g *globals) {
 	cmd := app.Command("bench", "Measure the manager.")
 	idle := cmd.Command("idle", "Start a manager, keep many delegates long-polling it with nothing to do, and report its memory and CPU.")
 	var b idleBench
-	idle.Flag("delegates", "Number of delegates.").Default("10000").IntVar(&b.delegates)
-	idle.Flag("duration", "How long to measure once every delegate is polling.").Default("30s").DurationVar(&b.duration)
-	idle.Flag("warmup", "How long to wait after the last delegate started polling before measuring.").Default("5s").DurationVar(&b.warmup)
+	idle.Flag("delegates", "Number of delegates.").Envar("ERRAND_BENCH_DELEGATES").Default("10000").IntVar(&b.delegates)
+	idle.Flag("duration", "How long to measure once every delegate is polling.").Envar("ERRAND_BENCH_DURATION").Default("30s").DurationVar(&b.duration)
+	idle.Flag("warmup", "How long to wait after the last delegate started polling before measuring.").Envar("ERRAND_BENCH_WARMUP").Default("5s").DurationVar(&b.warmup)
 	// The delegates poll and heartbeat as `errand delegate` does by
 	// default, so that the figures are those of a real fleet.
-	idle.Flag("wait", "Acquire long-poll wait (the delegate's default).").Default(poller.DefaultWait.String()).DurationVar(&b.wait)
-	idle.Flag("heartbeat-interval", "Heartbeat interval the manager gives delegates (its default).").
+	idle.Flag("wait", "Acquire long-poll wait (the delegate's default).").Envar("ERRAND_BENCH_WAIT").Default(poller.DefaultWait.String()).DurationVar(&b.wait)
+	idle.Flag("heartbeat-interval", "Heartbeat interval the manager gives delegates (its default).").Envar("ERRAND_BENCH_HEARTBEAT_INTERVAL").
 		Default(manager.DefaultHeartbeatInterval.String()).DurationVar(&b.interval)
-	idle.Flag("concurrency", "Registrations in flight at once.").Default("32").IntVar(&b.concurrency)
-	idle.Flag("manager-arg", "Extra argument of the manager (repeatable).").StringsVar(&b.managerArgs)
+	idle.Flag("concurrency", "Registrations in flight at once.").Envar("ERRAND_BENCH_CONCURRENCY").Default("32").IntVar(&b.concurrency)
+	idle.Flag("manager-arg", "Extra argument of the manager (repeatable).").Envar("ERRAND_BENCH_MANAGER_ARG").StringsVar(&b.managerArgs)
 	idle.Action(g.action(func(ctx context.Context) error {
 		if b.delegates < 1 || b.duration <= 0 || b.concurrency < 1 {
 			return usageErrorf("--delegates, --duration and --concurrency must be positive")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -21,22 +22,34 @@ type clientFlags struct {
 	manager string
 	token   string
 	dataDir string
+	timeout time.Duration
+	retry   time.Duration
 	output  string
 }
 
-// addClientFlags adds --manager, --token, --data-dir and --output to cmd;
-// its subcommands share them.
+// addClientFlags adds the connection flags (--manager, --token,
+// --data-dir, --timeout, --retry) and --output to cmd; its subcommands
+// share them.
 func addClientFlags(cmd *kingpin.CmdClause) *clientFlags {
 	f := &clientFlags{}
-	cmd.Flag("manager", "URL of the manager.").Envar("ERRAND_MANAGER").
-		Default("http://127.0.0.1:7700").StringVar(&f.manager)
+	cmd.Flag("manager", "URL of the manager (http:// or https://).").Envar("ERRAND_MANAGER").
+		Default("http://127.0.0.1:7700").SetValue(&managerURL{&f.manager})
 	cmd.Flag("token", "Admin token (default: the admin.token file in --data-dir).").Envar("ERRAND_TOKEN").
 		StringVar(&f.token)
-	cmd.Flag("data-dir", "The manager's data directory, where its generated admin token is found.").
+	cmd.Flag("data-dir", "The manager's data directory, where its generated admin token is found when --token is not given.").
 		Envar("ERRAND_DATA_DIR").Default("./errand-data").StringVar(&f.dataDir)
-	cmd.Flag("output", "Output format: table or json.").Short('o').Envar("ERRAND_OUTPUT").
-		Default("table").EnumVar(&f.output, "table", "json")
+	cmd.Flag("timeout", "Time one request to the manager may take (following a log or a run is not bounded).").
+		Envar("ERRAND_TIMEOUT").Default(client.DefaultTimeout.String()).SetValue(&positiveDuration{&f.timeout})
+	cmd.Flag("retry", "How long to retry a request while the manager cannot be reached (0: no retries).").
+		Envar("ERRAND_RETRY").Default("5s").DurationVar(&f.retry)
+	addOutputFlag(cmd, &f.output)
 	return f
+}
+
+// addOutputFlag adds --output (-o) to cmd.
+func addOutputFlag(cmd *kingpin.CmdClause, target *string) {
+	cmd.Flag("output", "Output format: table or json.").Short('o').Envar("ERRAND_OUTPUT").
+		Default("table").EnumVar(target, "table", "json")
 }
 
 // client returns a client of the manager with the flags' token, or the
@@ -51,8 +64,67 @@ func (f *clientFlags) client() *client.HTTP {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	return client.New(f.manager, token, client.WithLogger(logrus.NewEntry(log)), client.WithRetry(5*time.Second))
+	retry := max(f.retry, 0)
+	timeout := f.timeout
+	if timeout <= 0 {
+		timeout = client.DefaultTimeout
+	}
+	return client.New(f.manager, token, client.WithLogger(logrus.NewEntry(log)),
+		client.WithRetry(retry), client.WithTimeout(timeout))
 }
+
+// print writes v as indented JSON when -o json was given, else calls text
+// (a table or fields).
+func (f *clientFlags) print(w io.Writer, v any, text func() error) error {
+	if f.output == "json" {
+		return printJSON(w, v)
+	}
+	return text()
+}
+
+// managerURL is the value of --manager: an http:// or https:// URL with a
+// host, checked when the command line (or ERRAND_MANAGER) is parsed so
+// that a bad one is a usage error before anything starts.
+type managerURL struct{ s *string }
+
+func (u *managerURL) Set(v string) error {
+	if err := checkManagerURL(v); err != nil {
+		return err
+	}
+	*u.s = v
+	return nil
+}
+
+func (u *managerURL) String() string { return *u.s }
+
+// checkManagerURL says what is wrong with a manager URL.
+func checkManagerURL(v string) error {
+	p, err := url.Parse(v)
+	switch {
+	case err != nil || p.Scheme != "http" && p.Scheme != "https":
+		return fmt.Errorf("%q is not an http:// or https:// URL such as http://127.0.0.1:7700", v)
+	case p.Host == "":
+		return fmt.Errorf("%q has no host", v)
+	}
+	return nil
+}
+
+// positiveDuration is a duration flag that must be more than zero.
+type positiveDuration struct{ d *time.Duration }
+
+func (p *positiveDuration) Set(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 30s or 2m", v)
+	}
+	if d <= 0 {
+		return fmt.Errorf("%s: must be more than 0", v)
+	}
+	*p.d = d
+	return nil
+}
+
+func (p *positiveDuration) String() string { return p.d.String() }
 
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {
@@ -92,19 +164,22 @@ func fields(w io.Writer, kv [][2]string) error {
 	return nil
 }
 
-// stamp renders a time for a table: empty when zero, else RFC 3339 in UTC.
-func stamp(t time.Time) string {
+// localTime renders a time for a table or fields: empty when zero, else
+// local time with its zone (tableTimeLayout). JSON output keeps the
+// API's RFC 3339 times in UTC.
+func localTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339)
+	return t.Local().Format(tableTimeLayout)
 }
 
-func stampPtr(t *time.Time) string {
+// localTimePtr is localTime of an optional time.
+func localTimePtr(t *time.Time) string {
 	if t == nil {
 		return ""
 	}
-	return stamp(*t)
+	return localTime(*t)
 }
 
 func dash(s string) string {

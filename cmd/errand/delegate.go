@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -28,8 +29,9 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 		dataDir string
 		dk      dockerSettings
 	)
-	cmd.Flag("manager", "URL of the manager.").Envar("ERRAND_MANAGER").
-		Default("http://127.0.0.1:7700").StringVar(&cfg.Manager)
+	cfg.Labels = map[string]string{} // the --label flag adds to it
+	cmd.Flag("manager", "URL of the manager (http:// or https://).").Envar("ERRAND_MANAGER").
+		Default("http://127.0.0.1:7700").SetValue(&managerURL{&cfg.Manager})
 	cmd.Flag("token", "Registration token (default: the registration.token file in --data-dir).").Envar("ERRAND_TOKEN").
 		StringVar(&cfg.Token)
 	cmd.Flag("data-dir", "The manager's data directory, where its generated registration token is found when --token is not given.").
@@ -37,8 +39,8 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("name", "Name of the delegate (default: the hostname).").Envar("ERRAND_NAME").StringVar(&cfg.Name)
 	cmd.Flag("group", "Group of the delegate: tasks may select it, and dynamic siblings clean up for each other.").
 		Envar("ERRAND_GROUP").StringVar(&cfg.Group)
-	cmd.Flag("label", "Label k=v that task selectors match (repeat for more).").Envar("ERRAND_LABEL").
-		StringMapVar(&cfg.Labels)
+	cmd.Flag("label", "Label k=v that task selectors match (repeat for more; in ERRAND_LABEL, one per line).").Envar("ERRAND_LABEL").
+		SetValue(labelsValue(cfg.Labels))
 	cmd.Flag("arch", "Architecture served (repeat for more; default: this binary's).").Envar("ERRAND_ARCH").
 		StringsVar(&cfg.Archs)
 	cmd.Flag("capacity", "Number of tasks run at once.").Envar("ERRAND_CAPACITY").
@@ -64,6 +66,9 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 	lf := addLogFlags(cmd)
 
 	cmd.Action(g.action(func(ctx context.Context) error {
+		if cfg.Capacity < 1 { // 0 would mean the default to the library
+			return usageErrorf("--capacity: %d; at least 1", cfg.Capacity)
+		}
 		cfg.Log = lf.logger(g.Stderr)
 		cfg.MinFreeMemory = int64(minFree)
 		cfg.Version = version
@@ -185,3 +190,28 @@ func groupLister(cfg delegate.Config, d *delegate.Delegate) func(context.Context
 		return out, nil
 	}
 }
+
+// labelsValue is the value of --label: repeatable key=value pairs added
+// to a map.
+type labelsValue map[string]string
+
+func (l labelsValue) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("%q is not a label: want key=value, e.g. --label os=linux", v)
+	}
+	l[k] = val
+	return nil
+}
+
+func (l labelsValue) String() string {
+	pairs := make([]string, 0, len(l))
+	for k, v := range l {
+		pairs = append(pairs, k+"="+v)
+	}
+	sort.Strings(pairs)
+	return strings.Join(pairs, ",")
+}
+
+// IsCumulative lets --label be repeated.
+func (l labelsValue) IsCumulative() bool { return true }

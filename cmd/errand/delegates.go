@@ -25,10 +25,7 @@ func addDelegatesCommand(app *kingpin.Application, g *globals) {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(g.Stdout, l)
-		}
-		return delegateTable(g.Stdout, l.Items)
+		return cf.print(g.Stdout, l, func() error { return delegateTable(g.Stdout, l.Items) })
 	}))
 
 	get := cmd.Command("get", "Show a delegate.")
@@ -38,21 +35,25 @@ func addDelegatesCommand(app *kingpin.Application, g *globals) {
 		if err != nil {
 			return err
 		}
-		if cf.output == "json" {
-			return printJSON(g.Stdout, d)
-		}
-		return delegateFields(g.Stdout, d)
+		return cf.print(g.Stdout, d, func() error { return delegateFields(g.Stdout, d) })
 	}))
 
 	drain := cmd.Command("drain", "Ask delegates to finish their tasks and take no more.")
 	drainIDs := drain.Arg("id", "Delegate ids.").Required().Strings()
 	drain.Action(g.action(func(ctx context.Context) error {
 		c := cf.client()
+		var done []actionResult
 		for _, id := range *drainIDs {
 			if err := c.DrainDelegate(ctx, id); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.Stdout, "drain requested: %s\n", id)
+			done = append(done, actionResult{Kind: "delegate", ID: id, Action: "drain_requested"})
+			if cf.output != "json" {
+				fmt.Fprintf(g.Stdout, "drain requested: %s\n", id)
+			}
+		}
+		if cf.output == "json" {
+			return printJSON(g.Stdout, done)
 		}
 		return nil
 	}))
@@ -69,7 +70,7 @@ func delegateTable(w io.Writer, ds []*client.Delegate) error {
 			state += " (overloaded)"
 		}
 		rows = append(rows, []string{d.ID, d.Name, dash(d.Hostname), dash(d.Group), state,
-			strconv.Itoa(d.Capacity), stamp(d.LastHeartbeat)})
+			strconv.Itoa(d.Capacity), localTime(d.LastHeartbeat)})
 	}
 	return table(w, []string{"ID", "NAME", "HOST", "GROUP", "STATE", "CAPACITY", "LAST HEARTBEAT"}, rows)
 }
@@ -94,7 +95,7 @@ func delegateFields(w io.Writer, d *client.Delegate) error {
 		{"Task types", strings.Join(d.TaskTypes, ",")},
 		{"Dynamic", yes(d.Dynamic)},
 		{"Version", d.Version},
-		{"Created", stamp(d.CreatedAt)},
-		{"Last heartbeat", stamp(d.LastHeartbeat)},
+		{"Created", localTime(d.CreatedAt)},
+		{"Last heartbeat", localTime(d.LastHeartbeat)},
 	})
 }

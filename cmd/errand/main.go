@@ -15,7 +15,10 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
+	"text/template"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/sirupsen/logrus"
@@ -87,19 +90,127 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// newApp returns the application with every command of the registry.
+func newApp(g *globals) *kingpin.Application {
+	app := kingpin.New("errand", "Errand runs typed tasks on build hosts: a manager queues them, delegates run them.\n\n"+
+		"Every flag can also be set by the ERRAND_… environment variable shown beside it.")
+	app.Writer(g.Stdout).UsageWriter(g.Stdout).ErrorWriter(g.Stderr)
+	app.HelpFlag.Short('h')
+	app.Version(versionText())
+	app.VersionFlag.Short('V')
+	app.Terminate(func(c int) { panic(terminated(c)) })
+	app.UsageTemplate(usageTemplate).UsageFuncs(template.FuncMap{
+		"ConnectionFlags": func(f []*kingpin.FlagModel) []*kingpin.FlagModel { return splitFlags(f, true) },
+		"OtherFlags":      func(f []*kingpin.FlagModel) []*kingpin.FlagModel { return splitFlags(f, false) },
+	})
+	for _, add := range commands {
+		add(app, g)
+	}
+	nameFlagErrors(app)
+	return app
+}
+
+// connectionFlags are the flags that say how to reach the manager, shown
+// apart in the help of the commands that have --manager.
+var connectionFlags = []string{"manager", "token", "data-dir", "timeout", "retry"}
+
+// splitFlags returns the connection flags of a command's flags
+// (connection true), or the others.
+func splitFlags(flags []*kingpin.FlagModel, connection bool) []*kingpin.FlagModel {
+	client := slices.ContainsFunc(flags, func(f *kingpin.FlagModel) bool { return f.Name == "manager" })
+	var out []*kingpin.FlagModel
+	for _, f := range flags {
+		if (client && slices.Contains(connectionFlags, f.Name)) == connection {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// usageTemplate is kingpin's default help with the connection flags in a
+// section of their own.
+var usageTemplate = strings.Replace(kingpin.DefaultUsageTemplate, `{{if .Context.Flags -}}
+Flags:
+{{.Context.Flags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}`, `{{if .Context.Flags -}}
+Flags:
+{{.Context.Flags|OtherFlags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}
+{{if .Context.Flags|ConnectionFlags -}}
+Connection flags (shared by every command that talks to a manager):
+{{.Context.Flags|ConnectionFlags|FlagsToTwoColumns|FormatTwoColumns}}
+{{end -}}`, 1)
+
+// nameFlagErrors makes the error of a bad flag value (from the command
+// line or its environment variable) name the flag and its variable:
+// kingpin reports only what the value's parser said.
+func nameFlagErrors(app *kingpin.Application) {
+	wrap := func(f *kingpin.FlagClause, m *kingpin.FlagModel) {
+		if f != nil && m.Value != nil {
+			f.SetValue(&namedValue{Value: m.Value, name: m.Name, envar: m.Envar})
+		}
+	}
+	var walk func(c *kingpin.CmdClause, m *kingpin.CmdModel)
+	walk = func(c *kingpin.CmdClause, m *kingpin.CmdModel) {
+		for _, fm := range m.Flags {
+			wrap(c.GetFlag(fm.Name), fm)
+		}
+		for _, sub := range m.Commands {
+			walk(c.GetCommand(sub.Name), sub)
+		}
+	}
+	model := app.Model()
+	for _, fm := range model.Flags {
+		wrap(app.GetFlag(fm.Name), fm)
+	}
+	for _, cm := range model.Commands {
+		walk(app.GetCommand(cm.Name), cm)
+	}
+}
+
+// namedValue is a flag's value whose errors name the flag.
+type namedValue struct {
+	kingpin.Value
+	name, envar string
+}
+
+func (v *namedValue) Set(s string) error {
+	if err := v.Value.Set(s); err != nil {
+		if v.envar != "" {
+			return fmt.Errorf("--%s (or %s): %w", v.name, v.envar, err)
+		}
+		return fmt.Errorf("--%s: %w", v.name, err)
+	}
+	return nil
+}
+
+// IsBoolFlag keeps a bool flag one that takes no value.
+func (v *namedValue) IsBoolFlag() bool {
+	b, ok := v.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// IsCumulative keeps a repeatable flag repeatable.
+func (v *namedValue) IsCumulative() bool {
+	c, ok := v.Value.(interface{ IsCumulative() bool })
+	return ok && c.IsCumulative()
+}
+
+// Get returns what the wrapped value holds.
+func (v *namedValue) Get() any {
+	if g, ok := v.Value.(kingpin.Getter); ok {
+		return g.Get()
+	}
+	return v.Value.String()
+}
+
 // run runs the command line args and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) (code int) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	g := &globals{Ctx: ctx, Stdout: stdout, Stderr: stderr}
 
-	app := kingpin.New("errand", "Errand runs typed tasks on build hosts: a manager queues them, delegates run them.")
-	app.Writer(stdout).UsageWriter(stdout).ErrorWriter(stderr)
-	app.HelpFlag.Short('h')
-	app.Terminate(func(c int) { panic(terminated(c)) })
-	for _, add := range commands {
-		add(app, g)
-	}
+	app := newApp(g)
 
 	defer func() {
 		if r := recover(); r != nil {
@@ -171,11 +282,23 @@ func (f *logFlags) logger(w io.Writer) *logrus.Logger {
 
 func init() {
 	commands = append(commands, func(app *kingpin.Application, g *globals) {
-		app.Command("version", "Print the version, commit and Go version.").Action(g.action(func(context.Context) error {
-			fmt.Fprintf(g.Stdout, "errand %s\ncommit %s\n%s %s/%s\n", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		cmd := app.Command("version", "Print the version, commit and Go version (also: errand --version).")
+		var output string
+		addOutputFlag(cmd, &output)
+		cmd.Action(g.action(func(context.Context) error {
+			if output == "json" {
+				return printJSON(g.Stdout, map[string]string{"kind": "version", "version": version, "commit": buildCommit(),
+					"go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH})
+			}
+			fmt.Fprintln(g.Stdout, versionText())
 			return nil
 		}))
 	})
+}
+
+// versionText is what `errand version` and `errand --version` print.
+func versionText() string {
+	return fmt.Sprintf("errand %s\ncommit %s\n%s %s/%s", version, buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 // buildCommit is the commit set at link time, else the one the Go
