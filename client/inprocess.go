@@ -70,6 +70,13 @@ func (t *handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		_ = pr.CloseWithError(ctx.Err())
 		return nil, ctx.Err()
 	}
+	// A handler that returned because the request's context ended wrote
+	// no answer worth reading: the caller gets the context's error, as
+	// it would from a transport whose connection was closed.
+	if err := ctx.Err(); err != nil {
+		_ = pr.CloseWithError(err)
+		return nil, err
+	}
 	if rw.err != nil {
 		_ = pr.Close()
 		return nil, rw.err

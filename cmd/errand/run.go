@@ -485,8 +485,10 @@ func cancelOnSignals(parent context.Context, kill func()) (context.Context, func
 	}()
 	return ctx, func() {
 		// The last words go to what may be a closed pipe: a write
-		// there must fail, not end the process with SIGPIPE.
-		signal.Ignore(syscall.SIGPIPE)
+		// there must fail, not end the process with SIGPIPE. A channel
+		// nobody reads keeps SIGPIPE caught; signal.Ignore would leave it
+		// ignored in every process started afterwards.
+		signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 		signal.Stop(sigs)
 		close(quit)
 		<-finished
