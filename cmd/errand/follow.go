@@ -54,7 +54,10 @@ type followOptions struct {
 	// failOnWait ends the run when a stage waits for an approval that
 	// nobody can give (errand run without --approve).
 	failOnWait bool
-	colour     bool
+	// failOnUnserved ends the run when a task waits for a delegate that
+	// cannot come (errand run: its one delegate is the only one there is).
+	failOnUnserved bool
+	colour         bool
 	// timestamps prefixes each line with the time it is printed.
 	timestamps bool
 	// json prints one JSON event per line instead of text.
@@ -168,8 +171,11 @@ func followRun(ctx context.Context, c runFollower, id string, out io.Writer, opt
 			if run.Phase == "finished" || run.Phase == "setuperror" {
 				break
 			}
-			f.explainWaits(run)
-			if reason := f.approvals(lctx, run); reason != "" {
+			reason := f.explainWaits(run)
+			if reason == "" {
+				reason = f.approvals(lctx, run)
+			}
+			if reason != "" {
 				f.message("%s", reason)
 				if err := c.CancelRun(lctx, id); err != nil {
 					return exitFailed, err
@@ -587,12 +593,17 @@ const (
 
 // message prints a message line.
 // explainWaits prints, once per change, why a stage's setup or a step is
-// queued with no delegate that may run it (its type or selector).
-func (f *follower) explainWaits(run *client.Run) {
+// queued with no delegate that may run it (its type or selector). With
+// failOnUnserved it returns a reason to give up.
+func (f *follower) explainWaits(run *client.Run) string {
+	giveUp := ""
 	tell := func(key, reason string) {
 		if reason != "" && f.told[key] != reason {
 			f.told[key] = reason
 			f.message("%s: waiting: %s", key, reason)
+			if f.opts.failOnUnserved && giveUp == "" {
+				giveUp = fmt.Sprintf("%s: no delegate here can run it: cancelling the run", key)
+			}
 		}
 	}
 	for _, s := range run.Stages {
@@ -605,6 +616,7 @@ func (f *follower) explainWaits(run *client.Run) {
 			}
 		}
 	}
+	return giveUp
 }
 
 func (f *follower) message(format string, args ...any) {

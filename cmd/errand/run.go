@@ -448,7 +448,7 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 			fmt.Fprintf(stderr, "errand: manager API on http://%s (admin token in this process only)\n", a)
 		}
 	}
-	return followRun(ctx, admin, run.ID, stdout, followOptions{approve: f.approve, failOnWait: !f.approve,
+	return followRun(ctx, admin, run.ID, stdout, followOptions{approve: f.approve, failOnWait: !f.approve, failOnUnserved: true,
 		colour: useColour(stdout, f.noColour) && !f.jsonOut, timestamps: f.timestamps, json: f.jsonOut, cancelOnInterrupt: true})
 }
 
@@ -533,6 +533,13 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 			log.WithError(err).Warn("delegate stopped")
 		}
 	}()
+	// The run is submitted once the delegate is registered: until then a
+	// queued task would have nobody to explain why it waits.
+	select {
+	case <-d.Poller().Ready():
+	case <-done:
+	case <-ctx.Done():
+	}
 	return done, nil
 }
 
