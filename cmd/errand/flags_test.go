@@ -21,9 +21,7 @@ var builtinFlags = []string{"help", "help-long", "help-man", "completion-bash", 
 
 // awaitingEnvar are flags defined before every flag had a variable, in
 // files whose owners give them one; remove a line when its flag has one.
-var awaitingEnvar = []string{
-	"errand submit --ext-str", // submit.go
-}
+var awaitingEnvar = []string{}
 
 // appFlag is one flag of one command of the application.
 type appFlag struct {

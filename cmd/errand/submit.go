@@ -32,7 +32,7 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 	addOutputFlags(cmd, &noColour, &timestamps)
 	cmd.Flag("branch", "Branch of the run.").Envar("ERRAND_BRANCH").StringVar(&branch)
 	cmd.Flag("event", "Event of the run.").Envar("ERRAND_EVENT").StringVar(&event)
-	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").StringMapVar(&extStr)
+	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").Envar("ERRAND_EXT_STR").StringMapVar(&extStr)
 	cmd.Action(func(*kingpin.ParseContext) error {
 		// Jsonnet is rendered here, where its imports are.
 		name, src, err := pipeline.Render(path, pipeline.LoadOptions{ExtStr: extStr})
