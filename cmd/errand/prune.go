@@ -224,8 +224,9 @@ func (p *pruner) manager(ctx context.Context) (*client.HTTP, string, error) {
 			p.managerErr = fmt.Errorf("cannot ask the manager at %s: %w", p.f.conn.manager, err)
 		case l.ManagerID == "":
 			p.managerErr = fmt.Errorf("the manager at %s has no identity (an older version)", p.f.conn.manager)
+		default:
+			p.managerID = l.ManagerID
 		}
-		p.managerID = l.ManagerID
 	}
 	return p.mc, p.managerID, p.managerErr
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,5 +238,31 @@ func TestE2EPruneBadInput(t *testing.T) {
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), args[0]+" "+args[1]) {
 			t.Errorf("errand prune %v: %v\n%s", args, err, out)
 		}
+	}
+}
+
+// A delegate's volume with no manager to ask is kept, and prune says why
+// instead of crashing.
+func TestE2EPruneManagerUnreachable(t *testing.T) {
+	name := fmt.Sprintf("errand-test-unreachable-%d", time.Now().UnixNano())
+	labelledVolume(t, name, map[string]string{docker.LabelManager: "m-elsewhere", docker.LabelRun: "r1", docker.LabelInitialize: "i1"})
+	for _, args := range [][]string{{"prune", "--dry-run"}, {"prune"}} {
+		cmd := exec.Command(testenv.Binary(t), append(args, "--manager", "http://127.0.0.1:1", "--retry", "0s", "--temp-dir", t.TempDir())...)
+		cmd.Env = cleanEnv()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("errand %v: %v\n%s", args, err, out)
+		}
+		if !strings.Contains(string(out), name) || !strings.Contains(string(out), "cannot ask the manager") {
+			t.Errorf("errand %v does not say it keeps %s because the manager does not answer:\n%s", args, name, out)
+		}
+	}
+	c, err := docker.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.VolumeInspect(context.Background(), name); err != nil {
+		t.Errorf("volume %s was removed: %v", name, err)
 	}
 }
