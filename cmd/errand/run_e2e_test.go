@@ -242,3 +242,47 @@ func waitRun(t *testing.T, c *client.HTTP, id string, cond func(*client.Run) boo
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The README's pipeline (examples/project) runs as printed: a host stage
+// builds the project with go build, a Docker stage sees the same files,
+// and the deploy stage runs for a push to main once approved, its secret
+// masked.
+func TestE2EReadmePipeline(t *testing.T) {
+	if img := dockerImage(t); img != "errand-test/busybox:latest" {
+		t.Fatalf("examples/project runs errand-test/busybox:latest; ERRAND_TEST_DOCKER_IMAGE is %s", img)
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatal("go is needed on PATH")
+	}
+	run := func(args ...string) (int, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, testenv.Binary(t), args...)
+		cmd.Dir = "../.."
+		cmd.Env = cleanEnv("DEPLOY_KEY=s3cr3t", "GOTOOLCHAIN=local")
+		out, err := cmd.CombinedOutput()
+		if err != nil && cmd.ProcessState == nil {
+			t.Fatalf("errand %v: %v", args, err)
+		}
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	code, out := run("run", "examples/project", "--no-color")
+	if code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", code, out)
+	}
+	for _, want := range []string{"✓ build/compile (", "test/unit | main.go is here", "deploy  skipped"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out = run("run", "examples/project", "--no-color", "--branch", "main", "--event", "push", "--approve")
+	if code != 0 {
+		t.Fatalf("exit code %d; output:\n%s", code, out)
+	}
+	if !strings.Contains(out, "deploy/ship | shipping with key ******") || strings.Contains(out, "s3cr3t") {
+		t.Errorf("deploy did not ship with its key masked:\n%s", out)
+	}
+	if _, err := os.Stat("../../examples/project/project"); err == nil {
+		t.Error("the build wrote into examples/project: it must build in a copy")
+	}
+}
