@@ -89,7 +89,10 @@ func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
 }
 
 // workingDir resolves a step's working directory, which must stay inside
-// the workspace, and creates it.
+// the workspace, and creates it. It walks the path one component at a
+// time from the workspace, each opened relative to its parent without
+// following symbolic links, so that a link in the workspace can never
+// make it create (or enter) a directory outside.
 func workingDir(ws, rel string) (string, error) {
 	if rel == "" {
 		return ws, nil
@@ -98,18 +101,44 @@ func workingDir(ws, rel string) (string, error) {
 		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
 	}
 	dir := filepath.Join(ws, rel)
-	if dir != ws && !within(ws, dir) {
+	if dir == ws {
+		return ws, nil
+	}
+	if !within(ws, dir) {
 		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", errand.Errorf(errand.CodeTaskFailed, "create working_dir: %v", err)
+	fd, err := syscall.Open(ws, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return "", errand.Errorf(errand.CodeTaskFailed, "open workspace: %v", err)
 	}
-	realWS, err1 := filepath.EvalSymlinks(ws)
-	realDir, err2 := filepath.EvalSymlinks(dir)
-	if err1 != nil || err2 != nil || (realDir != realWS && !within(realWS, realDir)) {
-		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
+	defer func() { syscall.Close(fd) }()
+	rest, _ := filepath.Rel(ws, dir)
+	for _, name := range strings.Split(rest, string(filepath.Separator)) {
+		next, err := openDirAt(fd, name)
+		if err != nil {
+			if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+				return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace: %s is a symbolic link or not a directory", rel, name)
+			}
+			return "", errand.Errorf(errand.CodeTaskFailed, "create working_dir %q: %s: %v", rel, name, err)
+		}
+		syscall.Close(fd)
+		fd = next
 	}
 	return dir, nil
+}
+
+// openDirAt opens the directory name in the directory parent, creating
+// it when it does not exist, never through a symbolic link.
+func openDirAt(parent int, name string) (int, error) {
+	const flags = syscall.O_RDONLY | syscall.O_DIRECTORY | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	fd, err := syscall.Openat(parent, name, flags, 0)
+	if errors.Is(err, syscall.ENOENT) {
+		if err := syscall.Mkdirat(parent, name, 0o750); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return -1, err
+		}
+		fd, err = syscall.Openat(parent, name, flags, 0)
+	}
+	return fd, err
 }
 
 // environ is the step's environment: the delegate's own, without its
