@@ -10,6 +10,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -169,7 +170,7 @@ func environ(ws string, d *tasks.ExecuteData) []string {
 // run starts cmd in a process group of its own, copies its output to logs
 // and waits. When ctx ends, the whole group gets SIGTERM, then SIGKILL
 // after the grace. Whatever is left of the group when the shell exits is
-// killed too.
+// killed too. The group dies with the delegate (see procs.go).
 func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (tasks.ExecuteResult, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -177,32 +178,59 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 	}
 	defer pr.Close()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		if errors.Is(err, osexec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+	type startResult struct {
+		err  error
+		stat procStat
+	}
+	started := make(chan startResult, 1)
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		// The parent-death signal is sent when the thread that forked
+		// ends: keep it until the shell has been waited for.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- startResult{err: err}
+			return
+		}
+		// Read before Wait: the shell cannot be reaped in between.
+		st, err := readStat("/proc", cmd.Process.Pid)
+		started <- startResult{err: err, stat: st}
+		_ = cmd.Wait()
+	}()
+	sr := <-started
+	pw.Close()
+	if cmd.Process == nil {
+		<-waited
+		if errors.Is(sr.err, osexec.ErrNotFound) || errors.Is(sr.err, os.ErrNotExist) {
 			fmt.Fprintf(logs, "%s: command not found\n", cmd.Path)
 			return tasks.ExecuteResult{ExitCode: 127}, nil
 		}
-		return tasks.ExecuteResult{}, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, err)
+		return tasks.ExecuteResult{}, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, sr.err)
 	}
-	pw.Close()
 	pgid := cmd.Process.Pid
 	h.track(pgid, true)
 	defer h.track(pgid, false)
+	forget := func() {}
+	if sr.err == nil {
+		if forget, err = h.record(pgid, sr.stat.start); err != nil {
+			h.logger().WithError(err).Warn("cannot record a step's processes: a restarted delegate would not find them")
+		}
+	}
+	defer forget()
+	wd, err := startWatchdog(pgid)
+	if err != nil {
+		h.logger().WithError(err).Warn("no watchdog for a step: its children may outlive a killed delegate")
+	}
 
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
 		_, _ = io.Copy(logs, pr)
 	}()
-	waited := make(chan struct{})
-	go func() {
-		defer close(waited)
-		_ = cmd.Wait()
-	}()
-
 	select {
 	case <-waited:
 	case <-ctx.Done():
@@ -217,6 +245,9 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 		grace.Stop()
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	if wd != nil {
+		wd.stop()
+	}
 	select {
 	case <-copied:
 	case <-time.After(pipeDrain):
