@@ -33,8 +33,9 @@ type Delegate struct {
 	poller *poller.Poller
 	log    *logrus.Entry
 
-	mu    sync.Mutex
-	hooks []func(context.Context) error
+	mu         sync.Mutex
+	hooks      []func(context.Context) error
+	startHooks []func(context.Context) error
 }
 
 // New checks cfg and prepares a delegate that runs tasks through r.
@@ -117,6 +118,17 @@ func (d *Delegate) OnShutdown(f func(ctx context.Context) error) {
 	d.hooks = append(d.hooks, f)
 }
 
+// OnStart adds a hook run when Run starts, before the delegate registers
+// and takes work: e.g. killing what a previous process on the same state
+// dir left running. Hooks run in the order added; each gets a context
+// bounded by a timeout. A hook that fails is logged and the delegate
+// starts all the same.
+func (d *Delegate) OnStart(f func(ctx context.Context) error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.startHooks = append(d.startHooks, f)
+}
+
 // Poller returns the delegate's poller: its ID once registered, the tasks
 // it runs.
 func (d *Delegate) Poller() *poller.Poller { return d.poller }
@@ -127,6 +139,10 @@ func (d *Delegate) Poller() *poller.Poller { return d.poller }
 // deregisters. It returns at once with an error when the manager refuses
 // the registration token.
 func (d *Delegate) Run(ctx context.Context) error {
+	d.mu.Lock()
+	starts := slices.Clone(d.startHooks)
+	d.mu.Unlock()
+	_ = d.runEach(ctx, starts, "start hook")
 	pctx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPolling()
 	errc := make(chan error, 1)
@@ -176,12 +192,18 @@ func (d *Delegate) runHooks(ctx context.Context) error {
 	d.mu.Lock()
 	hooks := slices.Clone(d.hooks)
 	d.mu.Unlock()
+	return d.runEach(ctx, hooks, "shutdown hook")
+}
+
+// runEach runs hooks in order, each bounded by the hook timeout, logs
+// those that fail and returns their errors; kind names them.
+func (d *Delegate) runEach(ctx context.Context, hooks []func(context.Context) error, kind string) error {
 	var errs []error
 	for i, h := range hooks {
 		hctx, cancel := context.WithTimeout(ctx, hookTimeout)
 		if err := h(hctx); err != nil {
-			d.log.WithError(err).WithField("hook", i).Warn("shutdown hook failed")
-			errs = append(errs, fmt.Errorf("shutdown hook %d: %w", i, err))
+			d.log.WithError(err).WithField("hook", i).Warn(kind + " failed")
+			errs = append(errs, fmt.Errorf("%s %d: %w", kind, i, err))
 		}
 		cancel()
 	}

@@ -298,3 +298,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Start hooks run in order before the delegate registers; one that fails
+// is logged and the delegate starts all the same.
+func TestStartHooksRunBeforeWork(t *testing.T) {
+	srv, connect := inProcessManager(t)
+	reg := connect(srv.RegistrationToken())
+	r := router.New()
+	r.HandleFunc("noop", func(w http.ResponseWriter, _ *http.Request) {
+		httphelper.WriteJSON(w, map[string]string{}, http.StatusOK)
+	})
+	d, err := New(Config{
+		Client: reg, Authenticate: func(tok string) client.Client { return reg.WithToken(tok) },
+		StateDir: t.TempDir(), Log: quiet(),
+	}, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ran []string
+	d.OnStart(func(context.Context) error {
+		ran = append(ran, "first")
+		if d.Poller().ID() != "" {
+			t.Error("start hook run after registration")
+		}
+		return errors.New("boom")
+	})
+	d.OnStart(func(context.Context) error { ran = append(ran, "second"); return nil })
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	<-d.Poller().Ready()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if strings.Join(ran, ",") != "first,second" {
+		t.Fatalf("start hooks ran %v", ran)
+	}
+}

@@ -102,6 +102,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 	r := router.New(router.WithLogger(cfg.Log))
 	h := exec.New(cfg.StateDir)
 	h.AllowPrivileged = cfg.AllowPrivileged
+	h.Log = cfg.Log
 	h.Register(r)
 	// The docker handlers ask the manager for its identity once the
 	// delegate is registered, before their first resource.
@@ -128,6 +129,9 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 	if err != nil {
 		return err
 	}
+	// Steps a previous process on this state dir left running (it was
+	// killed) die before this one takes work or cleans up their stages.
+	d.OnStart(h.KillLeftovers)
 	if dh != nil && dk.siblingInterval > 0 {
 		s := &docker.Siblings{
 			Handlers:  dh,

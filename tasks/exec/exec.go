@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/internal/workspace"
@@ -60,9 +62,21 @@ type Handlers struct {
 	// dir inside the project). Root is always left out.
 	Exclude []string
 
+	// Steps is the directory where the process groups of running steps
+	// are recorded, for KillLeftovers: <state dir>/steps. Empty: they
+	// are not recorded.
+	Steps string
+	// Log receives what the handlers report outside a task's log;
+	// logrus.StandardLogger() when nil.
+	Log logrus.FieldLogger
+
 	// groups holds the process groups of the steps running now, for Kill.
 	mu     sync.Mutex
 	groups map[int]struct{}
+
+	ownerOnce sync.Once
+	owner     string
+	ownerErr  error
 }
 
 // Kill sends SIGKILL to the process groups of every step running now. It
@@ -89,9 +103,14 @@ func (h *Handlers) track(pgid int, running bool) {
 	}
 }
 
-// New returns the handlers for workspaces under stateDir/workspaces.
+// New returns the handlers for workspaces under stateDir/workspaces,
+// recording running steps under stateDir/steps.
 func New(stateDir string) *Handlers {
-	return &Handlers{Root: filepath.Join(stateDir, "workspaces"), KillGrace: DefaultKillGrace}
+	return &Handlers{
+		Root:      filepath.Join(stateDir, "workspaces"),
+		Steps:     filepath.Join(stateDir, "steps"),
+		KillGrace: DefaultKillGrace,
+	}
 }
 
 // Register adds the exec task types to r, with workspaces under

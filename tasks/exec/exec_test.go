@@ -316,3 +316,41 @@ func TestInitializeBesideSiblingCleanup(t *testing.T) {
 		}
 	}
 }
+
+// A working_dir through a link to a directory outside the workspace is
+// refused before anything is created: the outside directory stays empty.
+func TestWorkingDirThroughLinkCreatesNothingOutside(t *testing.T) {
+	e := newEnv(t)
+	dep, ws := e.initialize("r", "s")
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(ws, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(ws, "real", "dir"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(ws, "real", "dir", "deeper")); err != nil {
+		t.Fatal(err)
+	}
+	for _, wd := range []string{"link/new", "link/a/b/c", "real/dir/deeper/x", "link"} {
+		t.Run(wd, func(t *testing.T) {
+			d := step("pwd")
+			d.WorkingDir = wd
+			out, _ := e.serve(context.Background(), errand.TypeExecExecute, d, dep)
+			if out.State != errand.StateFailed || out.Error.Code != errand.CodeInvalid {
+				t.Fatalf("outcome %+v, want failed invalid", out)
+			}
+			entries, err := os.ReadDir(outside)
+			if err != nil || len(entries) != 0 {
+				t.Fatalf("outside the workspace after the step: %v %v; want nothing", entries, err)
+			}
+		})
+	}
+	// A working_dir inside is still made, parents included.
+	d := step("pwd")
+	d.WorkingDir = "real/dir/new/sub"
+	out, logs := e.serve(context.Background(), errand.TypeExecExecute, d, dep)
+	if out.State != errand.StateSucceeded || strings.TrimSpace(logs) != filepath.Join(ws, "real/dir/new/sub") {
+		t.Fatalf("working_dir inside: %+v, log %q", out, logs)
+	}
+}

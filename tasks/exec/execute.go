@@ -10,6 +10,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -89,7 +90,10 @@ func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
 }
 
 // workingDir resolves a step's working directory, which must stay inside
-// the workspace, and creates it.
+// the workspace, and creates it. It walks the path one component at a
+// time from the workspace, each opened relative to its parent without
+// following symbolic links, so that a link in the workspace can never
+// make it create (or enter) a directory outside.
 func workingDir(ws, rel string) (string, error) {
 	if rel == "" {
 		return ws, nil
@@ -98,18 +102,44 @@ func workingDir(ws, rel string) (string, error) {
 		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
 	}
 	dir := filepath.Join(ws, rel)
-	if dir != ws && !within(ws, dir) {
+	if dir == ws {
+		return ws, nil
+	}
+	if !within(ws, dir) {
 		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
 	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return "", errand.Errorf(errand.CodeTaskFailed, "create working_dir: %v", err)
+	fd, err := syscall.Open(ws, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return "", errand.Errorf(errand.CodeTaskFailed, "open workspace: %v", err)
 	}
-	realWS, err1 := filepath.EvalSymlinks(ws)
-	realDir, err2 := filepath.EvalSymlinks(dir)
-	if err1 != nil || err2 != nil || (realDir != realWS && !within(realWS, realDir)) {
-		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
+	defer func() { syscall.Close(fd) }()
+	rest, _ := filepath.Rel(ws, dir)
+	for _, name := range strings.Split(rest, string(filepath.Separator)) {
+		next, err := openDirAt(fd, name)
+		if err != nil {
+			if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+				return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace: %s is a symbolic link or not a directory", rel, name)
+			}
+			return "", errand.Errorf(errand.CodeTaskFailed, "create working_dir %q: %s: %v", rel, name, err)
+		}
+		syscall.Close(fd)
+		fd = next
 	}
 	return dir, nil
+}
+
+// openDirAt opens the directory name in the directory parent, creating
+// it when it does not exist, never through a symbolic link.
+func openDirAt(parent int, name string) (int, error) {
+	const flags = syscall.O_RDONLY | syscall.O_DIRECTORY | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+	fd, err := syscall.Openat(parent, name, flags, 0)
+	if errors.Is(err, syscall.ENOENT) {
+		if err := syscall.Mkdirat(parent, name, 0o750); err != nil && !errors.Is(err, syscall.EEXIST) {
+			return -1, err
+		}
+		fd, err = syscall.Openat(parent, name, flags, 0)
+	}
+	return fd, err
 }
 
 // environ is the step's environment: the delegate's own, without its
@@ -140,7 +170,7 @@ func environ(ws string, d *tasks.ExecuteData) []string {
 // run starts cmd in a process group of its own, copies its output to logs
 // and waits. When ctx ends, the whole group gets SIGTERM, then SIGKILL
 // after the grace. Whatever is left of the group when the shell exits is
-// killed too.
+// killed too. The group dies with the delegate (see procs.go).
 func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (tasks.ExecuteResult, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
@@ -148,32 +178,59 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 	}
 	defer pr.Close()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		if errors.Is(err, osexec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+	type startResult struct {
+		err  error
+		stat procStat
+	}
+	started := make(chan startResult, 1)
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		// The parent-death signal is sent when the thread that forked
+		// ends: keep it until the shell has been waited for.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- startResult{err: err}
+			return
+		}
+		// Read before Wait: the shell cannot be reaped in between.
+		st, err := readStat("/proc", cmd.Process.Pid)
+		started <- startResult{err: err, stat: st}
+		_ = cmd.Wait()
+	}()
+	sr := <-started
+	pw.Close()
+	if cmd.Process == nil {
+		<-waited
+		if errors.Is(sr.err, osexec.ErrNotFound) || errors.Is(sr.err, os.ErrNotExist) {
 			fmt.Fprintf(logs, "%s: command not found\n", cmd.Path)
 			return tasks.ExecuteResult{ExitCode: 127}, nil
 		}
-		return tasks.ExecuteResult{}, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, err)
+		return tasks.ExecuteResult{}, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, sr.err)
 	}
-	pw.Close()
 	pgid := cmd.Process.Pid
 	h.track(pgid, true)
 	defer h.track(pgid, false)
+	forget := func() {}
+	if sr.err == nil {
+		if forget, err = h.record(pgid, sr.stat.start); err != nil {
+			h.logger().WithError(err).Warn("cannot record a step's processes: a restarted delegate would not find them")
+		}
+	}
+	defer forget()
+	wd, err := startWatchdog(pgid)
+	if err != nil {
+		h.logger().WithError(err).Warn("no watchdog for a step: its children may outlive a killed delegate")
+	}
 
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
 		_, _ = io.Copy(logs, pr)
 	}()
-	waited := make(chan struct{})
-	go func() {
-		defer close(waited)
-		_ = cmd.Wait()
-	}()
-
 	select {
 	case <-waited:
 	case <-ctx.Done():
@@ -188,6 +245,9 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 		grace.Stop()
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	if wd != nil {
+		wd.stop()
+	}
 	select {
 	case <-copied:
 	case <-time.After(pipeDrain):
