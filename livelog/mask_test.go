@@ -49,8 +49,10 @@ func TestMaskerOnePass(t *testing.T) {
 // A delegate printing many '*' without a newline, with a secret made of
 // '*', used to re-mask its own mask until it ran out of memory.
 func TestMaskingDoesNotGrow(t *testing.T) {
-	for _, secret := range []string{"**", "****", "******"} {
-		t.Run(secret, func(t *testing.T) {
+	// "**" last, and only if the others pass: on a masker that re-masks
+	// its mask it grows without bound.
+	for _, secret := range []string{"****", "******", "**"} {
+		ok := t.Run(secret, func(t *testing.T) {
 			s := &store{}
 			w := livelog.New(context.Background(), s, livelog.Config{
 				TaskID: "t", Secrets: []string{secret}, MaxLineBytes: 1024, NewBackOff: fast, Log: quiet(),
@@ -75,6 +77,9 @@ func TestMaskingDoesNotGrow(t *testing.T) {
 				t.Fatalf("%d bytes of '*' became %d bytes in %d lines", len(in), total, len(s.lines))
 			}
 		})
+		if !ok {
+			return
+		}
 	}
 	// The reported case: 200,000 '*' and the secret "**".
 	s := &store{}
