@@ -188,7 +188,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // splitLong queues the start of a line longer than MaxLineBytes as lines
-// of at most MaxLineBytes, cut before a UTF-8 character. Unless the line
+// of at most MaxLineBytes (counted before masking, which can make a line
+// up to 1.5 times longer), cut before a UTF-8 character. Unless the line
 // is complete, as many bytes as the longest secret but one are kept back
 // after a cut, so that a secret cut short at the end of what has arrived
 // is masked as a whole once the rest arrives. A cut falls before a secret
