@@ -9,10 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/sirupsen/logrus"
@@ -78,9 +77,10 @@ type Writer struct {
 	log logrus.FieldLogger
 
 	mu        sync.Mutex
-	secrets   []string // longest first
-	maxSecret int
-	partial   []byte
+	secrets   []string // every value given to Mask
+	masker    *Masker
+	partial   []byte // the raw bytes of the current line not yet queued
+	covered   int    // how many leading bytes of partial are a secret's end
 	queue     []string
 	queuedB   int
 	dropped   int
@@ -139,26 +139,27 @@ func New(ctx context.Context, a Appender, cfg Config) *Writer {
 
 // Mask adds secret values to hide from now on. Multi-line values are
 // masked line by line, since the log is split into lines before masking.
+// Values (or lines of them) shorter than MinSecretLen are not masked; a
+// warning says how many.
 func (w *Writer) Mask(values ...string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	short := 0
 	for _, v := range values {
-		for _, part := range strings.Split(v, "\n") {
-			part = strings.TrimSuffix(part, "\r")
-			if part == "" {
-				continue
-			}
-			w.secrets = append(w.secrets, part)
-			if len(part) > w.maxSecret {
-				w.maxSecret = len(part)
-			}
-		}
+		_, n := SecretParts(v)
+		short += n
 	}
-	sort.Slice(w.secrets, func(i, j int) bool { return len(w.secrets[i]) > len(w.secrets[j]) })
+	if short > 0 {
+		w.log.WithFields(logrus.Fields{"secrets": short, "min_bytes": MinSecretLen}).
+			Warn("secret values shorter than the minimum length are not masked")
+	}
+	w.secrets = append(w.secrets, values...)
+	w.masker, _ = NewMasker(w.secrets...)
 }
 
 // Write splits p into lines and queues them. It never blocks on the
-// network.
+// network, and holds at most about three times MaxLineBytes of a line
+// that has no end yet: longer lines are queued in parts.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -168,44 +169,82 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.leaseLost {
 		return len(p), nil
 	}
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
+	n := len(p)
+	for len(p) > 0 {
+		piece, rest, eol := bytes.Cut(p, []byte("\n"))
+		for len(piece) > 0 {
+			k := min(len(piece), w.cfg.MaxLineBytes)
+			w.partial = append(w.partial, piece[:k]...)
+			piece = piece[k:]
+			w.splitLong(false)
+		}
+		if !eol {
 			break
 		}
-		w.push(string(bytes.TrimSuffix(w.partial[:i], []byte("\r"))))
-		w.partial = w.partial[i+1:]
+		w.endLine(true)
+		p = rest
 	}
-	for len(w.partial) > w.cfg.MaxLineBytes {
-		// Mask first, then keep back enough that a secret cut short at
-		// the end of the buffer is never emitted in part.
-		masked := []byte(w.mask(string(w.partial)))
-		cut := len(masked) - w.maxSecret + 1
-		if cut > w.cfg.MaxLineBytes || w.maxSecret == 0 {
-			cut = min(w.cfg.MaxLineBytes, len(masked))
-		}
-		if cut <= 0 {
-			break
-		}
-		w.queueLine(string(masked[:cut]))
-		w.partial = append([]byte(nil), masked[cut:]...)
-	}
-	w.partial = append([]byte(nil), w.partial...)
-	return len(p), nil
+	return n, nil
 }
 
-func (w *Writer) mask(s string) string {
-	for _, sec := range w.secrets {
-		if strings.Contains(s, sec) {
-			s = strings.ReplaceAll(s, sec, Mask)
-		}
+// splitLong queues the start of a line longer than MaxLineBytes as lines
+// of at most MaxLineBytes (counted before masking, which can make a line
+// up to 1.5 times longer), cut before a UTF-8 character. Unless the line
+// is complete, as many bytes as the longest secret but one are kept back
+// after a cut, so that a secret cut short at the end of what has arrived
+// is masked as a whole once the rest arrives. A cut falls before a secret
+// rather than in it, unless the masked bytes alone are longer than a
+// line: then both sides are masked. w.mu is held.
+func (w *Writer) splitLong(final bool) {
+	limit := w.cfg.MaxLineBytes
+	keep := 0
+	if !final {
+		keep = min(max(w.masker.MaxLen()-1, 0), limit)
 	}
-	return s
+	for len(w.partial) > limit && len(w.partial) >= limit+keep {
+		cut := limit
+		for k := 0; k < utf8.UTFMax && cut-k > 0; k++ {
+			if utf8.RuneStart(w.partial[cut-k]) {
+				cut -= k
+				break
+			}
+		}
+		s := string(w.partial)
+		spans := w.masker.spans(s, w.covered)
+		for _, sp := range spans {
+			if sp.start > 0 && sp.start < cut && sp.end > cut {
+				cut = sp.start // a secret goes to the next line whole
+			}
+		}
+		var head []span
+		covered := 0
+		for _, sp := range spans {
+			if sp.start >= cut {
+				break
+			}
+			if sp.end > cut {
+				covered = sp.end - cut
+				sp.end = cut
+			}
+			head = append(head, sp)
+		}
+		w.queueLine(ValidUTF8(apply(s[:cut], head)))
+		w.partial = append(w.partial[:0], w.partial[cut:]...)
+		w.covered = covered
+	}
 }
 
-// push masks and queues one line; w.mu is held.
-func (w *Writer) push(line string) { w.queueLine(w.mask(line)) }
+// endLine masks and queues the current line; w.mu is held.
+func (w *Writer) endLine(trimCR bool) {
+	if trimCR {
+		w.partial = bytes.TrimSuffix(w.partial, []byte("\r"))
+	}
+	w.splitLong(true)
+	s := string(w.partial)
+	w.queueLine(ValidUTF8(apply(s, w.masker.spans(s, w.covered))))
+	w.partial = w.partial[:0]
+	w.covered = 0
+}
 
 // queueLine queues a masked line; w.mu is held.
 func (w *Writer) queueLine(line string) {
@@ -262,7 +301,7 @@ func (w *Writer) Close(ctx context.Context) error {
 	if !w.closed {
 		w.closed = true
 		if len(w.partial) > 0 && !w.leaseLost {
-			w.push(string(w.partial))
+			w.endLine(false)
 			w.partial = nil
 		}
 		if w.dropped > 0 && !w.leaseLost {

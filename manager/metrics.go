@@ -65,6 +65,9 @@ type metrics struct {
 	// counted remembers the runs already counted finished, oldest first.
 	counted     map[string]bool
 	countedList []string
+
+	// logSealFailures counts failed attempts to seal a task's log.
+	logSealFailures prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -121,6 +124,14 @@ func newMetrics(s *Server) *metrics {
 	m.registry.MustRegister(m.tasksCreated, m.tasksFinished, m.taskDuration, m.queueWait, m.runsFinished,
 		m.acquireWait, m.acquired, m.httpDuration, newStoreCollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.logSealFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "errand_log_seal_failures_total",
+		Help: "Failed attempts to seal an ended task's log into object storage; each such log is retried with backoff.",
+	})
+	m.registry.MustRegister(m.logSealFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "errand_log_seals_failing",
+		Help: "Logs of ended tasks that failed to seal on this manager and wait for a retry.",
+	}, func() float64 { return float64(s.seals.waiting()) }))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
 		// A store that does not answer leaves the gauges out of the
 		// scrape, not the whole scrape.

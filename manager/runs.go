@@ -144,6 +144,9 @@ func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan,
 			}
 		}
 	}
+	if err := checkSecretValues(cfg, secrets); err != nil {
+		return nil, err
+	}
 	plan, err := pipeline.Expand(cfg, pipeline.ExpandOptions{RunID: id, Branch: req.Branch, Event: req.Event,
 		Secrets: secrets, Env: req.Env})
 	if err != nil {

@@ -37,6 +37,8 @@ type Server struct {
 	quiet   quietAnswers
 	tokens  tokenCache
 	fleet   fleetSnapshot
+	maskers taskMaskers
+	seals   sealRetries
 
 	unsubscribe func()
 	// closing is closed when the server shuts down: long-polls and log

@@ -72,19 +72,23 @@ func maskSecrets(data json.RawMessage) json.RawMessage {
 }
 
 // validID reports whether id may name a task or a delegate: 1 to 128
-// letters, digits, '.', '_', ':' or '-'.
+// letters, digits, '.', '_', ':' or '-', starting with a letter or a
+// digit. An id is a component of object keys (logs/<id>/0): it is never
+// "." or "..", nor hidden, nor an option.
 func validID(id string) bool {
-	if id == "" || len(id) > maxIDLen {
+	if id == "" || len(id) > maxIDLen || !isAlnum(id[0]) {
 		return false
 	}
 	for _, c := range []byte(id) {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
 			return false
 		}
 	}
 	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // validateSpec appends the problems of one spec to problems, each with
@@ -98,7 +102,7 @@ func validateSpec(prefix string, sp *client.TaskSpec, problems []string) []strin
 		return problems
 	}
 	if sp.ID != "" && !validID(sp.ID) {
-		add("id", "must be 1 to %d letters, digits, '.', '_', ':' or '-'", maxIDLen)
+		add("id", "must be 1 to %d letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", maxIDLen)
 	}
 	switch {
 	case sp.Type == "":
@@ -320,6 +324,7 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 	if p.delegateID != "" {
 		s.beats.record(p.delegateID)
 	}
+	u.Result, u.Error = s.maskReport(r.Context(), id, u.Result, u.Error)
 	t, err := s.store.TaskReport(r.Context(), store.TaskReportParams{
 		TaskID: id, DelegateID: p.delegateID, LeaseToken: u.Lease,
 		State: u.State, Result: u.Result, Error: u.Error, Now: s.now(),

@@ -255,16 +255,16 @@ func TestE2ERunEnvAndSecretFiles(t *testing.T) {
 		env  []string
 		args []string
 	}{
-		{"flags", []string{"OTHER=xyz"}, []string{"run", "--env-file", "vars.env", "--secret-file", "secrets.env"}},
-		{"variables", []string{"OTHER=xyz", "ERRAND_ENV_FILE=vars.env", "ERRAND_SECRET_FILE=secrets.env"}, []string{"run"}},
+		{"flags", []string{"OTHER=xyz9"}, []string{"run", "--env-file", "vars.env", "--secret-file", "secrets.env"}},
+		{"variables", []string{"OTHER=xyz9", "ERRAND_ENV_FILE=vars.env", "ERRAND_SECRET_FILE=secrets.env"}, []string{"run"}},
 	}
 	for _, c := range cases {
 		code, out, _ := runIn(t, project, c.env, c.args...)
 		mustSucceed(t, code, out)
-		if !strings.Contains(out, "use/show | hello there who=file token=9 other=3") {
+		if !strings.Contains(out, "use/show | hello there who=file token=9 other=4") {
 			t.Errorf("%s: values not given:\n%s", c.name, out)
 		}
-		if strings.Contains(out, "fromfile1") || strings.Contains(out, "xyz") {
+		if strings.Contains(out, "fromfile1") || strings.Contains(out, "xyz9") {
 			t.Errorf("%s: a secret was printed:\n%s", c.name, out)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrNotFound is returned for a key that holds no object.
@@ -43,15 +44,29 @@ type ObjectInfo struct {
 	LastModified time.Time
 }
 
+// Bounds of a key: S3 allows keys of up to 1024 bytes, and most file
+// systems names of up to 255 bytes.
+const (
+	MaxKeyLen     = 1024
+	MaxElementLen = 255
+)
+
 // CleanKey checks that key is a relative slash path with no "." or ".."
-// element, no empty element and no backslash, and returns it. Backends
-// call it on every key they are given.
+// element, no empty element, no backslash, no control character (NUL
+// included), valid UTF-8, at most MaxKeyLen bytes long with elements of
+// at most MaxElementLen bytes, and returns it. Backends call it on every
+// key they are given, so that no key can leave their base path.
 func CleanKey(key string) (string, error) {
-	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") || strings.ContainsRune(key, 0) {
+	if key == "" || len(key) > MaxKeyLen || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") || !utf8.ValidString(key) {
 		return "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
 	}
+	for _, c := range []byte(key) {
+		if c < 0x20 || c == 0x7f {
+			return "", fmt.Errorf("%w: %q holds a control character", ErrInvalidKey, key)
+		}
+	}
 	for _, el := range strings.Split(key, "/") {
-		if el == "" || el == "." || el == ".." {
+		if el == "" || el == "." || el == ".." || len(el) > MaxElementLen {
 			return "", fmt.Errorf("%w: %q", ErrInvalidKey, key)
 		}
 	}
