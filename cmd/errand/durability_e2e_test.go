@@ -26,7 +26,12 @@ import (
 // must be found after it. Three rounds each of SQLite and PostgreSQL.
 
 const (
-	durabilityType     = "durability.fake"
+	durabilityType = "durability.fake"
+	// durabilityIdleType is served by no delegate: tasks created beyond
+	// what the delegates keep up with, so that retried attempts are not
+	// stuck behind a growing queue.
+	durabilityIdleType = "durability.idle"
+	durabilityBacklog  = 40 // most served tasks waiting at once
 	durabilityRounds   = 3
 	durabilityCreators = 3
 	durabilityDelegate = 3 // fake delegates
@@ -60,9 +65,11 @@ func durabilityFlags() []string {
 type durabilityLedger struct {
 	mu         sync.Mutex
 	tasks      map[string]bool
+	served     int // acknowledged tasks of durabilityType
 	lines      map[string]map[int64]string
 	nlines     int
 	done       map[string]json.RawMessage
+	retried    int // completions of attempts after the first
 	violations []string
 }
 
@@ -79,6 +86,9 @@ func (l *durabilityLedger) created(items []*client.Task) {
 	defer l.mu.Unlock()
 	for _, tk := range items {
 		l.tasks[tk.ID] = true
+		if tk.Type == durabilityType {
+			l.served++
+		}
 	}
 }
 
@@ -108,7 +118,7 @@ func (l *durabilityLedger) acquired(tk *client.Task) {
 	}
 }
 
-func (l *durabilityLedger) completed(id string, result json.RawMessage) {
+func (l *durabilityLedger) completed(id string, attempt int, result json.RawMessage) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if prev, ok := l.done[id]; ok {
@@ -116,12 +126,23 @@ func (l *durabilityLedger) completed(id string, result json.RawMessage) {
 		return
 	}
 	l.done[id] = result
+	if attempt > 1 {
+		l.retried++
+	}
 }
 
 func (l *durabilityLedger) violation(format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.violations = append(l.violations, fmt.Sprintf(format, args...))
+}
+
+// backlogged reports whether the delegates have enough served tasks
+// waiting.
+func (l *durabilityLedger) backlogged() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.served-len(l.done) >= durabilityBacklog
 }
 
 // counts returns the acknowledged tasks, log lines and completions.
@@ -271,15 +292,20 @@ func (d *fakeDelegate) run(ctx context.Context, l *durabilityLedger, tk *client.
 	if got.State != errand.StateSucceeded {
 		l.violation("success of task %s acknowledged with state %s", tk.ID, got.State)
 	}
-	l.completed(tk.ID, result)
+	l.completed(tk.ID, tk.Attempt, result)
 }
 
-// createTasks creates batches of one to three tasks until ctx ends.
+// createTasks creates batches of one to three tasks until ctx ends: for
+// the delegates while their backlog is short, else of a type nobody runs.
 func createTasks(ctx context.Context, c *client.HTTP, l *durabilityLedger, creator int) {
 	for n := 0; ctx.Err() == nil; n++ {
+		typ := durabilityType
+		if l.backlogged() {
+			typ = durabilityIdleType
+		}
 		specs := make([]*client.TaskSpec, 1+n%3)
 		for i := range specs {
-			specs[i] = &client.TaskSpec{Type: durabilityType, MaxAttempts: 5,
+			specs[i] = &client.TaskSpec{Type: typ, MaxAttempts: 5,
 				Data: json.RawMessage(fmt.Sprintf(`{"creator":%d,"n":%d}`, creator, n))}
 		}
 		items, err := c.CreateTasks(ctx, specs)
@@ -371,16 +397,14 @@ func checkDurability(t *testing.T, m *testenv.Manager, l *durabilityLedger, roun
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var problems []string
-	problems = append(problems, l.violations...)
 	report := func(format string, args ...any) {
-		if len(problems) < 30 {
-			problems = append(problems, fmt.Sprintf(format, args...))
-		}
+		problems = append(problems, fmt.Sprintf(format, args...))
 	}
+	var missing, lostLines, lostDone int
 
 	stored := map[string]*client.Task{}
 	for after := ""; ; {
-		page, err := admin.ListTasks(ctx, &client.TaskFilter{Type: durabilityType, After: after, Limit: 1000})
+		page, err := admin.ListTasks(ctx, &client.TaskFilter{After: after, Limit: 1000})
 		if err != nil {
 			t.Fatalf("round %d: list tasks after the restart: %v", round, err)
 		}
@@ -392,7 +416,6 @@ func checkDurability(t *testing.T, m *testenv.Manager, l *durabilityLedger, roun
 		}
 		after = page.Next
 	}
-	missing := 0
 	for id := range l.tasks {
 		if stored[id] == nil {
 			missing++
@@ -403,10 +426,12 @@ func checkDurability(t *testing.T, m *testenv.Manager, l *durabilityLedger, roun
 	for id, want := range l.done {
 		tk := stored[id]
 		if tk == nil {
+			lostDone++
 			report("task %s: completion acknowledged, task gone", id)
 			continue
 		}
 		if tk.State != errand.StateSucceeded || !sameJSON(tk.Result, want) {
+			lostDone++
 			report("task %s: completion acknowledged with result %s, found %s with result %s", id, want, tk.State, tk.Result)
 		}
 	}
@@ -429,16 +454,26 @@ func checkDurability(t *testing.T, m *testenv.Manager, l *durabilityLedger, roun
 		for off, want := range l.lines[id] {
 			switch {
 			case off >= int64(len(got)):
+				lostLines++
 				report("task %s: log line %d acknowledged (%q), log has %d lines", id, off, want, len(got))
 			case got[off] != want:
+				lostLines++
 				report("task %s: log line %d acknowledged as %q, reads %q", id, off, want, got[off])
 			}
 		}
 	}
-	if len(problems) > 0 {
-		t.Fatalf("round %d: after SIGKILL and restart (%d of %d acknowledged tasks missing):\n%s",
-			round, missing, len(l.tasks), strings.Join(problems, "\n"))
+	if len(problems)+len(l.violations) > 0 {
+		sort.Strings(problems)
+		if len(problems) > 30 {
+			problems = append(problems[:30], fmt.Sprintf("… and %d more", len(problems)-30))
+		}
+		t.Fatalf("round %d: after SIGKILL and restart, lost %d of %d acknowledged tasks, %d of %d log lines, %d of %d completions; "+
+			"%d breaches of the lease rules during the load:\n%s",
+			round, missing, len(l.tasks), lostLines, l.nlines, lostDone, len(l.done), len(l.violations),
+			strings.Join(append(l.violations, problems...), "\n"))
 	}
+	t.Logf("round %d: after the restart found all %d tasks, %d log lines and %d completions (%d of them by a retried attempt)",
+		round, len(l.tasks), l.nlines, len(l.done), l.retried)
 }
 
 // sameJSON reports whether a and b hold the same JSON value.
