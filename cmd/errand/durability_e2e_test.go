@@ -155,11 +155,15 @@ func (l *durabilityLedger) counts() (tasks, lines, done int) {
 // fakeDelegate is a delegate driven by the test: its workers acquire
 // tasks, log lines at offsets and report success.
 type fakeDelegate struct {
-	id string
-	c  *client.HTTP
+	id    string
+	c     *client.HTTP
+	admin string // the admin token, to look at what reports did
 
 	mu      sync.Mutex
 	running map[string]bool
+	// abandoned are the tasks, with their leases, that the delegate gave
+	// up half way: the kill ended the attempt.
+	abandoned []*client.Task
 }
 
 // loadClient is a client of the load: no retries, so that every answer
@@ -181,7 +185,7 @@ func registerFakeDelegate(t *testing.T, m *testenv.Manager, name string) *fakeDe
 	if err != nil {
 		t.Fatalf("register %s: %v", name, err)
 	}
-	return &fakeDelegate{id: reg.ID, c: loadClient(m.URL, reg.Token), running: map[string]bool{}}
+	return &fakeDelegate{id: reg.ID, c: loadClient(m.URL, reg.Token), admin: m.AdminToken, running: map[string]bool{}}
 }
 
 func (d *fakeDelegate) setRunning(id string, on bool) {
@@ -192,6 +196,12 @@ func (d *fakeDelegate) setRunning(id string, on bool) {
 	} else {
 		delete(d.running, id)
 	}
+}
+
+func (d *fakeDelegate) abandon(tk *client.Task) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.abandoned = append(d.abandoned, tk)
 }
 
 func (d *fakeDelegate) runningIDs() []string {
@@ -205,19 +215,59 @@ func (d *fakeDelegate) runningIDs() []string {
 }
 
 // resume starts a round as a restarted delegate process would: it holds
-// nothing, so the leases the previous round left end at once.
-func (d *fakeDelegate) resume(t *testing.T) {
+// nothing, so the leases the previous round left end at once. Then it
+// reports on the tasks it abandoned under their old leases, as a process
+// presumed dead would: no such report may change a task. A report may
+// still be answered as the repeat of one whose answer the kill lost (the
+// attempt had completed, its lines were stored): it returns how many
+// reports were refused and how many answered as repeats.
+func (d *fakeDelegate) resume(t *testing.T, l *durabilityLedger) (refused, repeats int) {
 	t.Helper()
 	d.mu.Lock()
 	d.running = map[string]bool{}
+	stale := d.abandoned
+	d.abandoned = nil
 	d.mu.Unlock()
-	var err error
 	poll(t, "delegate "+d.id+" to heartbeat", 20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), durabilityCall)
 		defer cancel()
-		_, err = d.c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{Resumed: true})
+		_, err := d.c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{Resumed: true})
 		return err == nil
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := testenv.Client(t, d.c.BaseURL(), d.admin)
+	for _, tk := range stale {
+		lease := tk.Lease.Token
+		line := fmt.Sprintf("%s stale attempt %d", tk.ID, tk.Attempt)
+		if _, err := d.c.AppendLogs(ctx, tk.ID, &client.LogAppend{Lease: lease, Offset: tk.LogLines, Lines: []string{line}}); err == nil {
+			repeats++
+			var b bytes.Buffer
+			if err := admin.TaskLogs(ctx, tk.ID, &client.LogOptions{Offset: tk.LogLines}, &b); err != nil {
+				t.Fatalf("logs of %s: %v", tk.ID, err)
+			}
+			if first, _, _ := strings.Cut(b.String(), "\n"); first == line {
+				l.violation("task %s: log line %d appended under the lease of attempt %d after the delegate resumed without it", tk.ID, tk.LogLines, tk.Attempt)
+			}
+		} else {
+			refused++
+		}
+		result := json.RawMessage(fmt.Sprintf(`{"task":%q,"attempt":%d,"stale":true}`, tk.ID, tk.Attempt))
+		if _, err := d.c.UpdateStatus(ctx, tk.ID, &client.StatusUpdate{Lease: lease, State: errand.StateSucceeded, Result: result}); err == nil {
+			repeats++
+			got, err := admin.GetTask(ctx, tk.ID)
+			if err != nil {
+				t.Fatalf("get task %s: %v", tk.ID, err)
+			}
+			if sameJSON(got.Result, result) {
+				l.violation("task %s: success under the lease of attempt %d applied after the delegate resumed without it (now %s attempt %d)",
+					tk.ID, tk.Attempt, got.State, got.Attempt)
+			}
+		} else {
+			refused++
+		}
+	}
+	return refused, repeats
 }
 
 // heartbeats renews the leases of the tasks being worked on until ctx
@@ -262,6 +312,12 @@ func (d *fakeDelegate) run(ctx context.Context, l *durabilityLedger, tk *client.
 	lease := tk.Lease.Token
 	d.setRunning(tk.ID, true)
 	defer d.setRunning(tk.ID, false)
+	finished := false
+	defer func() {
+		if !finished {
+			d.abandon(tk)
+		}
+	}()
 	if _, err := d.c.UpdateStatus(ctx, tk.ID, &client.StatusUpdate{Lease: lease, State: errand.StateRunning}); err != nil {
 		return
 	}
@@ -289,6 +345,7 @@ func (d *fakeDelegate) run(ctx context.Context, l *durabilityLedger, tk *client.
 	if err != nil {
 		return
 	}
+	finished = true
 	if got.State != errand.StateSucceeded {
 		l.violation("success of task %s acknowledged with state %s", tk.ID, got.State)
 	}
@@ -338,9 +395,12 @@ func runDurability(t *testing.T, m *testenv.Manager) {
 	}
 	creator := loadClient(m.URL, m.AdminToken)
 
+	staleRefused, staleRepeats := 0, 0
 	for round := 1; round <= durabilityRounds; round++ {
 		for _, d := range delegates {
-			d.resume(t)
+			refused, repeats := d.resume(t, l)
+			staleRefused += refused
+			staleRepeats += repeats
 		}
 		tasks0, lines0, done0 := l.counts()
 		ctx, cancel := context.WithCancel(context.Background())
@@ -384,8 +444,9 @@ func runDurability(t *testing.T, m *testenv.Manager) {
 		checkDurability(t, m, l, round)
 	}
 	tasks, lines, done := l.counts()
-	t.Logf("after %d kills: all %d acknowledged tasks, %d log lines and %d completions found (%s)",
-		durabilityRounds, tasks, lines, done, time.Since(start).Round(time.Millisecond))
+	t.Logf("after %d kills: all %d acknowledged tasks, %d log lines and %d completions found; "+
+		"of the reports under leases a resumed delegate gave up, %d refused and %d answered as repeats that changed nothing (%s)",
+		durabilityRounds, tasks, lines, done, staleRefused, staleRepeats, time.Since(start).Round(time.Millisecond))
 }
 
 // checkDurability checks the restarted manager against the ledger.
@@ -468,7 +529,7 @@ func checkDurability(t *testing.T, m *testenv.Manager, l *durabilityLedger, roun
 			problems = append(problems[:30], fmt.Sprintf("… and %d more", len(problems)-30))
 		}
 		t.Fatalf("round %d: after SIGKILL and restart, lost %d of %d acknowledged tasks, %d of %d log lines, %d of %d completions; "+
-			"%d breaches of the lease rules during the load:\n%s",
+			"%d breaches of the lease rules:\n%s",
 			round, missing, len(l.tasks), lostLines, l.nlines, lostDone, len(l.done), len(l.violations),
 			strings.Join(append(l.violations, problems...), "\n"))
 	}
