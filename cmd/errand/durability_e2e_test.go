@@ -30,25 +30,28 @@ const (
 	// durabilityIdleType is served by no delegate: tasks created beyond
 	// what the delegates keep up with, so that retried attempts are not
 	// stuck behind a growing queue.
-	durabilityIdleType = "durability.idle"
-	durabilityBacklog  = 40 // most served tasks waiting at once
-	durabilityRounds   = 3
-	durabilityCreators = 3
-	durabilityDelegate = 3 // fake delegates
-	durabilityWorkers  = 2 // acquiring goroutines per fake delegate
-	durabilityBatches  = 3 // log appends per task attempt
-	durabilityLines    = 4 // lines per append
+	durabilityIdleType  = "durability.idle"
+	durabilityBacklog   = 40 // most served tasks waiting at once
+	durabilityRounds    = 3
+	durabilityCreators  = 3
+	durabilityDelegates = 3 // fake delegates
+	durabilityWorkers   = 2 // acquiring goroutines per fake delegate
+	durabilityBatches   = 3 // log appends per task attempt
+	durabilityLines     = 4 // lines per append
 	// durabilityLoad is how long each round's load runs before the kill.
 	durabilityLoad = 1500 * time.Millisecond
 	// durabilityCall bounds each call of the load.
 	durabilityCall = 5 * time.Second
 )
 
+// A manager on SQLite killed with SIGKILL three times under load keeps
+// every task, log line and completion it acknowledged.
 func TestE2EDurabilityKill9SQLite(t *testing.T) {
 	m := testenv.StartManager(t, testenv.Binary(t), durabilityFlags()...)
 	runDurability(t, m)
 }
 
+// The same on PostgreSQL (ERRAND_TEST_POSTGRES, which scripts/test sets).
 func TestE2EDurabilityKill9Postgres(t *testing.T) {
 	pg := pgtest.URL(t) // fails the test when ERRAND_TEST_POSTGRES is unset
 	m := testenv.StartManager(t, testenv.Binary(t), append(durabilityFlags(), "--store", pg)...)
@@ -389,7 +392,7 @@ func pause(ctx context.Context) {
 func runDurability(t *testing.T, m *testenv.Manager) {
 	start := time.Now()
 	l := newDurabilityLedger()
-	delegates := make([]*fakeDelegate, durabilityDelegate)
+	delegates := make([]*fakeDelegate, durabilityDelegates)
 	for i := range delegates {
 		delegates[i] = registerFakeDelegate(t, m, fmt.Sprintf("durable-%d", i))
 	}
