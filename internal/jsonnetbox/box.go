@@ -252,7 +252,7 @@ func childError(err error, stderr string, l Limits) error {
 	case strings.Contains(stderr, "stack overflow") || strings.Contains(stderr, "stack exceeds"):
 		return ErrStackOverflow
 	case strings.Contains(stderr, "out of memory") || strings.Contains(stderr, "cannot allocate memory") ||
-		strings.Contains(stderr, "failed to create new OS thread"):
+		strings.Contains(stderr, "failed to create new OS thread") || strings.Contains(stderr, "ThreadSanitizer failed to allocate"):
 		return fmt.Errorf("%w of %s", ErrMemoryLimit, FormatBytes(l.Memory))
 	}
 	msg := strings.TrimSpace(stderr)

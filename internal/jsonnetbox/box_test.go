@@ -45,7 +45,7 @@ func TestEvaluateLimits(t *testing.T) {
 		{"range", `std.range(1, 1e9)`, Limits{Timeout: 30 * time.Second}, ErrMemoryLimit, "memory limit of 256 MiB"},
 		{"makeArray", `std.makeArray(1e8, function(i) i)`, Limits{Timeout: 30 * time.Second, Memory: 128 << 20}, ErrMemoryLimit, "memory limit of 128 MiB"},
 		{"loop", loop, Limits{Timeout: time.Second}, ErrTimeLimit, "time limit of 1s"},
-		{"output", `std.makeArray(200000, function(i) 'xxxxxxxxxx')`, Limits{MaxOutput: 1 << 20}, ErrOutputLimit, "output limit of 1 MiB"},
+		{"output", `std.makeArray(20000, function(i) 'xxxxxxxxxx')`, Limits{MaxOutput: 64 << 10}, ErrOutputLimit, "output limit of 64 KiB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()

@@ -152,7 +152,7 @@ func limitSelf(s childSpec) error {
 	if err != nil {
 		return fmt.Errorf("limit memory: %w", err)
 	}
-	data := uint64(base + s.Memory)
+	data := uint64(base + s.Memory*memoryFactor)
 	if err := syscall.Setrlimit(syscall.RLIMIT_DATA, &syscall.Rlimit{Cur: data, Max: data}); err != nil {
 		return fmt.Errorf("limit memory: %w", err)
 	}
