@@ -66,7 +66,7 @@ type Config struct {
 	// (default 10s); JsonnetMemory bounds its memory in bytes (default
 	// 256 MiB, at least 64 MiB). The evaluation runs in a child process
 	// of this program, killed at either limit: the program must call
-	// jsonnetbox.ServeIfChild at the start of main.
+	// pipeline.ServeJsonnet at the start of main.
 	JsonnetTimeout time.Duration
 	JsonnetMemory  int64
 

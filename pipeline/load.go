@@ -44,8 +44,7 @@ type LoadOptions struct {
 	Timeout time.Duration
 	// Memory bounds a Jsonnet evaluation's memory in bytes;
 	// DefaultJsonnetMemory when 0. Jsonnet runs in a child process of
-	// this program, which must call jsonnetbox.ServeIfChild at the start
-	// of main.
+	// this program, which must call ServeJsonnet at the start of main.
 	Memory int64
 	// ImportDir is the directory Jsonnet imports are read from: an import
 	// is resolved relative to the importing file and may not leave this
@@ -247,6 +246,12 @@ func position(data []byte, off int64) (line, col int) {
 	col = int(off) - bytes.LastIndexByte(data[:off], '\n')
 	return line, col
 }
+
+// ServeJsonnet must be called first thing in the main function of a
+// program that loads Jsonnet configs: Jsonnet is evaluated in a child
+// process of the program itself, and in that child ServeJsonnet
+// evaluates and exits. In any other process it returns at once.
+func ServeJsonnet() { jsonnetbox.ServeIfChild() }
 
 // evaluateJsonnet runs a Jsonnet program and returns its JSON output.
 // The program runs in a child process bounded in time, memory, stack and

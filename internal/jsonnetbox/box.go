@@ -64,7 +64,7 @@ var (
 	ErrOutputLimit = errors.New("Jsonnet evaluation exceeded its output limit")
 	// ErrNoEvaluator is returned when this program cannot serve as the
 	// child: ServeIfChild was not called at the start of main.
-	ErrNoEvaluator = errors.New("no Jsonnet evaluator: this program does not call jsonnetbox.ServeIfChild at start")
+	ErrNoEvaluator = errors.New("no Jsonnet evaluator: this program does not call pipeline.ServeJsonnet at the start of main")
 )
 
 // Limits bound one evaluation. Zero fields take their defaults.
@@ -125,30 +125,16 @@ var (
 	mu sync.Mutex
 	// served is set by ServeIfChild: this program can be its own child.
 	served bool
-	// helper overrides the program run as the child (tests).
-	helper string
 )
 
 // slots bounds the children running at once; a slot is freed when its
 // child has ended, killed or not.
 var slots = make(chan struct{}, MaxRunning)
 
-// SetHelper makes Evaluate run path as the child instead of this program;
-// path must call ServeIfChild at the start of its main. Tests of packages
-// whose test binary does not serve use it with the built errand binary.
-func SetHelper(path string) {
-	mu.Lock()
-	defer mu.Unlock()
-	helper = path
-}
-
 // helperPath returns the program to run as the child.
 func helperPath() (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
-	if helper != "" {
-		return helper, nil
-	}
 	if !served {
 		return "", ErrNoEvaluator
 	}

@@ -87,3 +87,18 @@ func TestLimitsValidate(t *testing.T) {
 		t.Error("negative timeout accepted")
 	}
 }
+
+func TestEvaluateWithoutEvaluator(t *testing.T) {
+	mu.Lock()
+	was := served
+	served = false
+	mu.Unlock()
+	defer func() {
+		mu.Lock()
+		served = was
+		mu.Unlock()
+	}()
+	if _, err := Evaluate(t.Context(), Request{Filename: "ok.jsonnet", Source: `{}`}, Limits{}); !errors.Is(err, ErrNoEvaluator) {
+		t.Errorf("a program that does not serve: %v, want ErrNoEvaluator", err)
+	}
+}
