@@ -163,5 +163,9 @@ func TestE2EJsonnetAttacksLocal(t *testing.T) {
 		if code != exitUsage || !strings.Contains(out, "--jsonnet-memory must be at least 64 MiB") {
 			t.Errorf("errand run --jsonnet-memory 1MiB = %d:\n%s", code, out)
 		}
+		code, out = errandCmd(t, "manager", "--data-dir", t.TempDir(), "--jsonnet-timeout", "0s")
+		if code != exitUsage || !strings.Contains(out, "--jsonnet-timeout must be positive") {
+			t.Errorf("errand manager --jsonnet-timeout 0s = %d:\n%s", code, out)
+		}
 	})
 }
