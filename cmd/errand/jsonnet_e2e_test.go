@@ -107,6 +107,44 @@ func checkManagerHealthy(t *testing.T, m *testenv.Manager) {
 	if rss := processRSS(t, m.Cmd.Process.Pid); rss > maxManagerRSS {
 		t.Errorf("manager RSS %d MiB, want under %d MiB", rss>>20, maxManagerRSS>>20)
 	}
+	// No evaluator outlives its answer.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		kids := childProcesses(t, m.Cmd.Process.Pid)
+		if len(kids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("manager still has child processes %v after answering", kids)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// childProcesses returns the processes whose parent is pid.
+func childProcesses(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "PPid:"); ok && strings.TrimSpace(v) == strconv.Itoa(pid) {
+				kids = append(kids, p)
+			}
+		}
+	}
+	return kids
 }
 
 // processRSS reads the resident set size of a process (VmRSS).
