@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand/internal/jsonnetbox"
 )
 
 // Config is the manager's whole configuration, filled from flags and
@@ -60,6 +62,14 @@ type Config struct {
 	// storage (default 2s); a task ending also wakes the sealer.
 	SealInterval time.Duration
 
+	// JsonnetTimeout bounds the evaluation of a submitted Jsonnet config
+	// (default 10s); JsonnetMemory bounds its memory in bytes (default
+	// 256 MiB, at least 64 MiB). The evaluation runs in a child process
+	// of this program, killed at either limit: the program must call
+	// pipeline.ServeJsonnet at the start of main.
+	JsonnetTimeout time.Duration
+	JsonnetMemory  int64
+
 	// Secrets returns the value of a secret that a pipeline names; nil
 	// reads ERRAND_SECRET_<NAME> from the manager's environment.
 	Secrets func(name string) (string, bool)
@@ -68,4 +78,10 @@ type Config struct {
 	Log *logrus.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+}
+
+// jsonnetLimits returns the limits of a submitted Jsonnet config's
+// evaluation, defaults applied.
+func (c *Config) jsonnetLimits() jsonnetbox.Limits {
+	return jsonnetbox.Limits{Timeout: c.JsonnetTimeout, Memory: c.JsonnetMemory}
 }

@@ -88,6 +88,9 @@ func (c *Config) Validate() error {
 	if c.LeaseTTL > 0 && c.LeaseTTL < c.HeartbeatInterval {
 		errs = append(errs, fmt.Errorf("lease TTL %s is shorter than the heartbeat interval %s: every delegate would be lost", c.LeaseTTL, c.HeartbeatInterval))
 	}
+	if err := c.jsonnetLimits().Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max body bytes must be at least 1024, not %d", c.MaxBodyBytes))
 	}

@@ -129,7 +129,8 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 // planRun loads, validates and expands a submitted config, and adds the
 // approval gates. Its error lists what is wrong with the config.
 func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan, error) {
-	cfg, err := pipeline.Parse(filename, []byte(req.Config), pipeline.LoadOptions{ExtStr: req.ExtStr})
+	cfg, err := pipeline.Parse(filename, []byte(req.Config), pipeline.LoadOptions{ExtStr: req.ExtStr,
+		Timeout: s.cfg.JsonnetTimeout, Memory: s.cfg.JsonnetMemory})
 	if err != nil {
 		return nil, err
 	}

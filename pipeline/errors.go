@@ -1,15 +1,16 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/errandci/errand/internal/jsonnetbox"
 )
 
 // ErrTimeout is wrapped by the error of a Jsonnet program that runs past
 // its time limit.
-var ErrTimeout = errors.New("jsonnet evaluation ran past its time limit")
+var ErrTimeout = jsonnetbox.ErrTimeLimit
 
 // FieldError is one problem of a config: where it is and what is wrong.
 type FieldError struct {

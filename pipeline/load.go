@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,9 +12,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-jsonnet"
-	"github.com/google/go-jsonnet/ast"
 	"sigs.k8s.io/yaml"
+
+	"github.com/errandci/errand/internal/jsonnetbox"
 )
 
 // Config file names looked for in a directory, first found wins.
@@ -25,12 +26,12 @@ const (
 	MaxConfigSize = 4 << 20
 	// DefaultJsonnetTimeout bounds a Jsonnet evaluation when LoadOptions
 	// does not say.
-	DefaultJsonnetTimeout = 10 * time.Second
-	// jsonnetMaxStack bounds Jsonnet recursion.
+	DefaultJsonnetTimeout = jsonnetbox.DefaultTimeout
+	// DefaultJsonnetMemory bounds a Jsonnet evaluation's memory when
+	// LoadOptions does not say.
+	DefaultJsonnetMemory = jsonnetbox.DefaultMemory
+	// jsonnetMaxStack bounds Jsonnet recursion (frames).
 	jsonnetMaxStack = 500
-	// maxJsonnetRunning bounds the evaluations running at once, counting
-	// those abandoned past their time limit (see evaluateJsonnet).
-	maxJsonnetRunning = 4
 )
 
 // LoadOptions tune how a config is read.
@@ -41,6 +42,10 @@ type LoadOptions struct {
 	ExtStr map[string]string
 	// Timeout bounds a Jsonnet evaluation; DefaultJsonnetTimeout when 0.
 	Timeout time.Duration
+	// Memory bounds a Jsonnet evaluation's memory in bytes;
+	// DefaultJsonnetMemory when 0. Jsonnet runs in a child process of
+	// this program, which must call ServeJsonnet at the start of main.
+	Memory int64
 	// ImportDir is the directory Jsonnet imports are read from: an import
 	// is resolved relative to the importing file and may not leave this
 	// directory. Load defaults it to the config's directory; Parse with
@@ -242,145 +247,26 @@ func position(data []byte, off int64) (line, col int) {
 	return line, col
 }
 
-// jsonnetSlots bounds the Jsonnet evaluations running at once.
-var jsonnetSlots = make(chan struct{}, maxJsonnetRunning)
+// ServeJsonnet must be called first thing in the main function of a
+// program that loads Jsonnet configs: Jsonnet is evaluated in a child
+// process of the program itself, and in that child ServeJsonnet
+// evaluates and exits. In any other process it returns at once.
+func ServeJsonnet() { jsonnetbox.ServeIfChild() }
 
 // evaluateJsonnet runs a Jsonnet program and returns its JSON output.
-//
-// go-jsonnet cannot be interrupted, so the program runs in a goroutine
-// and the caller stops waiting for it at the time limit. A program that
-// never ends keeps its goroutine, and its slot in jsonnetSlots, for the
-// life of the process: the slots bound how much CPU such programs can
-// take, and once they are all held further evaluations fail instead of
-// piling up.
+// The program runs in a child process bounded in time, memory, stack and
+// output (see jsonnetbox), so that no program can crash, starve or
+// outlive its limits in this one.
 func evaluateJsonnet(filename string, data []byte, opts LoadOptions) ([]byte, error) {
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = DefaultJsonnetTimeout
+	limits := jsonnetbox.Limits{Timeout: opts.Timeout, Memory: opts.Memory, MaxOutput: MaxConfigSize}
+	if limits.Timeout <= 0 {
+		limits.Timeout = DefaultJsonnetTimeout
 	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case jsonnetSlots <- struct{}{}:
-	case <-timer.C:
-		return nil, fmt.Errorf("%s: %w: %d evaluations already running", filename, ErrTimeout, maxJsonnetRunning)
-	}
-
-	vm := jsonnet.MakeVM()
-	vm.MaxStack = jsonnetMaxStack
-	vm.SetTraceOut(io.Discard)
-	vm.Importer(newImporter(opts.ImportDir))
-	for k, v := range opts.ExtStr {
-		vm.ExtVar(k, v)
-	}
-	vm.NativeFunction(extVarOr(opts.ExtStr))
-	mainFile := filename
-	if opts.ImportDir != "" && !filepath.IsAbs(mainFile) {
-		mainFile = filepath.Join(opts.ImportDir, filepath.Base(filename))
-	}
-
-	type result struct {
-		out string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		defer func() { <-jsonnetSlots }()
-		defer func() {
-			if r := recover(); r != nil {
-				done <- result{err: fmt.Errorf("jsonnet evaluator panicked: %v", r)}
-			}
-		}()
-		out, err := vm.EvaluateSnippet(mainFile, string(data))
-		done <- result{out, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return nil, fmt.Errorf("evaluate %s: %w", filename, r.err)
-		}
-		if len(r.out) > MaxConfigSize {
-			return nil, fmt.Errorf("evaluate %s: output is larger than %d bytes", filename, MaxConfigSize)
-		}
-		return []byte(r.out), nil
-	case <-timer.C:
-		return nil, fmt.Errorf("evaluate %s: %w (%s): does the program end?", filename, ErrTimeout, timeout)
-	}
-}
-
-// extVarOr is std.native('extVarOr')(name, default): the external
-// variable name, or default when the run does not set it.
-func extVarOr(ext map[string]string) *jsonnet.NativeFunction {
-	return &jsonnet.NativeFunction{
-		Name:   "extVarOr",
-		Params: ast.Identifiers{"name", "default"},
-		Func: func(args []any) (any, error) {
-			name, ok := args[0].(string)
-			if !ok {
-				return nil, errors.New("extVarOr: name must be a string")
-			}
-			if v, ok := ext[name]; ok {
-				return v, nil
-			}
-			return args[1], nil
-		},
-	}
-}
-
-// importer reads Jsonnet imports from inside one directory. os.Root keeps
-// every open inside it, symbolic links and ".." included.
-type importer struct {
-	dir   string
-	cache map[string]jsonnet.Contents
-}
-
-func newImporter(dir string) *importer {
-	if dir != "" {
-		if abs, err := filepath.Abs(dir); err == nil {
-			dir = abs
-		}
-	}
-	return &importer{dir: dir, cache: map[string]jsonnet.Contents{}}
-}
-
-// Import implements jsonnet.Importer.
-func (im *importer) Import(importedFrom, importedPath string) (jsonnet.Contents, string, error) {
-	if im.dir == "" {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: imports are not allowed in this config", importedPath)
-	}
-	if filepath.IsAbs(importedPath) {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: absolute paths are not allowed", importedPath)
-	}
-	from := filepath.Dir(importedFrom)
-	if !filepath.IsAbs(from) {
-		from = filepath.Join(im.dir, from)
-	}
-	foundAt := filepath.Join(from, importedPath)
-	if c, ok := im.cache[foundAt]; ok {
-		return c, foundAt, nil
-	}
-	rel, err := filepath.Rel(im.dir, foundAt)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: outside %s", importedPath, im.dir)
-	}
-	root, err := os.OpenRoot(im.dir)
+	req := jsonnetbox.Request{Filename: filename, Source: string(data), ExtStr: opts.ExtStr,
+		ImportDir: opts.ImportDir, MaxImportSize: MaxConfigSize, MaxStack: jsonnetMaxStack}
+	out, err := jsonnetbox.Evaluate(context.Background(), req, limits)
 	if err != nil {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: %w", importedPath, err)
+		return nil, fmt.Errorf("evaluate %s: %w", filename, err)
 	}
-	defer root.Close()
-	f, err := root.Open(rel)
-	if err != nil {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: %w", importedPath, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
-	if err != nil {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: %w", importedPath, err)
-	}
-	if len(b) > MaxConfigSize {
-		return jsonnet.Contents{}, "", fmt.Errorf("import %q: larger than %d bytes", importedPath, MaxConfigSize)
-	}
-	c := jsonnet.MakeContentsRaw(b)
-	im.cache[foundAt] = c
-	return c, foundAt, nil
+	return out, nil
 }

@@ -25,7 +25,7 @@ func addLintCommand(app *kingpin.Application, g *globals) {
 		for _, w := range pipeline.Warnings(path) {
 			fmt.Fprintf(g.Stderr, "errand: warning: %s\n", w)
 		}
-		if _, _, _, err := localConfig(path, ext); err != nil {
+		if _, _, _, err := localConfig(path, pipeline.LoadOptions{ExtStr: ext}); err != nil {
 			fmt.Fprintln(g.Stdout, configReport(err))
 			return &exitError{code: exitConfigError, err: fmt.Errorf("%s: the config has errors", path)}
 		}

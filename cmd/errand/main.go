@@ -24,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/internal/jsonnetbox"
 )
 
 // Set with -ldflags "-X main.version=v1.2.3 -X main.commit=abc123".
@@ -87,6 +88,9 @@ func usageErrorf(format string, args ...any) error {
 type terminated int
 
 func main() {
+	// First thing: this process may be the child that evaluates a Jsonnet
+	// program under limits, started by this program itself.
+	jsonnetbox.ServeIfChild()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

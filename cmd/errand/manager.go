@@ -38,9 +38,14 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 		Default(manager.DefaultMaxWait.String()).DurationVar(&cfg.MaxWait)
 	cmd.Flag("sweep-interval", "How often expired leases and timeouts are checked.").Envar("ERRAND_SWEEP_INTERVAL").
 		Default(manager.DefaultSweepInterval.String()).DurationVar(&cfg.SweepInterval)
+	jf := addJsonnetFlags(cmd)
 	lf := addLogFlags(cmd)
 
 	cmd.Action(g.action(func(ctx context.Context) error {
+		if err := jf.validate(); err != nil {
+			return err
+		}
+		cfg.JsonnetTimeout, cfg.JsonnetMemory = jf.timeout, int64(jf.memory)
 		log := lf.logger(g.Stderr)
 		cfg.Log = log
 		return runManager(ctx, g, cfg)

@@ -43,6 +43,7 @@ func init() { commands = append(commands, addRunCommand) }
 // runFlags are the flags of errand run.
 type runFlags struct {
 	path        string
+	jsonnet     *jsonnetFlags
 	env         map[string]string
 	envFiles    []string
 	secrets     []string
@@ -73,6 +74,7 @@ func addRunCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("secret", "Secret NAME=VALUE, or NAME to take the value from this environment (repeatable). Values are never printed. Secrets the pipeline names and no flag gives are taken from this environment when set.").Envar("ERRAND_SECRET").StringsVar(&f.secrets)
 	cmd.Flag("secret-file", "Read secrets from this dotenv file (repeatable; --secret wins).").Envar("ERRAND_SECRET_FILE").StringsVar(&f.secretFiles)
 	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").Envar("ERRAND_EXT_STR").StringMapVar(&f.extStr)
+	f.jsonnet = addJsonnetFlags(cmd)
 	cmd.Flag("approve", "Grant the approvals stages wait for.").Envar("ERRAND_APPROVE").BoolVar(&f.approve)
 	cmd.Flag("branch", "Branch of the run, matched against the stages' when.").Envar("ERRAND_BRANCH").StringVar(&f.branch)
 	cmd.Flag("event", "Event of the run, matched against the stages' when.").Envar("ERRAND_EVENT").StringVar(&f.event)
@@ -86,6 +88,9 @@ func addRunCommand(app *kingpin.Application, g *globals) {
 	addOutputFlags(cmd, &f.noColour, &f.timestamps)
 	cmd.Flag("json", "Print one JSON event per line (step_started, log, step_ended, setup_ended, cleanup_ended, message, run_ended) instead of text.").Envar("ERRAND_JSON").BoolVar(&f.jsonOut)
 	cmd.Action(func(*kingpin.ParseContext) error {
+		if err := f.jsonnet.validate(); err != nil {
+			return err
+		}
 		code, err := runLocal(g.Ctx, f, g.Stdout, g.Stderr)
 		if err != nil {
 			var ee *exitError
@@ -113,8 +118,7 @@ func exitFor(code int) error {
 
 // localConfig loads and checks a config the way errand run needs it: the
 // source to submit, its file name, and every problem with its path.
-func localConfig(path string, ext map[string]string) (src []byte, name string, cfg *pipeline.Config, err error) {
-	opts := pipeline.LoadOptions{ExtStr: ext}
+func localConfig(path string, opts pipeline.LoadOptions) (src []byte, name string, cfg *pipeline.Config, err error) {
 	if cfg, err = pipeline.Lint(path, opts); err != nil {
 		return nil, "", nil, err
 	}
@@ -145,7 +149,7 @@ func prepareRun(f *runFlags, stderr io.Writer) (*localRun, int, error) {
 	for _, w := range pipeline.Warnings(f.path) {
 		fmt.Fprintf(stderr, "errand: warning: %s\n", w)
 	}
-	src, name, cfg, err := localConfig(f.path, f.extStr)
+	src, name, cfg, err := localConfig(f.path, f.jsonnet.loadOptions(f.extStr))
 	if err != nil {
 		fmt.Fprintf(stderr, "errand: the config has errors:\n%s\n", indent(configReport(err)))
 		return nil, exitConfigError, nil

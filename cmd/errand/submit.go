@@ -33,9 +33,13 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("branch", "Branch of the run.").Envar("ERRAND_BRANCH").StringVar(&branch)
 	cmd.Flag("event", "Event of the run.").Envar("ERRAND_EVENT").StringVar(&event)
 	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").Envar("ERRAND_EXT_STR").StringMapVar(&extStr)
+	jf := addJsonnetFlags(cmd)
 	cmd.Action(func(*kingpin.ParseContext) error {
+		if err := jf.validate(); err != nil {
+			return err
+		}
 		// Jsonnet is rendered here, where its imports are.
-		name, src, err := pipeline.Render(path, pipeline.LoadOptions{ExtStr: extStr})
+		name, src, err := pipeline.Render(path, jf.loadOptions(extStr))
 		if err != nil {
 			return &exitError{code: exitConfigError, err: err}
 		}
