@@ -124,8 +124,8 @@ func FuzzPipelineJSON(f *testing.F) {
 // of that data, even when the data starts with ']' or '}'.
 func TestParseJSONTrailingData(t *testing.T) {
 	for s, want := range map[string]string{
-		`{"stages":[]}]`:    "1:14: data after the config object",
-		`{"stages":[]}}`:    "1:14: data after the config object",
+		`{"stages":[]}]`:     "1:14: data after the config object",
+		`{"stages":[]}}`:     "1:14: data after the config object",
 		"{\"stages\":[]}\n]": "2:1: data after the config object",
 	} {
 		if _, err := Parse("config.json", []byte(s), LoadOptions{}); err == nil || !strings.Contains(err.Error(), want) {
