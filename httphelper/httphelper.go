@@ -176,21 +176,83 @@ func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
 	return Unmarshal(body, v)
 }
 
-// Unmarshal decodes one JSON value strictly (unknown fields refused) and
-// says where a syntax or type error is.
+// MaxJSONDepth bounds how deeply a JSON value may nest objects and arrays
+// in a request body. Go's encoding/json refuses to read more than 10,000
+// levels, so a body that deep would be stored and then fail to decode for
+// whoever reads it back inside another object (a delegate reading its
+// acquire answer); Unmarshal refuses it at once.
+const MaxJSONDepth = 64
+
+// Unmarshal decodes one JSON value strictly (unknown fields refused,
+// nesting at most MaxJSONDepth, nothing but whitespace after the value)
+// and says where a syntax or type error is.
 func Unmarshal(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
+	if len(trimJSONSpace(data)) == 0 {
 		return errand.Errorf(errand.CodeInvalid, "request body is empty; a JSON object is expected")
+	}
+	if off, ok := checkDepth(data, MaxJSONDepth); !ok {
+		line, col := position(data, off+1)
+		return errand.Errorf(errand.CodeInvalid, "JSON nests deeper than %d levels at line %d, column %d; %d is the limit", MaxJSONDepth, line, col, MaxJSONDepth)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return errand.Errorf(errand.CodeInvalid, "%s", describeJSONError(data, err))
 	}
-	if dec.More() {
-		return errand.Errorf(errand.CodeInvalid, "request body holds more than one JSON value")
+	// The decoder stops after the first value: anything but whitespace
+	// after it, even a stray ']' or '}', is refused.
+	end := dec.InputOffset()
+	if rest := trimJSONSpace(data[end:]); len(rest) > 0 {
+		off := int64(len(data) - len(rest))
+		line, col := position(data, off+1)
+		return errand.Errorf(errand.CodeInvalid, "request body holds more than one JSON value: unexpected data at line %d, column %d after the first", line, col)
 	}
 	return nil
+}
+
+// isJSONSpace reports whether c is whitespace in JSON (RFC 8259).
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// trimJSONSpace removes JSON whitespace at both ends of data.
+func trimJSONSpace(data []byte) []byte {
+	for len(data) > 0 && isJSONSpace(data[0]) {
+		data = data[1:]
+	}
+	for len(data) > 0 && isJSONSpace(data[len(data)-1]) {
+		data = data[:len(data)-1]
+	}
+	return data
+}
+
+// checkDepth scans data for objects and arrays nested deeper than max,
+// outside strings, and returns the offset of the bracket that goes too
+// deep. It does not check the syntax: the decoder does that afterwards.
+func checkDepth(data []byte, max int) (offset int64, ok bool) {
+	depth := 0
+	inString, escaped := false, false
+	for i, c := range data {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > max {
+				return int64(i), false
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return 0, true
 }
 
 func describeJSONError(data []byte, err error) string {

@@ -75,6 +75,7 @@ func TestDecodeJSON(t *testing.T) {
 		code, want string
 	}{
 		{"ok", `{"type":"x","timeout":3}`, 0, "", ""},
+		{"ok with whitespace", " \t\r\n{\"type\":\"x\",\"timeout\":3}\r\n\t ", 0, "", ""},
 		{"unknown field", `{"type":"x","tiemout":3}`, 0, errand.CodeInvalid, `unknown field "tiemout"`},
 		{"syntax error with position", "{\n  \"type\": \"x\",,\n}", 0, errand.CodeInvalid, "line 2"},
 		{"wrong type", `{"timeout":"soon"}`, 0, errand.CodeInvalid, "timeout"},
@@ -82,6 +83,14 @@ func TestDecodeJSON(t *testing.T) {
 		{"two values", `{"type":"a"} {"type":"b"}`, 0, errand.CodeInvalid, "more than one"},
 		{"truncated", `{"type":"a"`, 0, errand.CodeInvalid, "unexpected end"},
 		{"too large", `{"type":"` + strings.Repeat("a", 100) + `"}`, 64, errand.CodeTooLarge, "larger than 64 bytes"},
+		{"trailing bracket", `{"type":"x"}]not json`, 0, errand.CodeInvalid, "more than one JSON value: unexpected data at line 1, column 13"},
+		{"trailing brace", `{"type":"x"}}`, 0, errand.CodeInvalid, "more than one JSON value"},
+		{"trailing brace after space", "{\"type\":\"x\"} \n }", 0, errand.CodeInvalid, "line 2, column 2"},
+		{"trailing garbage", `{"type":"x"}x`, 0, errand.CodeInvalid, "more than one JSON value"},
+		{"trailing NUL", "{\"type\":\"x\"}\x00", 0, errand.CodeInvalid, "more than one JSON value"},
+		{"trailing form feed", "{\"type\":\"x\"}\f", 0, errand.CodeInvalid, "more than one JSON value"},
+		{"too deep", `{"type":"x","timeout":` + strings.Repeat("[", MaxJSONDepth) + strings.Repeat("]", MaxJSONDepth) + `}`, 0, errand.CodeInvalid, fmt.Sprintf("deeper than %d levels at line 1, column %d", MaxJSONDepth, 22+MaxJSONDepth)},
+		{"very deep", strings.Repeat(`{"a":`, 10000) + strings.Repeat("}", 10000), 0, errand.CodeInvalid, "deeper than"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -98,6 +107,24 @@ func TestDecodeJSON(t *testing.T) {
 				t.Fatalf("DecodeJSON error = %v, want code %s mentioning %q", err, c.code, c.want)
 			}
 		})
+	}
+}
+
+// Nesting up to MaxJSONDepth is accepted, and brackets inside strings,
+// escaped quotes included, do not count.
+func TestUnmarshalDepth(t *testing.T) {
+	var v any
+	deepest := strings.Repeat("[", MaxJSONDepth) + strings.Repeat("]", MaxJSONDepth)
+	if err := Unmarshal([]byte(deepest), &v); err != nil {
+		t.Errorf("%d levels: %v", MaxJSONDepth, err)
+	}
+	inString := `{"a":"` + strings.Repeat(`[{\"`, 1000) + `"}`
+	if err := Unmarshal([]byte(inString), &v); err != nil {
+		t.Errorf("brackets in a string: %v", err)
+	}
+	tooDeep := "[" + deepest + "]"
+	if err := Unmarshal([]byte(tooDeep), &v); errand.ErrorCode(err) != errand.CodeInvalid || !strings.Contains(err.Error(), fmt.Sprint(MaxJSONDepth)) {
+		t.Errorf("%d levels: %v, want invalid naming the limit", MaxJSONDepth+1, err)
 	}
 }
 

@@ -23,9 +23,11 @@ import (
 
 // Bounds of what a delegate may ask for.
 const (
-	maxNameLen  = 128
-	maxCapacity = 1024
-	maxAcquire  = 100
+	maxNameLen = 128
+	// maxHostnameLen is the longest DNS name.
+	maxHostnameLen = 253
+	maxCapacity    = 1024
+	maxAcquire     = 100
 	// maxHeld bounds the tasks a heartbeat names: a full delegate's
 	// running tasks and the outcomes it has yet to report.
 	maxHeld        = 4096
@@ -65,8 +67,31 @@ func validateRegister(req *client.RegisterRequest) error {
 		problems = append(problems, fmt.Sprintf("capacity: must be between 0 and %d", maxCapacity))
 	}
 	for i, t := range req.TaskTypes {
-		if t == "" || len(t) > errand.MaxTaskTypeLen {
-			problems = append(problems, fmt.Sprintf("task_types[%d]: must be 1 to %d characters", i, errand.MaxTaskTypeLen))
+		if t == "" || len(t) > errand.MaxTaskTypeLen || errand.TextProblem(t) != "" {
+			problems = append(problems, fmt.Sprintf("task_types[%d]: must be 1 to %d characters of text without control characters", i, errand.MaxTaskTypeLen))
+		}
+	}
+	text := func(field, v string, maxLen int) {
+		if len(v) > maxLen {
+			problems = append(problems, fmt.Sprintf("%s: longer than %d characters", field, maxLen))
+		} else if p := errand.TextProblem(v); p != "" {
+			problems = append(problems, fmt.Sprintf("%s: %s", field, p))
+		}
+	}
+	text("name", req.Name, maxNameLen)
+	text("hostname", req.Hostname, maxHostnameLen)
+	text("group", req.Group, maxNameLen)
+	text("version", req.Version, maxNameLen)
+	for i, a := range req.Archs {
+		if a == "" {
+			problems = append(problems, fmt.Sprintf("archs[%d]: empty architecture", i))
+		}
+		text(fmt.Sprintf("archs[%d]", i), a, maxNameLen)
+	}
+	problems = append(problems, errand.LabelProblems("labels", req.Labels)...)
+	for k := range req.Labels {
+		if strings.HasPrefix(k, InternalLabelPrefix) {
+			problems = append(problems, fmt.Sprintf("labels: %q: labels starting with %q are reserved", k, InternalLabelPrefix))
 		}
 	}
 	return invalid("delegate registration", problems)

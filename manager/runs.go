@@ -86,6 +86,9 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 	if err := httphelper.DecodeJSON(r, &req, s.cfg.MaxBodyBytes); err != nil {
 		return err
 	}
+	if strings.TrimSpace(req.Config) == "" {
+		return errand.Errorf(errand.CodeInvalid, `config: required; the body is {"config": "<the pipeline config>", "filename": "config.yml"}`)
+	}
 	if req.Filename == "" {
 		req.Filename = "config.yml"
 	}

@@ -109,6 +109,11 @@ func validateSpec(prefix string, sp *client.TaskSpec, problems []string) []strin
 		add("type", "required")
 	case len(sp.Type) > errand.MaxTaskTypeLen:
 		add("type", "longer than %d characters", errand.MaxTaskTypeLen)
+	case errand.TextProblem(sp.Type) != "":
+		add("type", "%s", errand.TextProblem(sp.Type))
+	}
+	for _, p := range errand.SelectorProblems("selector", sp.Selector) {
+		problems = append(problems, prefix+p)
 	}
 	if sp.Timeout < 0 {
 		add("timeout", "must not be negative")

@@ -227,8 +227,9 @@ func checkJSON(js []byte) error {
 		}
 		return err
 	}
-	if dec.More() {
-		line, col := position(js, dec.InputOffset())
+	// More does not see a stray ']' or '}': look at what is left.
+	if rest := bytes.TrimLeft(js[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		line, col := position(js, int64(len(js)-len(rest)))
 		return fmt.Errorf("%d:%d: data after the config object", line, col)
 	}
 	if _, ok := v.(map[string]any); !ok {

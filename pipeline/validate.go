@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/errandci/errand"
 )
 
 var (
@@ -197,6 +199,12 @@ func validateStage(p string, s *Stage, errs *Errors) {
 		if !st.reporter() {
 			ordinary = true
 		}
+	}
+	// The selector becomes the selector of the stage's tasks: the same
+	// rules as a task's (errand.SelectorProblems).
+	for _, problem := range errand.SelectorProblems("selector", s.Selector) {
+		field, msg, _ := strings.Cut(problem, ": ")
+		errs.add(p+"."+field, msg)
 	}
 }
 
