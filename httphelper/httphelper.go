@@ -46,6 +46,7 @@ var statusOf = map[string]int{
 	errand.CodeLogOffset:         http.StatusConflict,
 	errand.CodeTooLarge:          http.StatusRequestEntityTooLarge,
 	errand.CodeUnavailable:       http.StatusServiceUnavailable,
+	errand.CodeStorageFull:       http.StatusInsufficientStorage,
 	errand.CodeInternal:          http.StatusInternalServerError,
 }
 
