@@ -37,6 +37,8 @@ type Server struct {
 	quiet   quietAnswers
 	tokens  tokenCache
 	fleet   fleetSnapshot
+	// finishedRuns keeps the list items of finished runs.
+	finishedRuns finishedRunItems
 
 	unsubscribe func()
 	// closing is closed when the server shuts down: long-polls and log

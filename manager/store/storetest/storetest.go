@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RunCreateSetupError", testRunSetupError},
 		{"RunCreateRefused", testRunCreateRefused},
 		{"RunList", testRunList},
+		{"RunTaskStats", testRunTaskStats},
 		{"RunApprove", testRunApprove},
 		{"RunCancel", testRunCancel},
 		{"Count", testCount},

@@ -1,0 +1,113 @@
+package manager
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
+)
+
+// listAllocs is the allocations of one GET /api/v1/runs?limit=10 over
+// 10 runs of n stages each, server and client together.
+func listAllocs(t *testing.T, stages int) float64 {
+	e := newEnv(t)
+	config := wideConfig(stages)
+	for range 10 {
+		e.must(http.StatusCreated, "POST", "/api/v1/runs", testAdmin,
+			&client.RunRequest{Config: config, Filename: "config.yml"}, nil)
+	}
+	return testing.AllocsPerRun(3, func() {
+		var l client.RunList
+		e.must(http.StatusOK, "GET", "/api/v1/runs?limit=10", testAdmin, nil, &l)
+		if len(l.Items) != 10 {
+			t.Fatalf("listed %d runs, want 10", len(l.Items))
+		}
+	})
+}
+
+func TestRunListCostDoesNotGrowWithRuns(t *testing.T) {
+	small, large := listAllocs(t, 5), listAllocs(t, 200)
+	t.Logf("allocations of a page of 10 runs: %.0f with 5 stages each, %.0f with 200", small, large)
+	if large > 2*small {
+		t.Fatalf("a page of 10 runs of 200 stages costs %.0f allocations, of 5 stages %.0f: a list must not read every task", large, small)
+	}
+}
+
+func TestRunListItemsSummarise(t *testing.T) {
+	e := newEnv(t)
+	e.startHostDelegate()
+	ok := e.waitRun(e.submit(helloConfig).ID, "finished", finished)
+	bad := e.waitRun(e.submit("stages:\n  - name: b\n    steps:\n      - name: f\n        commands: [exit 3]\n").ID, "finished", finished)
+	setup := e.submit("stages: [")
+	if ok.Result != "success" || bad.Result != "failed" || setup.Phase != "setuperror" {
+		t.Fatalf("runs = %s, %s, %s", summary(ok), summary(bad), summary(setup))
+	}
+	var l client.RunList
+	e.must(http.StatusOK, "GET", "/api/v1/runs", testAdmin, nil, &l)
+	if len(l.Items) != 3 {
+		t.Fatalf("listed %d runs, want 3", len(l.Items))
+	}
+	for _, item := range l.Items {
+		var full *client.Run
+		switch item.ID {
+		case ok.ID:
+			full = ok
+		case bad.ID:
+			full = bad
+		case setup.ID:
+			full = setup
+		}
+		if full == nil || item.Phase != full.Phase || item.Result != full.Result || item.StageCount != len(full.Stages) ||
+			len(item.Stages) != 0 || !sameTime(item.StartedAt, full.StartedAt) || !sameTime(item.FinishedAt, full.FinishedAt) {
+			t.Errorf("list item %+v, run %s", item, summary(full))
+		}
+	}
+	for _, item := range l.Items {
+		if item.ID == ok.ID && (item.TaskCounts[string(errand.StateSucceeded)] != 7 || len(item.TaskCounts) != 1) {
+			t.Errorf("task counts of %s = %v, want 7 succeeded", item.ID, item.TaskCounts)
+		}
+	}
+}
+
+func TestRunSizeIsBounded(t *testing.T) {
+	e := newEnv(t)
+	var manySteps strings.Builder
+	manySteps.WriteString("stages:\n  - name: s\n    steps:\n")
+	for i := range MaxStageSteps + 1 {
+		fmt.Fprintf(&manySteps, "      - name: a%d\n        commands: [echo]\n", i)
+	}
+	var manyTasks strings.Builder
+	manyTasks.WriteString("stages:\n")
+	for i := range 100 {
+		fmt.Fprintf(&manyTasks, "  - name: s%d\n    steps:\n", i)
+		for j := range MaxRunTaskCount / 100 {
+			fmt.Fprintf(&manyTasks, "      - name: a%d\n        commands: [echo]\n", j)
+		}
+	}
+	for _, c := range []struct{ name, config, want string }{
+		{"stages", wideConfig(MaxRunStages + 1), fmt.Sprintf("more than the %d a run may have", MaxRunStages)},
+		{"steps", manySteps.String(), fmt.Sprintf("stages[0].steps: %d steps, more than the %d a stage may have", MaxStageSteps+1, MaxStageSteps)},
+		{"tasks", manyTasks.String(), fmt.Sprintf("tasks, more than the %d a run may have", MaxRunTaskCount)},
+	} {
+		eb := e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/runs", testAdmin,
+			&client.RunRequest{Config: c.config, Filename: "config.yml"})
+		if !strings.Contains(eb.Reason, c.want) {
+			t.Errorf("%s: reason %q, want it to say %q", c.name, eb.Reason, c.want)
+		}
+	}
+	var l client.RunList
+	e.must(http.StatusOK, "GET", "/api/v1/runs", testAdmin, nil, &l)
+	if len(l.Items) != 0 {
+		t.Fatalf("refused configs made %d runs", len(l.Items))
+	}
+	// At the bounds a run is made.
+	e.must(http.StatusCreated, "POST", "/api/v1/runs", testAdmin, &client.RunRequest{Config: wideConfig(MaxRunStages), Filename: "config.yml"}, nil)
+}
+
+func sameTime(a, b *time.Time) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
+}
