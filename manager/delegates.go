@@ -151,7 +151,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 		}
 	}
 	ctx := r.Context()
-	v, err := s.delegate(ctx, id)
+	v, err := s.liveDelegate(ctx, id)
 	if err != nil {
 		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
 	}

@@ -119,6 +119,9 @@ func (s *Server) ID() string { return s.cfg.ID }
 // own changes; it must not block. The cache learns first, so that the
 // waiters it wakes find it current.
 func (s *Server) onChange(c store.Change) {
+	if c.Kind == store.ChangeDelegateDeleted {
+		s.tokens.forget(c.DelegateID)
+	}
 	s.cache.change(c)
 	s.hub.notify(c)
 	if c.Kind == store.ChangeTaskEnded {

@@ -300,6 +300,9 @@ const (
 	ChangeDrainRequested ChangeKind = "drain_requested"
 	// ChangeLogAppended: lines were appended (TaskID, LogLines set).
 	ChangeLogAppended ChangeKind = "log_appended"
+	// ChangeDelegateDeleted: a delegate was deregistered (DelegateID):
+	// every manager forgets its token.
+	ChangeDelegateDeleted ChangeKind = "delegate_deleted"
 )
 
 // Change is a committed change that waiters may care about.

@@ -230,6 +230,7 @@ func (s *Store) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams
 		if _, err := w.exec(`DELETE FROM delegates WHERE seq = $1`, seq); err != nil {
 			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
 		}
+		w.emit(store.Change{Kind: store.ChangeDelegateDeleted, DelegateID: p.ID})
 		return nil
 	})
 }
