@@ -111,3 +111,36 @@ func TestRunSizeIsBounded(t *testing.T) {
 func sameTime(a, b *time.Time) bool {
 	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
 }
+
+func TestDelegateListPages(t *testing.T) {
+	e := newEnv(t)
+	var want []string
+	for _, name := range []string{"a", "b", "c"} {
+		want = append(want, e.register(name, nil).id)
+	}
+	var got []string
+	after := ""
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatalf("more than 3 pages of 1 delegate for 3 delegates: %v", got)
+		}
+		var l client.DelegateList
+		e.must(http.StatusOK, "GET", "/api/v1/delegates?limit=1&after="+after, testAdmin, nil, &l)
+		if len(l.Items) > 1 {
+			t.Fatalf("a page of limit=1 has %d delegates", len(l.Items))
+		}
+		for _, d := range l.Items {
+			got = append(got, d.ID)
+		}
+		if l.Next == "" {
+			break
+		}
+		after = l.Next
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("paged through %v, want %v", got, want)
+	}
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/delegates?limit=1001", testAdmin, nil)
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/tasks?limit=1001", testAdmin, nil)
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/runs?limit=101", testAdmin, nil)
+}

@@ -259,6 +259,10 @@ type DelegateRegisterParams struct {
 type DelegateListParams struct {
 	Group  string
 	States []errand.DelegateState
+	// After returns delegates registered after the one with this id
+	// (paging); Limit bounds the page, 0 for all.
+	After string
+	Limit int
 }
 
 // DelegateTouchParams records heartbeats.

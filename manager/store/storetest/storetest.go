@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LogReadAcrossAppends", testLogReadAcrossAppends},
 		{"LogSeal", testLogSeal},
 		{"Delegates", testDelegates},
+		{"DelegateListPages", testDelegateListPages},
 		{"DelegateDeleteExpiresLeases", testDelegateDelete},
 		{"Subscribe", testSubscribe},
 		{"TaskList", testTaskList},
