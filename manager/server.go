@@ -37,8 +37,6 @@ type Server struct {
 	quiet   quietAnswers
 	tokens  tokenCache
 	fleet   fleetSnapshot
-	// finishedRuns keeps the list items of finished runs.
-	finishedRuns finishedRunItems
 
 	unsubscribe func()
 	// closing is closed when the server shuts down: long-polls and log
@@ -47,6 +45,9 @@ type Server struct {
 	closeOnce sync.Once
 	addr      atomic.Pointer[net.Addr]
 	sealWake  chan struct{}
+
+	// finishedRuns keeps the list items of finished runs.
+	finishedRuns finishedRunItems
 
 	mu      sync.Mutex
 	started bool
