@@ -77,6 +77,8 @@ func CodeForStatus(status int) string {
 		return errand.CodeConflict
 	case http.StatusRequestEntityTooLarge:
 		return errand.CodeTooLarge
+	case http.StatusInsufficientStorage:
+		return errand.CodeStorageFull
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return errand.CodeUnavailable
 	case http.StatusUnprocessableEntity:

@@ -77,21 +77,21 @@ func TestRunSizeIsBounded(t *testing.T) {
 	e := newEnv(t)
 	var manySteps strings.Builder
 	manySteps.WriteString("stages:\n  - name: s\n    steps:\n")
-	for i := range MaxStageSteps + 1 {
+	for i := range DefaultMaxStageSteps + 1 {
 		fmt.Fprintf(&manySteps, "      - name: a%d\n        commands: [echo]\n", i)
 	}
 	var manyTasks strings.Builder
 	manyTasks.WriteString("stages:\n")
 	for i := range 100 {
 		fmt.Fprintf(&manyTasks, "  - name: s%d\n    steps:\n", i)
-		for j := range MaxRunTaskCount / 100 {
+		for j := range DefaultMaxRunTasks / 100 {
 			fmt.Fprintf(&manyTasks, "      - name: a%d\n        commands: [echo]\n", j)
 		}
 	}
 	for _, c := range []struct{ name, config, want string }{
-		{"stages", wideConfig(MaxRunStages + 1), fmt.Sprintf("more than the %d a run may have", MaxRunStages)},
-		{"steps", manySteps.String(), fmt.Sprintf("stages[0].steps: %d steps, more than the %d a stage may have", MaxStageSteps+1, MaxStageSteps)},
-		{"tasks", manyTasks.String(), fmt.Sprintf("tasks, more than the %d a run may have", MaxRunTaskCount)},
+		{"stages", wideConfig(DefaultMaxRunStages + 1), fmt.Sprintf("more than the %d a run may have", DefaultMaxRunStages)},
+		{"steps", manySteps.String(), fmt.Sprintf("stages[0].steps: %d steps, more than the %d a stage may have", DefaultMaxStageSteps+1, DefaultMaxStageSteps)},
+		{"tasks", manyTasks.String(), fmt.Sprintf("tasks, more than the %d a run may have", DefaultMaxRunTasks)},
 	} {
 		eb := e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/runs", testAdmin,
 			&client.RunRequest{Config: c.config, Filename: "config.yml"})
@@ -105,7 +105,7 @@ func TestRunSizeIsBounded(t *testing.T) {
 		t.Fatalf("refused configs made %d runs", len(l.Items))
 	}
 	// At the bounds a run is made.
-	e.must(http.StatusCreated, "POST", "/api/v1/runs", testAdmin, &client.RunRequest{Config: wideConfig(MaxRunStages), Filename: "config.yml"}, nil)
+	e.must(http.StatusCreated, "POST", "/api/v1/runs", testAdmin, &client.RunRequest{Config: wideConfig(DefaultMaxRunStages), Filename: "config.yml"}, nil)
 }
 
 func sameTime(a, b *time.Time) bool {
@@ -143,4 +143,19 @@ func TestDelegateListPages(t *testing.T) {
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/delegates?limit=1001", testAdmin, nil)
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/tasks?limit=1001", testAdmin, nil)
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/runs?limit=101", testAdmin, nil)
+}
+
+func TestRunSizeBoundsAreConfigured(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxRunStages, c.MaxStageSteps, c.MaxRunTasks = 2, 1, 6 })
+	eb := e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/runs", testAdmin,
+		&client.RunRequest{Config: wideConfig(3), Filename: "config.yml"})
+	if !strings.Contains(eb.Reason, "more than the 2 a run may have (--max-run-stages)") {
+		t.Fatalf("reason %q does not name the bound", eb.Reason)
+	}
+	e.must(http.StatusCreated, "POST", "/api/v1/runs", testAdmin, &client.RunRequest{Config: wideConfig(2), Filename: "config.yml"}, nil)
+	cfg := Config{MaxRunTasks: -1}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "max run tasks must be at least 1") {
+		t.Fatalf("Validate with max run tasks -1 = %v", err)
+	}
 }

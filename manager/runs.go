@@ -62,16 +62,13 @@ const (
 	maxRunTasks = 100000
 )
 
-// Bounds of one run, checked when it is submitted: a run past them is
-// refused with 400 and never stored.
+// Defaults of the bounds of one run (Config.MaxRunStages, MaxStageSteps,
+// MaxRunTasks), checked when it is submitted: a run past them is refused
+// with 400 and never stored.
 const (
-	// MaxRunStages bounds the stages of a run.
-	MaxRunStages = 1000
-	// MaxStageSteps bounds the steps of one stage.
-	MaxStageSteps = 200
-	// MaxRunTaskCount bounds the tasks of a run: every step, and each
-	// stage's initialize, cleanup and approval gate.
-	MaxRunTaskCount = 10000
+	DefaultMaxRunStages  = 1000
+	DefaultMaxStageSteps = 200
+	DefaultMaxRunTasks   = 10000
 )
 
 // finishedRunCacheSize bounds the list items of finished runs kept in
@@ -158,12 +155,12 @@ func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if len(cfg.Stages) > MaxRunStages {
-		return nil, &runTooLarge{fmt.Sprintf("config: %d stages, more than the %d a run may have", len(cfg.Stages), MaxRunStages)}
+	if len(cfg.Stages) > s.cfg.MaxRunStages {
+		return nil, &runTooLarge{fmt.Sprintf("config: %d stages, more than the %d a run may have (--max-run-stages)", len(cfg.Stages), s.cfg.MaxRunStages)}
 	}
 	for i, st := range cfg.Stages {
-		if len(st.Steps) > MaxStageSteps {
-			return nil, &runTooLarge{fmt.Sprintf("stages[%d].steps: %d steps, more than the %d a stage may have", i, len(st.Steps), MaxStageSteps)}
+		if len(st.Steps) > s.cfg.MaxStageSteps {
+			return nil, &runTooLarge{fmt.Sprintf("stages[%d].steps: %d steps, more than the %d a stage may have (--max-stage-steps)", i, len(st.Steps), s.cfg.MaxStageSteps)}
 		}
 	}
 	secrets := map[string]string{}
@@ -180,8 +177,8 @@ func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan,
 		return nil, err
 	}
 	rp := addGates(plan)
-	if len(rp.Tasks) > MaxRunTaskCount {
-		return nil, &runTooLarge{fmt.Sprintf("config: %d tasks, more than the %d a run may have", len(rp.Tasks), MaxRunTaskCount)}
+	if len(rp.Tasks) > s.cfg.MaxRunTasks {
+		return nil, &runTooLarge{fmt.Sprintf("config: %d tasks, more than the %d a run may have (--max-run-tasks)", len(rp.Tasks), s.cfg.MaxRunTasks)}
 	}
 	return rp, nil
 }
