@@ -22,6 +22,7 @@ const (
 	CodeLogOffset         = "log_offset"         // 409: a log append that leaves a gap
 	CodeTooLarge          = "too_large"          // 413
 	CodeUnavailable       = "unavailable"        // 503: shutting down, store down
+	CodeStorageFull       = "storage_full"       // 507: the store's disk is full, nothing can be written
 	CodeInternal          = "internal"           // 500
 
 	// Task outcome codes, found in a task's error.
@@ -83,6 +84,7 @@ var (
 	ErrLogOffset         = &Error{Code: CodeLogOffset}
 	ErrTooLarge          = &Error{Code: CodeTooLarge}
 	ErrUnavailable       = &Error{Code: CodeUnavailable}
+	ErrStorageFull       = &Error{Code: CodeStorageFull}
 )
 
 // ErrorCode returns the code of the first *Error in err's chain, or

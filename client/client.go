@@ -124,6 +124,9 @@ type DelegateList struct {
 	// ManagerID is the identity of the manager that answered (see
 	// Registration.ManagerID).
 	ManagerID string `json:"manager_id,omitempty"`
+	// Next is the cursor of the next page (?after=), set when this page
+	// is full.
+	Next string `json:"next,omitempty"`
 }
 
 // RegisterRequest describes a delegate to the manager.

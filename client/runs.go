@@ -80,7 +80,13 @@ type Run struct {
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Duration    errand.Duration `json:"duration,omitempty"`
 	SetupErrors []RunSetupError `json:"setup_errors,omitempty"`
-	Stages      []*RunStage     `json:"stages"`
+	// StageCount is the number of its stages.
+	StageCount int `json:"stage_count"`
+	// TaskCounts counts its tasks by state; set in lists of runs only.
+	TaskCounts map[string]int `json:"task_counts,omitempty"`
+	// Stages lists its stages, with their steps; empty in lists of runs
+	// (GET /api/v1/runs/{id} has them).
+	Stages []*RunStage `json:"stages"`
 }
 
 // RunSetupError is one problem of a run's config.

@@ -46,6 +46,7 @@ var statusOf = map[string]int{
 	errand.CodeLogOffset:         http.StatusConflict,
 	errand.CodeTooLarge:          http.StatusRequestEntityTooLarge,
 	errand.CodeUnavailable:       http.StatusServiceUnavailable,
+	errand.CodeStorageFull:       http.StatusInsufficientStorage,
 	errand.CodeInternal:          http.StatusInternalServerError,
 }
 
@@ -76,6 +77,8 @@ func CodeForStatus(status int) string {
 		return errand.CodeConflict
 	case http.StatusRequestEntityTooLarge:
 		return errand.CodeTooLarge
+	case http.StatusInsufficientStorage:
+		return errand.CodeStorageFull
 	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return errand.CodeUnavailable
 	case http.StatusUnprocessableEntity:

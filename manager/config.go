@@ -46,6 +46,13 @@ type Config struct {
 	MaxWait time.Duration
 	// MaxBodyBytes bounds request bodies (default 4 MiB).
 	MaxBodyBytes int64
+	// MaxRunStages, MaxStageSteps and MaxRunTasks bound a submitted run:
+	// its stages (default 1000), the steps of one stage (default 200) and
+	// its tasks in all, steps plus each stage's initialize, cleanup and
+	// approval gate (default 10000). A run past one is refused with 400.
+	MaxRunStages  int
+	MaxStageSteps int
+	MaxRunTasks   int
 	// LogObjectSize bounds one sealed log object (default 10 MiB).
 	LogObjectSize int64
 	// SweepInterval is how often leases and timeouts are checked

@@ -47,6 +47,15 @@ func (c *Config) SetDefaults() {
 	if c.LogObjectSize == 0 {
 		c.LogObjectSize = DefaultLogObjectSize
 	}
+	if c.MaxRunStages == 0 {
+		c.MaxRunStages = DefaultMaxRunStages
+	}
+	if c.MaxStageSteps == 0 {
+		c.MaxStageSteps = DefaultMaxStageSteps
+	}
+	if c.MaxRunTasks == 0 {
+		c.MaxRunTasks = DefaultMaxRunTasks
+	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = DefaultSweepInterval
 	}
@@ -96,6 +105,14 @@ func (c *Config) Validate() error {
 	}
 	if c.LogObjectSize < 1024 {
 		errs = append(errs, fmt.Errorf("log object size must be at least 1024 bytes, not %d", c.LogObjectSize))
+	}
+	for _, b := range []struct {
+		name string
+		n    int
+	}{{"max run stages", c.MaxRunStages}, {"max stage steps", c.MaxStageSteps}, {"max run tasks", c.MaxRunTasks}} {
+		if b.n < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, not %d", b.name, b.n))
+		}
 	}
 	for _, tok := range []struct{ name, value string }{{"admin token", c.AdminToken}, {"registration token", c.RegistrationToken}} {
 		if tok.value != "" && len(tok.value) < minTokenLen {

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -205,7 +206,33 @@ func (c *delegateCache) change(ch store.Change) {
 		c.mu.Unlock()
 	case store.ChangeDrainRequested:
 		c.update(ch.DelegateID, func(d *errand.Delegate) { d.DrainRequested = true })
+	case store.ChangeDelegateDeleted:
+		c.forget(ch.DelegateID)
 	}
+}
+
+// liveDelegate is delegate, for a request that must not outlive a
+// deregistration made on another manager: it reads from the store that
+// the delegate still exists, and forgets a delegate that does not (its
+// token included), answering errand.ErrUnauthorized. The change that
+// announces a deregistration reaches the other managers a moment later;
+// a heartbeat is what keeps a delegate alive, so it must not pass in
+// between.
+func (s *Server) liveDelegate(ctx context.Context, id string) (delegateView, error) {
+	if _, err := s.store.DelegateTokenHash(ctx, id); errors.Is(err, errand.ErrNotFound) {
+		s.forgetDelegate(id)
+		return delegateView{}, errand.Errorf(errand.CodeUnauthorized, "delegate %s is not registered", id)
+	} else if err != nil {
+		return delegateView{}, fmt.Errorf("read delegate %s: %w", id, err)
+	}
+	return s.delegate(ctx, id)
+}
+
+// forgetDelegate drops what this manager remembers of a deregistered
+// delegate: its token and its cache entry.
+func (s *Server) forgetDelegate(id string) {
+	s.tokens.forget(id)
+	s.cache.forget(id)
 }
 
 // update applies fn to a copy of the cached record of delegate id, if it

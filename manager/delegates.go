@@ -176,7 +176,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, p principal) 
 		}
 	}
 	ctx := r.Context()
-	v, err := s.delegate(ctx, id)
+	v, err := s.liveDelegate(ctx, id)
 	if err != nil {
 		return fmt.Errorf("heartbeat of delegate %s: %w", id, err)
 	}
@@ -525,6 +525,10 @@ func (s *Server) deregisterDelegate(w http.ResponseWriter, r *http.Request, p pr
 // listDelegates lists delegates: all of them for the admin, and for a
 // delegate those of its own group, so that it can clean up after lost
 // dynamic siblings without holding the admin token.
+// maxDelegateListLimit bounds a page of GET /api/v1/delegates, and is
+// its default: callers that do not page see up to that many.
+const maxDelegateListLimit = 1000
+
 func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p principal) error {
 	q := r.URL.Query()
 	params := store.DelegateListParams{Group: q.Get("group")}
@@ -547,9 +551,21 @@ func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p princip
 		}
 		params.States = append(params.States, st)
 	}
+	params.After, params.Limit = q.Get("after"), maxDelegateListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxDelegateListLimit {
+			return errand.Errorf(errand.CodeInvalid, "limit: must be an integer between 1 and %d", maxDelegateListLimit)
+		}
+		params.Limit = n
+	}
 	list, err := s.store.DelegateList(r.Context(), params)
 	if err != nil {
 		return fmt.Errorf("list delegates: %w", err)
+	}
+	next := ""
+	if len(list) == params.Limit {
+		next = list[len(list)-1].ID
 	}
 	// The manager's own approval delegate is an implementation detail.
 	shown := make([]*errand.Delegate, 0, len(list))
@@ -558,7 +574,7 @@ func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p princip
 			shown = append(shown, decorateDelegate(d))
 		}
 	}
-	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: shown, ManagerID: s.cfg.ID}, http.StatusOK)
+	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: shown, ManagerID: s.cfg.ID, Next: next}, http.StatusOK)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -61,6 +62,19 @@ const (
 	maxRunTasks = 100000
 )
 
+// Defaults of the bounds of one run (Config.MaxRunStages, MaxStageSteps,
+// MaxRunTasks), checked when it is submitted: a run past them is refused
+// with 400 and never stored.
+const (
+	DefaultMaxRunStages  = 1000
+	DefaultMaxStageSteps = 200
+	DefaultMaxRunTasks   = 10000
+)
+
+// finishedRunCacheSize bounds the list items of finished runs kept in
+// memory.
+const finishedRunCacheSize = 4096
+
 func runHref(id string) string { return "/api/v1/runs/" + id }
 
 // runPlan is what a run stores as its plan: the expanded pipeline plus the
@@ -103,6 +117,10 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 	id := ulid.Make().String()
 	run := &store.Run{ID: id, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
 	plan, err := s.planRun(id, name, &req)
+	var tooLarge *runTooLarge
+	if errors.As(err, &tooLarge) {
+		return errand.Errorf(errand.CodeInvalid, "%s", tooLarge.reason)
+	}
 	var tasks []*errand.Task
 	if err != nil {
 		run.SetupErrors = setupErrors(err)
@@ -110,6 +128,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 		if run.Plan, err = json.Marshal(plan); err != nil {
 			return fmt.Errorf("encode plan of run %s: %w", id, err)
 		}
+		run.StageCount = len(plan.Stages)
 		tasks = plan.Tasks
 	}
 	created, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()})
@@ -140,6 +159,14 @@ func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if len(cfg.Stages) > s.cfg.MaxRunStages {
+		return nil, &runTooLarge{fmt.Sprintf("config: %d stages, more than the %d a run may have (--max-run-stages)", len(cfg.Stages), s.cfg.MaxRunStages)}
+	}
+	for i, st := range cfg.Stages {
+		if len(st.Steps) > s.cfg.MaxStageSteps {
+			return nil, &runTooLarge{fmt.Sprintf("stages[%d].steps: %d steps, more than the %d a stage may have (--max-stage-steps)", i, len(st.Steps), s.cfg.MaxStageSteps)}
+		}
+	}
 	secrets := map[string]string{}
 	for _, st := range cfg.Stages {
 		for _, name := range st.Secrets {
@@ -156,8 +183,18 @@ func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan,
 	if err != nil {
 		return nil, err
 	}
-	return addGates(plan), nil
+	rp := addGates(plan)
+	if len(rp.Tasks) > s.cfg.MaxRunTasks {
+		return nil, &runTooLarge{fmt.Sprintf("config: %d tasks, more than the %d a run may have (--max-run-tasks)", len(rp.Tasks), s.cfg.MaxRunTasks)}
+	}
+	return rp, nil
 }
+
+// runTooLarge says that a config is past a bound of a run: the request
+// is refused, no run is made.
+type runTooLarge struct{ reason string }
+
+func (e *runTooLarge) Error() string { return e.reason }
 
 // addGates puts an approval gate before the initialize task of every
 // stage that needs approvals and runs.
@@ -243,23 +280,125 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, _ principal) e
 		}
 		limit = n
 	}
-	runs, err := s.store.RunList(r.Context(), store.RunListParams{After: q.Get("after"), Limit: limit})
+	runs, err := s.store.RunList(r.Context(), store.RunListParams{After: q.Get("after"), Limit: limit, Summary: true})
+	if err != nil {
+		return fmt.Errorf("list runs: %w", err)
+	}
+	// A finished run never changes: its item is read once.
+	items := make([]*client.Run, len(runs))
+	var ids []string
+	for i, run := range runs {
+		if items[i] = s.finishedRuns.get(run.ID); items[i] == nil {
+			ids = append(ids, run.ID)
+		}
+	}
+	stats, err := s.store.RunTaskStats(r.Context(), store.RunTaskStatsParams{RunIDs: ids, TimesIgnoreTypes: []string{TypeApproval}})
 	if err != nil {
 		return fmt.Errorf("list runs: %w", err)
 	}
 	out := &client.RunList{Kind: client.KindRunList, Items: make([]*client.Run, 0, len(runs))}
-	for _, run := range runs {
-		view, err := s.runView(r.Context(), run)
-		if err != nil {
-			return err
+	for i, run := range runs {
+		item := items[i]
+		if item == nil {
+			if item, err = s.runListItem(r.Context(), run, stats[run.ID]); err != nil {
+				return err
+			}
+			if item.Phase == string(pipeline.PhaseFinished) {
+				s.finishedRuns.put(item)
+			}
 		}
-		out.Items = append(out.Items, view)
+		out.Items = append(out.Items, item)
 	}
 	if len(runs) == limit {
 		out.Next = runs[len(runs)-1].ID
 	}
 	httphelper.WriteJSON(w, out, http.StatusOK)
 	return nil
+}
+
+// runListItem is a run as a list shows it: its phase, result, times and
+// task counts, without its stages, made from the counts of its tasks by
+// state and not from the tasks themselves, so that a page costs one
+// grouped query however large its runs.
+//
+// The counts decide the phase as pipeline.RunStatus does. A finished run
+// with no failed, timed out or cancelled task succeeded: only such tasks
+// make a stage fail or be cancelled. Any other finished run is read whole
+// once (and then kept with its item by listRuns: it can no longer
+// change).
+func (s *Server) runListItem(ctx context.Context, run *store.Run, st *store.RunTaskStats) (*client.Run, error) {
+	out := &client.Run{Kind: client.KindRun, ID: run.ID, Href: runHref(run.ID), CreatedAt: run.CreatedAt,
+		Filename: run.Filename, Branch: run.Branch, Event: run.Event, CancelledAt: run.CancelledAt,
+		Stages: []*client.RunStage{}}
+	if len(run.SetupErrors) > 0 {
+		phase, result := pipeline.SetupError()
+		out.Phase, out.Result = string(phase), string(result)
+		for _, e := range run.SetupErrors {
+			out.SetupErrors = append(out.SetupErrors, client.RunSetupError(e))
+		}
+		return out, nil
+	}
+	out.StageCount = run.StageCount
+	if st == nil {
+		st = &store.RunTaskStats{}
+	}
+	out.TaskCounts = make(map[string]int, len(st.Tasks))
+	started, ended := false, true
+	for state, n := range st.Tasks {
+		out.TaskCounts[string(state)] = n
+		switch state {
+		case errand.StatePending, errand.StateQueued:
+			ended = false
+		case errand.StateLeased, errand.StateRunning:
+			started, ended = true, false
+		case errand.StateSucceeded, errand.StateFailed, errand.StateTimedOut:
+			started = true
+		}
+	}
+	switch {
+	case !ended && started:
+		out.Phase, out.Result = string(pipeline.PhaseRunning), string(pipeline.ResultUnknown)
+	case !ended:
+		out.Phase, out.Result = string(pipeline.PhaseQueued), string(pipeline.ResultUnknown)
+	case st.Tasks[errand.StateFailed]+st.Tasks[errand.StateTimedOut]+st.Tasks[errand.StateCancelled] == 0:
+		out.Phase, out.Result = string(pipeline.PhaseFinished), string(pipeline.ResultSuccess)
+	default:
+		whole, err := s.store.RunGet(ctx, run.ID)
+		if err != nil {
+			return nil, fmt.Errorf("read run %s: %w", run.ID, err)
+		}
+		view, err := s.runView(ctx, whole)
+		if err != nil {
+			return nil, err
+		}
+		out.Phase, out.Result = view.Phase, view.Result
+	}
+	sp := span{start: st.StartedAt, end: st.FinishedAt}
+	out.StartedAt, out.FinishedAt, out.Duration = sp.times(out.Phase == string(pipeline.PhaseFinished), s.now())
+	return out, nil
+}
+
+// finishedRunItems keeps the list items of finished runs, which never
+// change, up to finishedRunCacheSize of them; past that it starts over.
+// The zero value is ready. Items are shared: nobody modifies one.
+type finishedRunItems struct {
+	mu sync.Mutex
+	m  map[string]*client.Run
+}
+
+func (c *finishedRunItems) get(id string) *client.Run {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
+}
+
+func (c *finishedRunItems) put(item *client.Run) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= finishedRunCacheSize {
+		c.m = map[string]*client.Run{}
+	}
+	c.m[item.ID] = item
 }
 
 // runState is a run read with its tasks: what its view and its actions
@@ -365,6 +504,7 @@ func (s *Server) runView(ctx context.Context, run *store.Run) (*client.Run, erro
 	}
 	phase, result := pipeline.RunStatus(&rs.plan.Plan, rs.view, rs.approvals())
 	out.Phase, out.Result = string(phase), string(result)
+	out.StageCount = len(rs.plan.Stages)
 	now := s.now()
 	stageOf := rs.stageOfTask()
 	var runSpan span

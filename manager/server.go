@@ -48,6 +48,9 @@ type Server struct {
 	addr      atomic.Pointer[net.Addr]
 	sealWake  chan struct{}
 
+	// finishedRuns keeps the list items of finished runs.
+	finishedRuns finishedRunItems
+
 	mu      sync.Mutex
 	started bool
 	stopped bool
@@ -119,6 +122,9 @@ func (s *Server) ID() string { return s.cfg.ID }
 // own changes; it must not block. The cache learns first, so that the
 // waiters it wakes find it current.
 func (s *Server) onChange(c store.Change) {
+	if c.Kind == store.ChangeDelegateDeleted {
+		s.tokens.forget(c.DelegateID)
+	}
 	s.cache.change(c)
 	s.hub.notify(c)
 	if c.Kind == store.ChangeTaskEnded {

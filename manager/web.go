@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -15,8 +16,8 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request, _ principal) er
 	return nil
 }
 
-// readyz answers 200 when the store answers, 503 otherwise or while
-// shutting down.
+// readyz answers 200 when the store answers, 503 otherwise (while its
+// disk is full too) or while shutting down.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ principal) error {
 	select {
 	case <-s.closing:
@@ -27,6 +28,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ principal) err
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
 		s.log.WithError(err).WithField("operation_id", operationID(r.Context())).Warn("store does not answer")
+		if errors.Is(err, errand.ErrStorageFull) {
+			return errand.Errorf(errand.CodeUnavailable, "store cannot write: its disk is full")
+		}
 		return errand.Errorf(errand.CodeUnavailable, "store does not answer")
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -34,6 +35,12 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 		Default(manager.DefaultHeartbeatInterval.String()).DurationVar(&cfg.HeartbeatInterval)
 	cmd.Flag("lease-ttl", "How long a delegate may stay silent before its tasks are retried (default: 4 heartbeat intervals).").
 		Envar("ERRAND_LEASE_TTL").DurationVar(&cfg.LeaseTTL)
+	cmd.Flag("max-run-stages", "Most stages a submitted run may have; more is refused with 400 (0: the default).").Envar("ERRAND_MAX_RUN_STAGES").
+		Default(strconv.Itoa(manager.DefaultMaxRunStages)).IntVar(&cfg.MaxRunStages)
+	cmd.Flag("max-stage-steps", "Most steps one stage of a submitted run may have.").Envar("ERRAND_MAX_STAGE_STEPS").
+		Default(strconv.Itoa(manager.DefaultMaxStageSteps)).IntVar(&cfg.MaxStageSteps)
+	cmd.Flag("max-run-tasks", "Most tasks a submitted run may have: steps, and each stage's initialize, cleanup and approval gate.").Envar("ERRAND_MAX_RUN_TASKS").
+		Default(strconv.Itoa(manager.DefaultMaxRunTasks)).IntVar(&cfg.MaxRunTasks)
 	cmd.Flag("max-wait", "Longest acquire long-poll.").Envar("ERRAND_MAX_WAIT").
 		Default(manager.DefaultMaxWait.String()).DurationVar(&cfg.MaxWait)
 	cmd.Flag("sweep-interval", "How often expired leases and timeouts are checked.").Envar("ERRAND_SWEEP_INTERVAL").

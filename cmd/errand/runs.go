@@ -37,7 +37,7 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 		}
 		rows := make([][]string, len(l.Items))
 		for i, r := range l.Items {
-			rows[i] = []string{r.ID, r.Phase, r.Result, strconv.Itoa(len(r.Stages)), dash(r.Branch),
+			rows[i] = []string{r.ID, r.Phase, r.Result, strconv.Itoa(r.StageCount), dash(r.Branch),
 				localStamp(&r.CreatedAt), localStamp(r.StartedAt), localStamp(r.FinishedAt), runDuration(r.Duration, r.StartedAt)}
 		}
 		return table(g.Stdout, []string{"ID", "PHASE", "RESULT", "STAGES", "BRANCH", "CREATED", "STARTED", "FINISHED", "DURATION"}, rows)

@@ -259,6 +259,10 @@ type DelegateRegisterParams struct {
 type DelegateListParams struct {
 	Group  string
 	States []errand.DelegateState
+	// After returns delegates registered after the one with this id
+	// (paging); Limit bounds the page, 0 for all.
+	After string
+	Limit int
 }
 
 // DelegateTouchParams records heartbeats.
@@ -300,6 +304,9 @@ const (
 	ChangeDrainRequested ChangeKind = "drain_requested"
 	// ChangeLogAppended: lines were appended (TaskID, LogLines set).
 	ChangeLogAppended ChangeKind = "log_appended"
+	// ChangeDelegateDeleted: a delegate was deregistered (DelegateID):
+	// every manager forgets its token.
+	ChangeDelegateDeleted ChangeKind = "delegate_deleted"
 )
 
 // Change is a committed change that waiters may care about.
@@ -332,6 +339,11 @@ type RunStore interface {
 	RunGet(ctx context.Context, id string) (*Run, error)
 	// RunList returns runs, newest first.
 	RunList(ctx context.Context, p RunListParams) ([]*Run, error)
+	// RunTaskStats summarises the tasks of some runs in one grouped
+	// read: counts by state and the span of their times, what a list of
+	// runs shows without reading every task. A run with no task, or
+	// unknown, is absent from the map.
+	RunTaskStats(ctx context.Context, p RunTaskStatsParams) (map[string]*RunTaskStats, error)
 	// RunApprove records that p.Approver approved p.Stage of a run and
 	// returns the number of distinct approvers of that stage. Approving
 	// twice as the same approver counts once. errand.ErrNotFound for an
@@ -365,6 +377,9 @@ type Run struct {
 	// Plan is the expanded plan as the manager encoded it; empty for a
 	// run with setup errors.
 	Plan json.RawMessage
+	// StageCount is the number of stages of the plan, as the manager
+	// counted them when it made the run.
+	StageCount int
 	// SetupErrors lists why the config did not load or validate.
 	SetupErrors []RunSetupError
 	// Approvals lists the distinct approvers of each stage, in the order
@@ -431,6 +446,26 @@ type RunListParams struct {
 	// After returns runs older than the run with this id (paging).
 	After string
 	Limit int // 0: 100
+	// Summary leaves Config and Plan out: a list shows neither.
+	Summary bool
+}
+
+// RunTaskStatsParams says which runs RunTaskStats reads. Tasks of the
+// types in TimesIgnoreTypes are counted but do not make the span of
+// times (the manager's approval gates: waiting for a person is not
+// work).
+type RunTaskStatsParams struct {
+	RunIDs           []string
+	TimesIgnoreTypes []string
+}
+
+// RunTaskStats summarises a run's tasks.
+type RunTaskStats struct {
+	// Tasks counts the run's tasks by state.
+	Tasks map[errand.State]int
+	// StartedAt is the earliest start of a task, FinishedAt the latest
+	// end; nil when none started or ended.
+	StartedAt, FinishedAt *time.Time
 }
 
 // RunApproveParams records one approval.

@@ -100,11 +100,20 @@ func (s *Store) DelegateList(ctx context.Context, p store.DelegateListParams) ([
 		args = append(args, states)
 		where = append(where, fmt.Sprintf("state = ANY($%d)", len(args)))
 	}
+	if p.After != "" {
+		args = append(args, p.After)
+		where = append(where, fmt.Sprintf("seq > coalesce((SELECT seq FROM delegates WHERE id = $%d), 9223372036854775807)", len(args)))
+	}
 	q := `SELECT ` + delegateCols + ` FROM delegates`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.pool.Query(ctx, q+" ORDER BY seq", args...)
+	q += " ORDER BY seq"
+	if p.Limit > 0 {
+		args = append(args, p.Limit)
+		q += fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list delegates: %w", err)
 	}
@@ -230,6 +239,7 @@ func (s *Store) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams
 		if _, err := w.exec(`DELETE FROM delegates WHERE seq = $1`, seq); err != nil {
 			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
 		}
+		w.emit(store.Change{Kind: store.ChangeDelegateDeleted, DelegateID: p.ID})
 		return nil
 	})
 }

@@ -280,7 +280,7 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error, mode ...writeMod
 			return nil
 		}
 		if !retryable(err) || attempt >= maxRetries {
-			return err
+			return storageFull(err)
 		}
 		// Back off a little, more each time, so that the winners of the
 		// race get through.
@@ -290,6 +290,16 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error, mode ...writeMod
 		case <-time.After(time.Duration(attempt+1) * time.Millisecond):
 		}
 	}
+}
+
+// storageFull makes an error that says PostgreSQL ran out of disk
+// (SQLSTATE 53100) errand.ErrStorageFull; it returns others as they are.
+func storageFull(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "53100" {
+		return fmt.Errorf("%w: %v", errand.Errorf(errand.CodeStorageFull, "the disk of the postgres database is full"), err)
+	}
+	return err
 }
 
 // retryable reports whether err aborted a transaction that may succeed if

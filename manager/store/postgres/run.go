@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -28,9 +29,9 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*erra
 	now := nanos(p.Now)
 	var out []*errand.Task
 	err = s.write(ctx, func(w *wtx) error {
-		tag, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING`,
-			p.Run.ID, now, p.Run.Filename, nullBytes(p.Run.Config), p.Run.Branch, p.Run.Event, nullBytes(p.Run.Plan), setup)
+		tag, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`,
+			p.Run.ID, now, p.Run.Filename, nullBytes(p.Run.Config), p.Run.Branch, p.Run.Event, nullBytes(p.Run.Plan), setup, p.Run.StageCount)
 		if err != nil {
 			return fmt.Errorf("create run %s: %w", p.Run.ID, err)
 		}
@@ -74,7 +75,10 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*erra
 	return out, nil
 }
 
-const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at`
+const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at, stage_count`
+
+// runSummaryCols are runCols without the config and the plan.
+const runSummaryCols = `id, created_at, filename, NULL, branch, event, NULL, setup_errors, cancelled_at, stage_count`
 
 func scanRun(sc scanner) (*store.Run, error) {
 	var (
@@ -83,7 +87,7 @@ func scanRun(sc scanner) (*store.Run, error) {
 		setup     string
 		cancelled *int64
 	)
-	if err := sc.Scan(&r.ID, &created, &r.Filename, &r.Config, &r.Branch, &r.Event, &r.Plan, &setup, &cancelled); err != nil {
+	if err := sc.Scan(&r.ID, &created, &r.Filename, &r.Config, &r.Branch, &r.Event, &r.Plan, &setup, &cancelled, &r.StageCount); err != nil {
 		return nil, err
 	}
 	r.CreatedAt = fromNanos(created)
@@ -118,7 +122,11 @@ func (s *Store) RunList(ctx context.Context, p store.RunListParams) ([]*store.Ru
 	if limit <= 0 {
 		limit = 100
 	}
-	q := `SELECT ` + runCols + ` FROM runs`
+	cols := runCols
+	if p.Summary {
+		cols = runSummaryCols
+	}
+	q := `SELECT ` + cols + ` FROM runs`
 	args := []any{}
 	if p.After != "" {
 		q += ` WHERE seq < coalesce((SELECT seq FROM runs WHERE id = $1), 0)`
@@ -223,4 +231,60 @@ func (s *Store) RunCancel(ctx context.Context, p store.RunCancelParams) (*store.
 		return nil, err
 	}
 	return s.RunGet(ctx, p.RunID)
+}
+
+// RunTaskStats counts the tasks of runs by state in one grouped query.
+func (s *Store) RunTaskStats(ctx context.Context, p store.RunTaskStatsParams) (map[string]*store.RunTaskStats, error) {
+	out := map[string]*store.RunTaskStats{}
+	if len(p.RunIDs) == 0 {
+		return out, nil
+	}
+	ignore := p.TimesIgnoreTypes
+	if ignore == nil {
+		ignore = []string{}
+	}
+	rows, err := s.pool.Query(ctx, `SELECT run_id, state, count(*),
+		min(started_at) FILTER (WHERE NOT type = ANY($2)), max(finished_at) FILTER (WHERE NOT type = ANY($2))
+		FROM tasks WHERE run_id <> '' AND run_id = ANY($1)
+		GROUP BY run_id, state`, p.RunIDs, ignore)
+	if err != nil {
+		return nil, fmt.Errorf("run task stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, state       string
+			n               int
+			started, finish *int64
+		)
+		if err := rows.Scan(&id, &state, &n, &started, &finish); err != nil {
+			return nil, fmt.Errorf("run task stats: %w", err)
+		}
+		st := out[id]
+		if st == nil {
+			st = &store.RunTaskStats{Tasks: map[errand.State]int{}}
+			out[id] = st
+		}
+		st.Tasks[errand.State(state)] += n
+		st.StartedAt = earlier(st.StartedAt, fromNull(started))
+		st.FinishedAt = later(st.FinishedAt, fromNull(finish))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("run task stats: %w", err)
+	}
+	return out, nil
+}
+
+func earlier(a, b *time.Time) *time.Time {
+	if a == nil || (b != nil && b.Before(*a)) {
+		return b
+	}
+	return a
+}
+
+func later(a, b *time.Time) *time.Time {
+	if a == nil || (b != nil && b.After(*a)) {
+		return b
+	}
+	return a
 }

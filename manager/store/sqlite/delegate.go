@@ -100,11 +100,20 @@ func (s *Store) DelegateList(ctx context.Context, p store.DelegateListParams) ([
 			args = append(args, st)
 		}
 	}
+	if p.After != "" {
+		where = append(where, "seq > coalesce((SELECT seq FROM delegates WHERE id = ?), 9223372036854775807)")
+		args = append(args, p.After)
+	}
 	q := `SELECT ` + delegateCols + ` FROM delegates`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	rows, err := s.rdb.QueryContext(ctx, q+" ORDER BY seq", args...)
+	q += " ORDER BY seq"
+	if p.Limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, p.Limit)
+	}
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list delegates: %w", err)
 	}
@@ -216,6 +225,7 @@ func (s *Store) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams
 		if _, err := w.exec(`DELETE FROM delegates WHERE id = ?`, p.ID); err != nil {
 			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
 		}
+		w.emit(store.Change{Kind: store.ChangeDelegateDeleted, DelegateID: p.ID})
 		return nil
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -27,9 +29,9 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*erra
 	now := nanos(p.Now)
 	var out []*errand.Task
 	err = s.write(ctx, func(w *wtx) error {
-		res, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			p.Run.ID, now, p.Run.Filename, nullBytes(p.Run.Config), p.Run.Branch, p.Run.Event, nullBytes(p.Run.Plan), setup)
+		res, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			p.Run.ID, now, p.Run.Filename, nullBytes(p.Run.Config), p.Run.Branch, p.Run.Event, nullBytes(p.Run.Plan), setup, p.Run.StageCount)
 		if err != nil {
 			return fmt.Errorf("create run %s: %w", p.Run.ID, err)
 		}
@@ -83,7 +85,10 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*erra
 	return out, nil
 }
 
-const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at`
+const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at, stage_count`
+
+// runSummaryCols are runCols without the config and the plan.
+const runSummaryCols = `id, created_at, filename, NULL, branch, event, NULL, setup_errors, cancelled_at, stage_count`
 
 func scanRun(sc scanner) (*store.Run, error) {
 	var (
@@ -94,7 +99,7 @@ func scanRun(sc scanner) (*store.Run, error) {
 		setup     string
 		cancelled sql.NullInt64
 	)
-	if err := sc.Scan(&r.ID, &created, &r.Filename, &config, &r.Branch, &r.Event, &plan, &setup, &cancelled); err != nil {
+	if err := sc.Scan(&r.ID, &created, &r.Filename, &config, &r.Branch, &r.Event, &plan, &setup, &cancelled, &r.StageCount); err != nil {
 		return nil, err
 	}
 	r.CreatedAt = fromNanos(created)
@@ -130,7 +135,11 @@ func (s *Store) RunList(ctx context.Context, p store.RunListParams) ([]*store.Ru
 	if limit <= 0 {
 		limit = 100
 	}
-	q := `SELECT ` + runCols + ` FROM runs`
+	cols := runCols
+	if p.Summary {
+		cols = runSummaryCols
+	}
+	q := `SELECT ` + cols + ` FROM runs`
 	args := []any{}
 	if p.After != "" {
 		q += ` WHERE seq < coalesce((SELECT seq FROM runs WHERE id = ?), 0)`
@@ -230,4 +239,71 @@ func (s *Store) RunCancel(ctx context.Context, p store.RunCancelParams) (*store.
 		return nil, err
 	}
 	return s.RunGet(ctx, p.RunID)
+}
+
+// RunTaskStats counts the tasks of runs by state in one grouped query.
+func (s *Store) RunTaskStats(ctx context.Context, p store.RunTaskStatsParams) (map[string]*store.RunTaskStats, error) {
+	out := map[string]*store.RunTaskStats{}
+	if len(p.RunIDs) == 0 {
+		return out, nil
+	}
+	timed := `1`
+	args := []any{}
+	if n := len(p.TimesIgnoreTypes); n > 0 {
+		timed = `type NOT IN (?` + strings.Repeat(", ?", n-1) + `)`
+		for _, t := range p.TimesIgnoreTypes {
+			args = append(args, t)
+		}
+	}
+	for _, t := range p.TimesIgnoreTypes {
+		args = append(args, t)
+	}
+	for _, id := range p.RunIDs {
+		args = append(args, id)
+	}
+	q := `SELECT run_id, state, count(*),
+		min(CASE WHEN ` + timed + ` THEN started_at END), max(CASE WHEN ` + timed + ` THEN finished_at END)
+		FROM tasks WHERE run_id <> '' AND run_id IN (?` + strings.Repeat(", ?", len(p.RunIDs)-1) + `)
+		GROUP BY run_id, state`
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("run task stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, state       string
+			n               int
+			started, finish sql.NullInt64
+		)
+		if err := rows.Scan(&id, &state, &n, &started, &finish); err != nil {
+			return nil, fmt.Errorf("run task stats: %w", err)
+		}
+		st := out[id]
+		if st == nil {
+			st = &store.RunTaskStats{Tasks: map[errand.State]int{}}
+			out[id] = st
+		}
+		st.Tasks[errand.State(state)] += n
+		st.StartedAt = earlier(st.StartedAt, fromNull(started))
+		st.FinishedAt = later(st.FinishedAt, fromNull(finish))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("run task stats: %w", err)
+	}
+	return out, nil
+}
+
+func earlier(a, b *time.Time) *time.Time {
+	if a == nil || (b != nil && b.Before(*a)) {
+		return b
+	}
+	return a
+}
+
+func later(a, b *time.Time) *time.Time {
+	if a == nil || (b != nil && b.After(*a)) {
+		return b
+	}
+	return a
 }

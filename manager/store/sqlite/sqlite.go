@@ -19,15 +19,18 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 //go:embed migrations/*.sql
@@ -61,16 +64,50 @@ type Store struct {
 
 	subs store.Subscribers
 
+	// full is set once a write failed for want of space, until Ping
+	// finds that a write of probeBytes gets through.
+	full atomic.Bool
+	// stop ends the checkpointer; checkpointed is closed when it has.
+	stop         chan struct{}
+	checkpointed chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the database at path and applies the
-// migrations it has not seen yet. The Store is the only writer of the
-// file: one manager process opens a database at a time.
+// Errors of Open for a file that is not a healthy database.
+var (
+	// ErrEmptyFile: the file exists but is empty. A database this
+	// package creates always holds its schema, so an empty file was
+	// emptied (truncated, or copied while being written), not made new.
+	ErrEmptyFile = errors.New("the file is empty: not a database Errand created (restore it from a backup, or remove it to start with no data)")
+	// ErrNoSchema: the file is an SQLite database without Errand's
+	// schema.
+	ErrNoSchema = errors.New("the database has no Errand schema (no schema_migrations table): not a database Errand created")
+	// ErrCorrupt: PRAGMA quick_check found the file damaged.
+	ErrCorrupt = errors.New("the database is damaged (PRAGMA quick_check failed): restore it from a backup")
+)
+
+// probeBytes is the size of the write Ping tries while the disk is full.
+const probeBytes = 256 << 10
+
+// checkpointEvery is how often the WAL is checkpointed and truncated, so
+// that a burst of writes does not leave a large WAL file behind.
+var checkpointEvery = time.Minute
+
+// Open opens the database at path and applies the migrations it has not
+// seen yet. With no file at path it creates one, readable by its owner
+// only; an existing file must be a healthy database with Errand's schema
+// (ErrEmptyFile, ErrNoSchema, ErrCorrupt otherwise). The Store is the
+// only writer of the file: one manager process opens a database at a
+// time.
 func Open(ctx context.Context, path string) (*Store, error) {
+	created, err := prepareFile(path)
+	if err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -105,6 +142,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
+	if err := s.check(ctx, created); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)
@@ -130,7 +171,148 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.stop, s.checkpointed = make(chan struct{}), make(chan struct{})
+	go s.checkpointLoop(path+"-wal", checkpointEvery)
 	return s, nil
+}
+
+// prepareFile creates the database file, owner-only, when there is none,
+// and says so; SQLite gives its -wal and -shm files the same mode. An
+// existing file is made owner-only too (older versions created it 0644)
+// and refused when empty.
+func prepareFile(path string) (created bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		if err := f.Close(); err != nil {
+			return false, fmt.Errorf("create sqlite %s: %w", path, err)
+		}
+		return true, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return false, fmt.Errorf("create sqlite %s: %w", path, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return false, fmt.Errorf("open sqlite %s: not a regular file", path)
+	}
+	if fi.Size() == 0 {
+		return false, fmt.Errorf("open sqlite %s: %w", path, ErrEmptyFile)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+	}
+	return false, nil
+}
+
+// check refuses a damaged database, and one that is not new and has no
+// schema.
+func (s *Store) check(ctx context.Context, created bool) error {
+	rows, err := s.wconn.QueryContext(ctx, `PRAGMA quick_check(5)`)
+	if err != nil {
+		if isCorrupt(err) {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return fmt.Errorf("check: %w", err)
+	}
+	var found []string
+	for rows.Next() {
+		var msg string
+		if err := rows.Scan(&msg); err != nil {
+			rows.Close()
+			return fmt.Errorf("check: %w", err)
+		}
+		found = append(found, msg)
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		if isCorrupt(err) {
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		return fmt.Errorf("check: %w", err)
+	}
+	if len(found) != 1 || found[0] != "ok" {
+		return fmt.Errorf("%w: %s", ErrCorrupt, strings.Join(found, "; "))
+	}
+	if created {
+		return nil
+	}
+	var n int
+	if err := s.wconn.QueryRowContext(ctx,
+		`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
+		return fmt.Errorf("check schema: %w", err)
+	}
+	if n == 0 {
+		return ErrNoSchema
+	}
+	return nil
+}
+
+// sqliteCode returns the primary result code of an SQLite error, or 0.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code() & 0xff
+	}
+	return 0
+}
+
+func isCorrupt(err error) bool {
+	c := sqliteCode(err)
+	return c == sqlite3.SQLITE_CORRUPT || c == sqlite3.SQLITE_NOTADB
+}
+
+// isFull reports whether err says the disk is full.
+func isFull(err error) bool {
+	return sqliteCode(err) == sqlite3.SQLITE_FULL || errors.Is(err, errand.ErrStorageFull)
+}
+
+// storageFull is the error of a write that failed for want of space.
+func storageFull(err error) error {
+	return fmt.Errorf("%w: %v", errand.Errorf(errand.CodeStorageFull, "the disk of the sqlite database is full"), err)
+}
+
+// checkpointLoop checkpoints the WAL every interval and truncates it,
+// until Close. A checkpoint that readers hold up gives way at once and is
+// tried again at the next tick: it must never stall the writer for long.
+func (s *Store) checkpointLoop(walPath string, every time.Duration) {
+	defer close(s.checkpointed)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if fi, err := os.Stat(walPath); err != nil || fi.Size() == 0 {
+			continue
+		}
+		select {
+		case <-s.stop:
+			return
+		case s.wsem <- struct{}{}:
+		}
+		s.checkpoint()
+		<-s.wsem
+	}
+}
+
+// checkpoint runs a TRUNCATE checkpoint on the writer; the caller holds
+// wsem.
+func (s *Store) checkpoint() {
+	ctx := s.ctl.ctx
+	if _, err := s.wconn.ExecContext(ctx, `PRAGMA busy_timeout(50)`); err != nil {
+		return
+	}
+	defer func() { _, _ = s.wconn.ExecContext(ctx, `PRAGMA busy_timeout(10000)`) }()
+	var busy, logPages, done int
+	_ = s.wconn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logPages, &done)
 }
 
 // migrate applies the embedded migrations in name order, each once, in
@@ -173,7 +355,8 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Ping checks that both pools answer.
+// Ping checks that both pools answer, and while the disk is full that a
+// write gets through again (errand.ErrStorageFull until it does).
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.rdb.PingContext(ctx); err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)
@@ -181,6 +364,20 @@ func (s *Store) Ping(ctx context.Context) error {
 	var one int
 	if err := s.rdb.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)
+	}
+	if s.full.Load() {
+		// A write of a few pages, not a byte: a disk with room for a
+		// heartbeat but not for a task is still full.
+		err := s.write(ctx, func(w *wtx) error {
+			w.wrote = true
+			_, err := w.exec(`INSERT INTO store_probe (id, at, pad) VALUES (1, ?, zeroblob(?))
+				ON CONFLICT (id) DO UPDATE SET at = excluded.at, pad = excluded.pad`, time.Now().UnixNano(), probeBytes)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ping sqlite: write: %w", err)
+		}
+		s.full.Store(false)
 	}
 	return nil
 }
@@ -204,6 +401,12 @@ func (s *Store) Close() error {
 			}
 		}
 		s.wsem <- struct{}{}
+		if s.stop != nil {
+			close(s.stop)
+			<-s.wsem
+			<-s.checkpointed
+			s.wsem <- struct{}{}
+		}
 		var errs []error
 		for _, st := range s.stmts {
 			errs = append(errs, st.Close())
@@ -366,6 +569,11 @@ func (s *Store) complete(batch []*writeReq) {
 	for _, r := range batch {
 		if r.err == nil {
 			s.subs.Deliver(r.w.changes)
+		} else if isFull(r.err) {
+			s.full.Store(true)
+			if !errors.Is(r.err, errand.ErrStorageFull) {
+				r.err = storageFull(r.err)
+			}
 		}
 	}
 	for _, r := range batch {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/errandci/errand"
@@ -218,5 +219,34 @@ func testTaskList(h *harness) {
 	h.create(many...)
 	if got := h.list(store.TaskListParams{}); len(got) != 100 {
 		h.t.Fatalf("default limit returned %d tasks, want 100", len(got))
+	}
+}
+
+func testDelegateListPages(h *harness) {
+	for _, id := range []string{"d1", "d2", "d3"} {
+		h.register(id)
+	}
+	page := func(after string, limit int) []string {
+		h.t.Helper()
+		list, err := h.s.DelegateList(h.ctx, store.DelegateListParams{After: after, Limit: limit})
+		if err != nil {
+			h.t.Fatalf("DelegateList: %v", err)
+		}
+		var out []string
+		for _, d := range list {
+			out = append(out, d.ID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		after string
+		limit int
+		want  string
+	}{
+		{"", 2, "d1,d2"}, {"d2", 2, "d3"}, {"d3", 2, ""}, {"", 0, "d1,d2,d3"}, {"d1", 0, "d2,d3"}, {"unknown", 2, ""},
+	} {
+		if got := strings.Join(page(c.after, c.limit), ","); got != c.want {
+			h.t.Errorf("DelegateList after %q limit %d = %s, want %s", c.after, c.limit, got, c.want)
+		}
 	}
 }

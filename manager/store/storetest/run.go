@@ -218,3 +218,47 @@ func testRunCancel(h *harness) {
 	_, err = h.s.RunCancel(h.ctx, store.RunCancelParams{RunID: "nope", Now: h.now})
 	wantCode(h.t, "cancel unknown run", err, errand.ErrNotFound)
 }
+
+func testRunTaskStats(h *harness) {
+	gate := task("g")
+	gate.Type = "test.gate"
+	h.createRun(&store.Run{ID: "r2"}, gate)
+	h.createRun(&store.Run{ID: "r1"},
+		task("a"), task("b", dep("a", errand.OnSuccess)), task("c", dep("a", errand.OnSuccess)))
+	h.createRun(&store.Run{ID: "r3"})
+	d := h.register("d1")
+	h.tick(time.Second)
+	h.run(d, "g", errand.StateSucceeded)
+	h.tick(time.Second)
+	start := h.now
+	h.run(d, "a", errand.StateSucceeded)
+	h.tick(time.Second)
+	h.run(d, "b", errand.StateFailed)
+	end := h.now
+
+	got, err := h.s.RunTaskStats(h.ctx, store.RunTaskStatsParams{RunIDs: []string{"r1", "r2", "r3", "nope"}, TimesIgnoreTypes: []string{"test.gate"}})
+	if err != nil {
+		h.t.Fatalf("RunTaskStats: %v", err)
+	}
+	if len(got) != 2 || got["r1"] == nil || got["r2"] == nil {
+		h.t.Fatalf("RunTaskStats has runs %v, want r1 and r2", got)
+	}
+	r1 := got["r1"]
+	want := map[errand.State]int{errand.StateSucceeded: 1, errand.StateFailed: 1, errand.StateQueued: 1}
+	if !reflect.DeepEqual(r1.Tasks, want) {
+		h.t.Fatalf("r1 counts = %v, want %v", r1.Tasks, want)
+	}
+	if r1.StartedAt == nil || !r1.StartedAt.Equal(start) || r1.FinishedAt == nil || !r1.FinishedAt.Equal(end) {
+		h.t.Fatalf("r1 span = %v..%v, want %v..%v", r1.StartedAt, r1.FinishedAt, start, end)
+	}
+	r2 := got["r2"]
+	if !reflect.DeepEqual(r2.Tasks, map[errand.State]int{errand.StateSucceeded: 1}) {
+		h.t.Fatalf("r2 counts = %v", r2.Tasks)
+	}
+	if r2.StartedAt != nil || r2.FinishedAt != nil {
+		h.t.Fatalf("r2 span = %v..%v, want none: its only ended task is of an ignored type", r2.StartedAt, r2.FinishedAt)
+	}
+	if got, err := h.s.RunTaskStats(h.ctx, store.RunTaskStatsParams{}); err != nil || len(got) != 0 {
+		h.t.Fatalf("RunTaskStats of no run = %v, %v", got, err)
+	}
+}
