@@ -468,6 +468,24 @@ type RunTaskStats struct {
 	StartedAt, FinishedAt *time.Time
 }
 
+// AddRunTaskRow folds one grouped row of a driver's RunTaskStats query,
+// n tasks of run in state with their earliest start and latest end, into
+// stats.
+func AddRunTaskRow(stats map[string]*RunTaskStats, run string, state errand.State, n int, started, finished *time.Time) {
+	st := stats[run]
+	if st == nil {
+		st = &RunTaskStats{Tasks: map[errand.State]int{}}
+		stats[run] = st
+	}
+	st.Tasks[state] += n
+	if st.StartedAt == nil || (started != nil && started.Before(*st.StartedAt)) {
+		st.StartedAt = started
+	}
+	if st.FinishedAt == nil || (finished != nil && finished.After(*st.FinishedAt)) {
+		st.FinishedAt = finished
+	}
+}
+
 // RunApproveParams records one approval.
 type RunApproveParams struct {
 	RunID    string

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
@@ -279,31 +278,10 @@ func (s *Store) RunTaskStats(ctx context.Context, p store.RunTaskStatsParams) (m
 		if err := rows.Scan(&id, &state, &n, &started, &finish); err != nil {
 			return nil, fmt.Errorf("run task stats: %w", err)
 		}
-		st := out[id]
-		if st == nil {
-			st = &store.RunTaskStats{Tasks: map[errand.State]int{}}
-			out[id] = st
-		}
-		st.Tasks[errand.State(state)] += n
-		st.StartedAt = earlier(st.StartedAt, fromNull(started))
-		st.FinishedAt = later(st.FinishedAt, fromNull(finish))
+		store.AddRunTaskRow(out, id, errand.State(state), n, fromNull(started), fromNull(finish))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("run task stats: %w", err)
 	}
 	return out, nil
-}
-
-func earlier(a, b *time.Time) *time.Time {
-	if a == nil || (b != nil && b.Before(*a)) {
-		return b
-	}
-	return a
-}
-
-func later(a, b *time.Time) *time.Time {
-	if a == nil || (b != nil && b.After(*a)) {
-		return b
-	}
-	return a
 }
