@@ -217,3 +217,23 @@ func ValidUTF8(s string) string {
 	}
 	return b.String()
 }
+
+// SafeCut returns how much of s, a line that has not ended yet, may be
+// masked and written now: all of it but its last MaxLen()-1 bytes (they
+// may start a secret that continues in what comes next; at least one
+// byte goes), and never up to inside a secret (all of s when one secret covers the whole cut).
+func (m *Masker) SafeCut(s string) int {
+	if m.Empty() {
+		return len(s)
+	}
+	at := max(len(s)-(m.MaxLen()-1), 1)
+	for _, sp := range m.spans(s, 0) {
+		if sp.start < at && at < sp.end {
+			if sp.start == 0 {
+				return len(s)
+			}
+			return sp.start
+		}
+	}
+	return at
+}

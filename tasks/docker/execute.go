@@ -19,6 +19,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/livelog"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
 )
@@ -202,23 +203,15 @@ func (h *Handlers) run(ctx context.Context, t *errand.Task, s *step, logs io.Wri
 	waitC, errC := h.docker.ContainerWait(runCtx, id, container.WaitConditionNextExit)
 
 	var mu sync.Mutex
-	mask := func(l string) string { return l }
+	// A log writer that cannot mask gets lines masked here, in one pass.
+	var masker *livelog.Masker
 	if m, ok := logs.(router.Masker); ok {
 		m.Mask(s.secrets...)
 	} else if len(s.secrets) > 0 {
-		secrets := append([]string(nil), s.secrets...)
-		sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
-		mask = func(l string) string {
-			for _, sec := range secrets {
-				if sec != "" {
-					l = strings.ReplaceAll(l, sec, "******")
-				}
-			}
-			return l
-		}
+		masker, _ = livelog.NewMasker(s.secrets...)
 	}
-	stdout := &lineWriter{mu: &mu, w: logs, mask: mask}
-	stderr := &lineWriter{mu: &mu, w: logs, mask: mask}
+	stdout := &lineWriter{mu: &mu, w: logs, masker: masker}
+	stderr := &lineWriter{mu: &mu, w: logs, masker: masker}
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
@@ -313,22 +306,36 @@ func (h *Handlers) stop(ctx context.Context, id string) {
 }
 
 // lineWriter writes whole lines to a log shared with other streams, so
-// that lines of stdout and stderr never mix within one line.
+// that lines of stdout and stderr never mix within one line. A line
+// longer than livelog.DefaultMaxLineBytes is written in parts, so that
+// output with no newline never grows without bound.
 type lineWriter struct {
 	mu      *sync.Mutex
 	w       io.Writer
-	mask    func(string) string
+	masker  *livelog.Masker // nil when w masks
 	partial []byte
+}
+
+func (l *lineWriter) mask(s string) string {
+	if l.masker.Empty() {
+		return s
+	}
+	return l.masker.Mask(s)
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
 	l.partial = append(l.partial, p...)
-	i := bytes.LastIndexByte(l.partial, '\n')
-	if i < 0 {
+	var out string
+	if i := bytes.LastIndexByte(l.partial, '\n'); i >= 0 {
+		out = l.mask(string(l.partial[:i+1]))
+		l.partial = append(l.partial[:0], l.partial[i+1:]...)
+	} else if len(l.partial) > livelog.DefaultMaxLineBytes {
+		cut := l.masker.SafeCut(string(l.partial))
+		out = l.mask(string(l.partial[:cut]))
+		l.partial = append(l.partial[:0], l.partial[cut:]...)
+	} else {
 		return len(p), nil
 	}
-	out := l.mask(string(l.partial[:i+1]))
-	l.partial = append(l.partial[:0], l.partial[i+1:]...)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, err := io.WriteString(l.w, out); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/livelog"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
 )
@@ -65,8 +66,8 @@ func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
 	if m, ok := logs.(router.Masker); ok {
 		m.Mask(secrets...)
 	} else if len(secrets) > 0 {
-		sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
-		masker = &maskWriter{w: logs, secrets: secrets}
+		m, _ := livelog.NewMasker(secrets...)
+		masker = &maskWriter{w: logs, masker: m}
 		logs = masker
 	}
 
@@ -276,12 +277,14 @@ func exitCode(ps *os.ProcessState) int {
 	return ps.ExitCode()
 }
 
-// maskWriter masks secrets line by line for a log writer that cannot mask
-// them itself.
+// maskWriter masks secrets line by line, in one pass, for a log writer
+// that cannot mask them itself. A line longer than
+// livelog.DefaultMaxLineBytes is written in parts, so output with no
+// newline never grows without bound.
 type maskWriter struct {
 	mu      sync.Mutex
 	w       io.Writer
-	secrets []string
+	masker  *livelog.Masker
 	partial []byte
 }
 
@@ -289,26 +292,24 @@ func (m *maskWriter) Write(p []byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.partial = append(m.partial, p...)
-	i := bytes.LastIndexByte(m.partial, '\n')
-	if i < 0 {
+	var out string
+	if i := bytes.LastIndexByte(m.partial, '\n'); i >= 0 {
+		out = m.masker.Mask(string(m.partial[:i+1]))
+		m.partial = append([]byte(nil), m.partial[i+1:]...)
+	} else if len(m.partial) > livelog.DefaultMaxLineBytes {
+		cut := m.masker.SafeCut(string(m.partial))
+		out = m.masker.Mask(string(m.partial[:cut]))
+		m.partial = append([]byte(nil), m.partial[cut:]...)
+	} else {
 		return len(p), nil
 	}
-	out := m.mask(string(m.partial[:i+1]))
-	m.partial = append([]byte(nil), m.partial[i+1:]...)
 	if _, err := io.WriteString(m.w, out); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-func (m *maskWriter) mask(s string) string {
-	for _, sec := range m.secrets {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, "******")
-		}
-	}
-	return s
-}
+func (m *maskWriter) mask(s string) string { return m.masker.Mask(s) }
 
 func (m *maskWriter) flush() {
 	m.mu.Lock()
