@@ -241,6 +241,12 @@ func childError(err error, stderr string, l Limits) error {
 		strings.Contains(stderr, "failed to create new OS thread") || strings.Contains(stderr, "ThreadSanitizer failed to allocate"):
 		return fmt.Errorf("%w of %s", ErrMemoryLimit, FormatBytes(l.Memory))
 	}
+	// A runtime that cannot map memory under RLIMIT_DATA does not always
+	// say so: it may die of SIGSEGV instead. A child that used at least
+	// half of its limit before it died ran out of memory.
+	if ru, ok := ee.SysUsage().(*syscall.Rusage); ok && ru.Maxrss*1024 >= int64(l.Memory)/2 {
+		return fmt.Errorf("%w of %s", ErrMemoryLimit, FormatBytes(l.Memory))
+	}
 	msg := strings.TrimSpace(stderr)
 	if first, _, ok := strings.Cut(msg, "\n"); ok {
 		msg = first
