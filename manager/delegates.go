@@ -138,7 +138,7 @@ func (s *Server) registerDelegate(w http.ResponseWriter, r *http.Request, _ prin
 	s.cache.registered(d, d.LastHeartbeat)
 	s.log.WithFields(logrus.Fields{"delegate_id": id, "name": d.Name, "group": d.Group, "hostname": d.Hostname}).Info("delegate registered")
 	httphelper.WriteJSON(w, &client.Registration{
-		Delegate:          *decorateDelegate(d),
+		Delegate:          *decorateDelegate(new(*d)),
 		Token:             token,
 		HeartbeatInterval: errand.Duration(s.cfg.HeartbeatInterval),
 		ManagerID:         s.cfg.ID,

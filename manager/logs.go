@@ -402,19 +402,23 @@ func maskLines(m *livelog.Masker, lines []string) {
 
 // maskReport masks secret values in what a delegate reports of a task's
 // end: the error's reason and every string (keys included) of the result.
-func (s *Server) maskReport(ctx context.Context, id string, result json.RawMessage, e *errand.Error) (json.RawMessage, *errand.Error) {
+func (s *Server) maskReport(ctx context.Context, id string, result json.RawMessage, e *errand.Error) (json.RawMessage, *errand.Error, error) {
 	if len(result) == 0 && (e == nil || e.Reason == "") {
-		return result, e
+		return result, e, nil
 	}
 	m, err := s.taskMasker(ctx, id)
-	if err != nil || m == nil {
-		// A task that cannot be read is refused by the report itself.
-		return result, e
+	if err != nil {
+		// Fail closed: a report whose secrets cannot be known is not
+		// stored unmasked; the delegate retries it.
+		return nil, nil, err
+	}
+	if m == nil {
+		return result, e, nil
 	}
 	if e != nil {
 		e = &errand.Error{Code: e.Code, Reason: m.Mask(e.Reason)}
 	}
-	return maskJSON(m, result), e
+	return maskJSON(m, result), e, nil
 }
 
 // maskJSON returns a JSON value with secret values masked in its strings;

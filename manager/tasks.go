@@ -329,7 +329,10 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 	if p.delegateID != "" {
 		s.beats.record(p.delegateID)
 	}
-	u.Result, u.Error = s.maskReport(r.Context(), id, u.Result, u.Error)
+	var err error
+	if u.Result, u.Error, err = s.maskReport(r.Context(), id, u.Result, u.Error); err != nil {
+		return fmt.Errorf("report %s on task %s: %w", u.State, id, err)
+	}
 	t, err := s.store.TaskReport(r.Context(), store.TaskReportParams{
 		TaskID: id, DelegateID: p.delegateID, LeaseToken: u.Lease,
 		State: u.State, Result: u.Result, Error: u.Error, Now: s.now(),

@@ -177,7 +177,7 @@ func followRun(ctx context.Context, c runFollower, id string, out io.Writer, opt
 			}
 			if reason != "" {
 				f.message("%s", reason)
-				if err := c.CancelRun(lctx, id); err != nil {
+				if err := c.CancelRun(lctx, id); err != nil && !errors.Is(err, errand.ErrConflict) {
 					return exitFailed, err
 				}
 			}
@@ -474,6 +474,8 @@ func (f *follower) playStep(ctx context.Context, u *unit, stage *client.RunStage
 func (f *follower) copyLog(ctx context.Context, u *unit, prefix, taskID string, follow bool) {
 	pw := &prefixWriter{emit: func(line string) { f.logLine(u, prefix, taskID, line) }}
 	err := f.retry(ctx, func() error {
+		// A retry reads again from the start of the unfinished line.
+		pw.buf.Reset()
 		return f.c.TaskLogs(ctx, taskID, &client.LogOptions{Offset: pw.lines, Follow: follow}, pw)
 	})
 	pw.flush()

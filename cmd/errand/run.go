@@ -417,6 +417,7 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 	if f.listen != "" {
 		go func() { served <- srv.ListenAndServe(life) }()
 	} else if err := srv.Start(life); err != nil {
+		_ = st.Close()
 		return exitFailed, err
 	}
 	defer func() {

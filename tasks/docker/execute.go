@@ -330,8 +330,10 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		out = l.mask(string(l.partial[:i+1]))
 		l.partial = append(l.partial[:0], l.partial[i+1:]...)
 	} else if len(l.partial) > livelog.DefaultMaxLineBytes {
+		// The part ends as a line of its own, so that the other stream
+		// never continues it.
 		cut := l.masker.SafeCut(string(l.partial))
-		out = l.mask(string(l.partial[:cut]))
+		out = l.mask(string(l.partial[:cut])) + "\n"
 		l.partial = append(l.partial[:0], l.partial[cut:]...)
 	} else {
 		return len(p), nil

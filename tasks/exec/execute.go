@@ -298,7 +298,7 @@ func (m *maskWriter) Write(p []byte) (int, error) {
 		m.partial = append([]byte(nil), m.partial[i+1:]...)
 	} else if len(m.partial) > livelog.DefaultMaxLineBytes {
 		cut := m.masker.SafeCut(string(m.partial))
-		out = m.masker.Mask(string(m.partial[:cut]))
+		out = m.masker.Mask(string(m.partial[:cut])) + "\n"
 		m.partial = append([]byte(nil), m.partial[cut:]...)
 	} else {
 		return len(p), nil
