@@ -113,9 +113,20 @@ type TaskFilter struct {
 	States []errand.State
 	Type   string
 	RunID  string
-	After  string
-	Limit  int
+	// Order is OrderAsc (oldest first, the default when empty) or
+	// OrderDesc (newest first).
+	Order string
+	// After continues a list after this task id in Order: pass the
+	// previous page's Next.
+	After string
+	Limit int
 }
+
+// The orders of ListTasks (TaskFilter.Order, ?order=).
+const (
+	OrderAsc  = "asc"
+	OrderDesc = "desc"
+)
 
 // DelegateList lists delegates.
 type DelegateList struct {

@@ -255,6 +255,9 @@ func (c *HTTP) ListTasks(ctx context.Context, f *TaskFilter) (*TaskList, error) 
 		if f.RunID != "" {
 			q.Set("run_id", f.RunID)
 		}
+		if f.Order != "" {
+			q.Set("order", f.Order)
+		}
 		if f.After != "" {
 			q.Set("after", f.After)
 		}

@@ -269,6 +269,9 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/tasks?state=bogus", testAdmin, nil)
 	e.must(http.StatusOK, "GET", "/api/v1/tasks", testAdmin, nil, nil)
 	e.must(http.StatusOK, "GET", "/api/v1/tasks?state=queued,pending&type=test.echo&limit=2", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/tasks?order=desc&state=queued,pending&type=test.echo&limit=1", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/tasks?order=asc&after=batch-a", testAdmin, nil, nil)
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/tasks?order=newest", testAdmin, nil)
 	e.getTask(first.ID)
 
 	// The delegate runs the first task: acquire, running, logs, success.

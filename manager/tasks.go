@@ -262,6 +262,13 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request, _ principal) 
 		}
 		p.Limit = n
 	}
+	switch v := q.Get("order"); v {
+	case "", client.OrderAsc:
+	case client.OrderDesc:
+		p.Desc = true
+	default:
+		return errand.Errorf(errand.CodeInvalid, "order: must be %q or %q, not %q", client.OrderAsc, client.OrderDesc, v)
+	}
 	list, err := s.store.TaskList(r.Context(), p)
 	if err != nil {
 		return fmt.Errorf("list tasks: %w", err)

@@ -185,16 +185,61 @@ func readSpecs(name string) ([]*client.TaskSpec, error) {
 	return []*client.TaskSpec{&spec}, nil
 }
 
-// listPage is the page size newestTasks reads with (the API's largest).
+// listPage is the largest page the API answers.
 const listPage = 1000
 
-// newestTasks returns the newest limit tasks that f selects, newest first.
-// The API lists oldest first, so it pages through the selection and
-// keeps the last ones.
+// newestTasks returns the newest limit tasks that f selects, newest first,
+// listing newest first. With f.After it first asks for the oldest task
+// that follows f.After and stops there, so that only tasks created after
+// f.After are kept.
 func newestTasks(ctx context.Context, c *client.HTTP, f *client.TaskFilter, limit int) ([]*client.Task, error) {
+	stop := ""
+	if f.After != "" {
+		first := *f
+		first.Order, first.Limit = client.OrderAsc, 1
+		l, err := c.ListTasks(ctx, &first)
+		if err != nil {
+			return nil, err
+		}
+		if len(l.Items) == 0 {
+			return nil, nil
+		}
+		stop = l.Items[0].ID
+	}
 	var kept []*client.Task
 	page := *f
-	page.Limit = listPage
+	page.Order, page.After = client.OrderDesc, ""
+	for len(kept) < limit {
+		page.Limit = min(limit-len(kept), listPage)
+		l, err := c.ListTasks(ctx, &page)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range l.Items {
+			kept = append(kept, t)
+			if t.ID == stop {
+				return kept, nil
+			}
+		}
+		if l.Next == "" || len(l.Items) == 0 {
+			break
+		}
+		page.After = l.Next
+	}
+	if stop != "" && len(kept) < limit {
+		// The first task after f.After went away (pruned) while listing:
+		// walk forward from f.After instead.
+		return newestAfter(ctx, c, f, limit)
+	}
+	return kept, nil
+}
+
+// newestAfter returns the newest limit tasks that f selects, newest first,
+// by paging oldest first from f.After and keeping the last ones.
+func newestAfter(ctx context.Context, c *client.HTTP, f *client.TaskFilter, limit int) ([]*client.Task, error) {
+	var kept []*client.Task
+	page := *f
+	page.Order, page.Limit = client.OrderAsc, listPage
 	for {
 		l, err := c.ListTasks(ctx, &page)
 		if err != nil {

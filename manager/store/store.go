@@ -157,7 +157,12 @@ type TaskListParams struct {
 	States []errand.State
 	Type   string
 	RunID  string
-	// After returns tasks created after the task with this id (paging).
+	// Desc lists newest first; the default is oldest first (creation
+	// order).
+	Desc bool
+	// After returns the tasks that follow the task with this id in the
+	// chosen order (paging): created after it, or before it with Desc. An
+	// unknown id starts from the beginning of the order.
 	After string
 	Limit int // 0: 100
 }

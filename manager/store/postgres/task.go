@@ -319,7 +319,8 @@ func (s *Store) TaskGet(ctx context.Context, id string) (*errand.Task, error) {
 	return row.task(), nil
 }
 
-// TaskList returns tasks matching the filter in creation order.
+// TaskList returns tasks matching the filter in creation order, or
+// newest first with p.Desc.
 func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand.Task, error) {
 	var (
 		where []string
@@ -342,8 +343,19 @@ func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand
 	if p.RunID != "" {
 		where = append(where, "run_id = "+arg(p.RunID))
 	}
+	order := "seq"
 	if p.After != "" {
-		where = append(where, "seq > coalesce((SELECT seq FROM tasks WHERE id = "+arg(p.After)+"), 0)")
+		id := arg(p.After)
+		cmp := "seq > coalesce((SELECT seq FROM tasks WHERE id = " + id + "), 0)"
+		if p.Desc {
+			cmp = "seq < coalesce((SELECT seq FROM tasks WHERE id = " + id + "), 9223372036854775807)"
+		}
+		where = append(where, cmp)
+	}
+	if p.Desc {
+		// The primary key (and tasks_run for a run) serve the backward
+		// scan as they serve the forward one.
+		order = "seq DESC"
 	}
 	limit := p.Limit
 	if limit <= 0 {
@@ -353,7 +365,7 @@ func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY seq LIMIT " + arg(limit)
+	q += " ORDER BY " + order + " LIMIT " + arg(limit)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tasks: %w", err)

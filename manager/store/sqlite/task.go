@@ -320,7 +320,8 @@ func (s *Store) TaskGet(ctx context.Context, id string) (*errand.Task, error) {
 	return row.task(), nil
 }
 
-// TaskList returns tasks matching the filter in creation order.
+// TaskList returns tasks matching the filter in creation order, or
+// newest first with p.Desc.
 func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand.Task, error) {
 	var (
 		where []string
@@ -342,9 +343,19 @@ func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand
 		where = append(where, "run_id = ?")
 		args = append(args, p.RunID)
 	}
+	order := "seq"
 	if p.After != "" {
-		where = append(where, "seq > coalesce((SELECT seq FROM tasks WHERE id = ?), 0)")
+		cmp := "seq > coalesce((SELECT seq FROM tasks WHERE id = ?), 0)"
+		if p.Desc {
+			cmp = "seq < coalesce((SELECT seq FROM tasks WHERE id = ?), 9223372036854775807)"
+		}
+		where = append(where, cmp)
 		args = append(args, p.After)
+	}
+	if p.Desc {
+		// The primary key (and tasks_run for a run) serve the backward
+		// scan as they serve the forward one.
+		order = "seq DESC"
 	}
 	limit := p.Limit
 	if limit <= 0 {
@@ -354,7 +365,7 @@ func (s *Store) TaskList(ctx context.Context, p store.TaskListParams) ([]*errand
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY seq LIMIT ?"
+	q += " ORDER BY " + order + " LIMIT ?"
 	args = append(args, limit)
 	rows, err := s.rdb.QueryContext(ctx, q, args...)
 	if err != nil {

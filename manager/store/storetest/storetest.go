@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DelegateDeleteExpiresLeases", testDelegateDelete},
 		{"Subscribe", testSubscribe},
 		{"TaskList", testTaskList},
+		{"TaskListOrder", testTaskListOrder},
 		{"RunCreateWithTasks", testRunCreate},
 		{"RunCreateSetupError", testRunSetupError},
 		{"RunCreateRefused", testRunCreateRefused},
