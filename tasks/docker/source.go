@@ -1,12 +1,10 @@
 package docker
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -69,10 +67,6 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 	ctx, cancel := context.WithTimeout(ctx, copyTimeout)
 	defer cancel()
 	opts := workspace.Options{Exclude: h.cfg.Exclude}
-	files, err := workspace.FilesWith(ctx, h.cfg.Source, opts)
-	if err != nil {
-		return errand.Errorf(errand.CodeTaskFailed, "list the project's files in %s: %v", h.cfg.Source, err)
-	}
 	actx, acancel := h.api(ctx)
 	created, err := h.docker.ContainerCreate(actx,
 		&container.Config{Image: img, Labels: labels, Entrypoint: []string{"true"}},
@@ -91,7 +85,7 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 	pr, pw := io.Pipe()
 	written := make(chan error, 1)
 	go func() {
-		err := writeTar(ctx, pw, h.cfg.Source, files, workspace.DefaultMaxBytes)
+		err := workspace.Tar(ctx, h.cfg.Source, pw, opts)
 		pw.CloseWithError(err)
 		written <- err
 	}()
@@ -106,71 +100,6 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 	case werr != nil:
 		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: the daemon stopped reading", h.cfg.Source)
 	}
-	fmt.Fprintf(logs, "workspace: copied %d entries of %s\n", len(files), h.cfg.Source)
-	return nil
-}
-
-// writeTar writes the entries of root named by files (slash paths) as a
-// tar stream owned by root, at most maxBytes of file content.
-func writeTar(ctx context.Context, w io.Writer, root string, files []string, maxBytes int64) error {
-	tw := tar.NewWriter(w)
-	left := maxBytes
-	for _, name := range files {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		full := filepath.Join(root, filepath.FromSlash(name))
-		fi, err := os.Lstat(full)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // removed since it was listed
-		}
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(full); err != nil {
-				return err
-			}
-		} else if !fi.IsDir() && !fi.Mode().IsRegular() {
-			continue
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		hdr.Name = name
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
-		if fi.Mode().IsRegular() {
-			if hdr.Size > left {
-				return fmt.Errorf("%w: the project holds more than %d bytes", workspace.ErrLimit, maxBytes)
-			}
-			left -= hdr.Size
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			if err := copyFile(tw, full, hdr.Size); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-		}
-	}
-	return tw.Close()
-}
-
-// copyFile writes exactly size bytes of the file at path.
-func copyFile(w io.Writer, path string, size int64) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if _, err := io.CopyN(w, f, size); err != nil {
-		return fmt.Errorf("changed while it was copied: %w", err)
-	}
+	fmt.Fprintf(logs, "workspace: copied the project from %s\n", h.cfg.Source)
 	return nil
 }
