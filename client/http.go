@@ -283,11 +283,26 @@ func (c *HTTP) CancelTask(ctx context.Context, id string) error {
 // ListDelegates returns the registered delegates.
 func (c *HTTP) ListDelegates(ctx context.Context) (*DelegateList, error) {
 	var out DelegateList
-	if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/delegates", out: &out, policy: retryIdempotent}); err != nil {
-		return nil, fmt.Errorf("list delegates: %w", err)
+	q := url.Values{}
+	// The manager answers in pages; every caller wants them all.
+	for range maxDelegatePages {
+		var page DelegateList
+		if err := c.do(ctx, call{method: http.MethodGet, path: "/api/v1/delegates", query: q, out: &page, policy: retryIdempotent}); err != nil {
+			return nil, fmt.Errorf("list delegates: %w", err)
+		}
+		out.Kind, out.ManagerID = page.Kind, page.ManagerID
+		out.Items = append(out.Items, page.Items...)
+		if page.Next == "" || page.Next == q.Get("after") {
+			return &out, nil
+		}
+		q.Set("after", page.Next)
 	}
-	return &out, nil
+	return nil, fmt.Errorf("list delegates: more than %d pages", maxDelegatePages)
 }
+
+// maxDelegatePages bounds the pages ListDelegates reads (1000 delegates
+// a page at most).
+const maxDelegatePages = 1000
 
 // GetDelegate returns one delegate.
 func (c *HTTP) GetDelegate(ctx context.Context, id string) (*Delegate, error) {
