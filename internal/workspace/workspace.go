@@ -304,7 +304,20 @@ func CopyWith(ctx context.Context, src, dst string, opts Options) error {
 	if err := os.MkdirAll(to, 0o750); err != nil {
 		return fmt.Errorf("create workspace: %w", err)
 	}
-	c := &copier{ctx: ctx, from: root, to: to, left: opts.maxBytes(), limit: opts.maxBytes()}
+	// Every read and write goes through a root of its tree, so that a
+	// directory swapped for a link after the listing cannot lead the
+	// copy out of either.
+	from, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("workspace source: %w", err)
+	}
+	defer from.Close()
+	into, err := os.OpenRoot(to)
+	if err != nil {
+		return fmt.Errorf("workspace %s: %w", dst, err)
+	}
+	defer into.Close()
+	c := &copier{ctx: ctx, from: from, to: into, left: opts.maxBytes(), limit: opts.maxBytes()}
 	type dirTimes struct {
 		path  string
 		mode  fs.FileMode
@@ -316,27 +329,26 @@ func CopyWith(ctx context.Context, src, dst string, opts Options) error {
 			return err
 		}
 		rel := filepath.FromSlash(n)
-		fi, err := os.Lstat(filepath.Join(root, rel))
+		fi, err := from.Lstat(rel)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // removed since it was listed
 		}
 		if err != nil {
 			return fmt.Errorf("workspace source: %w", err)
 		}
-		target := filepath.Join(to, rel)
 		switch m := fi.Mode(); {
 		case m.IsDir():
 			// Writable by its owner until everything is in it.
-			if err := os.Mkdir(target, m.Perm()|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			if err := into.Mkdir(rel, m.Perm()|0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("copy %s: %w", n, err)
 			}
-			dirs = append(dirs, dirTimes{target, m.Perm(), fi.ModTime()})
+			dirs = append(dirs, dirTimes{rel, m.Perm(), fi.ModTime()})
 		case m&fs.ModeSymlink != 0:
-			link, err := os.Readlink(filepath.Join(root, rel))
+			link, err := from.Readlink(rel)
 			if err != nil {
 				return fmt.Errorf("copy %s: %w", n, err)
 			}
-			if err := os.Symlink(link, target); err != nil {
+			if err := into.Symlink(link, rel); err != nil {
 				return fmt.Errorf("copy %s: %w", n, err)
 			}
 		case m.IsRegular():
@@ -348,8 +360,8 @@ func CopyWith(ctx context.Context, src, dst string, opts Options) error {
 	// Deepest first, so that a parent's time is not changed by its children.
 	for i := len(dirs) - 1; i >= 0; i-- {
 		d := dirs[i]
-		_ = os.Chmod(d.path, d.mode)
-		_ = os.Chtimes(d.path, d.mtime, d.mtime)
+		_ = into.Chmod(d.path, d.mode)
+		_ = into.Chtimes(d.path, d.mtime, d.mtime)
 	}
 	return nil
 }
@@ -357,12 +369,12 @@ func CopyWith(ctx context.Context, src, dst string, opts Options) error {
 // copier copies regular files within a byte budget.
 type copier struct {
 	ctx         context.Context
-	from, to    string
+	from, to    *os.Root
 	left, limit int64
 }
 
 func (c *copier) file(rel string, perm fs.FileMode, mtime time.Time) error {
-	in, err := os.OpenFile(filepath.Join(c.from, rel), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	in, err := c.from.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", filepath.ToSlash(rel), err)
 	}
@@ -370,8 +382,7 @@ func (c *copier) file(rel string, perm fs.FileMode, mtime time.Time) error {
 	if fi, err := in.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return nil // replaced by something else since it was listed
 	}
-	target := filepath.Join(c.to, rel)
-	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm|0o200)
+	out, err := c.to.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm|0o200)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", filepath.ToSlash(rel), err)
 	}
@@ -387,10 +398,10 @@ func (c *copier) file(rel string, perm fs.FileMode, mtime time.Time) error {
 		return fmt.Errorf("copy %s: %w", filepath.ToSlash(rel), err)
 	}
 	// The mode given to OpenFile went through the umask.
-	if err := os.Chmod(target, perm); err != nil {
+	if err := c.to.Chmod(rel, perm); err != nil {
 		return fmt.Errorf("copy %s: %w", filepath.ToSlash(rel), err)
 	}
-	_ = os.Chtimes(target, mtime, mtime)
+	_ = c.to.Chtimes(rel, mtime, mtime)
 	return nil
 }
 
