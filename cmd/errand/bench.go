@@ -22,6 +22,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/proc"
 	"github.com/errandci/errand/manager"
 	"github.com/errandci/errand/poller"
 )
@@ -352,28 +353,11 @@ func raiseOpenFiles(want uint64) error {
 // procCPUTicks returns the user plus system CPU time of a process, in
 // clock ticks.
 func procCPUTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	st, err := proc.Read("/proc", pid)
 	if err != nil {
 		return 0, fmt.Errorf("read process stat: %w", err)
 	}
-	// The command name is in parentheses and may hold spaces: fields
-	// count from after its closing parenthesis, where field 3 (state)
-	// starts; utime and stime are fields 14 and 15.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse process stat %q", s)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("parse process stat %q", s)
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("parse process stat: %w", err)
-	}
-	return utime + stime, nil
+	return st.UTime + st.STime, nil
 }
 
 // procRSS returns the resident set size of a process in bytes.

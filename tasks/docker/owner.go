@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/errandci/errand/internal/proc"
 )
 
 // LocalOwner names a process on a host in a way that survives pid reuse:
@@ -25,8 +27,8 @@ func (o LocalOwner) String() string { return fmt.Sprintf("%s:%d:%d", o.Host, o.P
 func SelfOwner() LocalOwner {
 	host, _ := os.Hostname()
 	pid := os.Getpid()
-	start, _ := processStart(pid)
-	return LocalOwner{Host: host, PID: pid, Start: start}
+	st, _ := proc.Read("/proc", pid)
+	return LocalOwner{Host: host, PID: pid, Start: st.Start}
 }
 
 // ParseLocalOwner reads the label form written by String.
@@ -63,40 +65,15 @@ func (o LocalOwner) Alive() (bool, error) {
 	if o.Host != host {
 		return false, fmt.Errorf("%w (%s, this is %s)", ErrOtherHost, o.Host, host)
 	}
-	start, err := processStart(o.PID)
+	st, err := proc.Read("/proc", o.PID)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
+	start := st.Start
 	// A start time that could not be read when the label was written
 	// cannot tell a reused pid: the process is taken for the owner.
 	return o.Start == 0 || start == o.Start, nil
-}
-
-// processStart reads a process's start time, in clock ticks since boot,
-// from /proc/PID/stat.
-func processStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read start time of process %d: %w", pid, err)
-	}
-	// The command name (field 2) may hold spaces and parentheses: the
-	// fields that follow start after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("read start time of process %d: unexpected stat %q", pid, s)
-	}
-	f := strings.Fields(s[i+1:])
-	// Field 22 (starttime) is the 20th after the name.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("read start time of process %d: short stat", pid)
-	}
-	v, err := strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("read start time of process %d: %w", pid, err)
-	}
-	return v, nil
 }

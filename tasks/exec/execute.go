@@ -19,6 +19,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/internal/proc"
 	"github.com/errandci/errand/livelog"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
@@ -183,7 +184,7 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 	start := time.Now()
 	type startResult struct {
 		err  error
-		stat procStat
+		stat proc.Stat
 	}
 	started := make(chan startResult, 1)
 	waited := make(chan struct{})
@@ -198,7 +199,7 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 			return
 		}
 		// Read before Wait: the shell cannot be reaped in between.
-		st, err := readStat("/proc", cmd.Process.Pid)
+		st, err := proc.Read("/proc", cmd.Process.Pid)
 		started <- startResult{err: err, stat: st}
 		_ = cmd.Wait()
 	}()
@@ -217,7 +218,7 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 	defer h.track(pgid, false)
 	forget := func() {}
 	if sr.err == nil {
-		if forget, err = h.record(pgid, sr.stat.start); err != nil {
+		if forget, err = h.record(pgid, sr.stat.Start); err != nil {
 			h.logger().WithError(err).Warn("cannot record a step's processes: a restarted delegate would not find them")
 		}
 	}

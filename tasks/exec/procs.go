@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand/internal/proc"
 )
 
 // A step's processes must not outlive the delegate that runs them. Three
@@ -90,57 +92,17 @@ type stepRecord struct {
 	BootID string `json:"boot_id"`
 }
 
-// procStat is what KillLeftovers reads of a process.
-type procStat struct {
-	state string
-	pgrp  int
-	start uint64
-}
-
-// zombie reports whether the process has ended and waits for its reaper.
-func (p procStat) zombie() bool { return p.state == "Z" || p.state == "X" }
-
-// readStat reads a process's group and start time from procDir/PID/stat.
-func readStat(procDir string, pid int) (procStat, error) {
-	b, err := os.ReadFile(filepath.Join(procDir, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return procStat{}, err
-	}
-	// The command name, field 2, may hold spaces and parentheses: the
-	// fields that follow start after the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return procStat{}, fmt.Errorf("%s/%d/stat: no command name", procDir, pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return procStat{}, fmt.Errorf("%s/%d/stat: %d fields", procDir, pid, len(f)+2)
-	}
-	pgrp, err1 := strconv.Atoi(f[2])
-	start, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return procStat{}, fmt.Errorf("%s/%d/stat: %w", procDir, pid, err)
-	}
-	return procStat{state: f[0], pgrp: pgrp, start: start}, nil
-}
-
-// bootID names the current boot: start times are counted from it.
-func bootID() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
-}
-
 // ownerDir is where this process records its steps:
 // Steps/<pid>-<start time>, so that delegates sharing a state dir tell
 // their records from those of a process that is gone.
 func (h *Handlers) ownerDir() (string, error) {
 	h.ownerOnce.Do(func() {
-		st, err := readStat("/proc", os.Getpid())
+		st, err := proc.Read("/proc", os.Getpid())
 		if err != nil {
 			h.ownerErr = fmt.Errorf("read own start time: %w", err)
 			return
 		}
-		h.owner = filepath.Join(h.Steps, fmt.Sprintf("%d-%d", os.Getpid(), st.start))
+		h.owner = filepath.Join(h.Steps, fmt.Sprintf("%d-%d", os.Getpid(), st.Start))
 	})
 	return h.owner, h.ownerErr
 }
@@ -156,7 +118,7 @@ func (h *Handlers) record(pgid int, start uint64) (func(), error) {
 	if err != nil {
 		return func() {}, err
 	}
-	b, _ := json.Marshal(stepRecord{PGID: pgid, Start: start, BootID: bootID()})
+	b, _ := json.Marshal(stepRecord{PGID: pgid, Start: start, BootID: proc.BootID()})
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return func() {}, fmt.Errorf("record step: %w", err)
 	}
@@ -190,7 +152,7 @@ func (h *Handlers) KillLeftovers(ctx context.Context) error {
 		return fmt.Errorf("read step records: %w", err)
 	}
 	self, _ := h.ownerDir()
-	boot := bootID()
+	boot := proc.BootID()
 	var errs []error
 	var killed []int
 	for _, o := range owners {
@@ -232,14 +194,14 @@ func ownerAlive(name string) bool {
 	if !ok || err1 != nil || err2 != nil {
 		return false
 	}
-	st, err := readStat("/proc", pid)
-	return err == nil && st.start == start
+	st, err := proc.Read("/proc", pid)
+	return err == nil && st.Start == start
 }
 
 // killGroup sends SIGKILL to the members of the recorded group and
 // returns their pids.
 func (h *Handlers) killGroup(rec stepRecord) []int {
-	if st, err := readStat("/proc", rec.PGID); err == nil && st.start != rec.Start {
+	if st, err := proc.Read("/proc", rec.PGID); err == nil && st.Start != rec.Start {
 		return nil // the id was reused by another process
 	}
 	entries, err := os.ReadDir("/proc")
@@ -252,8 +214,8 @@ func (h *Handlers) killGroup(rec stepRecord) []int {
 		if err != nil {
 			continue
 		}
-		st, err := readStat("/proc", pid)
-		if err != nil || st.pgrp != rec.PGID || st.start < rec.Start || st.zombie() {
+		st, err := proc.Read("/proc", pid)
+		if err != nil || st.PGRP != rec.PGID || st.Start < rec.Start || st.Zombie() {
 			continue
 		}
 		if syscall.Kill(pid, syscall.SIGKILL) == nil {
@@ -276,8 +238,8 @@ func waitGone(ctx context.Context, pids []int) {
 
 // running reports whether pid runs: a zombie has ended.
 func running(pid int) bool {
-	st, err := readStat("/proc", pid)
-	return err == nil && !st.zombie()
+	st, err := proc.Read("/proc", pid)
+	return err == nil && !st.Zombie()
 }
 
 func (h *Handlers) logger() logrus.FieldLogger {

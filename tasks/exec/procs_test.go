@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/errandci/errand/internal/proc"
 )
 
 // group is a process group started by the test.
@@ -36,11 +38,11 @@ func startGroup(t *testing.T) *group {
 		_ = cmd.Process.Kill()
 		<-g.exited
 	})
-	st, err := readStat("/proc", cmd.Process.Pid)
+	st, err := proc.Read("/proc", cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.start = st.start
+	g.start = st.Start
 	return g
 }
 
@@ -81,7 +83,7 @@ func deadPID(t *testing.T) int {
 // now names another process and the records of a process still running.
 func TestKillLeftovers(t *testing.T) {
 	h := New(t.TempDir())
-	boot := bootID()
+	boot := proc.BootID()
 	left, reused, sibling := startGroup(t), startGroup(t), startGroup(t)
 
 	dead := filepath.Join(h.Steps, fmt.Sprintf("%d-%d", deadPID(t), 12345))
