@@ -66,8 +66,11 @@ func (d *replicaDelegate) call(ctx context.Context, fn func(ctx context.Context,
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := fn(cctx, d.client())
 		cancel()
+		// An answer cut off by the replica's death reaches the client as
+		// an internal or unavailable error: like a refused connection,
+		// it is tried on the next replica (a repeated report is a no-op).
 		var apiErr *errand.Error
-		if err == nil || errors.As(err, &apiErr) {
+		if err == nil || (errors.As(err, &apiErr) && apiErr.Code != errand.CodeInternal && apiErr.Code != errand.CodeUnavailable) {
 			return err
 		}
 		n := int32(len(d.rs.managers))
