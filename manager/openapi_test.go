@@ -2,7 +2,6 @@ package manager
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,9 +19,6 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
-	"github.com/errandci/errand/poller"
-	"github.com/errandci/errand/router"
-	"github.com/errandci/errand/tasks/exec"
 )
 
 // loadOpenAPI loads api/openapi.yaml and validates it as an OpenAPI 3
@@ -437,22 +433,5 @@ func TestOpenAPIResponses(t *testing.T) {
 // whose every call to the manager goes through v.
 func (e *env) startValidatedHostDelegate(v *apiValidator) {
 	e.t.Helper()
-	r := router.New(router.WithLogger(quietLogger()))
-	exec.New(e.t.TempDir()).Register(r)
-	c := client.New(e.ts.URL, testReg, client.WithLogger(quietLogger().WithField("test", true)),
-		client.WithHTTPClient(&http.Client{Transport: v}))
-	p := poller.New(poller.Config{
-		Delegate:          client.RegisterRequest{Name: "host", Capacity: 4},
-		Authenticate:      func(token string) client.Client { return c.WithToken(token) },
-		Wait:              2 * time.Second,
-		HeartbeatInterval: 100 * time.Millisecond,
-		Logger:            quietLogger(),
-	}, c, r)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	e.startHostDelegate(client.WithHTTPClient(&http.Client{Transport: v}))
 }

@@ -18,12 +18,13 @@ import (
 )
 
 // startHostDelegate runs a real poller with the exec handlers against the
-// env's server until the test ends.
-func (e *env) startHostDelegate() {
+// env's server until the test ends; opts are added to its client's.
+func (e *env) startHostDelegate(opts ...client.Option) {
 	e.t.Helper()
 	r := router.New(router.WithLogger(quietLogger()))
 	exec.New(e.t.TempDir()).Register(r)
-	c := client.New(e.ts.URL, testReg, client.WithLogger(quietLogger().WithField("test", true)))
+	opts = append([]client.Option{client.WithLogger(quietLogger().WithField("test", true))}, opts...)
+	c := client.New(e.ts.URL, testReg, opts...)
 	p := poller.New(poller.Config{
 		Delegate:          client.RegisterRequest{Name: "host", Capacity: 4},
 		Authenticate:      func(token string) client.Client { return c.WithToken(token) },
