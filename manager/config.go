@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand/internal/jsonnetbox"
+	"github.com/errandci/errand/manager/scheduler"
 )
 
 // Config is the manager's whole configuration, filled from flags and
@@ -77,9 +78,12 @@ type Config struct {
 	JsonnetTimeout time.Duration
 	JsonnetMemory  int64
 
-	// Secrets returns the value of a secret that a pipeline names; nil
-	// reads ERRAND_SECRET_<NAME> from the manager's environment.
-	Secrets func(name string) (string, bool)
+	// Secrets holds the values of the secrets that pipelines name; nil
+	// reads ERRAND_SECRET_<NAME> from the manager's environment
+	// (scheduler.EnvSecrets). Values are looked up when a run is planned
+	// (to refuse one that cannot be masked), when a task is leased and
+	// when what a delegate sends is masked; they are never stored.
+	Secrets scheduler.SecretSource
 
 	// Log receives the manager's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger

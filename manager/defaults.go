@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand/manager/scheduler"
 )
 
 // Defaults of Config, applied by SetDefaults.
@@ -73,6 +75,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Secrets == nil {
+		c.Secrets = scheduler.EnvSecrets{}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -368,7 +370,32 @@ func (s *Server) lookForTasks(ctx context.Context, d *errand.Delegate, max int) 
 		return nil, fmt.Errorf("acquire for delegate %s: %w", d.ID, err)
 	}
 	s.cache.looked(d.ID, queued, s.now(), len(tasks))
-	return tasks, nil
+	return s.leaseSecrets(ctx, d.ID, tasks)
+}
+
+// leaseSecrets puts the values of the secrets each leased task names
+// into its leased copy. A task whose secret the source does not hold
+// fails at once with errand.CodeSecretMissing, and is not handed out.
+func (s *Server) leaseSecrets(ctx context.Context, delegateID string, leased []*errand.Task) ([]*errand.Task, error) {
+	out := leased[:0]
+	for _, t := range leased {
+		err := scheduler.LeaseSecrets(ctx, s.cfg.Secrets, t)
+		if err == nil {
+			out = append(out, t)
+			continue
+		}
+		e := &errand.Error{Code: errand.CodeSecretMissing, Reason: err.Error()}
+		var de *errand.Error
+		if errors.As(err, &de) && de.Code == errand.CodeSecretMissing {
+			e.Reason = de.Reason
+		}
+		s.log.WithFields(logrus.Fields{"task_id": t.ID, "delegate_id": delegateID}).WithError(err).Warn("task fails: a secret it names cannot be given")
+		if _, err := s.store.TaskReport(ctx, store.TaskReportParams{TaskID: t.ID, DelegateID: delegateID,
+			LeaseToken: t.Lease.Token, State: errand.StateFailed, Error: e, Now: s.now()}); err != nil {
+			return nil, fmt.Errorf("fail task %s: %w", t.ID, err)
+		}
+	}
+	return out, nil
 }
 
 // awaitTasks is the long-polling acquire: it looks for tasks, then again

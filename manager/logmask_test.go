@@ -10,6 +10,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -122,7 +123,7 @@ func TestManagerMasksWhatDelegatesSend(t *testing.T) {
 func TestRunRefusesShortSecret(t *testing.T) {
 	values := map[string]string{"LONG_ENOUGH": "abcd", "SHORT": "q7z"}
 	e := newEnv(t, func(c *Config) {
-		c.Secrets = func(name string) (string, bool) { v, ok := values[name]; return v, ok }
+		c.Secrets = scheduler.SecretFunc(func(name string) (string, bool) { v, ok := values[name]; return v, ok })
 	})
 	run := e.submit("stages:\n  - name: s\n    secrets: [LONG_ENOUGH, SHORT]\n    steps:\n      - name: x\n        commands: [echo]\n")
 	if run.Phase != "setuperror" || len(run.SetupErrors) != 1 {

@@ -343,7 +343,7 @@ func (c *taskMaskers) put(id string, m *livelog.Masker) {
 }
 
 // secretValues returns the values of the "secrets" object of task data
-// (how pipeline secrets reach a delegate), the string ones.
+// (values written in a task's data by its author), the string ones.
 func secretValues(data json.RawMessage) []string {
 	if !bytes.Contains(data, []byte(`"secrets"`)) {
 		return nil
@@ -376,8 +376,24 @@ func (s *Server) taskMasker(ctx context.Context, id string) (*livelog.Masker, er
 	if err != nil {
 		return nil, err
 	}
+	values := secretValues(t.Data)
+	names, err := errand.SecretNames(t.Data)
+	if err != nil {
+		return nil, err
+	}
+	// Named secrets are masked with the values the source holds now: a
+	// secret gone from it since the task was leased failed the task.
+	for _, name := range names {
+		v, ok, err := s.cfg.Secrets.Secret(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("read secret %s: %w", name, err)
+		}
+		if ok && v != "" {
+			values = append(values, v)
+		}
+	}
 	var m *livelog.Masker
-	if values := secretValues(t.Data); len(values) > 0 {
+	if len(values) > 0 {
 		var short int
 		m, short = livelog.NewMasker(values...)
 		if short > 0 {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -22,6 +21,7 @@ import (
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/pipeline"
 )
@@ -51,7 +51,7 @@ const (
 	DefaultApprover = "admin"
 	// SecretEnvPrefix prefixes the manager's environment variables that
 	// hold pipeline secrets: ERRAND_SECRET_DEPLOY_KEY is DEPLOY_KEY.
-	SecretEnvPrefix = "ERRAND_SECRET_"
+	SecretEnvPrefix = scheduler.EnvPrefix
 )
 
 // Bounds of the runs API.
@@ -84,14 +84,6 @@ type runPlan struct {
 	Gates map[string]string `json:"gates,omitempty"`
 }
 
-// secret returns a pipeline secret's value.
-func (s *Server) secret(name string) (string, bool) {
-	if s.cfg.Secrets != nil {
-		return s.cfg.Secrets(name)
-	}
-	return os.LookupEnv(SecretEnvPrefix + name)
-}
-
 // runFormats are the config formats a submitted run may use.
 var runFormats = []string{".yml", ".yaml", ".json", ".jsonnet"}
 
@@ -116,7 +108,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 	}
 	id := ulid.Make().String()
 	run := &store.Run{ID: id, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
-	plan, err := s.planRun(id, name, &req)
+	plan, err := s.planRun(r.Context(), id, name, &req)
 	var tooLarge *runTooLarge
 	if errors.As(err, &tooLarge) {
 		return errand.Errorf(errand.CodeInvalid, "%s", tooLarge.reason)
@@ -150,7 +142,7 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 
 // planRun loads, validates and expands a submitted config, and adds the
 // approval gates. Its error lists what is wrong with the config.
-func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan, error) {
+func (s *Server) planRun(ctx context.Context, id, filename string, req *client.RunRequest) (*runPlan, error) {
 	cfg, err := pipeline.Parse(filename, []byte(req.Config), pipeline.LoadOptions{ExtStr: req.ExtStr,
 		Timeout: s.cfg.JsonnetTimeout, Memory: s.cfg.JsonnetMemory})
 	if err != nil {
@@ -167,10 +159,16 @@ func (s *Server) planRun(id, filename string, req *client.RunRequest) (*runPlan,
 			return nil, &runTooLarge{fmt.Sprintf("stages[%d].steps: %d steps, more than the %d a stage may have (--max-stage-steps)", i, len(st.Steps), s.cfg.MaxStageSteps)}
 		}
 	}
+	// The values are read to refuse what cannot be masked; the plan
+	// holds the names only.
 	secrets := map[string]string{}
 	for _, st := range cfg.Stages {
 		for _, name := range st.Secrets {
-			if v, ok := s.secret(name); ok {
+			v, ok, err := s.cfg.Secrets.Secret(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("read secret %s: %w", name, err)
+			}
+			if ok {
 				secrets[name] = v
 			}
 		}

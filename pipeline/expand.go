@@ -20,14 +20,24 @@ type ExpandOptions struct {
 	// Branch and Event are matched against each stage's when.
 	Branch string
 	Event  string
-	// Secrets holds secret values by name. A stage that runs and names a
-	// secret missing here makes Expand fail.
+	// Secrets holds the secrets available to the run, by name. A stage
+	// that runs and names a secret missing here makes Expand fail. Only
+	// the names are read: the plan names its secrets
+	// (errand.SecretNamesField) and holds no value; the manager puts the
+	// values into a task when it is leased.
 	Secrets map[string]string
 	// Env is environment given to every step, under the stage's and the
 	// step's own.
 	Env map[string]string
 	// NewID returns a new task id; a ULID when nil.
 	NewID func() string
+}
+
+// executeData is the stored data of an execute task: the step, and the
+// names of its secrets in place of their values.
+type executeData struct {
+	tasks.ExecuteData
+	SecretNames []string `json:"secret_names,omitempty"`
 }
 
 // Plan is a run's graph of tasks and where each stage's tasks are in it.
@@ -368,20 +378,13 @@ func stageTasks(s *Stage, ps PlanStage, opts ExpandOptions) ([]*errand.Task, err
 	}
 	out := []*errand.Task{it}
 
-	var secrets map[string]string
-	if len(s.Secrets) > 0 {
-		secrets = map[string]string{}
-		for _, name := range s.Secrets {
-			secrets[name] = opts.Secrets[name]
-		}
-	}
 	var cleanupDeps []errand.Dependency
 	for k, st := range s.Steps {
-		data := tasks.ExecuteData{
+		data := executeData{ExecuteData: tasks.ExecuteData{
 			Stage: stage, Step: st.Name, Image: st.Image, Commands: st.Commands, Shell: st.Shell,
-			Environment: stepEnv(s, st, opts), Secrets: secrets, WorkingDir: st.WorkingDir,
+			Environment: stepEnv(s, st, opts), WorkingDir: st.WorkingDir,
 			Privileged: s.Privileged, Resources: res,
-		}
+		}, SecretNames: slices.Clone(s.Secrets)}
 		timeout := st.Timeout
 		if timeout == 0 {
 			timeout = s.Timeout

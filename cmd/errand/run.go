@@ -30,6 +30,7 @@ import (
 	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/manager"
 	"github.com/errandci/errand/manager/ost/posix"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store/sqlite"
 	"github.com/errandci/errand/pipeline"
 	"github.com/errandci/errand/router"
@@ -402,11 +403,10 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 		return exitFailed, err
 	}
 	defer objects.Close()
-	secrets := lr.secrets
 	mcfg := manager.Config{
 		Listen: f.listen, AdminToken: randomToken(), RegistrationToken: randomToken(), Log: log,
 		HeartbeatInterval: time.Second, SweepInterval: 500 * time.Millisecond,
-		Secrets: func(name string) (string, bool) { v, ok := secrets[name]; return v, ok },
+		Secrets: scheduler.SecretMap(lr.secrets),
 	}
 	srv, err := manager.New(mcfg, st, objects)
 	if err != nil {
