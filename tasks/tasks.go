@@ -1,6 +1,7 @@
 // Package tasks defines the data and results of the built-in task types,
 // shared by the pipeline expansion that writes them and the handlers that
-// read them (tasks/exec for host processes, tasks/docker for containers).
+// read them (tasks/runtime, over its drivers: tasks/exec for host
+// processes, tasks/docker for containers).
 //
 // A stage becomes one initialize task, one execute task per step and one
 // cleanup task. Handlers keep no state between them: what initialize

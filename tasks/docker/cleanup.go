@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -13,45 +12,25 @@ import (
 	"github.com/docker/docker/api/types/volume"
 	dockerclient "github.com/docker/docker/client"
 
-	"github.com/errandci/errand"
-	"github.com/errandci/errand/httphelper"
-	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 // Cleanup removes the stage's containers, network and volume: everything
 // labelled with the stage's initialize task, whether initialize succeeded,
 // failed half-way, or ran on this delegate before it restarted.
-func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
-	var data tasks.CleanupData
-	t, err := decodeTask(r, &data)
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
-	initID := ""
-	for _, d := range t.Dependencies {
-		if strings.HasSuffix(d.Type, ".initialize") {
-			initID = d.Task
-			break
-		}
-	}
-	if initID == "" {
-		httphelper.WriteError(w, errand.Errorf(errand.CodeInvalid, "cleanup task %s: no initialize task among the dependencies", t.ID))
-		return
-	}
+func (d driver) Cleanup(ctx context.Context, s *runtime.Cleanup) (*tasks.CleanupResult, error) {
+	h := d.h
 	// Steps of the stage that ran here may still be being removed.
 	h.removals.Wait()
-	removed, err := h.removeLabelled(r.Context(), LabelInitialize+"="+initID)
-	logs := router.LogFrom(r.Context())
+	removed, err := h.removeLabelled(ctx, LabelInitialize+"="+s.Init.Task)
 	for _, name := range removed {
-		fmt.Fprintf(logs, "removed %s\n", name)
+		fmt.Fprintf(s.Log, "removed %s\n", name)
 	}
 	if err != nil {
-		httphelper.WriteError(w, failure("cleanup", err))
-		return
+		return nil, failure("cleanup", err)
 	}
-	httphelper.WriteJSON(w, tasks.CleanupResult{Removed: removed}, http.StatusOK)
+	return &tasks.CleanupResult{Removed: removed}, nil
 }
 
 // removeLabelled removes the containers, then the networks and volumes,

@@ -22,7 +22,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"path"
 	"regexp"
 	"strings"
@@ -34,8 +33,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/router"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 // Error codes of the docker runtime, found in a task's error.
@@ -82,7 +81,7 @@ const (
 const Workspace = "/errand/workspace"
 
 // DefaultShell reads a step's commands: the first that fails ends it.
-const DefaultShell = "sh -e"
+const DefaultShell = runtime.DefaultShell
 
 // Defaults of a Config.
 const (
@@ -228,10 +227,20 @@ func Register(r *router.Router, cfg Config) error {
 
 // Register adds the docker task types to r.
 func (h *Handlers) Register(r *router.Router) {
-	r.HandleFunc(errand.TypeDockerInitialize, h.Initialize)
-	r.HandleFunc(errand.TypeDockerExecute, h.Execute)
-	r.HandleFunc(errand.TypeDockerCleanup, h.Cleanup)
+	h.Runtime().Register(r)
 }
+
+// Runtime returns the handlers of the docker task types: the runtime's
+// handlers over this driver.
+func (h *Handlers) Runtime() *runtime.Handlers {
+	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.cfg.StopGrace, MaxStep: h.cfg.MaxStep, Log: h.cfg.Log}
+}
+
+// driver is the docker runtime.Driver: the name of its task types is
+// "docker".
+type driver struct{ h *Handlers }
+
+func (driver) Name() string { return "docker" }
 
 // Close waits for the removals of exited step containers under way and
 // releases the Docker client if New made it.
@@ -303,24 +312,6 @@ func (h *Handlers) managerID(ctx context.Context) (string, error) {
 // api returns a context for one short Docker API call.
 func (h *Handlers) api(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, h.cfg.APITimeout)
-}
-
-// maxTaskBody bounds the task a handler reads.
-const maxTaskBody = 8 << 20
-
-// decodeTask reads the task from the request and its data into data.
-func decodeTask(r *http.Request, data any) (*errand.Task, error) {
-	var t errand.Task
-	if err := httphelper.DecodeJSON(r, &t, maxTaskBody); err != nil {
-		return nil, err
-	}
-	if len(t.Data) == 0 {
-		return nil, errand.Errorf(errand.CodeInvalid, "task %s has no data", t.ID)
-	}
-	if err := httphelper.Unmarshal(t.Data, data); err != nil {
-		return nil, fmt.Errorf("data of task %s: %w", t.ID, err)
-	}
-	return &t, nil
 }
 
 // delegateOf is the delegate running t: the lease holder.

@@ -1,14 +1,12 @@
 package docker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,25 +20,8 @@ import (
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
 	"github.com/errandci/errand/tasks/docker"
+	"github.com/errandci/errand/tasks/runtime/runtimetest"
 )
-
-// logBuffer is a log writer safe for the handler's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type env struct {
 	t   *testing.T
@@ -78,7 +59,7 @@ func (e *env) serve(ctx context.Context, delegateID, typ string, data any, deps 
 	id := strings.ReplaceAll(e.t.Name(), "/", "-") + "-" + strconv.Itoa(e.seq)
 	task := &errand.Task{ID: id, Type: typ, Data: b, Dependencies: deps, DelegateID: delegateID,
 		Lease: &errand.Lease{Token: "l", DelegateID: delegateID}}
-	var logs logBuffer
+	var logs runtimetest.Log
 	out := e.r.Serve(ctx, task, &logs)
 	return out, logs.String(), id
 }
@@ -552,7 +533,7 @@ func TestDockerUnavailableFailsFast(t *testing.T) {
 			b, _ := json.Marshal(stageData())
 			task := &errand.Task{ID: "unavailable-" + strings.ReplaceAll(name, " ", "-"), Type: errand.TypeDockerInitialize,
 				Data: b, Lease: &errand.Lease{Token: "l", DelegateID: "d1"}}
-			var logs logBuffer
+			var logs runtimetest.Log
 			out := r.Serve(ctx, task, &logs)
 			if ctx.Err() != nil {
 				t.Fatalf("initialize returned only when the deadline passed: %+v %v", out, out.Error)

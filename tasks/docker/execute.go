@@ -1,13 +1,8 @@
 package docker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -16,74 +11,30 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	dockerclient "github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/httphelper"
-	"github.com/errandci/errand/livelog"
-	"github.com/errandci/errand/router"
-	"github.com/errandci/errand/tasks"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 // outputDrain bounds the wait for a step's last output once its container
 // has exited.
 const outputDrain = 2 * time.Second
 
-// Execute runs one step in a container of its own: the stage image (or
+// Start runs one step in a container of its own: the stage image (or
 // the step's), the workspace (the stage's volume, or the bound source
 // directory) mounted at Workspace, the stage network, the step's
-// environment and secrets as container environment, and its commands
-// read as one script by the shell. Output is shipped to the task log line
-// by line, stdout and stderr each in order, as it comes.
-// When the task is cancelled or times out the container is stopped
-// (SIGTERM, then SIGKILL after the grace) and removed.
-func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
-	var data tasks.ExecuteData
-	t, err := decodeTask(r, &data)
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
-	res, err := h.execute(r.Context(), t, &data)
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
-	if res.ExitCode != 0 {
-		writeExitError(w, *res, fmt.Sprintf("step %s exited with code %d", data.Step, res.ExitCode))
-		return
-	}
-	httphelper.WriteJSON(w, res, http.StatusOK)
-}
-
-// step is a step container to run.
-type step struct {
-	config  *container.Config
-	host    *container.HostConfig
-	secrets []string
-}
-
-func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.ExecuteData) (*tasks.ExecuteResult, error) {
-	if len(data.Commands) == 0 {
-		return nil, errand.Errorf(errand.CodeInvalid, "step %s has no commands", data.Step)
-	}
+// environment and secrets as container environment, and its script read
+// by the shell. Stdout and stderr are streams of their own.
+func (d driver) Start(ctx context.Context, s *runtime.Step) (runtime.Handle, error) {
+	h, data, init := d.h, s.Data, s.Stage
 	if data.Privileged && !h.cfg.AllowPrivileged {
 		return nil, errand.Errorf(CodePrivilegedNotAllowed,
 			"step %s asks for a privileged container; this delegate was not started with --allow-privileged", data.Step)
 	}
-	init, err := tasks.InitializeResultFrom(t.Dependencies)
-	if err != nil {
-		return nil, errand.Errorf(errand.CodeInvalid, "find the stage's resources: %v", err)
-	}
 	ws, err := h.workspaceMount(init.Volume)
 	if err != nil {
 		return nil, err
-	}
-	initID := ""
-	for _, d := range t.Dependencies {
-		if strings.HasSuffix(d.Type, ".initialize") {
-			initID = d.Task
-			break
-		}
 	}
 	dir, err := workingDir(data.WorkingDir)
 	if err != nil {
@@ -96,189 +47,224 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	if img == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, "step %s has no image and the stage none either", data.Step)
 	}
-	logs := router.LogFrom(ctx)
 	if img != init.Image {
-		if err := h.ensureImage(ctx, img, PullIfNotPresent, logs); err != nil {
+		if err := h.ensureImage(ctx, img, PullIfNotPresent, s.Log); err != nil {
 			return nil, err
 		}
 	}
-	shell := strings.Fields(data.Shell)
-	if len(shell) == 0 {
-		shell = strings.Fields(DefaultShell)
-	}
-	labels, err := h.labels(ctx, t, data.Stage, initID)
+	labels, err := h.labels(ctx, s.Task, data.Stage, s.InitID)
 	if err != nil {
 		return nil, err
 	}
 	labels[LabelStep] = data.Step
-	s := &step{
-		config: &container.Config{
-			Image:        img,
-			Entrypoint:   append(shell[:len(shell):len(shell)], "-c", strings.Join(data.Commands, "\n")),
-			Env:          stepEnv(data),
-			WorkingDir:   dir,
-			Labels:       labels,
-			AttachStdout: true,
-			AttachStderr: true,
-		},
-		host: &container.HostConfig{
-			NetworkMode: container.NetworkMode(init.Network),
-			Mounts:      []mount.Mount{ws},
-			Privileged:  data.Privileged,
-			Init:        boolPtr(true),
-			Resources:   resources(data.Resources),
-		},
+	cfg := &container.Config{
+		Image:        img,
+		Entrypoint:   append(s.Shell[:len(s.Shell):len(s.Shell)], "-c", s.Script),
+		Env:          s.Env(Workspace),
+		WorkingDir:   dir,
+		Labels:       labels,
+		AttachStdout: true,
+		AttachStderr: true,
 	}
-	for _, v := range data.Secrets {
-		s.secrets = append(s.secrets, v)
+	host := &container.HostConfig{
+		NetworkMode: container.NetworkMode(init.Network),
+		Mounts:      []mount.Mount{ws},
+		Privileged:  data.Privileged,
+		Init:        boolPtr(true),
+		Resources:   resources(data.Resources),
 	}
-	return h.run(ctx, t, s, logs)
+	return h.start(ctx, s, cfg, host)
 }
 
-// stepEnv is the container environment of a step: Errand's variables,
-// then the step's environment and secrets, each sorted by name.
-func stepEnv(d *tasks.ExecuteData) []string {
-	env := []string{"CI=true", "ERRAND_WORKSPACE=" + Workspace, "ERRAND_RUN_ID=" + d.RunID,
-		"ERRAND_STAGE=" + d.Stage.Stage, "ERRAND_STEP=" + d.Step}
-	env = append(env, envList(d.Environment)...)
-	return append(env, envList(d.Secrets)...)
+// step is a started step container.
+type step struct {
+	h       *Handlers
+	id      string
+	log     logrus.FieldLogger
+	ctx     context.Context // the step's, for its removal's values
+	started time.Time
+	att     interface{ Close() error }
+	waitC   <-chan container.WaitResponse
+	errC    <-chan error
+	copied  chan struct{}
+
+	mu     sync.Mutex
+	exited bool // its exit is known: it is removed after the outcome
+	waited bool // the wait's answer was read
+	once   sync.Once
 }
 
-// envList turns a map into sorted KEY=value entries.
-func envList(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, k+"="+m[k])
-	}
-	return out
-}
-
-// run creates, attaches to, starts and waits for the step container, and
-// removes it whatever happens.
-func (h *Handlers) run(ctx context.Context, t *errand.Task, s *step, logs io.Writer) (*tasks.ExecuteResult, error) {
-	log := h.cfg.Log.WithFields(logFields(t))
+// start creates, attaches to and starts the step container. Attach and
+// wait come before the start so that no output and no exit is missed,
+// however short the step.
+func (h *Handlers) start(ctx context.Context, s *runtime.Step, cfg *container.Config, host *container.HostConfig) (*step, error) {
 	actx, cancel := h.api(ctx)
-	created, err := h.docker.ContainerCreate(actx, s.config, s.host, nil, nil, "")
+	created, err := h.docker.ContainerCreate(actx, cfg, host, nil, nil, "")
 	cancel()
 	if err != nil {
 		return nil, failure("create step container", err)
 	}
-	id := created.ID
-	// A container that exited is removed after the outcome is known, so
-	// that the next step need not wait for it; a stopped one before.
-	exited := false
-	defer func() {
-		remove := func() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.APITimeout)
-			defer cancel()
-			if err := h.docker.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !dockerclient.IsErrNotFound(err) {
-				log.WithError(err).WithField("container", shortID(id)).Warn("remove step container")
-			}
-		}
-		if !exited {
-			remove()
-			return
-		}
-		h.removals.Add(1)
-		go func() {
-			defer h.removals.Done()
-			remove()
-		}()
-	}()
-
-	// Attach and wait before the start so that no output and no exit is
-	// missed, however short the step.
-	runCtx, stopRun := context.WithTimeout(ctx, h.cfg.MaxStep)
-	defer stopRun()
-	att, err := h.docker.ContainerAttach(runCtx, id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
+	st := &step{h: h, id: created.ID, ctx: ctx, log: h.cfg.Log.WithFields(logFields(s.Task)), copied: make(chan struct{})}
+	att, err := h.docker.ContainerAttach(ctx, st.id, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
 	if err != nil {
+		st.remove()
 		return nil, failure("attach to step container", err)
 	}
-	defer att.Close()
-	waitC, errC := h.docker.ContainerWait(runCtx, id, container.WaitConditionNextExit)
-
-	var mu sync.Mutex
-	// A log writer that cannot mask gets lines masked here, in one pass.
-	var masker *livelog.Masker
-	if m, ok := logs.(router.Masker); ok {
-		m.Mask(s.secrets...)
-	} else if len(s.secrets) > 0 {
-		masker, _ = livelog.NewMasker(s.secrets...)
-	}
-	stdout := &lineWriter{mu: &mu, w: logs, masker: masker}
-	stderr := &lineWriter{mu: &mu, w: logs, masker: masker}
-	copied := make(chan struct{})
+	st.att = att.Conn
+	st.waitC, st.errC = h.docker.ContainerWait(ctx, st.id, container.WaitConditionNextExit)
+	stdout, stderr := s.Output.Stream(), s.Output.Stream()
 	go func() {
-		defer close(copied)
+		defer close(st.copied)
 		_, _ = stdcopy.StdCopy(stdout, stderr, att.Reader)
 	}()
-	drain := func() {
-		select {
-		case <-copied:
-		case <-time.After(outputDrain):
-			att.Close()
-			<-copied
-		}
-		stdout.flush()
-		stderr.flush()
-	}
-
-	start := time.Now()
-	actx, cancel = h.api(ctx)
-	err = h.docker.ContainerStart(actx, id, container.StartOptions{})
+	st.started = time.Now()
+	// A task cancelled while the start is under way is stopped with its
+	// grace once it started, not killed by a start cut short.
+	actx, cancel = h.api(context.WithoutCancel(ctx))
+	err = h.docker.ContainerStart(actx, st.id, container.StartOptions{})
 	cancel()
 	if err != nil {
-		att.Close()
-		<-copied
+		_ = st.att.Close()
+		<-st.copied
+		st.reap()
 		if strings.Contains(err.Error(), "executable file not found") || strings.Contains(err.Error(), "no such file or directory") {
-			fmt.Fprintf(logs, "%s: command not found\n", s.config.Entrypoint[0])
-			return &tasks.ExecuteResult{ExitCode: 127, DurationMS: time.Since(start).Milliseconds()}, nil
+			return nil, fmt.Errorf("start step container: %w", runtime.ErrShellNotFound)
 		}
 		return nil, failure("start step container", err)
 	}
+	return st, nil
+}
 
-	// The output ends when the container's process exits: its exit code
-	// is then known, earlier than the wait answers (which comes after the
-	// daemon tore the container's network down).
-	output := copied
+// Wait waits for the container to exit. The output ends when the
+// container's process exits: its exit code is then known, earlier than
+// the wait answers (which comes after the daemon tore the container's
+// network down).
+func (s *step) Wait(ctx context.Context) (runtime.Exit, error) {
+	output := s.copied
 	for {
 		select {
 		case <-output:
 			output = nil
-			if code, ok := h.exited(ctx, id); ok {
-				exited = true
-				drain()
-				return &tasks.ExecuteResult{ExitCode: code, DurationMS: time.Since(start).Milliseconds()}, nil
+			if code, ok := s.h.exited(ctx, s.id); ok {
+				s.setExited()
+				return runtime.Exit{Code: code}, nil
 			}
-			continue
-		case wr := <-waitC:
-			exited = true
-			drain()
+		case wr := <-s.waitC:
+			s.setWaited()
+			s.setExited()
 			if wr.Error != nil && wr.Error.Message != "" {
-				return nil, errand.Errorf(errand.CodeTaskFailed, "wait for step container: %s", wr.Error.Message)
+				return runtime.Exit{}, errand.Errorf(errand.CodeTaskFailed, "wait for step container: %s", wr.Error.Message)
 			}
-			return &tasks.ExecuteResult{ExitCode: int(wr.StatusCode), DurationMS: time.Since(start).Milliseconds()}, nil
-		case err := <-errC:
-			if ctx.Err() == nil && runCtx.Err() == nil {
-				drain()
-				return nil, failure("wait for step container", err)
+			return runtime.Exit{Code: int(wr.StatusCode)}, nil
+		case err := <-s.errC:
+			s.setWaited()
+			if ctx.Err() == nil {
+				return runtime.Exit{}, failure("wait for step container", err)
 			}
+			return runtime.Exit{}, ctx.Err()
+		case <-ctx.Done():
+			return runtime.Exit{}, ctx.Err()
 		}
-		break
 	}
-	// The task was cancelled or timed out (or ran past MaxStep): stop the
-	// container, SIGKILL after the grace.
-	h.stop(ctx, id)
-	drain()
-	if ctx.Err() != nil {
-		return nil, context.Cause(ctx)
+}
+
+func (s *step) setWaited() {
+	s.mu.Lock()
+	s.waited = true
+	s.mu.Unlock()
+}
+
+func (s *step) setExited() {
+	s.mu.Lock()
+	s.exited = true
+	s.mu.Unlock()
+}
+
+// Stop stops the container: SIGTERM, then SIGKILL after the grace.
+func (s *step) Stop(ctx context.Context, grace time.Duration) error {
+	secs := int(grace.Round(time.Second) / time.Second)
+	if secs < 1 && grace > 0 {
+		secs = 1
 	}
-	return nil, errand.Errorf(errand.CodeTimedOut, "step ran past %s", h.cfg.MaxStep)
+	sctx, cancel := context.WithTimeout(ctx, grace+s.h.cfg.APITimeout)
+	defer cancel()
+	if err := s.h.docker.ContainerStop(sctx, s.id, container.StopOptions{Timeout: &secs}); err != nil {
+		return fmt.Errorf("stop step container %s: %w", shortID(s.id), err)
+	}
+	return nil
+}
+
+// Destroy waits, for a bounded time, for the end of the output and
+// removes the container: at once when it was stopped, after the outcome
+// is known when it exited, so that the next step need not wait for it.
+func (s *step) Destroy(context.Context) error {
+	s.once.Do(func() {
+		select {
+		case <-s.copied:
+		case <-time.After(outputDrain):
+			_ = s.att.Close()
+			<-s.copied
+		}
+		_ = s.att.Close()
+		s.mu.Lock()
+		exited := s.exited
+		s.mu.Unlock()
+		if !exited {
+			s.reap()
+			return
+		}
+		s.h.removals.Add(1)
+		go func() {
+			defer s.h.removals.Done()
+			s.reap()
+		}()
+	})
+	return nil
+}
+
+// reap removes the container and reads the answer of its wait, which
+// the Docker client's goroutine holds until it is read.
+func (s *step) reap() {
+	s.remove()
+	s.mu.Lock()
+	waited := s.waited
+	s.mu.Unlock()
+	if waited || s.waitC == nil {
+		return
+	}
+	select {
+	case <-s.waitC:
+	case <-s.errC:
+	case <-time.After(s.h.cfg.APITimeout):
+		s.log.WithField("container", shortID(s.id)).Warn("the wait for a removed step container did not end")
+	}
+}
+
+// remove removes the container; one already gone is not an error.
+func (s *step) remove() {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.h.cfg.APITimeout)
+	defer cancel()
+	if err := s.h.docker.ContainerRemove(rctx, s.id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !dockerclient.IsErrNotFound(err) {
+		s.log.WithError(err).WithField("container", shortID(s.id)).Warn("remove step container")
+	}
+}
+
+// Inspect asks the daemon whether the container runs.
+func (s *step) Inspect(ctx context.Context) (runtime.Status, error) {
+	actx, cancel := s.h.api(ctx)
+	defer cancel()
+	info, err := s.h.docker.ContainerInspect(actx, s.id)
+	if err != nil {
+		return runtime.Status{}, failure("inspect step container", err)
+	}
+	st := runtime.Status{StartedAt: s.started}
+	if info.State != nil {
+		st.Running = info.State.Running
+		if !st.Running && info.State.FinishedAt != "" && !strings.HasPrefix(info.State.FinishedAt, "0001-") {
+			st.Exit = &runtime.Exit{Code: info.State.ExitCode}
+		}
+	}
+	return st, nil
 }
 
 // exited returns the exit code of a container that is no longer running.
@@ -290,87 +276,4 @@ func (h *Handlers) exited(ctx context.Context, id string) (int, bool) {
 		return 0, false
 	}
 	return info.State.ExitCode, true
-}
-
-// stop stops a container: SIGTERM, then SIGKILL after the grace.
-func (h *Handlers) stop(ctx context.Context, id string) {
-	grace := int(h.cfg.StopGrace.Round(time.Second) / time.Second)
-	if grace < 1 && h.cfg.StopGrace > 0 {
-		grace = 1
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.StopGrace+h.cfg.APITimeout)
-	defer cancel()
-	if err := h.docker.ContainerStop(sctx, id, container.StopOptions{Timeout: &grace}); err != nil {
-		h.cfg.Log.WithError(err).WithField("container", shortID(id)).Warn("stop step container")
-	}
-}
-
-// lineWriter writes whole lines to a log shared with other streams, so
-// that lines of stdout and stderr never mix within one line. A line
-// longer than livelog.DefaultMaxLineBytes is written in parts, so that
-// output with no newline never grows without bound.
-type lineWriter struct {
-	mu      *sync.Mutex
-	w       io.Writer
-	masker  *livelog.Masker // nil when w masks
-	partial []byte
-}
-
-func (l *lineWriter) mask(s string) string {
-	if l.masker.Empty() {
-		return s
-	}
-	return l.masker.Mask(s)
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.partial = append(l.partial, p...)
-	var out string
-	if i := bytes.LastIndexByte(l.partial, '\n'); i >= 0 {
-		out = l.mask(string(l.partial[:i+1]))
-		l.partial = append(l.partial[:0], l.partial[i+1:]...)
-	} else if len(l.partial) > livelog.DefaultMaxLineBytes {
-		// The part ends as a line of its own, so that the other stream
-		// never continues it.
-		cut := l.masker.SafeCut(string(l.partial))
-		out = l.mask(string(l.partial[:cut])) + "\n"
-		l.partial = append(l.partial[:0], l.partial[cut:]...)
-	} else {
-		return len(p), nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, err := io.WriteString(l.w, out); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (l *lineWriter) flush() {
-	if len(l.partial) == 0 {
-		return
-	}
-	out := l.mask(string(l.partial)) + "\n"
-	l.partial = nil
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	_, _ = io.WriteString(l.w, out)
-}
-
-// errorWithResult is an httphelper.ErrorBody with the step's result, which
-// the router passes on with the failure.
-type errorWithResult struct {
-	httphelper.ErrorBody
-	Result any `json:"result"`
-}
-
-func writeExitError(w http.ResponseWriter, res tasks.ExecuteResult, reason string) {
-	body := errorWithResult{
-		ErrorBody: httphelper.ErrorBody{Kind: errand.KindError, Code: errand.CodeExitCode, Reason: reason},
-		Result:    res,
-	}
-	b, _ := json.Marshal(body)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(httphelper.Status(errand.CodeExitCode))
-	_, _ = w.Write(b)
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -19,9 +18,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/httphelper"
-	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 // LabelService names the service a container runs.
@@ -36,16 +34,9 @@ var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // stage image present and starts the services. What it created is its
 // result; when it fails half-way it removes what it had created, and
 // cleanup looks again by label.
-func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
-	var data tasks.InitializeData
-	t, err := decodeTask(r, &data)
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
-	ctx := r.Context()
-	logs := router.LogFrom(ctx)
-	res, err := h.initialize(ctx, t, &data, logs)
+func (d driver) Initialize(ctx context.Context, s *runtime.Init) (*tasks.InitializeResult, error) {
+	h, t := d.h, s.Task
+	res, err := h.initialize(ctx, t, s.Data, s.Log)
 	if err != nil && res != nil {
 		// Leave nothing behind: the task's context may be done already.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*h.cfg.APITimeout)
@@ -55,10 +46,9 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	if err != nil {
-		httphelper.WriteError(w, err)
-		return
+		return nil, err
 	}
-	httphelper.WriteJSON(w, res, http.StatusOK)
+	return res, nil
 }
 
 // initialize returns, with its error, what it created so far once it
@@ -261,7 +251,7 @@ func (h *Handlers) startService(ctx context.Context, s tasks.Service, data *task
 	}
 	cl[LabelService] = s.Name
 	fmt.Fprintf(logs, "starting service %s (%s)\n", s.Name, s.Image)
-	cfg := &container.Config{Image: s.Image, Env: envList(s.Environment), Labels: cl, Hostname: s.Name}
+	cfg := &container.Config{Image: s.Image, Env: runtime.EnvList(s.Environment), Labels: cl, Hostname: s.Name}
 	if len(s.Commands) > 0 {
 		cfg.Entrypoint = []string{"sh", "-c", strings.Join(s.Commands, "\n")}
 		cfg.Cmd = nil

@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	dockerclient "github.com/docker/docker/client"
+	"go.uber.org/goleak"
 
 	"github.com/errandci/errand/tasks/docker"
 )
@@ -40,6 +41,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if left := leftovers(); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "the tests left Docker resources behind: %s\n", strings.Join(left, ", "))
+		code = 1
+	}
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintf(os.Stderr, "the tests left goroutines running: %v\n", err)
 		code = 1
 	}
 	os.Exit(code)

@@ -7,13 +7,12 @@
 package exec
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,14 +24,14 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/internal/workspace"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 // DefaultShell reads a step's commands: the first that fails ends it.
-const DefaultShell = "sh -e"
+const DefaultShell = runtime.DefaultShell
 
 // DefaultKillGrace is how long a step's processes have between SIGTERM and
 // SIGKILL when the step is cancelled or times out.
@@ -121,28 +120,20 @@ func Register(r *router.Router, stateDir string) {
 
 // Register adds the exec task types to r.
 func (h *Handlers) Register(r *router.Router) {
-	r.HandleFunc(errand.TypeExecInitialize, h.Initialize)
-	r.HandleFunc(errand.TypeExecExecute, h.Execute)
-	r.HandleFunc(errand.TypeExecCleanup, h.Cleanup)
+	h.Runtime().Register(r)
 }
 
-// maxTaskBody bounds the task a handler reads.
-const maxTaskBody = 8 << 20
-
-// decodeTask reads the task from the request and its data into data.
-func decodeTask(r *http.Request, data any) (*errand.Task, error) {
-	var t errand.Task
-	if err := httphelper.DecodeJSON(r, &t, maxTaskBody); err != nil {
-		return nil, err
-	}
-	if len(t.Data) == 0 {
-		return nil, errand.Errorf(errand.CodeInvalid, "task %s has no data", t.ID)
-	}
-	if err := httphelper.Unmarshal(t.Data, data); err != nil {
-		return nil, fmt.Errorf("data of task %s: %w", t.ID, err)
-	}
-	return &t, nil
+// Runtime returns the handlers of the exec task types: the runtime's
+// handlers over this driver, with the kill grace as it is now.
+func (h *Handlers) Runtime() *runtime.Handlers {
+	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.killGrace(), Log: h.logger()}
 }
+
+// driver is the exec runtime.Driver: the name of its task types is
+// "exec".
+type driver struct{ h *Handlers }
+
+func (driver) Name() string { return "exec" }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
@@ -174,45 +165,35 @@ func makeWorkspace(dir string) error {
 }
 
 // Initialize creates the stage's workspace and answers with its path.
-func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
-	var data tasks.InitializeData
-	if _, err := decodeTask(r, &data); err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
+func (d driver) Initialize(ctx context.Context, s *runtime.Init) (*tasks.InitializeResult, error) {
+	h, data := d.h, s.Data
 	if data.Privileged && !h.AllowPrivileged {
-		httphelper.WriteError(w, errand.Errorf(errand.CodeForbidden, "stage %s asks to be privileged; this delegate was not started with --allow-privileged", data.Stage.Stage))
-		return
+		return nil, errand.Errorf(errand.CodeForbidden, "stage %s asks to be privileged; this delegate was not started with --allow-privileged", data.Stage.Stage)
 	}
 	if src, ok := h.bound(); ok {
-		fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s (the project itself: steps change its files)\n", src)
-		httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: src}, http.StatusOK)
-		return
+		fmt.Fprintf(s.Log, "workspace %s (the project itself: steps change its files)\n", src)
+		return &tasks.InitializeResult{Workspace: src}, nil
 	}
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	dir := filepath.Join(h.Root, sanitize(data.RunID), sanitize(data.Stage.Stage)+"-"+hex.EncodeToString(suffix))
 	if _, err := h.inside(dir); err != nil {
-		httphelper.WriteError(w, err)
-		return
+		return nil, err
 	}
 	if err := makeWorkspace(dir); err != nil {
-		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "create workspace: %v", err))
-		return
+		return nil, errand.Errorf(errand.CodeTaskFailed, "create workspace: %v", err)
 	}
 	if h.Source != "" {
 		opts := workspace.Options{Exclude: append([]string{h.Root}, h.Exclude...)}
-		if err := workspace.CopyWith(r.Context(), h.Source, dir, opts); err != nil {
+		if err := workspace.CopyWith(ctx, h.Source, dir, opts); err != nil {
 			_ = os.RemoveAll(dir)
-			httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "copy %s into the workspace: %v", h.Source, err))
-			return
+			return nil, errand.Errorf(errand.CodeTaskFailed, "copy %s into the workspace: %v", h.Source, err)
 		}
-		fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s (a copy of %s)\n", dir, h.Source)
-		httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: dir}, http.StatusOK)
-		return
+		fmt.Fprintf(s.Log, "workspace %s (a copy of %s)\n", dir, h.Source)
+		return &tasks.InitializeResult{Workspace: dir}, nil
 	}
-	fmt.Fprintf(router.LogFrom(r.Context()), "workspace %s\n", dir)
-	httphelper.WriteJSON(w, tasks.InitializeResult{Workspace: dir}, http.StatusOK)
+	fmt.Fprintf(s.Log, "workspace %s\n", dir)
+	return &tasks.InitializeResult{Workspace: dir}, nil
 }
 
 // bound returns the absolute source directory when steps run in it.
@@ -253,13 +234,9 @@ func within(root, path string) bool {
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
-// workspace finds the stage's workspace among the task's dependencies and
-// checks it.
-func (h *Handlers) workspace(t *errand.Task) (string, error) {
-	init, err := tasks.InitializeResultFrom(t.Dependencies)
-	if err != nil {
-		return "", errand.Errorf(errand.CodeInvalid, "find workspace: %v", err)
-	}
+// workspace checks the stage's workspace named by its initialize
+// result.
+func (h *Handlers) workspace(init *tasks.InitializeResult) (string, error) {
 	if init.Workspace == "" {
 		return "", errand.Errorf(errand.CodeInvalid, "initialize result names no workspace")
 	}
@@ -272,57 +249,30 @@ func (h *Handlers) workspace(t *errand.Task) (string, error) {
 
 // Cleanup removes the stage's workspace. A stage whose initialize did not
 // succeed has nothing to remove.
-func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
-	var data tasks.CleanupData
-	t, err := decodeTask(r, &data)
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
+func (d driver) Cleanup(_ context.Context, s *runtime.Cleanup) (*tasks.CleanupResult, error) {
+	h := d.h
+	if s.Init.State != errand.StateSucceeded {
+		return &tasks.CleanupResult{}, nil
 	}
-	for _, d := range t.Dependencies {
-		if strings.HasSuffix(d.Type, ".initialize") && d.State != errand.StateSucceeded {
-			httphelper.WriteJSON(w, tasks.CleanupResult{}, http.StatusOK)
-			return
-		}
-	}
-	dir, err := h.workspace(t)
+	init, err := tasks.InitializeResultFrom([]errand.DependencyResult{s.Init})
 	if err != nil {
-		httphelper.WriteError(w, err)
-		return
+		return nil, errand.Errorf(errand.CodeInvalid, "find workspace: %v", err)
+	}
+	dir, err := h.workspace(init)
+	if err != nil {
+		return nil, err
 	}
 	if src, ok := h.bound(); ok && dir == src {
-		httphelper.WriteJSON(w, tasks.CleanupResult{}, http.StatusOK)
-		return
+		return &tasks.CleanupResult{}, nil
 	}
 	if err := os.RemoveAll(dir); err != nil {
-		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "remove workspace: %v", err))
-		return
+		return nil, errand.Errorf(errand.CodeTaskFailed, "remove workspace: %v", err)
 	}
 	// The run's directory goes with its last stage; Remove fails while
 	// another stage still has its workspace there.
 	if parent := filepath.Dir(dir); within(h.Root, parent) {
 		_ = os.Remove(parent)
 	}
-	fmt.Fprintf(router.LogFrom(r.Context()), "removed workspace %s\n", dir)
-	httphelper.WriteJSON(w, tasks.CleanupResult{Removed: []string{dir}}, http.StatusOK)
+	fmt.Fprintf(s.Log, "removed workspace %s\n", dir)
+	return &tasks.CleanupResult{Removed: []string{dir}}, nil
 }
-
-// errorWithResult is an httphelper.ErrorBody with the step's result, which
-// the router passes on with the failure.
-type errorWithResult struct {
-	httphelper.ErrorBody
-	Result any `json:"result"`
-}
-
-func writeExitError(w http.ResponseWriter, res tasks.ExecuteResult, reason string) {
-	body := errorWithResult{
-		ErrorBody: httphelper.ErrorBody{Kind: errand.KindError, Code: errand.CodeExitCode, Reason: reason},
-		Result:    res,
-	}
-	b, _ := json.Marshal(body)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(httphelper.Status(errand.CodeExitCode))
-	_, _ = w.Write(b)
-}
-
-var errNoCommands = errors.New("step has no commands")

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,25 +18,8 @@ import (
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
 	"github.com/errandci/errand/tasks/exec"
+	"github.com/errandci/errand/tasks/runtime/runtimetest"
 )
-
-// logBuffer is a log writer safe for the handler's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type env struct {
 	t     *testing.T
@@ -61,7 +43,7 @@ func (e *env) serve(ctx context.Context, typ string, data any, deps ...errand.De
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var logs logBuffer
+	var logs runtimetest.Log
 	out := e.r.Serve(ctx, &errand.Task{ID: "t", Type: typ, Data: b, Dependencies: deps}, &logs)
 	return out, logs.String()
 }

@@ -1,94 +1,47 @@
 package exec
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/internal/proc"
-	"github.com/errandci/errand/livelog"
-	"github.com/errandci/errand/router"
-	"github.com/errandci/errand/tasks"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 // pipeDrain bounds the wait for a step's output after its processes were
 // killed: a process that left the group may hold the pipe open.
 const pipeDrain = 2 * time.Second
 
-// Execute runs one step: its commands as one script read by the shell,
-// in the workspace, with the step's environment and secrets, output lines
-// shipped to the task log as they come.
-func (h *Handlers) Execute(w http.ResponseWriter, r *http.Request) {
-	var data tasks.ExecuteData
-	t, err := decodeTask(r, &data)
+// Start runs one step: its script read by the shell, in the workspace,
+// with the delegate's environment (less its ERRAND_ settings) and the
+// step's, in a process group of its own. The group dies with the
+// delegate (see procs.go).
+func (d driver) Start(_ context.Context, s *runtime.Step) (runtime.Handle, error) {
+	h := d.h
+	ws, err := h.workspace(s.Stage)
 	if err != nil {
-		httphelper.WriteError(w, err)
-		return
+		return nil, err
 	}
-	if len(data.Commands) == 0 {
-		httphelper.WriteError(w, errand.Errorf(errand.CodeInvalid, "%v", errNoCommands))
-		return
-	}
-	ws, err := h.workspace(t)
+	dir, err := workingDir(ws, s.Data.WorkingDir)
 	if err != nil {
-		httphelper.WriteError(w, err)
-		return
+		return nil, err
 	}
-	dir, err := workingDir(ws, data.WorkingDir)
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
-	shell := strings.Fields(data.Shell)
-	if len(shell) == 0 {
-		shell = strings.Fields(DefaultShell)
-	}
-
-	logs := router.LogFrom(r.Context())
-	secrets := make([]string, 0, len(data.Secrets))
-	for _, v := range data.Secrets {
-		secrets = append(secrets, v)
-	}
-	var masker *maskWriter
-	if m, ok := logs.(router.Masker); ok {
-		m.Mask(secrets...)
-	} else if len(secrets) > 0 {
-		m, _ := livelog.NewMasker(secrets...)
-		masker = &maskWriter{w: logs, masker: m}
-		logs = masker
-	}
-
-	args := append(shell[1:len(shell):len(shell)], "-c", strings.Join(data.Commands, "\n"))
-	cmd := osexec.Command(shell[0], args...)
+	args := append(s.Shell[1:len(s.Shell):len(s.Shell)], "-c", s.Script)
+	cmd := osexec.Command(s.Shell[0], args...)
 	cmd.Dir = dir
-	cmd.Env = environ(ws, &data)
-	res, err := h.run(r.Context(), cmd, logs)
-	if masker != nil {
-		masker.flush()
-	}
-	if err != nil {
-		httphelper.WriteError(w, err)
-		return
-	}
-	if res.ExitCode != 0 {
-		writeExitError(w, res, fmt.Sprintf("step %s exited with code %d", data.Step, res.ExitCode))
-		return
-	}
-	httphelper.WriteJSON(w, res, http.StatusOK)
+	cmd.Env = append(hostEnv(), s.Env(ws)...)
+	return h.start(cmd, s.Output.Stream())
 }
 
 // workingDir resolves a step's working directory, which must stay inside
@@ -144,56 +97,54 @@ func openDirAt(parent int, name string) (int, error) {
 	return fd, err
 }
 
-// environ is the step's environment: the delegate's own, without its
-// ERRAND_ settings (which hold its token), then the step's variables and
-// secrets.
-func environ(ws string, d *tasks.ExecuteData) []string {
+// hostEnv is the delegate's own environment without its ERRAND_
+// settings (which hold its token).
+func hostEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "ERRAND_") {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "CI=true", "ERRAND_WORKSPACE="+ws, "ERRAND_RUN_ID="+d.RunID,
-		"ERRAND_STAGE="+d.Stage.Stage, "ERRAND_STEP="+d.Step)
-	for _, m := range []map[string]string{d.Environment, d.Secrets} {
-		keys := make([]string, 0, len(m))
-		for k := range m {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			env = append(env, k+"="+m[k])
-		}
-	}
 	return env
 }
 
-// run starts cmd in a process group of its own, copies its output to logs
-// and waits. When ctx ends, the whole group gets SIGTERM, then SIGKILL
-// after the grace. Whatever is left of the group when the shell exits is
-// killed too. The group dies with the delegate (see procs.go).
-func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (tasks.ExecuteResult, error) {
+// step is a started step: its shell, the leader of its process group.
+type step struct {
+	h       *Handlers
+	cmd     *osexec.Cmd
+	pgid    int
+	started time.Time
+	pr      *os.File // the read end of the output pipe
+	waited  chan struct{}
+	copied  chan struct{}
+	wd      *watchdog
+	forget  func()
+
+	destroy sync.Once
+}
+
+// start starts cmd in a process group of its own with its output copied
+// to out.
+func (h *Handlers) start(cmd *osexec.Cmd, out io.Writer) (*step, error) {
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		return tasks.ExecuteResult{}, fmt.Errorf("output pipe: %w", err)
+		return nil, errand.Errorf(errand.CodeTaskFailed, "output pipe: %v", err)
 	}
-	defer pr.Close()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	start := time.Now()
 	type startResult struct {
 		err  error
 		stat proc.Stat
 	}
 	started := make(chan startResult, 1)
-	waited := make(chan struct{})
+	s := &step{h: h, cmd: cmd, started: time.Now(), pr: pr, waited: make(chan struct{}), copied: make(chan struct{}), forget: func() {}}
 	go func() {
-		defer close(waited)
+		defer close(s.waited)
 		// The parent-death signal is sent when the thread that forked
 		// ends: keep it until the shell has been waited for.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		goruntime.LockOSThread()
+		defer goruntime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
 			started <- startResult{err: err}
 			return
@@ -206,57 +157,90 @@ func (h *Handlers) run(ctx context.Context, cmd *osexec.Cmd, logs io.Writer) (ta
 	sr := <-started
 	pw.Close()
 	if cmd.Process == nil {
-		<-waited
+		<-s.waited
+		pr.Close()
 		if errors.Is(sr.err, osexec.ErrNotFound) || errors.Is(sr.err, os.ErrNotExist) {
-			fmt.Fprintf(logs, "%s: command not found\n", cmd.Path)
-			return tasks.ExecuteResult{ExitCode: 127}, nil
+			return nil, fmt.Errorf("start %s: %w", cmd.Path, runtime.ErrShellNotFound)
 		}
-		return tasks.ExecuteResult{}, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, sr.err)
+		return nil, errand.Errorf(errand.CodeTaskFailed, "start %s: %v", cmd.Path, sr.err)
 	}
-	pgid := cmd.Process.Pid
-	h.track(pgid, true)
-	defer h.track(pgid, false)
-	forget := func() {}
+	s.pgid = cmd.Process.Pid
+	h.track(s.pgid, true)
 	if sr.err == nil {
-		if forget, err = h.record(pgid, sr.stat.Start); err != nil {
+		if s.forget, err = h.record(s.pgid, sr.stat.Start); err != nil {
 			h.logger().WithError(err).Warn("cannot record a step's processes: a restarted delegate would not find them")
 		}
 	}
-	defer forget()
-	wd, err := startWatchdog(pgid)
-	if err != nil {
+	if s.wd, err = startWatchdog(s.pgid); err != nil {
 		h.logger().WithError(err).Warn("no watchdog for a step: its children may outlive a killed delegate")
 	}
-
-	copied := make(chan struct{})
 	go func() {
-		defer close(copied)
-		_, _ = io.Copy(logs, pr)
+		defer close(s.copied)
+		_, _ = io.Copy(out, pr)
 	}()
+	return s, nil
+}
+
+// Wait waits for the shell to exit.
+func (s *step) Wait(ctx context.Context) (runtime.Exit, error) {
 	select {
-	case <-waited:
+	case <-s.waited:
+		return runtime.Exit{Code: exitCode(s.cmd.ProcessState)}, nil
 	case <-ctx.Done():
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		grace := time.NewTimer(h.killGrace())
-		select {
-		case <-waited:
-		case <-grace.C:
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-waited
-		}
-		grace.Stop()
+		return runtime.Exit{}, ctx.Err()
 	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	if wd != nil {
-		wd.stop()
-	}
+}
+
+// Stop sends SIGTERM to the step's process group, SIGKILL after the
+// grace, and waits for the shell to exit.
+func (s *step) Stop(ctx context.Context, grace time.Duration) error {
+	_ = syscall.Kill(-s.pgid, syscall.SIGTERM)
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
 	select {
-	case <-copied:
-	case <-time.After(pipeDrain):
-		pr.Close()
-		<-copied
+	case <-s.waited:
+		return nil
+	case <-timer.C:
+	case <-ctx.Done():
 	}
-	return tasks.ExecuteResult{ExitCode: exitCode(cmd.ProcessState), DurationMS: time.Since(start).Milliseconds()}, nil
+	_ = syscall.Kill(-s.pgid, syscall.SIGKILL)
+	<-s.waited
+	return nil
+}
+
+// Destroy kills whatever is left of the step's process group once the
+// shell exited, stops its watchdog and waits, for a bounded time, for
+// the end of its output.
+func (s *step) Destroy(context.Context) error {
+	s.destroy.Do(func() {
+		_ = syscall.Kill(-s.pgid, syscall.SIGKILL)
+		<-s.waited
+		if s.wd != nil {
+			s.wd.stop()
+		}
+		select {
+		case <-s.copied:
+		case <-time.After(pipeDrain):
+			s.pr.Close()
+			<-s.copied
+		}
+		s.pr.Close()
+		s.forget()
+		s.h.track(s.pgid, false)
+	})
+	return nil
+}
+
+// Inspect says whether the shell runs.
+func (s *step) Inspect(context.Context) (runtime.Status, error) {
+	st := runtime.Status{Running: true, StartedAt: s.started}
+	select {
+	case <-s.waited:
+		st.Running = false
+		st.Exit = &runtime.Exit{Code: exitCode(s.cmd.ProcessState)}
+	default:
+	}
+	return st, nil
 }
 
 func (h *Handlers) killGrace() time.Duration {
@@ -276,47 +260,4 @@ func exitCode(ps *os.ProcessState) int {
 		return 128 + int(ws.Signal())
 	}
 	return ps.ExitCode()
-}
-
-// maskWriter masks secrets line by line, in one pass, for a log writer
-// that cannot mask them itself. A line longer than
-// livelog.DefaultMaxLineBytes is written in parts, so output with no
-// newline never grows without bound.
-type maskWriter struct {
-	mu      sync.Mutex
-	w       io.Writer
-	masker  *livelog.Masker
-	partial []byte
-}
-
-func (m *maskWriter) Write(p []byte) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.partial = append(m.partial, p...)
-	var out string
-	if i := bytes.LastIndexByte(m.partial, '\n'); i >= 0 {
-		out = m.masker.Mask(string(m.partial[:i+1]))
-		m.partial = append([]byte(nil), m.partial[i+1:]...)
-	} else if len(m.partial) > livelog.DefaultMaxLineBytes {
-		cut := m.masker.SafeCut(string(m.partial))
-		out = m.masker.Mask(string(m.partial[:cut])) + "\n"
-		m.partial = append([]byte(nil), m.partial[cut:]...)
-	} else {
-		return len(p), nil
-	}
-	if _, err := io.WriteString(m.w, out); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (m *maskWriter) mask(s string) string { return m.masker.Mask(s) }
-
-func (m *maskWriter) flush() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.partial) > 0 {
-		_, _ = io.WriteString(m.w, m.mask(string(m.partial)))
-		m.partial = nil
-	}
 }
