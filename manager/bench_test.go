@@ -159,9 +159,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 		b.StopTimer()
 		// Let the finished poll unregister before the next one starts.
 		for {
-			e.s.hub.mu.Lock()
-			n := len(e.s.hub.acquirers)
-			e.s.hub.mu.Unlock()
+			n := e.s.sched.Waiting()
 			if n == 0 {
 				break
 			}

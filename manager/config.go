@@ -1,7 +1,8 @@
-// Package manager is Errand's manager service: the HTTP API (v1), the
-// long-poll hub that wakes waiting delegates, the heartbeat coalescer, the
-// sweeper that expires leases and timeouts, and the log sealer that moves
-// ended tasks' logs into object storage.
+// Package manager is Errand's manager service: the HTTP API (v1) over the
+// scheduler (package scheduler: leases, long-polls, heartbeats, cancels,
+// the sweep), pipeline runs and task logs, with the log sealer that moves
+// ended tasks' logs into object storage. Its handlers decode a request,
+// call a service and encode the answer; errors are written in one place.
 package manager
 
 import (

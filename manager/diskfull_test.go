@@ -61,6 +61,7 @@ func TestFullDiskSaysStorageFullAndNotReady(t *testing.T) {
 		s.shutdownWaiters()
 		ts.Close()
 		_ = s.Stop(context.Background())
+		_ = st.Close()
 		_ = objects.Close()
 	})
 	e.must(http.StatusOK, "GET", "/readyz", "", nil, nil)

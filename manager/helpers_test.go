@@ -19,6 +19,7 @@ import (
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/manager/ost/posix"
+	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/store/sqlite"
 )
 
@@ -63,10 +64,20 @@ func quietLogger() *logrus.Logger {
 
 func newEnv(t testing.TB, mods ...func(*Config)) *env {
 	t.Helper()
+	return newEnvOver(t, nil, mods...)
+}
+
+// newEnvOver is newEnv with the store wrapped by wrap (when not nil).
+func newEnvOver(t testing.TB, wrap func(store.Store) store.Store, mods ...func(*Config)) *env {
+	t.Helper()
 	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "errand.db"))
+	opened, err := sqlite.Open(context.Background(), filepath.Join(dir, "errand.db"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var st store.Store = opened
+	if wrap != nil {
+		st = wrap(st)
 	}
 	objects, err := posix.New(filepath.Join(dir, "objects"))
 	if err != nil {
@@ -88,6 +99,7 @@ func newEnv(t testing.TB, mods ...func(*Config)) *env {
 		if err := s.Stop(context.Background()); err != nil {
 			t.Errorf("stop: %v", err)
 		}
+		_ = opened.Close()
 		_ = objects.Close()
 	})
 	return e
@@ -200,9 +212,7 @@ func (e *env) waitAcquirers(n int) {
 	e.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		e.s.hub.mu.Lock()
-		got := len(e.s.hub.acquirers)
-		e.s.hub.mu.Unlock()
+		got := e.s.sched.Waiting()
 		if got >= n {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -127,7 +128,7 @@ func TestLostDelegateGetsNoTask(t *testing.T) {
 		sweep func(e *env, now time.Time) (store.TaskSweepResult, error)
 	}{
 		{"this manager's sweep", func(e *env, _ time.Time) (store.TaskSweepResult, error) {
-			return e.s.sweep(context.Background())
+			return e.s.sched.Sweep(context.Background())
 		}},
 		// Another manager sweeping the shared store: this one learns it
 		// only from the store.
@@ -144,7 +145,7 @@ func TestLostDelegateGetsNoTask(t *testing.T) {
 			})
 			d := e.register("d", nil)
 			task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop", MaxAttempts: 2})
-			if err := e.s.flushHeartbeats(context.Background()); err != nil {
+			if err := e.s.sched.FlushHeartbeats(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 
@@ -215,17 +216,20 @@ func (c *countingStore) counts() (int, []string) {
 	return acquire, touched
 }
 
-func countStore(e *env) *countingStore {
-	c := &countingStore{Store: e.s.store}
-	e.s.store = c
-	return c
+// countedEnv is newEnv over a store that counts acquires and touches.
+func countedEnv(t testing.TB, mods ...func(*Config)) (*env, *countingStore) {
+	var c *countingStore
+	e := newEnvOver(t, func(st store.Store) store.Store {
+		c = &countingStore{Store: st}
+		return c
+	}, mods...)
+	return e, c
 }
 
 // An idle delegate's next poll does not look for tasks again when none
 // was queued since its last look; one queued between two polls is found.
 func TestIdlePollSkipsLook(t *testing.T) {
-	e := newEnv(t)
-	c := countStore(e)
+	e, c := countedEnv(t)
 	d := e.register("d", nil)
 	e.acquire(d, "wait=10ms&max=1")
 	e.acquire(d, "wait=10ms&max=1")
@@ -248,18 +252,17 @@ func TestIdlePollSkipsLook(t *testing.T) {
 // lost delegate's heartbeat always does.
 func TestHeartbeatTouchesOnlyOldHeartbeats(t *testing.T) {
 	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	e := newEnv(t, func(c *Config) {
+	e, c := countedEnv(t, func(c *Config) {
 		c.Now = clk.Now
 		c.HeartbeatInterval = 10 * time.Second
 		c.LeaseTTL = 40 * time.Second
 	})
-	c := countStore(e)
 	d := e.register("d", nil)
 	ctx := context.Background()
 	beat := func() []string {
 		t.Helper()
 		e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, nil)
-		if err := e.s.flushHeartbeats(ctx); err != nil {
+		if err := e.s.sched.FlushHeartbeats(ctx); err != nil {
 			t.Fatal(err)
 		}
 		_, touched := c.counts()
@@ -268,7 +271,7 @@ func TestHeartbeatTouchesOnlyOldHeartbeats(t *testing.T) {
 	if got := beat(); len(got) != 0 {
 		t.Fatalf("a fresh heartbeat was written: %v", got)
 	}
-	clk.Add(e.s.touchAfter() + time.Second)
+	clk.Add(e.s.sched.TouchAfter() + time.Second)
 	if got := beat(); fmt.Sprint(got) != fmt.Sprint([]string{d.id}) {
 		t.Fatalf("an old heartbeat was not written: %v", got)
 	}
@@ -278,7 +281,7 @@ func TestHeartbeatTouchesOnlyOldHeartbeats(t *testing.T) {
 	}
 	// Silent past the TTL: lost; the next heartbeat revives it in the store.
 	clk.Add(41 * time.Second)
-	if res, err := e.s.sweep(ctx); err != nil || len(res.LostDelegates) != 1 {
+	if res, err := e.s.sched.Sweep(ctx); err != nil || len(res.LostDelegates) != 1 {
 		t.Fatalf("sweep = %+v, %v", res, err)
 	}
 	if got := beat(); fmt.Sprint(got) != fmt.Sprint([]string{d.id}) {
@@ -330,35 +333,10 @@ func TestDelegateReadAgainAfterEviction(t *testing.T) {
 	d := e.register("d", nil)
 	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
 	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
-	e.s.cache.forget(d.id)
+	e.s.sched.Evict(d.id)
 	a := within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "after eviction")
 	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
 		t.Fatalf("acquire = %+v, want the cancel read from the store", a)
-	}
-}
-
-// A cancel whose change never arrived is found by the next heartbeat
-// after cancelRecheck, which reads the store again.
-func TestMissedCancelFoundByRecheck(t *testing.T) {
-	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	e := newEnv(t, func(c *Config) { c.Now = clk.Now })
-	d := e.register("d", nil)
-	task, _ := e.runningTask(d, &client.TaskSpec{Type: "noop"})
-	e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+task.ID+"/cancel", testAdmin, nil, nil)
-	// Lose the change, as a broken notification channel would.
-	e.s.cache.mu.Lock()
-	delete(e.s.cache.byID[d.id].cancels, task.ID)
-	e.s.cache.mu.Unlock()
-
-	var hb client.HeartbeatResponse
-	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
-	if len(hb.Cancel) != 0 {
-		t.Fatalf("heartbeat = %+v: the cache was expected to have missed the cancel", hb)
-	}
-	clk.Add(cancelRecheck + time.Second)
-	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, nil, &hb)
-	if fmt.Sprint(hb.Cancel) != fmt.Sprint([]string{task.ID}) {
-		t.Fatalf("heartbeat after the recheck = %+v, want the cancel", hb)
 	}
 }
 
@@ -403,7 +381,7 @@ func TestCancelStillPendingIsToldAgain(t *testing.T) {
 		t.Fatalf("acquire = %+v, want the cancel listed", a)
 	}
 
-	clk.Add(retellAfter)
+	clk.Add(scheduler.RetellAfter)
 	a = within(t, e.asyncAcquire(d, "wait=30s&max=0"), 5*time.Second, "still pending")
 	if fmt.Sprint(a.Cancel) != fmt.Sprint([]string{task.ID}) {
 		t.Fatalf("acquire = %+v, want the cancel again", a)

@@ -4,13 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -173,7 +170,7 @@ func (s *Server) authenticate(r *http.Request, a auth) (principal, error) {
 		if a == authDelegateOrAdmin && equalToken(token, s.cfg.AdminToken) {
 			return principal{admin: true}, nil
 		}
-		id, err := s.delegateForToken(r.Context(), token)
+		id, err := s.sched.DelegateForToken(r.Context(), token, validID)
 		if err != nil {
 			return principal{}, err
 		}
@@ -202,71 +199,6 @@ func equalToken(got, want string) bool {
 	}
 	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
-}
-
-func hashToken(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
-}
-
-// tokenCache remembers delegate tokens already verified against the
-// store, by their SHA-256, so that a delegate's requests cost one hash
-// and no read for authentication.
-type tokenCache struct {
-	mu     sync.RWMutex
-	byHash map[[sha256.Size]byte]string // token hash → delegate id
-}
-
-func (c *tokenCache) get(hash [sha256.Size]byte) (string, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	id, ok := c.byHash[hash]
-	return id, ok
-}
-
-func (c *tokenCache) put(hash [sha256.Size]byte, id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.byHash == nil {
-		c.byHash = make(map[[sha256.Size]byte]string)
-	}
-	c.byHash[hash] = id
-}
-
-func (c *tokenCache) forget(id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for h, d := range c.byHash {
-		if d == id {
-			delete(c.byHash, h)
-		}
-	}
-}
-
-// delegateForToken returns the id of the delegate the token belongs to,
-// or "" when it belongs to none. A delegate token reads "<id>.<secret>":
-// the id says which stored hash to compare with.
-func (s *Server) delegateForToken(ctx context.Context, token string) (string, error) {
-	sum := sha256.Sum256([]byte(token))
-	if id, ok := s.tokens.get(sum); ok {
-		return id, nil
-	}
-	id, _, ok := strings.Cut(token, ".")
-	if !ok || !validID(id) {
-		return "", nil
-	}
-	want, err := s.store.DelegateTokenHash(ctx, id)
-	if errors.Is(err, errand.ErrNotFound) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up delegate %s: %w", id, err)
-	}
-	if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(want)) != 1 {
-		return "", nil
-	}
-	s.tokens.put(sum, id)
-	return id, nil
 }
 
 // ownDelegate refuses a delegate acting on another delegate's id.

@@ -124,13 +124,13 @@ func TestHeartbeatRenewsOnlyNamedTasks(t *testing.T) {
 	beat := func(running ...string) {
 		t.Helper()
 		e.heartbeat(d, &client.HeartbeatRequest{Running: running})
-		if err := e.s.flushHeartbeats(ctx); err != nil {
+		if err := e.s.sched.FlushHeartbeats(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
 	sweep := func() string {
 		t.Helper()
-		res, err := e.s.sweep(ctx)
+		res, err := e.s.sched.Sweep(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +210,7 @@ func TestCleanupOfGoneDelegateFailsAffinityLost(t *testing.T) {
 			e.must(200, "POST", "/api/v1/tasks/"+group+"-init/status", d.token,
 				&client.StatusUpdate{Lease: a.Tasks[0].Lease.Token, State: errand.StateSucceeded}, nil)
 			e.must(204, "DELETE", "/api/v1/delegates/"+d.id, d.token, nil, nil)
-			if _, err := e.s.sweep(ctx); err != nil {
+			if _, err := e.s.sched.Sweep(ctx); err != nil {
 				t.Fatal(err)
 			}
 			got := e.getTask(group + "-cleanup")
@@ -268,7 +268,7 @@ func TestQueuedTaskSaysWhyItWaits(t *testing.T) {
 	}
 	// The only delegate that may run it is lost.
 	clk.Add(time.Minute)
-	if _, err := e.s.sweep(ctx); err != nil {
+	if _, err := e.s.sched.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.getTask(nobody.ID).WaitingReason; got != "the delegates that may run it are lost (1) or draining (0)" {
@@ -276,7 +276,7 @@ func TestQueuedTaskSaysWhyItWaits(t *testing.T) {
 	}
 	// Back: nothing to say; a leased task says nothing either.
 	e.heartbeat(d, &client.HeartbeatRequest{})
-	if err := e.s.flushHeartbeats(ctx); err != nil {
+	if err := e.s.sched.FlushHeartbeats(ctx); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(2 * fleetMaxAge)

@@ -127,9 +127,7 @@ func TestListenAndServe(t *testing.T) {
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.hub.mu.Lock()
-		n := len(s.hub.acquirers)
-		s.hub.mu.Unlock()
+		n := s.sched.Waiting()
 		if n == 1 {
 			break
 		}

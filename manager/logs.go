@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/sirupsen/logrus"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/livelog"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/pipeline"
 )
@@ -78,13 +77,13 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, p principal)
 	if err := normalizeLines(a.Lines); err != nil {
 		return err
 	}
-	s.beats.record(p.delegateID)
+	s.sched.Heard(p.delegateID)
 	ctx := r.Context()
-	m, err := s.taskMasker(ctx, id)
+	m, err := s.sched.Masker(ctx, id)
 	if err != nil {
 		return fmt.Errorf("append %d log lines to task %s: %w", len(a.Lines), id, err)
 	}
-	maskLines(m, a.Lines)
+	scheduler.MaskLines(m, a.Lines)
 	next, err := s.store.LogAppend(ctx, store.LogAppendParams{
 		TaskID: id, DelegateID: p.delegateID, LeaseToken: a.Lease,
 		Offset: a.Offset, Lines: a.Lines, Now: s.now(),
@@ -97,9 +96,6 @@ func (s *Server) appendLogs(w http.ResponseWriter, r *http.Request, p principal)
 	}
 	if err != nil {
 		return fmt.Errorf("append %d log lines to task %s: %w", len(a.Lines), id, err)
-	}
-	if len(a.Lines) > 0 {
-		s.hub.notify(store.Change{Kind: store.ChangeLogAppended, TaskID: id, LogLines: next})
 	}
 	httphelper.WriteJSON(w, &client.LogAppendResult{Kind: errand.KindLog, Next: next}, http.StatusOK)
 	return nil
@@ -230,7 +226,7 @@ func (s *Server) readObject(ctx context.Context, o store.LogObject, offset int64
 // followLog streams a task's log as text, one line per line, flushed as
 // lines arrive, until the task has ended and every line was sent.
 func (s *Server) followLog(ctx context.Context, w http.ResponseWriter, id string, offset int64) error {
-	waiter, done := s.hub.follower(id)
+	wake, done := s.hub.follow(id)
 	defer done()
 	t, err := s.store.TaskGet(ctx, id)
 	if err != nil {
@@ -278,7 +274,7 @@ func (s *Server) followLog(ctx context.Context, w http.ResponseWriter, id string
 		}
 		if len(lines) < maxLogLimit {
 			select {
-			case <-waiter.ch:
+			case <-wake:
 			case <-ctx.Done():
 				return nil
 			case <-s.closing:
@@ -304,187 +300,6 @@ func (s *Server) endStream(ctx context.Context, id string, err error) error {
 		s.log.WithFields(logrus.Fields{"task_id": id, "operation_id": operationID(ctx)}).WithError(err).Error("log follow failed")
 	}
 	return nil
-}
-
-// maxTaskMaskers bounds the maskers kept for tasks whose logs arrive.
-const maxTaskMaskers = 4096
-
-// taskMaskers keeps, by task id, the masker of each task's secret values
-// (nil for a task without secrets): task data does not change, so a
-// task's masker is built once. The zero value is ready to use.
-type taskMaskers struct {
-	mu    sync.Mutex
-	byID  map[string]*livelog.Masker
-	order []string
-}
-
-func (c *taskMaskers) get(id string) (*livelog.Masker, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m, ok := c.byID[id]
-	return m, ok
-}
-
-func (c *taskMaskers) put(id string, m *livelog.Masker) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.byID == nil {
-		c.byID = make(map[string]*livelog.Masker)
-	}
-	if _, ok := c.byID[id]; ok {
-		return
-	}
-	c.byID[id] = m
-	c.order = append(c.order, id)
-	if len(c.order) > maxTaskMaskers {
-		delete(c.byID, c.order[0])
-		c.order = c.order[1:]
-	}
-}
-
-// secretValues returns the values of the "secrets" object of task data
-// (values written in a task's data by its author), the string ones.
-func secretValues(data json.RawMessage) []string {
-	if !bytes.Contains(data, []byte(`"secrets"`)) {
-		return nil
-	}
-	var fields struct {
-		Secrets map[string]json.RawMessage `json:"secrets"`
-	}
-	if json.Unmarshal(data, &fields) != nil {
-		return nil
-	}
-	var values []string
-	for _, raw := range fields.Secrets {
-		var v string
-		if json.Unmarshal(raw, &v) == nil && v != "" {
-			values = append(values, v)
-		}
-	}
-	return values
-}
-
-// taskMasker returns the masker of a task's secret values; nil when it
-// has none. The manager masks what delegates send (log lines, error
-// reasons, results) as well as the delegates do, since it cannot know
-// that every delegate masks.
-func (s *Server) taskMasker(ctx context.Context, id string) (*livelog.Masker, error) {
-	if m, ok := s.maskers.get(id); ok {
-		return m, nil
-	}
-	t, err := s.store.TaskGet(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	values := secretValues(t.Data)
-	names, err := errand.SecretNames(t.Data)
-	if err != nil {
-		return nil, err
-	}
-	// Named secrets are masked with the values the source holds now: a
-	// secret gone from it since the task was leased failed the task.
-	for _, name := range names {
-		v, ok, err := s.cfg.Secrets.Secret(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("read secret %s: %w", name, err)
-		}
-		if ok && v != "" {
-			values = append(values, v)
-		}
-	}
-	var m *livelog.Masker
-	if len(values) > 0 {
-		var short int
-		m, short = livelog.NewMasker(values...)
-		if short > 0 {
-			s.log.WithFields(logrus.Fields{"task_id": id, "secrets": short, "min_bytes": livelog.MinSecretLen}).
-				Warn("secret values shorter than the minimum length are not masked")
-		}
-		if m.Empty() {
-			m = nil
-		}
-	}
-	s.maskers.put(id, m)
-	return m, nil
-}
-
-// maskLines masks secret values in log lines and makes them valid UTF-8,
-// in place: each byte that is not part of valid UTF-8 becomes U+FFFD.
-func maskLines(m *livelog.Masker, lines []string) {
-	for i, l := range lines {
-		lines[i] = livelog.ValidUTF8(m.Mask(l))
-	}
-}
-
-// maskReport masks secret values in what a delegate reports of a task's
-// end: the error's reason and every string (keys included) of the result.
-func (s *Server) maskReport(ctx context.Context, id string, result json.RawMessage, e *errand.Error) (json.RawMessage, *errand.Error, error) {
-	if len(result) == 0 && (e == nil || e.Reason == "") {
-		return result, e, nil
-	}
-	m, err := s.taskMasker(ctx, id)
-	if err != nil {
-		// Fail closed: a report whose secrets cannot be known is not
-		// stored unmasked; the delegate retries it.
-		return nil, nil, err
-	}
-	if m == nil {
-		return result, e, nil
-	}
-	if e != nil {
-		e = &errand.Error{Code: e.Code, Reason: m.Mask(e.Reason)}
-	}
-	return maskJSON(m, result), e, nil
-}
-
-// maskJSON returns a JSON value with secret values masked in its strings;
-// a value with nothing to mask (or that is not JSON) is returned as it is.
-func maskJSON(m *livelog.Masker, raw json.RawMessage) json.RawMessage {
-	if len(raw) == 0 {
-		return raw
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if dec.Decode(&v) != nil {
-		return raw
-	}
-	v, changed := maskValue(m, v)
-	if !changed {
-		return raw
-	}
-	out, err := json.Marshal(v)
-	if err != nil {
-		return raw
-	}
-	return out
-}
-
-func maskValue(m *livelog.Masker, v any) (any, bool) {
-	switch x := v.(type) {
-	case string:
-		y := m.Mask(x)
-		return y, y != x
-	case []any:
-		changed := false
-		for i, e := range x {
-			var c bool
-			x[i], c = maskValue(m, e)
-			changed = changed || c
-		}
-		return x, changed
-	case map[string]any:
-		changed := false
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			e, c := maskValue(m, e)
-			mk := m.Mask(k)
-			changed = changed || c || mk != k
-			out[mk] = e
-		}
-		return out, changed
-	}
-	return v, false
 }
 
 // checkSecretValues refuses secret values that cannot be masked safely:

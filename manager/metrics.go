@@ -23,19 +23,15 @@ import (
 //     the store when Prometheus scrapes, cached for gaugeTTL, so that every
 //     replica shows the same numbers and a restart loses nothing;
 //   - counters and histograms of ended tasks and finished runs are fed by
-//     the store's change stream: each replica counts the ends it
-//     committed, so that summing over replicas counts each end once.
+//     the store's change stream, through the scheduler: each replica
+//     counts the ends it committed, so that summing over replicas counts
+//     each end once.
 
 const (
 	// gaugeTTL is how long a count of the store serves scrapes.
 	gaugeTTL = 2 * time.Second
 	// gaugeTimeout bounds one count of the store.
 	gaugeTimeout = 5 * time.Second
-	// endedBuffer bounds the task ends waiting to be recorded; more are
-	// dropped (and logged) rather than slowing down the store's writers.
-	endedBuffer = 4096
-	// recordTimeout bounds the reads that recording one end needs.
-	recordTimeout = 10 * time.Second
 	// countedRuns is how many finished runs are remembered so that a run
 	// is counted finished once.
 	countedRuns = 4096
@@ -46,23 +42,15 @@ var unendedStates = []errand.State{errand.StatePending, errand.StateQueued, erra
 
 // metrics are the manager's Prometheus metrics, in a registry of the
 // server's own so that several servers in one process do not collide.
+// The task metrics are the scheduler's, registered here.
 type metrics struct {
-	registry      *prometheus.Registry
-	tasksCreated  *prometheus.CounterVec
-	tasksFinished *prometheus.CounterVec
-	taskDuration  *prometheus.HistogramVec
-	queueWait     prometheus.Histogram
-	runsFinished  *prometheus.CounterVec
-	acquireWait   prometheus.Histogram
-	acquired      prometheus.Counter
-	httpDuration  *prometheus.HistogramVec
-	handler       http.Handler
-	log           *logrus.Logger
+	registry     *prometheus.Registry
+	runsFinished *prometheus.CounterVec
+	httpDuration *prometheus.HistogramVec
+	handler      http.Handler
 
-	// ended carries the ids of the tasks this manager ended, from the
-	// change stream to the recorder.
-	ended chan string
 	// counted remembers the runs already counted finished, oldest first.
+	mu          sync.Mutex
 	counted     map[string]bool
 	countedList []string
 
@@ -73,56 +61,21 @@ type metrics struct {
 func newMetrics(s *Server) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
-		tasksCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "errand_tasks_created_total",
-			Help: "Tasks created, direct and of pipeline runs, by the state they were created in.",
-		}, []string{"state"}),
-		tasksFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "errand_tasks_finished_total",
-			Help: "Tasks that ended on this manager, direct and of pipeline runs, by final state.",
-		}, []string{"state"}),
-		taskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "errand_task_duration_seconds",
-			Help:    "Time from a task's start to its end, by type and final state, for tasks that started.",
-			Buckets: []float64{.1, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200},
-		}, []string{"type", "state"}),
-		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "errand_queue_wait_seconds",
-			Help:    "Time a task waited queued before it started, observed when it ends.",
-			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
-		}),
 		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "errand_runs_finished_total",
 			Help: "Pipeline runs that finished on this manager, by result (a config that did not load or validate is failed).",
 		}, []string{"result"}),
-		acquireWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "errand_acquire_wait_seconds",
-			Help:    "Time an acquire request waited before it returned.",
-			Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60},
-		}),
-		acquired: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "errand_tasks_acquired_total",
-			Help: "Tasks leased to delegates.",
-		}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "errand_http_request_duration_seconds",
 			Help:    "HTTP request durations by method, route and status.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"method", "route", "code"}),
-		log:     s.log,
-		ended:   make(chan string, endedBuffer),
 		counted: make(map[string]bool),
-	}
-	for _, st := range errand.States {
-		if st.Terminal() {
-			m.tasksFinished.WithLabelValues(string(st))
-		}
 	}
 	for _, r := range []pipeline.Result{pipeline.ResultSuccess, pipeline.ResultFailed, pipeline.ResultCancelled} {
 		m.runsFinished.WithLabelValues(string(r))
 	}
-	m.registry.MustRegister(m.tasksCreated, m.tasksFinished, m.taskDuration, m.queueWait, m.runsFinished,
-		m.acquireWait, m.acquired, m.httpDuration, newStoreCollector(s),
+	m.registry.MustRegister(m.runsFinished, m.httpDuration, newStoreCollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.logSealFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "errand_log_seal_failures_total",
@@ -141,73 +94,24 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
-// created counts tasks as they were created.
-func (m *metrics) created(tasks []*errand.Task) {
-	for _, t := range tasks {
-		if t.Type != TypeApproval {
-			m.tasksCreated.WithLabelValues(string(t.State)).Inc()
-		}
-	}
+// register adds collectors to the registry.
+func (m *metrics) register(cs ...prometheus.Collector) {
+	m.registry.MustRegister(cs...)
 }
 
-// change receives the store's change stream. It must not block: the ids
-// of the tasks this manager ended go to the recorder.
-func (m *metrics) change(c store.Change) {
-	if c.Kind != store.ChangeTaskEnded || c.Remote || c.TaskID == "" {
-		return
-	}
-	select {
-	case m.ended <- c.TaskID:
-	default:
-		m.log.WithField("task_id", c.TaskID).Debug("metrics: too many task ends waiting; one is not recorded")
-	}
-}
-
-// runMetricsRecorder records the task ends the change stream announces:
-// their state, duration and queue wait, and the runs they finish.
-func (s *Server) runMetricsRecorder(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case id := <-s.metrics.ended:
-			rctx, cancel := context.WithTimeout(ctx, recordTimeout)
-			if err := s.recordEnd(rctx, id); err != nil && ctx.Err() == nil {
-				s.log.WithError(err).WithField("task_id", id).Warn("metrics: could not record a task's end")
-			}
-			cancel()
-		}
-	}
-}
-
-func (s *Server) recordEnd(ctx context.Context, id string) error {
+// runTaskEnded counts the run of a task that ended finished, once, when
+// none of its tasks is left to end. The scheduler's metrics recorder
+// calls it, one task end at a time.
+func (s *Server) runTaskEnded(ctx context.Context, runID string) error {
 	m := s.metrics
-	t, err := s.store.TaskGet(ctx, id)
-	if err != nil {
-		return err
-	}
-	if !t.State.Terminal() {
+	if m.isCounted(runID) {
 		return nil
 	}
-	if t.Type != TypeApproval {
-		m.tasksFinished.WithLabelValues(string(t.State)).Inc()
-		if t.StartedAt != nil && t.FinishedAt != nil {
-			m.taskDuration.WithLabelValues(t.Type, string(t.State)).Observe(t.FinishedAt.Sub(*t.StartedAt).Seconds())
-			if t.QueuedAt != nil && !t.StartedAt.Before(*t.QueuedAt) {
-				m.queueWait.Observe(t.StartedAt.Sub(*t.QueuedAt).Seconds())
-			}
-		}
-	}
-	if t.RunID == "" || m.counted[t.RunID] {
-		return nil
-	}
-	// The run may have finished with this task: only then has none of its
-	// tasks left to end.
-	left, err := s.store.TaskList(ctx, store.TaskListParams{RunID: t.RunID, States: unendedStates, Limit: 1})
+	left, err := s.store.TaskList(ctx, store.TaskListParams{RunID: runID, States: unendedStates, Limit: 1})
 	if err != nil || len(left) > 0 {
 		return err
 	}
-	run, err := s.store.RunGet(ctx, t.RunID)
+	run, err := s.store.RunGet(ctx, runID)
 	if err != nil {
 		return err
 	}
@@ -216,13 +120,21 @@ func (s *Server) recordEnd(ctx context.Context, id string) error {
 		return err
 	}
 	if view.Phase == string(pipeline.PhaseFinished) {
-		m.runFinished(t.RunID, view.Result)
+		m.runFinished(runID, view.Result)
 	}
 	return nil
 }
 
+func (m *metrics) isCounted(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.counted[id]
+}
+
 // runFinished counts a run finished once.
 func (m *metrics) runFinished(id, result string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.counted[id] {
 		return
 	}

@@ -45,6 +45,7 @@ func newReplica(t *testing.T, url, objects string) *env {
 		if err := s.Stop(context.Background()); err != nil {
 			t.Errorf("stop: %v", err)
 		}
+		_ = st.Close()
 		_ = obj.Close()
 	})
 	return &env{t: t, s: s, ts: ts, objects: obj, http: ts.Client()}

@@ -231,7 +231,11 @@ func TestMetricsCountRunsAndDirectTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fresh.unsubscribe()
+	defer func() {
+		if err := fresh.Stop(context.Background()); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}()
 	wantGauges(scrape(t, fresh.Handler()))
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/errandci/errand/manager/ost"
 	"github.com/errandci/errand/manager/ost/posix"
 	"github.com/errandci/errand/manager/ost/s3"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/store/postgres"
 	"github.com/errandci/errand/manager/store/sqlite"
@@ -76,6 +77,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		closeIf(objects)
 		return nil, err
 	}
+	s.closers = append(s.closers, st)
 	if c, ok := objects.(io.Closer); ok {
 		s.closers = append(s.closers, c)
 	}
@@ -175,7 +177,7 @@ func loadOrCreateID(ctx context.Context, log *logrus.Logger, objects ost.Storage
 	if !errors.Is(err, ost.ErrNotFound) {
 		return "", fmt.Errorf("manager identity: %w", err)
 	}
-	secret, err := newSecret(12)
+	secret, err := scheduler.NewSecret(12)
 	if err != nil {
 		return "", err
 	}
@@ -217,7 +219,7 @@ func loadOrCreateToken(log *logrus.Logger, path, name string) (string, error) {
 	case !errors.Is(err, fs.ErrNotExist):
 		return "", fmt.Errorf("read %s token: %w", name, err)
 	}
-	tok, err := newSecret(32)
+	tok, err := scheduler.NewSecret(32)
 	if err != nil {
 		return "", err
 	}

@@ -123,11 +123,9 @@ func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) 
 		run.StageCount = len(plan.Stages)
 		tasks = plan.Tasks
 	}
-	created, err := s.store.RunCreate(r.Context(), store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()})
-	if err != nil {
-		return fmt.Errorf("create run %s: %w", id, err)
+	if _, err := s.sched.CreateRun(r.Context(), run, tasks); err != nil {
+		return err
 	}
-	s.metrics.created(created)
 	if len(run.SetupErrors) > 0 {
 		s.metrics.setupErrorRun()
 	}
@@ -731,14 +729,14 @@ func (s *Server) approveStage(w http.ResponseWriter, r *http.Request, _ principa
 // unless it is registered already. Releases are rare (one per approved
 // stage): a registration attempt each costs less than keeping state.
 func (s *Server) approvalDelegate(ctx context.Context) error {
-	secret, err := newSecret(32)
+	secret, err := scheduler.NewSecret(32)
 	if err != nil {
 		return err
 	}
 	_, err = s.store.DelegateRegister(ctx, store.DelegateRegisterParams{
 		Delegate: &errand.Delegate{ID: ApprovalDelegateID, Name: ApprovalDelegateID, Capacity: 1,
 			TaskTypes: []string{TypeApproval}, Labels: map[string]string{ApprovalLabel: "approval"}},
-		TokenHash: hashToken(ApprovalDelegateID + "." + secret),
+		TokenHash: scheduler.HashToken(ApprovalDelegateID + "." + secret),
 		Now:       s.now(),
 	})
 	if err != nil && !errors.Is(err, errand.ErrConflict) {

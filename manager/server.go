@@ -14,12 +14,12 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand/manager/ost"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 )
 
-// Server is the manager: the HTTP API over a store and an object storage,
-// plus the background loops that keep them current (sweeper, heartbeat
-// flusher, log sealer).
+// Server is the manager: the HTTP API over the scheduler, a store and an
+// object storage, plus the log sealer that keeps the storage current.
 type Server struct {
 	cfg     Config
 	log     *logrus.Logger
@@ -31,13 +31,10 @@ type Server struct {
 	handler http.Handler
 	routes  []Route
 	metrics *metrics
-	hub     *hub
-	beats   *heartbeats
-	cache   *delegateCache
+	sched   *scheduler.Scheduler
+	hub     *followers
 	quiet   quietAnswers
-	tokens  tokenCache
 	fleet   fleetSnapshot
-	maskers taskMaskers
 	seals   sealRetries
 
 	unsubscribe func()
@@ -47,6 +44,7 @@ type Server struct {
 	closeOnce sync.Once
 	addr      atomic.Pointer[net.Addr]
 	sealWake  chan struct{}
+	done      chan struct{}
 
 	// finishedRuns keeps the list items of finished runs.
 	finishedRuns finishedRunItems
@@ -56,7 +54,9 @@ type Server struct {
 	stopped bool
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	// closers release what Open opened besides the store.
+	// closers release what Open opened: the store and the object
+	// storage. A store or object storage given to New is its caller's to
+	// close.
 	closers []io.Closer
 }
 
@@ -67,9 +67,10 @@ type Route struct {
 	Pattern string
 }
 
-// New returns a server over st and objects. cfg has its defaults applied
-// and is validated; the admin and registration tokens must be set (Open
-// generates them when they are not).
+// New returns a server over st and objects, which it uses and does not
+// close. cfg has its defaults applied and is validated; the admin and
+// registration tokens must be set (Open generates them when they are
+// not).
 func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -82,7 +83,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		return nil, errors.New("manager: a store and an object storage are required")
 	}
 	if cfg.ID == "" {
-		id, err := newSecret(12)
+		id, err := scheduler.NewSecret(12)
 		if err != nil {
 			return nil, err
 		}
@@ -95,11 +96,10 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		store:    st,
 		objects:  objects,
 		mux:      http.NewServeMux(),
-		hub:      newHub(),
-		beats:    newHeartbeats(),
-		cache:    newDelegateCache(),
+		hub:      newFollowers(),
 		closing:  make(chan struct{}),
 		sealWake: make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 	quiet, err := newQuietAnswers(cfg.HeartbeatInterval)
 	if err != nil {
@@ -107,9 +107,24 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	}
 	s.quiet = quiet
 	s.metrics = newMetrics(s)
-	unsubscribeHub := st.Subscribe(s.onChange)
-	unsubscribeMetrics := st.Subscribe(s.metrics.change)
-	s.unsubscribe = func() { unsubscribeHub(); unsubscribeMetrics() }
+	s.sched, err = scheduler.New(scheduler.Config{
+		HeartbeatInterval:      cfg.HeartbeatInterval,
+		LeaseTTL:               cfg.LeaseTTL,
+		MaxWait:                cfg.MaxWait,
+		SweepInterval:          cfg.SweepInterval,
+		TimeoutGrace:           cfg.TimeoutGrace,
+		HeartbeatFlushInterval: cfg.HeartbeatFlushInterval,
+		Secrets:                cfg.Secrets,
+		RunTaskEnded:           s.runTaskEnded,
+		UncountedTypes:         []string{TypeApproval},
+		Log:                    cfg.Log,
+		Now:                    cfg.Now,
+	}, st)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.register(s.sched.Metrics().Collectors()...)
+	s.unsubscribe = st.Subscribe(s.onChange)
 	s.registerRoutes()
 	s.handler = s.serveHTTP()
 	return s, nil
@@ -118,14 +133,10 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 // ID returns the manager's identity (Config.ID).
 func (s *Server) ID() string { return s.cfg.ID }
 
-// onChange runs on every committed store change, and on this manager's
-// own changes; it must not block. The cache learns first, so that the
-// waiters it wakes find it current.
+// onChange runs on every committed store change, this manager's own and
+// the other managers'; it must not block. It wakes log followers and the
+// sealer.
 func (s *Server) onChange(c store.Change) {
-	if c.Kind == store.ChangeDelegateDeleted {
-		s.tokens.forget(c.DelegateID)
-	}
-	s.cache.change(c)
 	s.hub.notify(c)
 	if c.Kind == store.ChangeTaskEnded {
 		select {
@@ -169,24 +180,15 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.started = true
 	ctx, s.cancel = context.WithCancel(ctx)
-	loops := []struct {
-		name string
-		run  func(context.Context)
-	}{
-		{"sweeper", s.runSweeper},
-		{"heartbeat flusher", s.runHeartbeatFlusher},
-		{"log sealer", s.runSealer},
-		{"delegate cache refresher", s.runDelegateRefresher},
-		{"metrics recorder", s.runMetricsRecorder},
+	if err := s.sched.Start(ctx); err != nil {
+		return err
 	}
-	for _, l := range loops {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			l.run(ctx)
-			s.log.WithField("loop", l.name).Debug("background loop stopped")
-		}()
-	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.runSealer(ctx)
+		s.log.WithField("loop", "log sealer").Debug("background loop stopped")
+	}()
 	s.log.WithFields(logrus.Fields{
 		"heartbeat_interval": s.cfg.HeartbeatInterval,
 		"lease_ttl":          s.cfg.LeaseTTL,
@@ -194,8 +196,8 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the background loops and waits for them, writes the
-// heartbeats still in memory, and closes the store and what Open opened.
+// Stop stops the background loops and the scheduler and waits for them,
+// writes the heartbeats still in memory, and closes what Open opened.
 // Long-polls in flight return at once. Stop is safe to call twice.
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
@@ -222,15 +224,11 @@ func (s *Server) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("stop manager: waiting for background loops: %w", ctx.Err()))
 	}
-	flushCtx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	if err := s.flushHeartbeats(flushCtx); err != nil {
+	if err := s.sched.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	cancelFlush()
 	s.unsubscribe()
-	if err := s.store.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close store: %w", err))
-	}
+	close(s.done)
 	for _, c := range s.closers {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close: %w", err))
@@ -242,7 +240,11 @@ func (s *Server) Stop(ctx context.Context) error {
 
 func (s *Server) shutdownWaiters() {
 	s.closeOnce.Do(func() { close(s.closing) })
+	s.sched.EndWaits()
 }
+
+// Done is closed once Stop has stopped the server.
+func (s *Server) Done() <-chan struct{} { return s.done }
 
 // ListenAndServe starts the server, serves cfg.Listen until ctx ends, then
 // shuts down gracefully: in-flight requests finish (long-polls and log

@@ -363,16 +363,16 @@ func TestLeaseExpiry(t *testing.T) {
 	// Heartbeats within the TTL that name the task keep its lease.
 	clk.Add(30 * time.Second)
 	e.must(200, "POST", "/api/v1/delegates/"+d.id+"/heartbeat", d.token, &client.HeartbeatRequest{Running: []string{task.ID}}, nil)
-	if err := e.s.flushHeartbeats(ctx); err != nil {
+	if err := e.s.sched.FlushHeartbeats(ctx); err != nil {
 		t.Fatal(err)
 	}
 	clk.Add(30 * time.Second)
-	if res, err := e.s.sweep(ctx); err != nil || len(res.Requeued) != 0 {
+	if res, err := e.s.sched.Sweep(ctx); err != nil || len(res.Requeued) != 0 {
 		t.Fatalf("sweep after a heartbeat = %+v, %v; want nothing expired", res, err)
 	}
 	// Silence past the TTL loses it.
 	clk.Add(11 * time.Second)
-	res, err := e.s.sweep(ctx)
+	res, err := e.s.sched.Sweep(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,11 @@ import (
 	"strconv"
 
 	"github.com/oklog/ulid/v2"
-	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -223,19 +223,12 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal
 			Timeout: sp.Timeout, MaxAttempts: attempts,
 		}
 	}
-	created, err := s.store.TaskCreate(r.Context(), store.TaskCreateParams{Tasks: tasks, Now: s.now()})
+	created, err := s.sched.Create(r.Context(), tasks)
 	if err != nil {
-		return fmt.Errorf("create %d tasks: %w", len(tasks), err)
+		return err
 	}
 	for _, t := range created {
 		userTask(t)
-		s.metrics.tasksCreated.WithLabelValues(string(t.State)).Inc()
-		if t.State == errand.StateQueued {
-			s.onChange(store.Change{Kind: store.ChangeTaskQueued, TaskID: t.ID, TaskType: t.Type})
-		}
-	}
-	if s.log.IsLevelEnabled(logrus.DebugLevel) {
-		s.log.WithField("tasks", len(created)).Debug("tasks created")
 	}
 	if !batch {
 		httphelper.WriteJSON(w, created[0], http.StatusCreated)
@@ -300,19 +293,9 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, _ principal) er
 }
 
 func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request, _ principal) error {
-	id := r.PathValue("id")
-	t, err := s.store.TaskCancel(r.Context(), store.TaskCancelParams{TaskID: id, Now: s.now()})
-	if err != nil {
-		return fmt.Errorf("cancel task %s: %w", id, err)
+	if _, err := s.sched.Cancel(r.Context(), r.PathValue("id")); err != nil {
+		return err
 	}
-	fields := logrus.Fields{"task_id": id, "state": t.State}
-	if t.State.Terminal() {
-		s.onChange(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
-	} else if t.DelegateID != "" {
-		fields["delegate_id"] = t.DelegateID
-		s.onChange(store.Change{Kind: store.ChangeCancelRequested, TaskID: id, DelegateID: t.DelegateID})
-	}
-	s.log.WithFields(fields).Info("task cancelled")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -333,25 +316,12 @@ func (s *Server) reportStatus(w http.ResponseWriter, r *http.Request, p principa
 	if err := invalid("status update", problems); err != nil {
 		return err
 	}
-	if p.delegateID != "" {
-		s.beats.record(p.delegateID)
-	}
-	var err error
-	if u.Result, u.Error, err = s.maskReport(r.Context(), id, u.Result, u.Error); err != nil {
-		return fmt.Errorf("report %s on task %s: %w", u.State, id, err)
-	}
-	t, err := s.store.TaskReport(r.Context(), store.TaskReportParams{
+	t, err := s.sched.Report(r.Context(), scheduler.Report{
 		TaskID: id, DelegateID: p.delegateID, LeaseToken: u.Lease,
-		State: u.State, Result: u.Result, Error: u.Error, Now: s.now(),
+		State: u.State, Result: u.Result, Error: u.Error,
 	})
 	if err != nil {
-		return fmt.Errorf("report %s on task %s: %w", u.State, id, err)
-	}
-	if t.State.Terminal() {
-		s.onChange(store.Change{Kind: store.ChangeTaskEnded, TaskID: id})
-		if s.log.IsLevelEnabled(logrus.DebugLevel) {
-			s.log.WithFields(logrus.Fields{"task_id": id, "delegate_id": p.delegateID, "state": t.State}).Debug("task ended")
-		}
+		return err
 	}
 	httphelper.WriteJSON(w, userTask(t), http.StatusOK)
 	return nil

@@ -397,9 +397,10 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 	if err != nil {
 		return exitFailed, err
 	}
+	// Closed after the manager stopped (deferred calls run last first).
+	defer st.Close()
 	objects, err := posix.New(filepath.Join(dir, "objects"))
 	if err != nil {
-		_ = st.Close()
 		return exitFailed, err
 	}
 	defer objects.Close()
@@ -410,14 +411,12 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 	}
 	srv, err := manager.New(mcfg, st, objects)
 	if err != nil {
-		_ = st.Close()
 		return exitFailed, err
 	}
 	served := make(chan error, 1)
 	if f.listen != "" {
 		go func() { served <- srv.ListenAndServe(life) }()
 	} else if err := srv.Start(life); err != nil {
-		_ = st.Close()
 		return exitFailed, err
 	}
 	defer func() {

@@ -1,5 +1,3 @@
-// Package scheduler is the manager's task scheduling: it leases tasks to
-// delegates with the values of the secrets they name, from a SecretSource.
 package scheduler
 
 import (

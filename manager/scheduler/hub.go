@@ -1,4 +1,4 @@
-package manager
+package scheduler
 
 import (
 	"sync"
@@ -8,10 +8,9 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// hub wakes waiting requests when something they care about changes:
-// long-polling acquirers on a queued task they may run or on news for
-// their delegate (a cancel, a drain, a change of state), log followers on
-// their task's new lines or end. A wake-up only says "look again": the
+// hub wakes long-polling acquirers when something they care about
+// changes: a queued task they may run, news for their delegate (a cancel,
+// a drain, a change of state). A wake-up only says "look again": the
 // waiter re-reads what it waits on, so a spurious wake-up costs one look
 // and a missed one cannot happen as long as the waiter registers before
 // it first looks.
@@ -25,13 +24,12 @@ type hub struct {
 	// id.
 	acquirers  map[*waiter]struct{}
 	byDelegate map[string]map[*waiter]struct{}
-	followers  map[string]map[*waiter]struct{}
 }
 
 // waiter is one waiting request. ch holds at most one pending wake-up.
 type waiter struct {
-	delegate *errand.Delegate // acquirers only
-	tasks    bool             // the acquirer wants tasks, not only news
+	delegate *errand.Delegate
+	tasks    bool // the acquirer wants tasks, not only news
 	ch       chan struct{}
 }
 
@@ -39,7 +37,6 @@ func newHub() *hub {
 	return &hub{
 		acquirers:  make(map[*waiter]struct{}),
 		byDelegate: make(map[string]map[*waiter]struct{}),
-		followers:  make(map[string]map[*waiter]struct{}),
 	}
 }
 
@@ -62,19 +59,6 @@ func (h *hub) acquirer(d *errand.Delegate, wantTasks bool) (*waiter, func()) {
 		h.mu.Lock()
 		delete(h.acquirers, w)
 		remove(h.byDelegate, d.ID, w)
-		h.mu.Unlock()
-	}
-}
-
-// follower registers a reader of a task's log.
-func (h *hub) follower(taskID string) (*waiter, func()) {
-	w := &waiter{ch: make(chan struct{}, 1)}
-	h.mu.Lock()
-	add(h.followers, taskID, w)
-	h.mu.Unlock()
-	return w, func() {
-		h.mu.Lock()
-		remove(h.followers, taskID, w)
 		h.mu.Unlock()
 	}
 }
@@ -125,11 +109,5 @@ func (h *hub) notify(c store.Change) {
 		}
 	case store.ChangeCancelRequested, store.ChangeDrainRequested:
 		h.wakeDelegate(c.DelegateID)
-	case store.ChangeLogAppended, store.ChangeTaskEnded:
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		for w := range h.followers[c.TaskID] {
-			w.wake()
-		}
 	}
 }

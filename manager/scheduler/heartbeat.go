@@ -1,4 +1,4 @@
-package manager
+package scheduler
 
 import (
 	"context"
@@ -120,29 +120,32 @@ func (h *heartbeats) putBack(ids []string) {
 	}
 }
 
-// touchAfter is the age from which a delegate's stored heartbeat is
+// TouchAfter is the age from which a delegate's stored heartbeat is
 // renewed when it is heard from. A delegate heard at an age just under
 // it is next heard one interval later and written one flush after that:
 // the stored heartbeat is then never older than touchAfter + interval +
 // flush, which leaves one more interval before LeaseTTL loses it.
-func (s *Server) touchAfter() time.Duration {
+func (s *Scheduler) TouchAfter() time.Duration {
 	return max(s.cfg.LeaseTTL-2*s.cfg.HeartbeatInterval-s.flushInterval(), 0)
 }
 
 // flushInterval is how often heard heartbeats are written: the
 // configured interval, but at most a quarter of the lease TTL, so that a
 // live delegate's stored heartbeat never lags its TTL.
-func (s *Server) flushInterval() time.Duration {
+func (s *Scheduler) flushInterval() time.Duration {
 	return max(min(s.cfg.HeartbeatFlushInterval, s.cfg.LeaseTTL/4), time.Millisecond)
 }
 
-func (s *Server) flushHeartbeats(ctx context.Context) error {
+// FlushHeartbeats writes the heartbeats heard since the last flush that
+// the store needs (see TouchAfter), all in one write, renewing the leases
+// of the tasks they named. The flusher calls it every flush interval.
+func (s *Scheduler) FlushHeartbeats(ctx context.Context) error {
 	ids := s.beats.take()
 	if len(ids) == 0 {
 		return nil
 	}
 	now := s.now()
-	ids = s.cache.needsTouch(ids, now, s.touchAfter())
+	ids = s.cache.needsTouch(ids, now, s.TouchAfter())
 	if len(ids) == 0 {
 		return nil
 	}
@@ -156,23 +159,14 @@ func (s *Server) flushHeartbeats(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) runHeartbeatFlusher(ctx context.Context) {
-	t := time.NewTicker(s.flushInterval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.flushHeartbeats(ctx); err != nil && ctx.Err() == nil {
-				s.log.WithError(err).Warn("heartbeat flush failed; retrying")
-			}
-		}
-	}
+func (s *Scheduler) runHeartbeatFlusher(ctx context.Context) {
+	s.ticking(ctx, s.flushInterval(), "heartbeat flush failed; retrying", s.FlushHeartbeats)
 }
 
-// sweep expires what time has ended, once.
-func (s *Server) sweep(ctx context.Context) (store.TaskSweepResult, error) {
+// Sweep expires what time has ended, once: the leases of delegates lost,
+// tasks past their timeout, tasks whose affinity delegate is gone. The
+// sweeper calls it every sweep interval.
+func (s *Scheduler) Sweep(ctx context.Context) (store.TaskSweepResult, error) {
 	res, err := s.store.TaskSweep(ctx, store.TaskSweepParams{
 		Now:           s.now(),
 		LeaseTTL:      s.cfg.LeaseTTL,
@@ -204,17 +198,9 @@ func (s *Server) sweep(ctx context.Context) (store.TaskSweepResult, error) {
 	return res, nil
 }
 
-func (s *Server) runSweeper(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := s.sweep(ctx); err != nil && ctx.Err() == nil {
-				s.log.WithError(err).Warn("sweep failed")
-			}
-		}
-	}
+func (s *Scheduler) runSweeper(ctx context.Context) {
+	s.ticking(ctx, s.cfg.SweepInterval, "sweep failed", func(ctx context.Context) error {
+		_, err := s.Sweep(ctx)
+		return err
+	})
 }

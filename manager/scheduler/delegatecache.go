@@ -1,10 +1,9 @@
-package manager
+package scheduler
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -38,13 +37,9 @@ type delegateCache struct {
 // snapshot handed out stays valid.
 type cachedDelegate struct {
 	d *errand.Delegate
-	// cancels maps the task ids the delegate should cancel to whether it
+	// cancels are the cancels the delegate should be told, and which it
 	// was told already (by an acquire or heartbeat answer).
-	cancels map[string]bool
-	// toldAt is when each cancel was last delivered. A cancel still
-	// pending retellAfter later is told again: the answer that carried it
-	// may never have reached the delegate (a long-poll it gave up on).
-	toldAt map[string]time.Time
+	cancels cancels
 	// heard is the last sign of life this manager got from the delegate,
 	// by the manager's clock.
 	heard time.Time
@@ -83,20 +78,13 @@ func newDelegateCache() *delegateCache {
 
 func (e *cachedDelegate) view(now time.Time) delegateView {
 	v := delegateView{d: e.d, heard: e.heard}
-	if len(e.cancels) > 0 {
-		v.cancels = make([]string, 0, len(e.cancels))
-		for id, told := range e.cancels {
-			v.cancels = append(v.cancels, id)
-			v.untold = v.untold || !told || now.Sub(e.toldAt[id]) >= retellAfter
-		}
-		slices.Sort(v.cancels)
-	}
+	v.cancels, v.untold = e.cancels.pending(now)
 	return v
 }
 
 // delegate returns the cached view of delegate id, reading it from the
 // store when it is not cached.
-func (s *Server) delegate(ctx context.Context, id string) (delegateView, error) {
+func (s *Scheduler) delegate(ctx context.Context, id string) (delegateView, error) {
 	c := s.cache
 	for {
 		c.mu.Lock()
@@ -130,15 +118,15 @@ func (s *Server) delegate(ctx context.Context, id string) (delegateView, error) 
 
 // loadDelegate reads delegate id into the placeholder e, merging the
 // changes that arrived meanwhile.
-func (s *Server) loadDelegate(ctx context.Context, id string, e *cachedDelegate) (delegateView, error) {
+func (s *Scheduler) loadDelegate(ctx context.Context, id string, e *cachedDelegate) (delegateView, error) {
 	c := s.cache
 	// The read must not depend on the one request that happened to come
 	// first: others may be waiting on it.
 	rctx := context.WithoutCancel(ctx)
 	d, err := s.store.DelegateGet(rctx, id)
-	var cancels []string
+	var stored []string
 	if err == nil {
-		cancels, err = s.store.TaskCancelRequests(rctx, id)
+		stored, err = s.store.TaskCancelRequests(rctx, id)
 		if err != nil {
 			err = fmt.Errorf("cancel requests of delegate %s: %w", id, err)
 		}
@@ -169,9 +157,9 @@ func (s *Server) loadDelegate(ctx context.Context, id string, e *cachedDelegate)
 	e.heard = d.LastHeartbeat
 	e.stored = d.LastHeartbeat
 	e.checked = s.now()
-	e.cancels = make(map[string]bool, len(cancels)+len(e.pendingCancels))
-	for _, t := range append(cancels, e.pendingCancels...) {
-		e.cancels[t] = false
+	e.cancels = cancels{}
+	for _, t := range append(stored, e.pendingCancels...) {
+		e.cancels.ask(t)
 		c.owner[t] = id
 	}
 	e.pendingCancels = nil
@@ -186,11 +174,8 @@ func (c *delegateCache) change(ch store.Change) {
 		if e := c.byID[ch.DelegateID]; e != nil {
 			if e.loading != nil {
 				e.pendingCancels = append(e.pendingCancels, ch.TaskID)
-			} else if _, ok := e.cancels[ch.TaskID]; !ok {
-				if e.cancels == nil {
-					e.cancels = make(map[string]bool)
-				}
-				e.cancels[ch.TaskID] = false
+			} else {
+				e.cancels.ask(ch.TaskID)
 			}
 			c.owner[ch.TaskID] = ch.DelegateID
 		}
@@ -200,7 +185,7 @@ func (c *delegateCache) change(ch store.Change) {
 		if id, ok := c.owner[ch.TaskID]; ok {
 			delete(c.owner, ch.TaskID)
 			if e := c.byID[id]; e != nil {
-				delete(e.cancels, ch.TaskID)
+				e.cancels.ended(ch.TaskID)
 			}
 		}
 		c.mu.Unlock()
@@ -218,7 +203,7 @@ func (c *delegateCache) change(ch store.Change) {
 // announces a deregistration reaches the other managers a moment later;
 // a heartbeat is what keeps a delegate alive, so it must not pass in
 // between.
-func (s *Server) liveDelegate(ctx context.Context, id string) (delegateView, error) {
+func (s *Scheduler) liveDelegate(ctx context.Context, id string) (delegateView, error) {
 	if _, err := s.store.DelegateTokenHash(ctx, id); errors.Is(err, errand.ErrNotFound) {
 		s.forgetDelegate(id)
 		return delegateView{}, errand.Errorf(errand.CodeUnauthorized, "delegate %s is not registered", id)
@@ -230,7 +215,7 @@ func (s *Server) liveDelegate(ctx context.Context, id string) (delegateView, err
 
 // forgetDelegate drops what this manager remembers of a deregistered
 // delegate: its token and its cache entry.
-func (s *Server) forgetDelegate(id string) {
+func (s *Scheduler) forgetDelegate(id string) {
 	s.tokens.forget(id)
 	s.cache.forget(id)
 }
@@ -367,10 +352,6 @@ func (c *delegateCache) untouched(ids []string) {
 	}
 }
 
-// retellAfter is how long a delivered cancel may stay pending before it
-// counts as untold again.
-const retellAfter = time.Second
-
 // told marks cancels as delivered to delegate id at now.
 func (c *delegateCache) told(id string, cancels []string, now time.Time) {
 	if len(cancels) == 0 {
@@ -379,20 +360,7 @@ func (c *delegateCache) told(id string, cancels []string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byID[id]; e != nil {
-		told := make(map[string]time.Time, len(cancels))
-		for _, t := range cancels {
-			if _, ok := e.cancels[t]; ok {
-				e.cancels[t] = true
-				told[t] = now
-			}
-		}
-		// Keep only the times of cancels still pending.
-		for t, at := range e.toldAt {
-			if _, ok := told[t]; !ok && e.cancels[t] {
-				told[t] = at
-			}
-		}
-		e.toldAt = told
+		e.cancels.tell(cancels, now)
 	}
 }
 
@@ -415,7 +383,7 @@ func (c *delegateCache) forget(id string) {
 		e.pendingGone = true
 		return
 	}
-	for t := range e.cancels {
+	for _, t := range e.cancels.tasks() {
 		delete(c.owner, t)
 	}
 	delete(c.byID, id)
@@ -423,7 +391,7 @@ func (c *delegateCache) forget(id string) {
 
 // recheckCancels reads the cancels of delegate id from the store again
 // when they were last read more than cancelRecheck ago.
-func (s *Server) recheckCancels(ctx context.Context, id string) error {
+func (s *Scheduler) recheckCancels(ctx context.Context, id string) error {
 	c := s.cache
 	now := s.now()
 	c.mu.Lock()
@@ -437,31 +405,21 @@ func (s *Server) recheckCancels(ctx context.Context, id string) error {
 	if !due {
 		return nil
 	}
-	cancels, err := s.store.TaskCancelRequests(ctx, id)
+	stored, err := s.store.TaskCancelRequests(ctx, id)
 	if err != nil {
 		return fmt.Errorf("cancel requests of delegate %s: %w", id, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byID[id]; e != nil && e.loading == nil {
-		fresh := make(map[string]bool, len(cancels))
-		for _, t := range cancels {
-			fresh[t] = e.cancels[t]
+		for _, t := range stored {
 			c.owner[t] = id
 		}
-		// A cancel that arrived after the read began is kept: the read
-		// may not have seen it, and the task's end drops it anyway.
-		for t, told := range e.cancels {
-			if _, ok := fresh[t]; ok {
-				continue
-			}
-			if !told {
-				fresh[t] = told
-			} else if c.owner[t] == id {
+		for _, t := range e.cancels.replace(stored) {
+			if c.owner[t] == id {
 				delete(c.owner, t)
 			}
 		}
-		e.cancels = fresh
 	}
 	return nil
 }
@@ -469,7 +427,7 @@ func (s *Server) recheckCancels(ctx context.Context, id string) error {
 // refreshDelegates re-reads every cached delegate's record in one read,
 // and drops delegates not heard from for long (they are read again on
 // their next request).
-func (s *Server) refreshDelegates(ctx context.Context) error {
+func (s *Scheduler) refreshDelegates(ctx context.Context) error {
 	started := s.now()
 	list, err := s.store.DelegateList(ctx, store.DelegateListParams{})
 	if err != nil {
@@ -499,7 +457,7 @@ func (s *Server) refreshDelegates(ctx context.Context) error {
 			continue
 		}
 		if !seen[id] || started.Sub(e.heard) > idle {
-			for t := range e.cancels {
+			for _, t := range e.cancels.tasks() {
 				delete(c.owner, t)
 			}
 			delete(c.byID, id)
@@ -508,17 +466,6 @@ func (s *Server) refreshDelegates(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) runDelegateRefresher(ctx context.Context) {
-	t := time.NewTicker(s.cfg.LeaseTTL)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.refreshDelegates(ctx); err != nil && ctx.Err() == nil {
-				s.log.WithError(err).Warn("delegate cache refresh failed")
-			}
-		}
-	}
+func (s *Scheduler) runDelegateRefresher(ctx context.Context) {
+	s.ticking(ctx, s.cfg.LeaseTTL, "delegate cache refresh failed", s.refreshDelegates)
 }

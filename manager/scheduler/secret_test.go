@@ -1,4 +1,4 @@
-package manager
+package scheduler
 
 import "testing"
 
@@ -6,15 +6,15 @@ import "testing"
 // that starts with '-' would be read as a flag.
 func TestNewSecretNeverLooksLikeAFlag(t *testing.T) {
 	for range 2000 {
-		s, err := newSecret(32)
+		s, err := NewSecret(32)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if s[0] == '-' {
-			t.Fatalf("newSecret = %q: starts with '-'", s)
+			t.Fatalf("NewSecret = %q: starts with '-'", s)
 		}
 		if len(s) != 43 {
-			t.Fatalf("newSecret = %q: %d characters, want 43", s, len(s))
+			t.Fatalf("NewSecret = %q: %d characters, want 43", s, len(s))
 		}
 	}
 }

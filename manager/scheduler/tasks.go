@@ -1,0 +1,82 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// Create stores tasks, valid and with their defaults applied, and
+// returns them as stored.
+func (s *Scheduler) Create(ctx context.Context, tasks []*errand.Task) ([]*errand.Task, error) {
+	created, err := s.store.TaskCreate(ctx, store.TaskCreateParams{Tasks: tasks, Now: s.now()})
+	if err != nil {
+		return nil, fmt.Errorf("create %d tasks: %w", len(tasks), err)
+	}
+	s.metrics.created(created)
+	if s.log.IsLevelEnabled(logrus.DebugLevel) {
+		s.log.WithField("tasks", len(created)).Debug("tasks created")
+	}
+	return created, nil
+}
+
+// CreateRun stores a pipeline run with its tasks.
+func (s *Scheduler) CreateRun(ctx context.Context, run *store.Run, tasks []*errand.Task) ([]*errand.Task, error) {
+	created, err := s.store.RunCreate(ctx, store.RunCreateParams{Run: run, Tasks: tasks, Now: s.now()})
+	if err != nil {
+		return nil, fmt.Errorf("create run %s: %w", run.ID, err)
+	}
+	s.metrics.created(created)
+	return created, nil
+}
+
+// Cancel cancels task id: at once when no delegate holds it, otherwise
+// the delegate holding it is told.
+func (s *Scheduler) Cancel(ctx context.Context, id string) (*errand.Task, error) {
+	t, err := s.store.TaskCancel(ctx, store.TaskCancelParams{TaskID: id, Now: s.now()})
+	if err != nil {
+		return nil, fmt.Errorf("cancel task %s: %w", id, err)
+	}
+	fields := logrus.Fields{"task_id": id, "state": t.State}
+	if !t.State.Terminal() && t.DelegateID != "" {
+		fields["delegate_id"] = t.DelegateID
+	}
+	s.log.WithFields(fields).Info("task cancelled")
+	return t, nil
+}
+
+// Report is a delegate's report of a task it holds.
+type Report struct {
+	TaskID     string
+	DelegateID string
+	LeaseToken string
+	State      errand.State
+	Result     json.RawMessage
+	Error      *errand.Error
+}
+
+// Report records what a delegate reports of a task it holds, with the
+// values of the task's secrets masked in the result and the error.
+func (s *Scheduler) Report(ctx context.Context, r Report) (*errand.Task, error) {
+	s.Heard(r.DelegateID)
+	result, e, err := s.maskReport(ctx, r.TaskID, r.Result, r.Error)
+	if err != nil {
+		return nil, fmt.Errorf("report %s on task %s: %w", r.State, r.TaskID, err)
+	}
+	t, err := s.store.TaskReport(ctx, store.TaskReportParams{
+		TaskID: r.TaskID, DelegateID: r.DelegateID, LeaseToken: r.LeaseToken,
+		State: r.State, Result: result, Error: e, Now: s.now(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("report %s on task %s: %w", r.State, r.TaskID, err)
+	}
+	if t.State.Terminal() && s.log.IsLevelEnabled(logrus.DebugLevel) {
+		s.log.WithFields(logrus.Fields{"task_id": r.TaskID, "delegate_id": r.DelegateID, "state": t.State}).Debug("task ended")
+	}
+	return t, nil
+}
