@@ -22,7 +22,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"regexp"
 	"strings"
 	"sync"
@@ -354,20 +353,4 @@ func failure(what string, err error) error {
 		return unavailable("", fmt.Errorf("%s: %w", what, err))
 	}
 	return errand.Errorf(errand.CodeTaskFailed, "%s: %v", what, err)
-}
-
-// workingDir is the step's working directory in the container: rel under
-// the workspace, never outside it.
-func workingDir(rel string) (string, error) {
-	if rel == "" {
-		return Workspace, nil
-	}
-	if path.IsAbs(rel) {
-		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
-	}
-	dir := path.Join(Workspace, rel)
-	if dir != Workspace && !strings.HasPrefix(dir, Workspace+"/") {
-		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
-	}
-	return dir, nil
 }

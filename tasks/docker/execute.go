@@ -3,6 +3,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -36,10 +37,6 @@ func (d driver) Start(ctx context.Context, s *runtime.Step) (runtime.Handle, err
 	if err != nil {
 		return nil, err
 	}
-	dir, err := workingDir(data.WorkingDir)
-	if err != nil {
-		return nil, err
-	}
 	img := data.Image
 	if img == "" {
 		img = init.Image
@@ -61,7 +58,7 @@ func (d driver) Start(ctx context.Context, s *runtime.Step) (runtime.Handle, err
 		Image:        img,
 		Entrypoint:   append(s.Shell[:len(s.Shell):len(s.Shell)], "-c", s.Script),
 		Env:          s.Env(Workspace),
-		WorkingDir:   dir,
+		WorkingDir:   path.Join(Workspace, s.WorkingDir),
 		Labels:       labels,
 		AttachStdout: true,
 		AttachStderr: true,

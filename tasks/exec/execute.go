@@ -33,7 +33,7 @@ func (d driver) Start(_ context.Context, s *runtime.Step) (runtime.Handle, error
 	if err != nil {
 		return nil, err
 	}
-	dir, err := workingDir(ws, s.Data.WorkingDir)
+	dir, err := workingDir(ws, s.WorkingDir)
 	if err != nil {
 		return nil, err
 	}
@@ -44,32 +44,22 @@ func (d driver) Start(_ context.Context, s *runtime.Step) (runtime.Handle, error
 	return h.start(cmd, s.Output.Stream())
 }
 
-// workingDir resolves a step's working directory, which must stay inside
-// the workspace, and creates it. It walks the path one component at a
-// time from the workspace, each opened relative to its parent without
-// following symbolic links, so that a link in the workspace can never
-// make it create (or enter) a directory outside.
+// workingDir creates the step's working directory rel (checked by the
+// handlers: relative, cleaned) in the workspace. It walks the path one
+// component at a time from the workspace, each opened relative to its
+// parent without following symbolic links, so that a link in the
+// workspace can never make it create (or enter) a directory outside.
 func workingDir(ws, rel string) (string, error) {
 	if rel == "" {
 		return ws, nil
 	}
-	if filepath.IsAbs(rel) {
-		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
-	}
 	dir := filepath.Join(ws, rel)
-	if dir == ws {
-		return ws, nil
-	}
-	if !within(ws, dir) {
-		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
-	}
 	fd, err := syscall.Open(ws, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return "", errand.Errorf(errand.CodeTaskFailed, "open workspace: %v", err)
 	}
 	defer func() { syscall.Close(fd) }()
-	rest, _ := filepath.Rel(ws, dir)
-	for _, name := range strings.Split(rest, string(filepath.Separator)) {
+	for _, name := range strings.Split(rel, "/") {
 		next, err := openDirAt(fd, name)
 		if err != nil {
 			if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {

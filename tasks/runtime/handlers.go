@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path"
 	"sort"
 	"strings"
 	"time"
@@ -119,6 +120,10 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 		return nil, errand.Errorf(errand.CodeInvalid, "find the stage's resources: %v", err)
 	}
 	init, _ := initializeOf(t)
+	wd, err := workingDir(data.WorkingDir)
+	if err != nil {
+		return nil, err
+	}
 	shell := strings.Fields(data.Shell)
 	if len(shell) == 0 {
 		shell = strings.Fields(DefaultShell)
@@ -130,7 +135,7 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	}
 	out := NewOutput(logs, secrets...)
 	s := &Step{Task: t, Data: data, Stage: stage, InitID: init.Task, Shell: shell,
-		Script: strings.Join(data.Commands, "\n"), Output: out, Log: logs}
+		Script: strings.Join(data.Commands, "\n"), WorkingDir: wd, Output: out, Log: logs}
 
 	runCtx, stopRun := ctx, context.CancelFunc(func() {})
 	if h.MaxStep > 0 {
@@ -185,6 +190,25 @@ func (h *Handlers) logger() logrus.FieldLogger {
 		return h.Log
 	}
 	return logrus.StandardLogger()
+}
+
+// workingDir checks a step's working directory, which must be relative
+// to the workspace and stay inside it, and returns it cleaned.
+func workingDir(rel string) (string, error) {
+	if rel == "" {
+		return "", nil
+	}
+	if path.IsAbs(rel) {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q must be relative to the workspace", rel)
+	}
+	clean := path.Clean(rel)
+	if clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", errand.Errorf(errand.CodeInvalid, "working_dir %q leads outside the workspace", rel)
+	}
+	if clean == "." {
+		return "", nil
+	}
+	return clean, nil
 }
 
 // decodeTask reads the task from the request and its data into data.

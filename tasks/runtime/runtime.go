@@ -120,6 +120,11 @@ type Step struct {
 	Shell []string
 	// Script is the step's commands, one a line.
 	Script string
+	// WorkingDir is the step's working directory relative to the
+	// workspace, cleaned, "" for the workspace itself; it never leads
+	// out of it (symbolic links aside: a driver whose workspace may hold
+	// some resolves them itself).
+	WorkingDir string
 	// Output receives the step's output: a driver writes each output
 	// stream to one Stream of its own.
 	Output *Output
