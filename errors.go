@@ -1,6 +1,7 @@
 package errand
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -95,4 +96,30 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	return CodeInternal
+}
+
+// Retryable reports whether a call that failed with err may succeed if it
+// is made again unchanged: the manager was not reached or its answer was
+// lost (a refused or broken connection, an attempt that ran out of time),
+// or it answered that it cannot serve now (unavailable, internal,
+// storage_full). Every other answer is about the request itself (invalid,
+// unauthorized, lease_lost, …) and stays the same however often it is
+// sent; so does the end of the caller's own context (context.Canceled).
+//
+// Retryable says whether a failure is passing, not whether the call is
+// safe to repeat: only the caller knows that (a report applied once is, a
+// registration is not), and it retries only such calls.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		switch e.Code {
+		case CodeUnavailable, CodeInternal, CodeStorageFull:
+			return true
+		}
+		return false
+	}
+	return !errors.Is(err, context.Canceled)
 }

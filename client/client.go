@@ -1,8 +1,17 @@
 // Package client is the Go client of the Errand manager API and the home of
-// its wire types. One interface, Client, reads like the protocol: a
-// delegate Registers, Heartbeats, Acquires tasks, UpdatesStatus and
-// AppendsLogs under the lease it was given, and Deregisters; a user
-// creates, lists, inspects and cancels tasks and reads their logs.
+// its wire types. Two small interfaces read like the protocol:
+// DelegateClient is what a delegate says (it Registers, Heartbeats,
+// Acquires tasks, UpdatesStatus and AppendsLogs under the lease it was
+// given, lists its group and Deregisters); UserClient is what a user or an
+// operator says (create, list, inspect and cancel tasks, read their logs,
+// look at and drain delegates; RunClient adds pipeline runs). HTTP
+// implements them all, over the network or in-process (WithHandler).
+//
+// The delegate's calls are sent once: the delegate side retries them, with
+// Retrier, where it knows a call is safe to repeat. The user's calls are
+// retried by HTTP itself within WithRetry's budget, the reads and the
+// idempotent actions on any passing failure (errand.Retryable), the
+// creations only when the request surely never left.
 //
 // Errors that the manager returns come back as *errand.Error values, so
 // errors.Is(err, client.ErrLeaseLost) works across the wire.
@@ -40,26 +49,41 @@ var (
 	ErrUnavailable       = errand.ErrUnavailable
 )
 
-// Client speaks the manager's API. Every method takes a context that bounds
-// the whole call, retries included.
-type Client interface {
-	// Register registers a delegate with the registration token and
-	// returns its id and its own token.
+// DelegateClient is the delegate's side of the protocol. Register is sent
+// with the registration token; every other call with the delegate's own,
+// from the client Authenticated returns. Each call is one attempt bounded
+// by ctx: the caller retries what is safe to repeat.
+type DelegateClient interface {
+	// Register registers a delegate and returns its id and its own
+	// token.
 	Register(ctx context.Context, r *RegisterRequest) (*Registration, error)
+	// Authenticated returns a client of the same manager that sends
+	// token: the delegate's own, after Register.
+	Authenticated(token string) DelegateClient
 	// Heartbeat tells the manager the delegate is alive, renewing the
-	// leases of its tasks, and returns what the manager wants of it.
+	// leases of its tasks, and returns what the manager wants of it:
+	// tasks to cancel, a drain.
 	Heartbeat(ctx context.Context, delegateID string, r *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Acquire long-polls for up to r.Max tasks, waiting up to r.Wait. It
 	// also returns early with the ids of held tasks to cancel, or a drain
 	// request.
 	Acquire(ctx context.Context, delegateID string, r *AcquireRequest) (*AcquireResponse, error)
-	// UpdateStatus reports a task's state under its lease.
+	// UpdateStatus reports a task's state under its lease. The manager
+	// applies a repeated report once.
 	UpdateStatus(ctx context.Context, taskID string, u *StatusUpdate) (*Task, error)
 	// AppendLogs appends log lines at an offset under the task's lease.
+	// An append repeated at the same offset is stored once.
 	AppendLogs(ctx context.Context, taskID string, a *LogAppend) (*LogAppendResult, error)
+	// ListDelegates returns the delegates the token may see: a delegate
+	// sees those of its own group, and the manager's identity.
+	ListDelegates(ctx context.Context) (*DelegateList, error)
 	// Deregister removes the delegate.
 	Deregister(ctx context.Context, delegateID string) error
+}
 
+// UserClient is the user's and the operator's side of the API, sent with
+// the admin token.
+type UserClient interface {
 	// CreateTasks enqueues tasks atomically: all or none.
 	CreateTasks(ctx context.Context, specs []*TaskSpec) ([]*Task, error)
 	// GetTask returns one task.
@@ -77,6 +101,13 @@ type Client interface {
 	GetDelegate(ctx context.Context, id string) (*Delegate, error)
 	// DrainDelegate asks a delegate to stop taking work.
 	DrainDelegate(ctx context.Context, id string) error
+}
+
+// Client is everything HTTP speaks but runs: both sides of the API, for
+// tests and tools that play both.
+type Client interface {
+	DelegateClient
+	UserClient
 }
 
 // TaskSpec is a task to create. ID is optional: the manager assigns one,

@@ -27,7 +27,7 @@ import (
 const (
 	// DefaultTimeout bounds one request that is not a long-poll.
 	DefaultTimeout = 30 * time.Second
-	// DefaultRetry bounds the time spent retrying one call.
+	// DefaultRetry bounds the time spent retrying one user call.
 	DefaultRetry = 30 * time.Second
 	// AcquireMargin is added to an acquire's wait to bound its request:
 	// the manager answers when the wait ends, the margin covers the trip.
@@ -38,8 +38,8 @@ const (
 	maxResponseBody = 64 << 20
 )
 
-// HTTP is the Client of a manager reached over HTTP. It is safe for
-// concurrent use.
+// HTTP is the client of a manager reached over HTTP: it implements
+// DelegateClient, UserClient and RunClient. It is safe for concurrent use.
 type HTTP struct {
 	base     string
 	token    string
@@ -51,7 +51,10 @@ type HTTP struct {
 	retryFirst time.Duration
 }
 
-var _ Client = (*HTTP)(nil)
+var (
+	_ DelegateClient = (*HTTP)(nil)
+	_ UserClient     = (*HTTP)(nil)
+)
 
 // Option configures an HTTP client.
 type Option func(*HTTP)
@@ -77,8 +80,9 @@ func WithLogger(log *logrus.Entry) Option {
 	return func(c *HTTP) { c.log = log }
 }
 
-// WithRetry bounds the time spent retrying a call that may be retried
-// (DefaultRetry when not given); 0 disables retries.
+// WithRetry bounds the time spent retrying a user call that may be
+// retried (DefaultRetry when not given); 0 disables retries. The
+// delegate's calls are sent once whatever it says: their caller retries.
 func WithRetry(max time.Duration) Option {
 	return func(c *HTTP) { c.retryMax = max }
 }
@@ -115,21 +119,24 @@ func (c *HTTP) WithToken(token string) *HTTP {
 	return &cp
 }
 
+// Authenticated returns WithToken(token) as a DelegateClient.
+func (c *HTTP) Authenticated(token string) DelegateClient { return c.WithToken(token) }
+
 // BaseURL returns the manager's base URL.
 func (c *HTTP) BaseURL() string { return c.base }
 
-// retryPolicy says which failures of a call may be retried.
+// retryPolicy says which failures of a call HTTP retries itself.
 type retryPolicy int
 
 const (
+	// sendOnce never retries: the delegate's calls, whose caller retries
+	// what is safe to repeat.
+	sendOnce retryPolicy = iota
 	// retryNotSent retries only when the request surely never reached the
-	// manager (connection refused): calls that are not idempotent.
-	retryNotSent retryPolicy = iota
-	// retryNoResponse retries any failure before a response: acquire, whose
-	// lost answer costs at most a lease that expires.
-	retryNoResponse
-	// retryIdempotent retries failures before a response and 5xx answers:
-	// reads, heartbeats, and updates the manager applies once.
+	// manager (connection refused): user calls that create.
+	retryNotSent
+	// retryIdempotent retries every passing failure (errand.Retryable):
+	// user reads and actions the manager applies once.
 	retryIdempotent
 )
 
@@ -149,7 +156,7 @@ type call struct {
 // its id and its own token.
 func (c *HTTP) Register(ctx context.Context, r *RegisterRequest) (*Registration, error) {
 	var out Registration
-	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates", body: r, out: &out, policy: retryNotSent})
+	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates", body: r, out: &out, policy: sendOnce})
 	if err != nil {
 		return nil, fmt.Errorf("register delegate %q: %w", r.Name, err)
 	}
@@ -163,7 +170,7 @@ func (c *HTTP) Heartbeat(ctx context.Context, delegateID string, r *HeartbeatReq
 	}
 	var out HeartbeatResponse
 	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(delegateID) + "/heartbeat",
-		body: r, out: &out, policy: retryIdempotent})
+		body: r, out: &out, policy: sendOnce})
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat of delegate %s: %w", delegateID, err)
 	}
@@ -180,7 +187,7 @@ func (c *HTTP) Acquire(ctx context.Context, delegateID string, r *AcquireRequest
 	q.Set("max", strconv.Itoa(r.Max))
 	var out AcquireResponse
 	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(delegateID) + "/acquire",
-		query: q, out: &out, policy: retryNoResponse, timeout: time.Duration(r.Wait) + AcquireMargin})
+		query: q, out: &out, policy: sendOnce, timeout: time.Duration(r.Wait) + AcquireMargin})
 	if err != nil {
 		return nil, fmt.Errorf("acquire for delegate %s: %w", delegateID, err)
 	}
@@ -188,12 +195,11 @@ func (c *HTTP) Acquire(ctx context.Context, delegateID string, r *AcquireRequest
 }
 
 // UpdateStatus reports a task's state under its lease. The manager applies
-// a repeated report once, so it is retried on failures before a response
-// and on 5xx answers.
+// a repeated report once, so its caller may retry it.
 func (c *HTTP) UpdateStatus(ctx context.Context, taskID string, u *StatusUpdate) (*Task, error) {
 	var out Task
 	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/tasks/" + url.PathEscape(taskID) + "/status",
-		body: u, out: &out, policy: retryIdempotent})
+		body: u, out: &out, policy: sendOnce})
 	if err != nil {
 		return nil, fmt.Errorf("report %s for task %s: %w", u.State, taskID, err)
 	}
@@ -201,12 +207,11 @@ func (c *HTTP) UpdateStatus(ctx context.Context, taskID string, u *StatusUpdate)
 }
 
 // AppendLogs appends log lines at an offset under the task's lease. An
-// append at the same offset is stored once, so it is retried like
-// UpdateStatus.
+// append at the same offset is stored once, so its caller may retry it.
 func (c *HTTP) AppendLogs(ctx context.Context, taskID string, a *LogAppend) (*LogAppendResult, error) {
 	var out LogAppendResult
 	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/tasks/" + url.PathEscape(taskID) + "/logs",
-		body: a, out: &out, policy: retryIdempotent})
+		body: a, out: &out, policy: sendOnce})
 	if err != nil {
 		return nil, fmt.Errorf("append %d log lines at %d to task %s: %w", len(a.Lines), a.Offset, taskID, err)
 	}
@@ -215,7 +220,7 @@ func (c *HTTP) AppendLogs(ctx context.Context, taskID string, a *LogAppend) (*Lo
 
 // Deregister removes the delegate.
 func (c *HTTP) Deregister(ctx context.Context, delegateID string) error {
-	err := c.do(ctx, call{method: http.MethodDelete, path: "/api/v1/delegates/" + url.PathEscape(delegateID), policy: retryIdempotent})
+	err := c.do(ctx, call{method: http.MethodDelete, path: "/api/v1/delegates/" + url.PathEscape(delegateID), policy: sendOnce})
 	if err != nil {
 		return fmt.Errorf("deregister delegate %s: %w", delegateID, err)
 	}
@@ -367,7 +372,7 @@ func (c *HTTP) followLogs(ctx context.Context, id string, offset int64, w io.Wri
 		q := url.Values{"offset": {strconv.FormatInt(offset, 10)}, "follow": {"true"}}
 		resp, err := c.send(ctx, call{method: http.MethodGet, path: "/api/v1/tasks/" + url.PathEscape(id) + "/logs", query: q})
 		if err != nil {
-			return c.permanentUnless(ctx, retryIdempotent, err)
+			return err
 		}
 		defer resp.Body.Close()
 		br := bufio.NewReader(resp.Body)
@@ -384,11 +389,11 @@ func (c *HTTP) followLogs(ctx context.Context, id string, offset int64, w io.Wri
 			}
 			if err != nil {
 				// The stream broke: resume after the last whole line.
-				return c.permanentUnless(ctx, retryIdempotent, &transportError{err: err})
+				return &transportError{err: err}
 			}
 		}
 	}
-	return c.retry(ctx, "GET follow logs", op)
+	return c.retrier("GET follow logs", retryIdempotent).Do(ctx, op)
 }
 
 // do sends a call, retrying it as its policy allows, and decodes the
@@ -397,64 +402,50 @@ func (c *HTTP) do(ctx context.Context, cl call) error {
 	if cl.timeout == 0 {
 		cl.timeout = c.timeout
 	}
-	return c.retry(ctx, cl.method+" "+cl.path, func() error {
+	if cl.policy == sendOnce {
+		return c.once(ctx, cl)
+	}
+	return c.retrier(cl.method+" "+cl.path, cl.policy).Do(ctx, func() error {
 		err := c.once(ctx, cl)
-		if err != nil {
-			return c.permanentUnless(ctx, cl.policy, err)
+		if err != nil && cl.policy == retryNotSent && !notSent(err) {
+			return backoff.Permanent(err)
 		}
-		return nil
+		return err
 	})
 }
 
-// retry runs op until it succeeds, fails permanently, the retry budget is
-// spent or ctx is done. Every wait selects on ctx.Done.
-func (c *HTTP) retry(ctx context.Context, what string, op func() error) error {
-	var b backoff.BackOff = &backoff.StopBackOff{}
-	if c.retryMax > 0 {
-		b = backoff.NewExponentialBackOff(
-			backoff.WithInitialInterval(c.retryFirst),
-			backoff.WithMaxInterval(5*time.Second),
-			backoff.WithMaxElapsedTime(c.retryMax),
-		)
+// retrier retries a user call within the retry budget; what names it in
+// the log.
+func (c *HTTP) retrier(what string, policy retryPolicy) Retrier {
+	return Retrier{
+		NewBackOff: func() backoff.BackOff {
+			if c.retryMax <= 0 || policy == sendOnce {
+				return &backoff.StopBackOff{}
+			}
+			return backoff.NewExponentialBackOff(
+				backoff.WithInitialInterval(c.retryFirst),
+				backoff.WithMaxInterval(5*time.Second),
+				backoff.WithMaxElapsedTime(c.retryMax),
+			)
+		},
+		Notify: func(err error, wait time.Duration) {
+			c.log.WithFields(logrus.Fields{"call": what, "wait": wait, "error": err}).Debug("retrying manager call")
+		},
 	}
-	var last error
-	err := backoff.RetryNotify(func() error {
-		last = op()
-		return last
-	}, backoff.WithContext(b, ctx), func(err error, wait time.Duration) {
-		c.log.WithFields(logrus.Fields{"call": what, "wait": wait, "error": err}).Debug("retrying manager call")
-	})
-	if err != nil && ctx.Err() != nil && last != nil && !errors.Is(err, last) {
-		// The context ended during a wait: say what failed before it.
-		return fmt.Errorf("%w (last attempt: %v)", err, last)
-	}
-	return err
 }
 
-// permanentUnless marks err permanent unless policy allows a retry of it
-// and ctx is still live.
-func (c *HTTP) permanentUnless(ctx context.Context, policy retryPolicy, err error) error {
-	if ctx.Err() != nil || !retryable(policy, err) {
-		return backoff.Permanent(err)
-	}
-	return err
-}
-
-func retryable(policy retryPolicy, err error) bool {
+// notSent reports whether err is a failure of a request that surely never
+// reached the manager: the connection was refused.
+func notSent(err error) bool {
 	var te *transportError
-	if errors.As(err, &te) {
-		switch policy {
-		case retryNotSent:
-			return te.notSent()
-		default:
-			return true
-		}
+	if !errors.As(err, &te) {
+		return false
 	}
-	var se *statusError
-	if errors.As(err, &se) {
-		return policy == retryIdempotent && se.status >= 500
+	if errors.Is(te.err, syscall.ECONNREFUSED) {
+		return true
 	}
-	return false
+	var op *net.OpError
+	return errors.As(te.err, &op) && op.Op == "dial"
 }
 
 // transportError is a failure before a whole response arrived.
@@ -462,25 +453,6 @@ type transportError struct{ err error }
 
 func (e *transportError) Error() string { return e.err.Error() }
 func (e *transportError) Unwrap() error { return e.err }
-
-// notSent reports whether the request surely never reached the server.
-func (e *transportError) notSent() bool {
-	if errors.Is(e.err, syscall.ECONNREFUSED) {
-		return true
-	}
-	var op *net.OpError
-	return errors.As(e.err, &op) && op.Op == "dial"
-}
-
-// statusError is a non-2xx answer: the *errand.Error it carries is what
-// errors.Is and errors.As see.
-type statusError struct {
-	status int
-	err    *errand.Error
-}
-
-func (e *statusError) Error() string { return e.err.Error() }
-func (e *statusError) Unwrap() error { return e.err }
 
 // once sends one attempt of a call and decodes its answer.
 func (c *HTTP) once(ctx context.Context, cl call) error {
@@ -500,15 +472,15 @@ func (c *HTTP) once(ctx context.Context, cl call) error {
 		return &transportError{err: fmt.Errorf("read response: %w", err)}
 	}
 	if err := json.Unmarshal(body, cl.out); err != nil {
-		return &statusError{status: resp.StatusCode, err: errand.Errorf(errand.CodeInternal,
-			"manager answered %d with a body that is not the JSON expected: %v", resp.StatusCode, err)}
+		return errand.Errorf(errand.CodeInternal,
+			"manager answered %d with a body that is not the JSON expected: %v", resp.StatusCode, err)
 	}
 	return nil
 }
 
 // send sends a request and returns a 2xx response, whose body the caller
-// closes, or an error: *transportError before a response, *statusError
-// for other statuses.
+// closes, or an error: *transportError before a response, the
+// *errand.Error of the answer for other statuses.
 func (c *HTTP) send(ctx context.Context, cl call) (*http.Response, error) {
 	u := c.base + cl.path
 	if len(cl.query) > 0 {
@@ -518,13 +490,13 @@ func (c *HTTP) send(ctx context.Context, cl call) (*http.Response, error) {
 	if cl.body != nil {
 		b, err := json.Marshal(cl.body)
 		if err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("encode request: %w", err))
+			return nil, fmt.Errorf("encode request: %w: %w", errand.ErrInvalid, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, cl.method, u, body)
 	if err != nil {
-		return nil, backoff.Permanent(fmt.Errorf("build request: %w", err))
+		return nil, fmt.Errorf("build request: %w: %w", errand.ErrInvalid, err)
 	}
 	if cl.body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -541,7 +513,7 @@ func (c *HTTP) send(ctx context.Context, cl call) (*http.Response, error) {
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	return nil, &statusError{status: resp.StatusCode, err: decodeError(resp)}
+	return nil, decodeError(resp)
 }
 
 // decodeError rebuilds the *errand.Error of a non-2xx response: the one in

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
@@ -102,6 +103,13 @@ func writeErr(w http.ResponseWriter, code string) {
 	httphelper.WriteError(w, errand.Errorf(code, "reason of %s", code))
 }
 
+// fastRetrier is the delegate side's retry layer with short waits.
+func fastRetrier() Retrier {
+	return Retrier{NewBackOff: func() backoff.BackOff { return backoff.NewConstantBackOff(time.Millisecond) }}
+}
+
+// A report answered 503 is retried by its caller's retry layer until it
+// is accepted.
 func TestRetryOn503ThenSuccess(t *testing.T) {
 	var calls atomic.Int32
 	c := newServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -116,7 +124,12 @@ func TestRetryOn503ThenSuccess(t *testing.T) {
 		}
 		httphelper.WriteJSON(w, &Task{Kind: errand.KindTask, ID: "t1", State: u.State}, http.StatusOK)
 	})
-	task, err := c.UpdateStatus(context.Background(), "t1", &StatusUpdate{Lease: "l1", State: errand.StateRunning})
+	var task *Task
+	err := fastRetrier().Do(context.Background(), func() error {
+		var err error
+		task, err = c.UpdateStatus(context.Background(), "t1", &StatusUpdate{Lease: "l1", State: errand.StateRunning})
+		return err
+	})
 	if err != nil {
 		t.Fatalf("UpdateStatus: %v", err)
 	}
@@ -175,12 +188,21 @@ func TestNoRetry(t *testing.T) {
 	}
 }
 
+// Which failures each policy retries: the creations only what surely
+// never left, the idempotent calls every passing failure; a delegate's
+// call is never retried by the client (TestNoRetry), its caller retries.
 func TestRetryable(t *testing.T) {
 	refused := &transportError{err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
 	reset := &transportError{err: &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}}
-	s503 := &statusError{status: 503, err: ErrUnavailable}
-	s500 := &statusError{status: 500, err: errand.Errorf(errand.CodeInternal, "x")}
-	s409 := &statusError{status: 409, err: ErrLeaseLost}
+	s503 := ErrUnavailable
+	s500 := errand.Errorf(errand.CodeInternal, "x")
+	s409 := ErrLeaseLost
+	retried := func(policy retryPolicy, err error) bool {
+		if policy == retryNotSent {
+			return notSent(err)
+		}
+		return errand.Retryable(err)
+	}
 	tests := []struct {
 		policy retryPolicy
 		err    error
@@ -189,19 +211,17 @@ func TestRetryable(t *testing.T) {
 		{retryNotSent, refused, true},
 		{retryNotSent, reset, false},
 		{retryNotSent, s503, false},
-		{retryNoResponse, refused, true},
-		{retryNoResponse, reset, true},
-		{retryNoResponse, s503, false},
+		{retryIdempotent, refused, true},
 		{retryIdempotent, reset, true},
 		{retryIdempotent, s503, true},
 		{retryIdempotent, s500, true},
 		{retryIdempotent, s409, false},
 		{retryIdempotent, fmt.Errorf("wrapped: %w", s409), false},
-		{retryIdempotent, errors.New("other"), false},
+		{retryIdempotent, fmt.Errorf("wrapped: %w", context.Canceled), false},
 	}
 	for _, tt := range tests {
-		if got := retryable(tt.policy, tt.err); got != tt.want {
-			t.Errorf("retryable(%d, %v) = %v, want %v", tt.policy, tt.err, got, tt.want)
+		if got := retried(tt.policy, tt.err); got != tt.want {
+			t.Errorf("retried(%d, %v) = %v, want %v", tt.policy, tt.err, got, tt.want)
 		}
 	}
 }
@@ -216,7 +236,7 @@ func TestRegisterRetriedWhenRefused(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	c := New("http://"+addr, "reg")
-	c.retryFirst = 50 * time.Millisecond
+	retry := Retrier{NewBackOff: func() backoff.BackOff { return backoff.NewConstantBackOff(50 * time.Millisecond) }}
 
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteJSON(w, &Registration{Delegate: Delegate{ID: "d1"}, Token: "own"}, http.StatusCreated)
@@ -237,7 +257,15 @@ func TestRegisterRetriedWhenRefused(t *testing.T) {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	reg, err := c.Register(context.Background(), &RegisterRequest{Name: "d"})
+	var reg *Registration
+	err = retry.Do(context.Background(), func() error {
+		var err error
+		reg, err = c.Register(context.Background(), &RegisterRequest{Name: "d"})
+		if err != nil && !notSent(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatalf("Register: %v", err)
 	}
@@ -277,7 +305,7 @@ func TestCancelStopsRetryWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Heartbeat(ctx, "d1", nil)
+		_, err := c.GetTask(ctx, "t1")
 		errc <- err
 	}()
 	<-hook.waiting
@@ -291,7 +319,7 @@ func TestCancelStopsRetryWait(t *testing.T) {
 			t.Errorf("error %q does not carry the last failure", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("Heartbeat kept waiting to retry after its context was cancelled")
+		t.Fatal("GetTask kept waiting to retry after its context was cancelled")
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d calls, want 1", n)
@@ -503,5 +531,57 @@ func TestWithTokenCopies(t *testing.T) {
 	d := c.WithToken("b")
 	if c.token != "a" || d.token != "b" || d.base != "http://x" {
 		t.Errorf("tokens %q %q base %q", c.token, d.token, d.base)
+	}
+}
+
+// The delegate side's retry layer waits on ctx: a cancel during its wait
+// returns at once with the last failure.
+func TestRetrierStopsWaitOnCancel(t *testing.T) {
+	var calls atomic.Int32
+	c := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		writeErr(w, errand.CodeUnavailable)
+	})
+	waiting := make(chan struct{})
+	var once sync.Once
+	retry := Retrier{
+		NewBackOff: func() backoff.BackOff { return backoff.NewConstantBackOff(30 * time.Second) },
+		Notify:     func(error, time.Duration) { once.Do(func() { close(waiting) }) },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- retry.Do(ctx, func() error {
+			_, err := c.Heartbeat(ctx, "d1", nil)
+			return err
+		})
+	}()
+	<-waiting
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "unavailable") {
+			t.Fatalf("error %v, want context.Canceled with the last failure", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the retry kept waiting after its context was cancelled")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+}
+
+// A failure that is not passing stops the retries at once.
+func TestRetrierStopsOnFinalAnswer(t *testing.T) {
+	n := 0
+	err := fastRetrier().Do(context.Background(), func() error {
+		n++
+		if n < 3 {
+			return ErrUnavailable
+		}
+		return fmt.Errorf("report: %w", ErrLeaseLost)
+	})
+	if !errors.Is(err, ErrLeaseLost) || n != 3 {
+		t.Fatalf("Do = %v after %d attempts, want lease lost after 3", err, n)
 	}
 }

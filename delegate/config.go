@@ -13,12 +13,15 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/clock"
+	"github.com/errandci/errand/poller"
 )
 
 // Defaults of a Config.
 const (
-	DefaultCapacity     = 2
-	DefaultDrainTimeout = 5 * time.Minute
+	DefaultCapacity          = 2
+	DefaultDrainTimeout      = 5 * time.Minute
+	DefaultHeartbeatInterval = 10 * time.Second
 )
 
 // Config is the delegate's whole configuration, filled from flags and
@@ -60,15 +63,26 @@ type Config struct {
 	// Version is reported to the manager.
 	Version string
 
+	// HeartbeatInterval is kept until the manager says otherwise.
+	HeartbeatInterval time.Duration
+
 	// Client, when set, replaces the HTTP client of Manager (e.g. an
-	// in-process manager); Authenticate then returns it with the
-	// delegate's own token.
-	Client       client.Client
-	Authenticate func(token string) client.Client
+	// in-process manager). It sends the registration token; the
+	// delegate speaks with its own token through Client.Authenticated.
+	Client client.DelegateClient
+	// Identity keeps the delegate's identity; a file in StateDir when nil.
+	Identity IdentityStore
+	// Poller tunes the acquire loop (wait, pool, report timeouts, log
+	// batching, backoff); its Session, Router, Capacity, Overloaded,
+	// Clock and Logger are the delegate's.
+	Poller poller.Config
 	// Log receives the delegate's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger
 	// ProcDir is where load and memory are read; /proc when empty.
 	ProcDir string
+	// Clock is the delegate's time (heartbeats, retry waits, resource
+	// checks); the system's when nil. Tests move a fake one.
+	Clock clock.Clock
 }
 
 // setDefaults fills what the operator may leave out.
@@ -87,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if c.StateDir == "" {
 		if home, err := os.UserHomeDir(); err == nil {

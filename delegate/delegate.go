@@ -1,8 +1,22 @@
-// Package delegate is the daemon that runs on a build host: one Config for
-// everything, an identity kept in the state dir so that a restart resumes
-// as the same delegate, refusal of new work while the host is over its
-// load or memory thresholds, and a graceful stop that drains running
+// Package delegate is the agent that runs on a build host: it registers
+// with the manager (or resumes the identity kept in its state dir, so that
+// a restart resumes as the same delegate), heartbeats, refuses new work
+// while the host is over its load or memory thresholds, and runs a
+// poller.Poller that acquires and runs the tasks. Stopping drains running
 // tasks, runs the embedder's shutdown hooks and deregisters.
+//
+// Another program embeds it with its own handlers:
+//
+//	r := router.New()
+//	r.Handle("build.compile", compileHandler) // any http.Handler
+//	d, err := delegate.New(delegate.Config{Manager: url, Token: regToken, StateDir: dir}, r)
+//	if err != nil { … }
+//	if err := d.Start(ctx); err != nil { … } // registered, taking work
+//	…
+//	err = d.Stop(ctx) // drain, hooks, deregister
+//
+// Run(ctx) does the same for a main function: Start, then Stop once ctx
+// ends.
 package delegate
 
 import (
@@ -10,16 +24,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/sirupsen/logrus"
 
+	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/clock"
 	"github.com/errandci/errand/poller"
 	"github.com/errandci/errand/router"
 )
@@ -27,15 +43,34 @@ import (
 // hookTimeout bounds each shutdown hook and the deregistration.
 const hookTimeout = 30 * time.Second
 
-// Delegate is the daemon. Create it with New and run it with Run.
+// Delegate is the agent. Create it with New; run it with Start and Stop
+// (or Run).
 type Delegate struct {
 	cfg    Config
+	req    client.RegisterRequest
+	reg    client.DelegateClient
+	ids    IdentityStore
 	poller *poller.Poller
 	log    *logrus.Entry
+	clock  clock.Clock
+	retry  client.Retrier
 
 	mu         sync.Mutex
+	id         string
+	dc         client.DelegateClient
+	interval   time.Duration
 	hooks      []func(context.Context) error
 	startHooks []func(context.Context) error
+
+	started   atomic.Bool
+	live      atomic.Bool
+	ready     chan struct{}
+	stopBeats context.CancelFunc
+	beatsDone chan struct{}
+	stopping  chan struct{}
+	stopOnce  sync.Once
+	done      chan struct{}
+	err       error
 }
 
 // New checks cfg and prepares a delegate that runs tasks through r.
@@ -64,14 +99,38 @@ func New(cfg Config, r *router.Router) (*Delegate, error) {
 		return nil, fmt.Errorf("create state dir: %w", err)
 	}
 	log := cfg.Log.WithField("name", cfg.Name)
-	c, auth := cfg.Client, cfg.Authenticate
-	if c == nil {
-		hc := client.New(cfg.Manager, cfg.Token, client.WithLogger(log))
-		c = hc
-		auth = func(token string) client.Client { return hc.WithToken(token) }
+	reg := cfg.Client
+	if reg == nil {
+		reg = client.New(cfg.Manager, cfg.Token, client.WithLogger(log))
 	}
+	ids := cfg.Identity
+	if ids == nil {
+		ids = &identityFile{path: identityPath(cfg.StateDir, cfg.Name), manager: cfg.Manager}
+	}
+	d := &Delegate{
+		cfg: cfg,
+		req: client.RegisterRequest{
+			Name: cfg.Name, Hostname: cfg.Hostname, Group: cfg.Group, Labels: cfg.Labels,
+			Archs: cfg.Archs, Capacity: cfg.Capacity, TaskTypes: types, Dynamic: cfg.Dynamic,
+			Version: cfg.Version,
+		},
+		reg:       reg,
+		ids:       ids,
+		log:       log,
+		clock:     clock.OrReal(cfg.Clock),
+		interval:  cfg.HeartbeatInterval,
+		ready:     make(chan struct{}),
+		beatsDone: make(chan struct{}),
+		stopping:  make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	newBackOff := cfg.Poller.NewBackOff
+	if newBackOff == nil {
+		newBackOff = poller.DefaultBackOff
+	}
+	d.retry = client.Retrier{NewBackOff: newBackOff, Timer: func() backoff.Timer { return clock.BackOffTimer(d.clock) }}
 	res := &resources{
-		procDir: cfg.ProcDir, maxLoad: cfg.MaxLoad, minFree: cfg.MinFreeMemory,
+		procDir: cfg.ProcDir, maxLoad: cfg.MaxLoad, minFree: cfg.MinFreeMemory, clock: d.clock,
 		onErr: func(err error) { log.WithError(err).Warn("cannot read host resources") },
 		onChange: func(over bool, reason string) {
 			if over {
@@ -82,31 +141,15 @@ func New(cfg Config, r *router.Router) (*Delegate, error) {
 			}
 		},
 	}
-	p := poller.New(poller.Config{
-		Delegate: client.RegisterRequest{
-			Name: cfg.Name, Hostname: cfg.Hostname, Group: cfg.Group, Labels: cfg.Labels,
-			Archs: cfg.Archs, Capacity: cfg.Capacity, TaskTypes: types, Dynamic: cfg.Dynamic,
-			Version: cfg.Version,
-		},
-		Identity:     &identityFile{path: identityPath(cfg.StateDir, cfg.Name), manager: cfg.Manager},
-		Authenticate: auth,
-		Overloaded:   res.Overloaded,
-		Logger:       log,
-	}, c, r)
-	return &Delegate{cfg: cfg, poller: p, log: log}, nil
-}
-
-// identityPath is where a delegate keeps its identity: one file per name,
-// so that sibling delegates on one host may share a state dir and its
-// workspaces (and clean up after each other) while each stays itself.
-func identityPath(stateDir, name string) string {
-	safe := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
-			return r
-		}
-		return '_'
-	}, name)
-	return filepath.Join(stateDir, "identity-"+strings.TrimLeft(safe, ".")+".json")
+	pc := cfg.Poller
+	pc.Session, pc.Router, pc.Capacity, pc.Overloaded = session{d}, r, cfg.Capacity, res.Overloaded
+	pc.NewBackOff, pc.Clock, pc.Logger = newBackOff, d.clock, log
+	p, err := poller.New(pc)
+	if err != nil {
+		return nil, fmt.Errorf("delegate: %w", err)
+	}
+	d.poller = p
+	return d, nil
 }
 
 // OnShutdown adds a hook run when the delegate stops, after running tasks
@@ -118,7 +161,7 @@ func (d *Delegate) OnShutdown(f func(ctx context.Context) error) {
 	d.hooks = append(d.hooks, f)
 }
 
-// OnStart adds a hook run when Run starts, before the delegate registers
+// OnStart adds a hook run when the delegate starts, before it registers
 // and takes work: e.g. killing what a previous process on the same state
 // dir left running. Hooks run in the order added; each gets a context
 // bounded by a timeout. A hook that fails is logged and the delegate
@@ -129,63 +172,172 @@ func (d *Delegate) OnStart(f func(ctx context.Context) error) {
 	d.startHooks = append(d.startHooks, f)
 }
 
-// Poller returns the delegate's poller: its ID once registered, the tasks
-// it runs.
-func (d *Delegate) Poller() *poller.Poller { return d.poller }
+// ID returns the delegate's id once registered, "" before.
+func (d *Delegate) ID() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.id
+}
 
-// Run registers (or resumes) the delegate and runs tasks until ctx ends.
-// Then it stops taking work, lets running tasks finish for up to the drain
-// timeout, cancels and reports those left, runs the shutdown hooks and
-// deregisters. It returns at once with an error when the manager refuses
-// the registration token.
-func (d *Delegate) Run(ctx context.Context) error {
+// Client returns the client that speaks as the delegate (with its own
+// token) once registered, nil before: e.g. to list the delegate's group.
+func (d *Delegate) Client() client.DelegateClient {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dc
+}
+
+// Ready is closed once the delegate is registered or resumed.
+func (d *Delegate) Ready() <-chan struct{} { return d.ready }
+
+// Running returns the ids of the tasks the delegate holds: handlers
+// running or outcomes not yet reported.
+func (d *Delegate) Running() []string { return d.poller.Running() }
+
+// Drain stops taking new work; running tasks go on, and heartbeats say
+// the delegate is draining.
+func (d *Delegate) Drain() { d.poller.Drain() }
+
+// Start runs the start hooks, then registers the delegate (or resumes
+// its stored identity), retrying while the manager is unreachable, and
+// starts heartbeating and taking work. It returns once the delegate is
+// registered, with an error when the manager refuses the registration
+// token or ctx ends first. The delegate then runs until Stop.
+func (d *Delegate) Start(ctx context.Context) error {
+	if !d.started.CompareAndSwap(false, true) {
+		return errors.New("delegate: started twice")
+	}
 	d.mu.Lock()
 	starts := slices.Clone(d.startHooks)
 	d.mu.Unlock()
 	_ = d.runEach(ctx, starts, "start hook")
-	pctx, stopPolling := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopPolling()
-	errc := make(chan error, 1)
-	go func() { errc <- d.poller.Run(pctx) }()
-
-	var runErr error
-	select {
-	case runErr = <-errc:
-		stopPolling()
-	case <-ctx.Done():
-		d.drain()
-		stopPolling()
-		runErr = <-errc
+	if err := d.identify(ctx); err != nil {
+		return err
 	}
+	close(d.ready)
 	bg := context.WithoutCancel(ctx)
-	errs := []error{runErr}
-	errs = append(errs, d.runHooks(bg))
-	if runErr == nil {
-		dctx, cancel := context.WithTimeout(bg, hookTimeout)
-		if err := d.poller.Deregister(dctx); err != nil {
-			errs = append(errs, err)
-		}
-		cancel()
+	beats, stopBeats := context.WithCancel(bg)
+	d.stopBeats = stopBeats
+	go func() {
+		defer close(d.beatsDone)
+		d.heartbeatLoop(beats)
+	}()
+	if err := d.poller.Start(bg); err != nil {
+		stopBeats()
+		<-d.beatsDone
+		return fmt.Errorf("delegate: %w", err)
 	}
-	return errors.Join(errs...)
+	d.live.Store(true)
+	// A poller refused for good stops the delegate.
+	go func() {
+		select {
+		case <-d.poller.Done():
+			d.stop(bg)
+		case <-d.stopping:
+		}
+	}()
+	return nil
+}
+
+// Stop stops taking work, lets running tasks finish for up to the drain
+// timeout (or until ctx ends), cancels and reports those left, runs the
+// shutdown hooks and deregisters. It returns what failed, including why
+// the delegate stopped by itself if it did.
+func (d *Delegate) Stop(ctx context.Context) error {
+	if !d.live.Load() {
+		return nil
+	}
+	d.stop(ctx)
+	<-d.done
+	return d.Err()
+}
+
+// Done is closed once the delegate has stopped, after Stop or by itself
+// (the manager refused it for good; see Err).
+func (d *Delegate) Done() <-chan struct{} { return d.done }
+
+// Err returns what stopped the delegate, once Done is closed.
+func (d *Delegate) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+// Run starts the delegate, runs it until ctx ends or it stops by itself,
+// then stops it. It returns at once with an error when the manager
+// refuses the registration token, and nil when ctx ends before the
+// delegate registered.
+func (d *Delegate) Run(ctx context.Context) error {
+	bg := context.WithoutCancel(ctx)
+	if err := d.Start(ctx); err != nil {
+		hooks := d.runHooks(bg)
+		if ctx.Err() != nil {
+			return hooks
+		}
+		return errors.Join(err, hooks)
+	}
+	select {
+	case <-ctx.Done():
+	case <-d.Done():
+	}
+	return d.Stop(bg)
+}
+
+func (d *Delegate) stop(ctx context.Context) {
+	d.stopOnce.Do(func() {
+		close(d.stopping)
+		bg := context.WithoutCancel(ctx)
+		d.drain(ctx)
+		perr := d.poller.Stop(bg)
+		d.stopBeats()
+		<-d.beatsDone
+		errs := []error{perr, d.runHooks(bg)}
+		if perr == nil {
+			dctx, cancel := context.WithTimeout(bg, hookTimeout)
+			errs = append(errs, d.deregister(dctx))
+			cancel()
+		}
+		d.mu.Lock()
+		d.err = errors.Join(errs...)
+		d.mu.Unlock()
+		close(d.done)
+	})
 }
 
 // drain stops taking work and waits for running tasks up to the drain
 // timeout.
-func (d *Delegate) drain() {
+func (d *Delegate) drain(ctx context.Context) {
 	select {
-	case <-d.poller.Ready():
-	default:
+	case <-d.poller.Done():
 		return
+	default:
 	}
 	d.poller.Drain()
 	n := len(d.poller.Running())
 	d.log.WithFields(logrus.Fields{"running": n, "drain_timeout": d.cfg.DrainTimeout}).Info("stopping: waiting for running tasks")
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout)
+	wctx, cancel := context.WithTimeout(ctx, d.cfg.DrainTimeout)
 	defer cancel()
-	if err := d.poller.WaitIdle(ctx); err != nil {
+	if err := d.poller.WaitIdle(wctx); err != nil {
 		d.log.WithField("running", d.poller.Running()).Warn("drain timeout: cancelling the tasks still running")
 	}
+}
+
+// deregister removes the delegate from the manager and forgets its
+// identity.
+func (d *Delegate) deregister(ctx context.Context) error {
+	id, dc := d.identity()
+	if id == "" {
+		return nil
+	}
+	err := d.retry.Do(ctx, func() error { return dc.Deregister(ctx, id) })
+	if err != nil && !errors.Is(err, errand.ErrNotFound) {
+		return fmt.Errorf("deregister: %w", err)
+	}
+	if err := d.ids.Clear(); err != nil {
+		return fmt.Errorf("forget identity: %w", err)
+	}
+	d.log.WithField("delegate_id", id).Info("deregistered")
+	return nil
 }
 
 func (d *Delegate) runHooks(ctx context.Context) error {

@@ -19,7 +19,6 @@ import (
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/manager"
-	"github.com/errandci/errand/poller"
 	"github.com/errandci/errand/router"
 )
 
@@ -83,7 +82,7 @@ func TestIdentityFile(t *testing.T) {
 	if id, err := f.Load(); id != nil || err != nil {
 		t.Fatalf("empty dir: %v %v", id, err)
 	}
-	if err := f.Save(&poller.Identity{ID: "d1", Token: "secret"}); err != nil {
+	if err := f.Save(&Identity{ID: "d1", Token: "secret"}); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(f.path)
@@ -177,7 +176,7 @@ func TestRunDrainHooksDeregister(t *testing.T) {
 	state := t.TempDir()
 	reg := connect(srv.RegistrationToken())
 	d, err := New(Config{
-		Client: reg, Authenticate: func(tok string) client.Client { return reg.WithToken(tok) },
+		Client:   reg,
 		StateDir: state, Capacity: 1, DrainTimeout: 10 * time.Second, Log: quiet(),
 	}, r)
 	if err != nil {
@@ -188,8 +187,8 @@ func TestRunDrainHooksDeregister(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	<-d.Poller().Ready()
-	id := d.Poller().ID()
+	<-d.Ready()
+	id := d.ID()
 	if fi, err := os.Stat(identityPath(state, d.cfg.Name)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("identity file: %v %v", fi, err)
 	}
@@ -203,7 +202,10 @@ func TestRunDrainHooksDeregister(t *testing.T) {
 		return err == nil && tk.State == errand.StateRunning
 	})
 	stop() // as SIGTERM does: drain, the running task finishes
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "delegate draining", func() bool {
+		dl, err := admin.GetDelegate(context.Background(), id)
+		return err == nil && dl.State == errand.DelegateDraining
+	})
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)
@@ -233,7 +235,7 @@ func TestDrainTimeoutCancels(t *testing.T) {
 	})
 	reg := connect(srv.RegistrationToken())
 	d, err := New(Config{
-		Client: reg, Authenticate: func(tok string) client.Client { return reg.WithToken(tok) },
+		Client:   reg,
 		StateDir: t.TempDir(), DrainTimeout: 200 * time.Millisecond, Log: quiet(),
 	}, r)
 	if err != nil {
@@ -309,7 +311,7 @@ func TestStartHooksRunBeforeWork(t *testing.T) {
 		httphelper.WriteJSON(w, map[string]string{}, http.StatusOK)
 	})
 	d, err := New(Config{
-		Client: reg, Authenticate: func(tok string) client.Client { return reg.WithToken(tok) },
+		Client:   reg,
 		StateDir: t.TempDir(), Log: quiet(),
 	}, r)
 	if err != nil {
@@ -318,7 +320,7 @@ func TestStartHooksRunBeforeWork(t *testing.T) {
 	var ran []string
 	d.OnStart(func(context.Context) error {
 		ran = append(ran, "first")
-		if d.Poller().ID() != "" {
+		if d.ID() != "" {
 			t.Error("start hook run after registration")
 		}
 		return errors.New("boom")
@@ -327,7 +329,7 @@ func TestStartHooksRunBeforeWork(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	<-d.Poller().Ready()
+	<-d.Ready()
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run = %v", err)

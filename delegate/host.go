@@ -3,7 +3,6 @@ package delegate
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/errandci/errand/poller"
+	"github.com/errandci/errand/internal/clock"
 )
 
 // hostLoad reads the 1-minute load average per CPU from procDir/loadavg.
@@ -65,6 +64,8 @@ type resources struct {
 	// (with the reason: which limit, its value and the measure) or comes
 	// back under them (over false).
 	onChange func(over bool, reason string)
+	// clock tells when /proc was read last; the system's when nil.
+	clock clock.Clock
 
 	mu     sync.Mutex
 	at     time.Time
@@ -79,10 +80,11 @@ func (r *resources) Overloaded() bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.at) < time.Second {
+	now := clock.OrReal(r.clock).Now()
+	if now.Sub(r.at) < time.Second {
 		return r.over
 	}
-	r.at = time.Now()
+	r.at = now
 	wasOver, wasReason := r.over, r.reason
 	r.over, r.reason = false, ""
 	if r.maxLoad > 0 {
@@ -133,79 +135,4 @@ func bytesText(n int64) string {
 		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
 	}
 	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
-}
-
-// identityFile keeps the delegate's identity in the state dir, mode 0600,
-// with the manager it belongs to: an identity of another manager is not
-// offered to this one.
-type identityFile struct {
-	path    string
-	manager string
-}
-
-type storedIdentity struct {
-	Manager string `json:"manager"`
-	poller.Identity
-}
-
-func (f *identityFile) Load() (*poller.Identity, error) {
-	b, err := os.ReadFile(f.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read identity: %w", err)
-	}
-	var s storedIdentity
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("read identity %s: %w", f.path, err)
-	}
-	if s.Manager != f.manager || s.ID == "" {
-		return nil, nil
-	}
-	return &s.Identity, nil
-}
-
-func (f *identityFile) Save(id *poller.Identity) error {
-	if id == nil {
-		return f.Clear()
-	}
-	if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
-		return fmt.Errorf("create state dir: %w", err)
-	}
-	b, err := json.Marshal(storedIdentity{Manager: f.manager, Identity: *id})
-	if err != nil {
-		return fmt.Errorf("encode identity: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.path), ".identity-*")
-	if err != nil {
-		return fmt.Errorf("write identity: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write identity: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write identity: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write identity: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write identity: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), f.path); err != nil {
-		return fmt.Errorf("write identity: %w", err)
-	}
-	return nil
-}
-
-func (f *identityFile) Clear() error {
-	if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove identity: %w", err)
-	}
-	return nil
 }

@@ -32,7 +32,7 @@ const (
 	DefaultMaxLineBytes = 64 << 10
 )
 
-// Appender is the part of client.Client a Writer needs.
+// Appender is the part of client.DelegateClient a Writer needs.
 type Appender interface {
 	AppendLogs(ctx context.Context, taskID string, a *client.LogAppend) (*client.LogAppendResult, error)
 }
@@ -386,22 +386,14 @@ func (w *Writer) sendBatch(ctx context.Context) error {
 	w.mu.Unlock()
 
 	var res *client.LogAppendResult
-	op := func() error {
+	retry := client.Retrier{NewBackOff: w.cfg.NewBackOff, Notify: func(err error, _ time.Duration) {
+		w.log.WithError(err).WithField("offset", batch.Offset).Debug("log append failed; retrying")
+	}}
+	err := retry.Do(ctx, func() error {
 		var err error
 		res, err = w.a.AppendLogs(ctx, w.cfg.TaskID, batch)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, errand.ErrLeaseLost), errors.Is(err, errand.ErrInvalid),
-			errors.Is(err, errand.ErrTooLarge), errors.Is(err, errand.ErrLogOffset),
-			errors.Is(err, errand.ErrNotFound), errors.Is(err, errand.ErrUnauthorized),
-			errors.Is(err, errand.ErrForbidden):
-			return backoff.Permanent(err)
-		}
-		w.log.WithError(err).WithField("offset", batch.Offset).Debug("log append failed; retrying")
 		return err
-	}
-	err := backoff.Retry(op, backoff.WithContext(w.cfg.NewBackOff(), ctx))
+	})
 
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -12,29 +12,34 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	agent "github.com/errandci/errand/delegate"
 	"github.com/errandci/errand/poller"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks/exec"
 )
 
-// startHostDelegate runs a real poller with the exec handlers against the
-// env's server until the test ends; opts are added to its client's.
+// startHostDelegate runs a real delegate with the exec handlers against
+// the env's server until the test ends; opts are added to its client's.
 func (e *env) startHostDelegate(opts ...client.Option) {
 	e.t.Helper()
 	r := router.New(router.WithLogger(quietLogger()))
 	exec.New(e.t.TempDir()).Register(r)
 	opts = append([]client.Option{client.WithLogger(quietLogger().WithField("test", true))}, opts...)
-	c := client.New(e.ts.URL, testReg, opts...)
-	p := poller.New(poller.Config{
-		Delegate:          client.RegisterRequest{Name: "host", Capacity: 4},
-		Authenticate:      func(token string) client.Client { return c.WithToken(token) },
-		Wait:              2 * time.Second,
+	d, err := agent.New(agent.Config{
+		Name: "host", Capacity: 4, StateDir: e.t.TempDir(),
+		Client: client.New(e.ts.URL, testReg, opts...),
+		// At the end of the test its tasks are cancelled at once.
+		DrainTimeout:      time.Nanosecond,
 		HeartbeatInterval: 100 * time.Millisecond,
-		Logger:            debugLogger(),
-	}, c, r)
+		Poller:            poller.Config{Wait: 2 * time.Second},
+		Log:               debugLogger(),
+	}, r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
 	e.t.Cleanup(func() {
 		cancel()
 		<-done

@@ -7,37 +7,44 @@ import (
 	"time"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/internal/fakemanager"
 	"github.com/errandci/errand/poller"
 	"github.com/errandci/errand/router"
 )
 
-// A poller registers with the manager, acquires tasks for its free slots
-// and reports what the router's handlers answer. Here the manager is an
-// in-test client.Client; a real delegate passes client.New(url, token).
+// A poller acquires tasks for its free slots as a registered delegate (its
+// Session) and reports what the router's handlers answer. Here the
+// manager is in memory and the session fixed; a program that embeds the
+// delegate side uses delegate.New, which registers, heartbeats and runs a
+// poller like this one.
 func Example() {
 	r := router.New()
 	r.HandleFunc("greet", func(w http.ResponseWriter, req *http.Request) {
 		fmt.Fprintln(router.LogFrom(req.Context()), "greeting")
 		httphelper.WriteJSON(w, map[string]string{"greeting": "hello"}, http.StatusOK)
 	})
-	manager := newFake()
-	p := poller.New(poller.Config{
-		Delegate: client.RegisterRequest{Name: "example", Capacity: 2},
+	manager := fakemanager.New()
+	p, err := poller.New(poller.Config{
+		Session:  session{manager},
+		Router:   r,
+		Capacity: 2,
 		Wait:     100 * time.Millisecond,
 		Logger:   quiet(),
-	}, manager, r)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- p.Run(ctx) }()
-	manager.push(&errand.Task{ID: "t1", Type: "greet", Lease: &errand.Lease{Token: "L"}})
-	for !manager.last("t1").State.Terminal() {
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		panic(err)
+	}
+	manager.Push(&errand.Task{ID: "t1", Type: "greet", Lease: &errand.Lease{Token: "L"}})
+	for !manager.Last("t1").State.Terminal() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	cancel()
-	<-done
-	fmt.Println(manager.states("t1"), string(manager.last("t1").Result))
+	if err := p.Stop(context.Background()); err != nil {
+		panic(err)
+	}
+	fmt.Println(manager.States("t1"), string(manager.Last("t1").Result))
 	// Output: [running succeeded] {"greeting":"hello"}
 }

@@ -1,9 +1,9 @@
-// Package poller is the delegate's acquire loop: it registers (or resumes
-// a persisted identity), long-polls the manager for as many tasks as it has
-// free slots, runs each through a router on a bounded worker pool, ships
-// its log, reports its outcome under its lease, and heartbeats on a loop of
-// its own that carries the running tasks, the draining and overloaded
-// flags and brings back cancellations.
+// Package poller is the delegate's acquire loop: it long-polls the manager
+// for as many tasks as it has free slots, runs each through a router on a
+// bounded worker pool, ships its log and reports its outcome under its
+// lease. It works for a registered delegate, its Session: the delegate
+// package registers, heartbeats, drains and checks the host's resources,
+// and runs a Poller inside.
 package poller
 
 import (
@@ -20,6 +20,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/clock"
 	"github.com/errandci/errand/livelog"
 	"github.com/errandci/errand/router"
 )
@@ -27,76 +28,54 @@ import (
 // Defaults of a Config.
 const (
 	DefaultWait              = 30 * time.Second
-	DefaultHeartbeatInterval = 10 * time.Second
 	DefaultReportTimeout     = 10 * time.Minute
 	DefaultMaxPendingReports = 256
 	DefaultShutdownTimeout   = 15 * time.Second
 	// overloadedWait bounds a long-poll while the host is overloaded, so
 	// that work is taken again soon after the load drops.
 	overloadedWait = 5 * time.Second
+	// runningReportTimeout bounds the retries of a task's running report;
+	// the task runs whether or not it got through.
+	runningReportTimeout = client.DefaultRetry
 )
 
-// Identity is who the delegate is to the manager: its id and its own token.
-type Identity struct {
-	ID    string `json:"id"`
-	Token string `json:"token"`
+// Client is the part of client.DelegateClient the poller speaks, as the
+// registered delegate.
+type Client interface {
+	// Acquire long-polls for tasks.
+	Acquire(ctx context.Context, delegateID string, r *client.AcquireRequest) (*client.AcquireResponse, error)
+	// UpdateStatus reports a task's state under its lease.
+	UpdateStatus(ctx context.Context, taskID string, u *client.StatusUpdate) (*client.Task, error)
+	// AppendLogs appends log lines under a task's lease.
+	AppendLogs(ctx context.Context, taskID string, a *client.LogAppend) (*client.LogAppendResult, error)
 }
 
-// IdentityStore keeps the identity across restarts, so that a delegate
-// that restarts resumes as itself and keeps its leases.
-type IdentityStore interface {
-	// Load returns the stored identity, or nil and no error when there is
-	// none.
-	Load() (*Identity, error)
-	// Save stores the identity.
-	Save(*Identity) error
-	// Clear forgets the identity.
-	Clear() error
+// Session is the registered delegate a Poller works for.
+type Session interface {
+	// Delegate returns the delegate's id and a client that speaks as it.
+	Delegate() (id string, c Client)
+	// Refused is told that the manager refused the delegate's identity
+	// (its token or its id). It returns once the delegate is registered
+	// anew, after which Delegate returns the new identity, or with the
+	// error that stops the poller.
+	Refused(ctx context.Context, err error) error
 }
 
-// MemoryIdentity is an IdentityStore that forgets on exit.
-type MemoryIdentity struct {
-	mu sync.Mutex
-	id *Identity
-}
-
-// Load returns the identity saved last.
-func (m *MemoryIdentity) Load() (*Identity, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.id, nil
-}
-
-// Save keeps id.
-func (m *MemoryIdentity) Save(id *Identity) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.id = id
-	return nil
-}
-
-// Clear forgets the identity.
-func (m *MemoryIdentity) Clear() error { return m.Save(nil) }
-
-// Config configures a Poller. Zero values take the defaults.
+// Config configures a Poller. Session and Router are required; zero values
+// take the defaults.
 type Config struct {
-	// Delegate describes the delegate at registration. Its Capacity is the
-	// number of tasks run at once (at least 1).
-	Delegate client.RegisterRequest
-	// Identity keeps the delegate's identity; in memory when nil.
-	Identity IdentityStore
-	// Authenticate returns a client that sends the delegate's own token.
-	// The client given to New (which sends the registration token) is
-	// used for everything when it is nil.
-	Authenticate func(token string) client.Client
-	// Pool runs the tasks; NewPool(capacity) when nil.
+	// Session is the delegate the poller acquires for.
+	Session Session
+	// Router runs the tasks.
+	Router *router.Router
+	// Capacity is the number of tasks run at once (at least 1).
+	Capacity int
+	// Pool runs the tasks; NewPool(Capacity) when nil.
 	Pool Pool
 	// Wait is how long one acquire long-polls.
 	Wait time.Duration
-	// HeartbeatInterval is kept until the manager says otherwise.
-	HeartbeatInterval time.Duration
 	// Overloaded, when set, is asked before each acquire: while it says
-	// true no new work is taken and heartbeats say so.
+	// true no new work is taken.
 	Overloaded func() bool
 	// ReportTimeout is how long an outcome is retried while the manager
 	// is unreachable before it is abandoned.
@@ -104,8 +83,7 @@ type Config struct {
 	// MaxPendingReports bounds the outcomes kept while the manager is
 	// unreachable; beyond it they are abandoned.
 	MaxPendingReports int
-	// ShutdownTimeout bounds the reports still sent after Run's context
-	// ended.
+	// ShutdownTimeout bounds the reports still sent once Stop is called.
 	ShutdownTimeout time.Duration
 	// Log configures the batching of task logs; TaskID, Lease, Offset and
 	// OnLeaseLost are set per task.
@@ -113,6 +91,9 @@ type Config struct {
 	// NewBackOff returns the wait policy after failed manager calls;
 	// exponential with jitter when nil.
 	NewBackOff func() backoff.BackOff
+	// Clock is the time of the waits between attempts; the system's
+	// when nil.
+	Clock clock.Clock
 	// Logger receives the poller's log.
 	Logger logrus.FieldLogger
 }
@@ -124,31 +105,36 @@ var errLeaseLost = errand.Errorf(errand.CodeLeaseLost, "the manager refused the 
 // errStopped is the cause when the delegate stops before a task ends.
 var errStopped = errand.Errorf(errand.CodeCancelled, "the delegate stopped before the task ended")
 
-// Poller acquires and runs tasks. Create it with New; run it with Run.
+// Poller acquires and runs tasks. Create it with New, run it with Start
+// and Stop.
 type Poller struct {
-	cfg    Config
-	reg    client.Client
-	router *router.Router
-	log    atomic.Pointer[logrus.FieldLogger]
-	pool   Pool
+	cfg   Config
+	clock clock.Clock
+	retry client.Retrier
 
-	mu      sync.Mutex
-	dc      client.Client
-	id      string
-	running map[string]*job
-	// polling is true while an acquire is in flight. An idle delegate's
-	// polls tell the manager it is alive, so its periodic heartbeats are
-	// skipped meanwhile: at rest a delegate costs one call per poll.
-	polling    atomic.Bool
+	mu         sync.Mutex
+	running    map[string]*job
 	reporting  map[string]bool
 	draining   bool
 	overloaded bool
-	interval   time.Duration
+	idle       chan struct{} // closed while nothing runs or waits to be reported
+	idleClosed bool
+	// polling is true while an acquire is in flight. An idle delegate's
+	// polls tell the manager it is alive (see Resting).
+	polling atomic.Bool
 
 	reports chan *report
 	wake    chan struct{}
-	beatNow chan struct{}
-	ready   chan struct{}
+	changed chan struct{}
+
+	started     atomic.Bool
+	stopAcquire context.CancelFunc
+	stopReports context.CancelFunc
+	acquireDone chan struct{}
+	reportsDone chan struct{}
+	stopOnce    sync.Once
+	done        chan struct{}
+	err         error
 }
 
 type job struct {
@@ -162,26 +148,22 @@ type report struct {
 	at   time.Time
 }
 
-// New returns a Poller that registers through c and runs tasks through r.
-func New(cfg Config, c client.Client, r *router.Router) *Poller {
-	if cfg.Delegate.Capacity < 1 {
-		cfg.Delegate.Capacity = 1
+// New checks cfg and returns a Poller, not yet started.
+func New(cfg Config) (*Poller, error) {
+	if cfg.Session == nil {
+		return nil, errors.New("poller: a session is required")
 	}
-	if len(cfg.Delegate.TaskTypes) == 0 && r != nil {
-		cfg.Delegate.TaskTypes = r.Types()
-		sort.Strings(cfg.Delegate.TaskTypes)
+	if cfg.Router == nil {
+		return nil, errors.New("poller: a router is required")
 	}
-	if cfg.Identity == nil {
-		cfg.Identity = &MemoryIdentity{}
+	if cfg.Capacity < 1 {
+		cfg.Capacity = 1
 	}
 	if cfg.Pool == nil {
-		cfg.Pool = NewPool(cfg.Delegate.Capacity)
+		cfg.Pool = NewPool(cfg.Capacity)
 	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = DefaultWait
-	}
-	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if cfg.ReportTimeout <= 0 {
 		cfg.ReportTimeout = DefaultReportTimeout
@@ -193,66 +175,130 @@ func New(cfg Config, c client.Client, r *router.Router) *Poller {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.NewBackOff == nil {
-		cfg.NewBackOff = func() backoff.BackOff {
-			b := backoff.NewExponentialBackOff()
-			b.InitialInterval = 250 * time.Millisecond
-			b.MaxInterval = 30 * time.Second
-			b.MaxElapsedTime = 0
-			return b
-		}
+		cfg.NewBackOff = DefaultBackOff
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = logrus.StandardLogger()
 	}
 	p := &Poller{
-		cfg:       cfg,
-		reg:       c,
-		dc:        c,
-		router:    r,
-		pool:      cfg.Pool,
-		running:   map[string]*job{},
-		reporting: map[string]bool{},
-		interval:  cfg.HeartbeatInterval,
-		reports:   make(chan *report, cfg.MaxPendingReports),
-		wake:      make(chan struct{}, 1),
-		beatNow:   make(chan struct{}, 1),
-		ready:     make(chan struct{}),
+		cfg:         cfg,
+		clock:       clock.OrReal(cfg.Clock),
+		running:     map[string]*job{},
+		reporting:   map[string]bool{},
+		idle:        make(chan struct{}),
+		idleClosed:  true,
+		reports:     make(chan *report, cfg.MaxPendingReports),
+		wake:        make(chan struct{}, 1),
+		changed:     make(chan struct{}, 1),
+		acquireDone: make(chan struct{}),
+		reportsDone: make(chan struct{}),
+		done:        make(chan struct{}),
 	}
-	p.log.Store(&cfg.Logger)
-	return p
+	close(p.idle)
+	p.retry = client.Retrier{NewBackOff: cfg.NewBackOff, Timer: func() backoff.Timer { return clock.BackOffTimer(p.clock) }}
+	return p, nil
 }
 
-// logger returns the poller's logger, which carries the delegate's id once
-// it is known.
-func (p *Poller) logger() logrus.FieldLogger { return *p.log.Load() }
+// DefaultBackOff is the wait policy after failed manager calls when a
+// Config names none: exponential with jitter from 250ms up to 30s, with
+// no end.
+func DefaultBackOff() backoff.BackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+}
 
-// ID returns the delegate's id once registered, "" before.
-func (p *Poller) ID() string {
+// logger returns the poller's logger with the delegate's id.
+func (p *Poller) logger() logrus.FieldLogger {
+	id, _ := p.cfg.Session.Delegate()
+	return p.cfg.Logger.WithField("delegate_id", id)
+}
+
+// Start starts the acquire loop and the report loop, which run until
+// Stop; ctx gives them its values, not its end.
+func (p *Poller) Start(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return errors.New("poller: started twice")
+	}
+	bg := context.WithoutCancel(ctx)
+	actx, stopAcquire := context.WithCancel(bg)
+	rctx, stopReports := context.WithCancel(bg)
+	p.stopAcquire, p.stopReports = stopAcquire, stopReports
+	go func() {
+		err := p.acquireLoop(actx)
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(p.acquireDone)
+		if err != nil {
+			// The delegate is refused for good: stop as Stop does.
+			p.stop(bg)
+		}
+	}()
+	go func() {
+		defer close(p.reportsDone)
+		p.reportLoop(rctx)
+	}()
+	return nil
+}
+
+// Stop stops taking work, cancels the tasks still running, waits for
+// their handlers and sends what outcomes it can within ctx and the
+// shutdown timeout. It returns the error that stopped the poller before,
+// if any (the manager refused the delegate for good).
+func (p *Poller) Stop(ctx context.Context) error {
+	if !p.started.Load() {
+		return nil
+	}
+	p.stop(ctx)
+	<-p.done
+	return p.Err()
+}
+
+// Done is closed once the poller has stopped: after Stop, or when the
+// manager refused the delegate for good (see Err).
+func (p *Poller) Done() <-chan struct{} { return p.done }
+
+// Err returns why the poller stopped by itself, nil otherwise.
+func (p *Poller) Err() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.id
+	return p.err
 }
 
-// Ready is closed once the delegate is registered or resumed.
-func (p *Poller) Ready() <-chan struct{} { return p.ready }
-
-// Client returns the client that speaks as the delegate.
-func (p *Poller) Client() client.Client {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.dc
+func (p *Poller) stop(ctx context.Context) {
+	p.stopOnce.Do(func() {
+		defer close(p.done)
+		p.stopAcquire()
+		<-p.acquireDone
+		p.cancelAll(errStopped)
+		p.cfg.Pool.Wait()
+		idle, cancel := context.WithTimeout(ctx, p.cfg.ShutdownTimeout)
+		if err := p.WaitIdle(idle); err != nil {
+			p.logger().WithError(err).Warn("gave up reporting outcomes at shutdown")
+		}
+		cancel()
+		p.stopReports()
+		<-p.reportsDone
+	})
 }
 
-// Drain stops taking new work; running tasks go on. Heartbeats say the
-// delegate is draining.
+// Changed receives a value when the poller stops or starts taking work
+// (a drain, the host going over or back under its thresholds): the
+// delegate heartbeats at once to say so.
+func (p *Poller) Changed() <-chan struct{} { return p.changed }
+
+// Drain stops taking new work; running tasks go on.
 func (p *Poller) Drain() {
 	p.mu.Lock()
 	was := p.draining
 	p.draining = true
 	p.mu.Unlock()
 	if !was {
-		p.logger().WithField("delegate_id", p.ID()).Info("draining: no new tasks are taken")
-		signal(p.beatNow)
+		p.logger().Info("draining: no new tasks are taken")
+		signal(p.changed)
 	}
 }
 
@@ -261,6 +307,25 @@ func (p *Poller) Draining() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.draining
+}
+
+// Overloaded reports whether the last check before an acquire found the
+// host over its thresholds.
+func (p *Poller) Overloaded() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.overloaded
+}
+
+// Resting reports whether the delegate runs nothing, is not draining and
+// has an acquire in flight: the poll stands for its heartbeat (the
+// manager ends every poll within half the lease TTL, and a change of
+// state asks for a heartbeat of its own), so at rest a delegate costs one
+// call per poll.
+func (p *Poller) Resting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.polling.Load() && len(p.running) == 0 && !p.draining
 }
 
 // Running returns the ids of the tasks whose handlers run or whose outcome
@@ -284,16 +349,28 @@ func (p *Poller) Running() []string {
 // WaitIdle blocks until no task runs and every outcome was reported or
 // abandoned, or ctx ends.
 func (p *Poller) WaitIdle(ctx context.Context) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for len(p.Running()) > 0 {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for %d running tasks: %w", len(p.Running()), ctx.Err())
-		case <-t.C:
-		}
+	p.mu.Lock()
+	idle := p.idle
+	p.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for %d running tasks: %w", len(p.Running()), ctx.Err())
 	}
-	return nil
+}
+
+// busyChangedLocked keeps the idle channel in step with the running and
+// reporting sets; p.mu is held.
+func (p *Poller) busyChangedLocked() {
+	busy := len(p.running)+len(p.reporting) > 0
+	switch {
+	case busy && p.idleClosed:
+		p.idle, p.idleClosed = make(chan struct{}), false
+	case !busy && !p.idleClosed:
+		close(p.idle)
+		p.idleClosed = true
+	}
 }
 
 // Cancel cancels the running tasks with ids, as a cancel from the manager
@@ -305,7 +382,7 @@ func (p *Poller) cancel(cause error, ids ...string) {
 	defer p.mu.Unlock()
 	for _, id := range ids {
 		if j := p.running[id]; j != nil {
-			p.logger().WithFields(logrus.Fields{"task_id": id, "cause": cause}).Info("stopping task")
+			p.cfg.Logger.WithFields(logrus.Fields{"task_id": id, "cause": cause}).Info("stopping task")
 			j.cancel(cause)
 		}
 	}
@@ -319,166 +396,10 @@ func (p *Poller) cancelAll(cause error) {
 	}
 }
 
-// Deregister removes the delegate from the manager and forgets its
-// identity. Call it after Run returned.
-func (p *Poller) Deregister(ctx context.Context) error {
-	id := p.ID()
-	if id == "" {
-		return nil
-	}
-	if err := p.Client().Deregister(ctx, id); err != nil && !errors.Is(err, errand.ErrNotFound) {
-		return fmt.Errorf("deregister: %w", err)
-	}
-	if err := p.cfg.Identity.Clear(); err != nil {
-		return fmt.Errorf("forget identity: %w", err)
-	}
-	p.logger().WithField("delegate_id", id).Info("deregistered")
-	return nil
-}
-
-// Run registers or resumes the delegate, then acquires and runs tasks until
-// ctx ends. Then it cancels the tasks still running, waits for their
-// handlers, sends what outcomes it can within the shutdown timeout and
-// returns. It returns an error when the manager refuses the delegate (a
-// wrong registration token) and nil after ctx ended.
-func (p *Poller) Run(ctx context.Context) error {
-	if err := p.identify(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	close(p.ready)
-	bg := context.WithoutCancel(ctx)
-	loops, stopLoops := context.WithCancel(bg)
-	defer stopLoops()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		p.heartbeatLoop(loops)
-	}()
-	go func() {
-		defer wg.Done()
-		p.reportLoop(loops)
-	}()
-
-	err := p.acquireLoop(ctx)
-
-	p.cancelAll(errStopped)
-	p.pool.Wait()
-	idle, cancel := context.WithTimeout(bg, p.cfg.ShutdownTimeout)
-	if werr := p.WaitIdle(idle); werr != nil {
-		p.logger().WithError(werr).Warn("gave up reporting outcomes at shutdown")
-	}
-	cancel()
-	stopLoops()
-	wg.Wait()
-	return err
-}
-
-// identify resumes a stored identity if the manager still knows it, or
-// registers anew. It retries while the manager is unreachable and fails at
-// once when the manager refuses the registration token.
-func (p *Poller) identify(ctx context.Context) error {
-	stored, err := p.cfg.Identity.Load()
-	if err != nil {
-		return fmt.Errorf("load delegate identity: %w", err)
-	}
-	b := backoff.WithContext(p.cfg.NewBackOff(), ctx)
-	if stored != nil && stored.ID != "" {
-		dc := p.authenticated(stored.Token)
-		// The first word of this process: what it holds is all it holds
-		// (nothing, unless an embedder ran tasks before), so the leases
-		// a previous process left end at once rather than being renewed
-		// by this one's heartbeats.
-		err := backoff.Retry(func() error {
-			resp, err := dc.Heartbeat(ctx, stored.ID, &client.HeartbeatRequest{Resumed: true, Running: p.Running()})
-			if err == nil {
-				p.setInterval(resp.HeartbeatInterval)
-				return nil
-			}
-			if refused(err) {
-				return backoff.Permanent(err)
-			}
-			p.logger().WithError(err).Warn("manager unreachable; retrying")
-			return err
-		}, b)
-		switch {
-		case err == nil:
-			p.setIdentity(stored.ID, dc)
-			p.logger().WithField("delegate_id", stored.ID).Info("resumed as a registered delegate")
-			return nil
-		case ctx.Err() != nil:
-			return ctx.Err()
-		}
-		p.logger().WithError(err).WithField("delegate_id", stored.ID).Warn("manager no longer knows this delegate; registering anew")
-		if err := p.cfg.Identity.Clear(); err != nil {
-			return fmt.Errorf("forget delegate identity: %w", err)
-		}
-		b.Reset()
-	}
-	return p.register(ctx, b)
-}
-
-func (p *Poller) register(ctx context.Context, b backoff.BackOff) error {
-	var reg *client.Registration
-	err := backoff.Retry(func() error {
-		var err error
-		reg, err = p.reg.Register(ctx, &p.cfg.Delegate)
-		if err == nil {
-			return nil
-		}
-		if refused(err) || errors.Is(err, errand.ErrInvalid) {
-			return backoff.Permanent(err)
-		}
-		p.logger().WithError(err).Warn("manager unreachable; retrying registration")
-		return err
-	}, b)
-	if err != nil {
-		if errors.Is(err, errand.ErrUnauthorized) || errors.Is(err, errand.ErrForbidden) {
-			return fmt.Errorf("the manager refused the registration token (check --token / ERRAND_TOKEN): %w", err)
-		}
-		return fmt.Errorf("register delegate %q: %w", p.cfg.Delegate.Name, err)
-	}
-	if err := p.cfg.Identity.Save(&Identity{ID: reg.ID, Token: reg.Token}); err != nil {
-		return fmt.Errorf("save delegate identity: %w", err)
-	}
-	p.setIdentity(reg.ID, p.authenticated(reg.Token))
-	p.setInterval(reg.HeartbeatInterval)
-	p.logger().WithFields(logrus.Fields{"delegate_id": reg.ID, "name": reg.Name}).Info("registered")
-	return nil
-}
-
-// refused reports whether the manager refused who we are, as opposed to
-// not answering.
+// refused reports whether the manager refused who the delegate is, as
+// opposed to not answering.
 func refused(err error) bool {
 	return errors.Is(err, errand.ErrUnauthorized) || errors.Is(err, errand.ErrForbidden) || errors.Is(err, errand.ErrNotFound)
-}
-
-func (p *Poller) authenticated(token string) client.Client {
-	if p.cfg.Authenticate == nil {
-		return p.reg
-	}
-	return p.cfg.Authenticate(token)
-}
-
-func (p *Poller) setIdentity(id string, dc client.Client) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.id, p.dc = id, dc
-	l := p.cfg.Logger.WithField("delegate_id", id)
-	var fl logrus.FieldLogger = l
-	p.log.Store(&fl)
-}
-
-func (p *Poller) setInterval(d errand.Duration) {
-	if d <= 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.interval = time.Duration(d)
 }
 
 func signal(ch chan struct{}) {
@@ -488,8 +409,8 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// slots returns how many tasks to ask for now, and whether an acquire
-// asking for none should be cut short when a slot frees.
+// slots returns how many tasks to ask for now, and whether the host is
+// overloaded.
 func (p *Poller) slots() (n int, overloaded bool) {
 	over := p.cfg.Overloaded != nil && p.cfg.Overloaded()
 	p.mu.Lock()
@@ -497,18 +418,20 @@ func (p *Poller) slots() (n int, overloaded bool) {
 	if over != p.overloaded {
 		p.overloaded = over
 		if over {
-			p.logger().Warn("host over its load or memory threshold: refusing new tasks")
+			p.cfg.Logger.Warn("host over its load or memory threshold: refusing new tasks")
 		} else {
-			p.logger().Info("host back under its thresholds: taking tasks again")
+			p.cfg.Logger.Info("host back under its thresholds: taking tasks again")
 		}
-		signal(p.beatNow)
+		signal(p.changed)
 	}
 	if p.draining || over {
 		return 0, over
 	}
-	return max(p.cfg.Delegate.Capacity-len(p.running), 0), false
+	return max(p.cfg.Capacity-len(p.running), 0), false
 }
 
+// acquireLoop acquires and starts tasks until ctx ends (nil) or the
+// manager refuses the delegate for good (the error).
 func (p *Poller) acquireLoop(ctx context.Context) error {
 	b := backoff.WithContext(p.cfg.NewBackOff(), ctx)
 	for ctx.Err() == nil {
@@ -529,8 +452,9 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				}
 			}()
 		}
+		id, c := p.cfg.Session.Delegate()
 		p.polling.Store(true)
-		resp, err := p.Client().Acquire(actx, p.ID(), &client.AcquireRequest{Wait: errand.Duration(wait), Max: n})
+		resp, err := c.Acquire(actx, id, &client.AcquireRequest{Wait: errand.Duration(wait), Max: n})
 		p.polling.Store(false)
 		woken := actx.Err() != nil && ctx.Err() == nil
 		cancel()
@@ -542,11 +466,7 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				continue
 			}
 			if refused(err) {
-				p.logger().WithError(err).Warn("manager refused the delegate's token; registering anew")
-				if err := p.cfg.Identity.Clear(); err != nil {
-					return fmt.Errorf("forget delegate identity: %w", err)
-				}
-				if err := p.register(ctx, backoff.WithContext(p.cfg.NewBackOff(), ctx)); err != nil {
+				if err := p.cfg.Session.Refused(ctx, err); err != nil {
 					if ctx.Err() != nil {
 						return nil
 					}
@@ -555,16 +475,24 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				continue
 			}
 			d := b.NextBackOff()
+			if d == backoff.Stop {
+				d = time.Minute
+			}
 			p.logger().WithError(err).WithField("retry_in", d).Warn("acquire failed")
-			if !sleep(ctx, d) {
+			if !clock.Sleep(p.clock, ctx.Done(), d) {
 				return nil
 			}
 			continue
 		}
 		b.Reset()
-		p.apply(resp.Cancel, resp.Drain)
+		if len(resp.Cancel) > 0 {
+			p.Cancel(resp.Cancel...)
+		}
+		if resp.Drain {
+			p.Drain()
+		}
 		for _, t := range resp.Tasks {
-			if err := p.start(ctx, t); err != nil {
+			if err := p.start(ctx, t, c); err != nil {
 				return nil
 			}
 		}
@@ -572,37 +500,15 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 	return nil
 }
 
-// sleep waits d or until ctx ends; it reports whether the wait was whole.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d == backoff.Stop {
-		d = time.Minute
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-func (p *Poller) apply(cancel []string, drain bool) {
-	if len(cancel) > 0 {
-		p.Cancel(cancel...)
-	}
-	if drain {
-		p.Drain()
-	}
-}
-
-// start runs t on the pool.
-func (p *Poller) start(ctx context.Context, t *errand.Task) error {
+// start runs t on the pool, speaking through c.
+func (p *Poller) start(ctx context.Context, t *errand.Task, c Client) error {
 	tctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	j := &job{task: t, cancel: cancel}
 	p.mu.Lock()
-	p.running[t.ID] = &job{task: t, cancel: cancel}
+	p.running[t.ID] = j
+	p.busyChangedLocked()
 	p.mu.Unlock()
-	err := p.pool.Go(ctx, func() { p.work(tctx, t) })
+	err := p.cfg.Pool.Go(ctx, func() { p.work(tctx, j, c) })
 	if err != nil {
 		// Never started: the lease expires and the manager retries it.
 		cancel(errStopped)
@@ -614,18 +520,17 @@ func (p *Poller) start(ctx context.Context, t *errand.Task) error {
 func (p *Poller) finish(id string) {
 	p.mu.Lock()
 	delete(p.running, id)
+	p.busyChangedLocked()
 	p.mu.Unlock()
 	signal(p.wake)
 }
 
 // work runs one task and queues its outcome.
-func (p *Poller) work(ctx context.Context, t *errand.Task) {
+func (p *Poller) work(ctx context.Context, j *job, c Client) {
+	t := j.task
 	log := p.logger().WithFields(logrus.Fields{"task_id": t.ID, "task_type": t.Type, "attempt": t.Attempt})
 	defer p.finish(t.ID)
-	p.mu.Lock()
-	cancel := p.running[t.ID].cancel
-	dc := p.dc
-	p.mu.Unlock()
+	cancel := j.cancel
 	defer cancel(nil)
 	if t.Timeout > 0 {
 		var stop context.CancelFunc
@@ -640,12 +545,17 @@ func (p *Poller) work(ctx context.Context, t *errand.Task) {
 	lc.TaskID, lc.Lease, lc.Offset = t.ID, lease, t.LogLines
 	lc.OnLeaseLost = func() { cancel(errLeaseLost) }
 	if lc.Log == nil {
-		lc.Log = p.logger()
+		lc.Log = log
 	}
-	logs := livelog.New(context.WithoutCancel(ctx), dc, lc)
+	logs := livelog.New(context.WithoutCancel(ctx), c, lc)
 
 	log.Info("task started")
-	_, err := dc.UpdateStatus(ctx, t.ID, &client.StatusUpdate{Lease: lease, State: errand.StateRunning})
+	rctx, stopRunning := context.WithTimeout(ctx, runningReportTimeout)
+	err := p.retry.Do(rctx, func() error {
+		_, err := c.UpdateStatus(rctx, t.ID, &client.StatusUpdate{Lease: lease, State: errand.StateRunning})
+		return err
+	})
+	stopRunning()
 	switch {
 	case errors.Is(err, errand.ErrLeaseLost):
 		cancel(errLeaseLost)
@@ -656,7 +566,7 @@ func (p *Poller) work(ctx context.Context, t *errand.Task) {
 
 	var out router.Outcome
 	if ctx.Err() == nil {
-		out = p.router.Serve(ctx, t, logs)
+		out = p.cfg.Router.Serve(ctx, t, logs)
 	}
 	closeCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
 	if err := logs.Close(closeCtx); err != nil && !errors.Is(err, errand.ErrLeaseLost) {
@@ -671,7 +581,7 @@ func (p *Poller) work(ctx context.Context, t *errand.Task) {
 		out = router.Stopped(ctx)
 	}
 	log.WithField("state", out.State).Info("task ended")
-	p.queueReport(&report{task: t, out: out, at: time.Now()})
+	p.queueReport(&report{task: t, out: out, at: p.clock.Now()})
 }
 
 // queueReport keeps an outcome for the report loop, or abandons it when
@@ -679,6 +589,7 @@ func (p *Poller) work(ctx context.Context, t *errand.Task) {
 func (p *Poller) queueReport(r *report) {
 	p.mu.Lock()
 	p.reporting[r.task.ID] = true
+	p.busyChangedLocked()
 	p.mu.Unlock()
 	select {
 	case p.reports <- r:
@@ -692,6 +603,7 @@ func (p *Poller) queueReport(r *report) {
 func (p *Poller) reported(id string) {
 	p.mu.Lock()
 	delete(p.reporting, id)
+	p.busyChangedLocked()
 	p.mu.Unlock()
 }
 
@@ -716,17 +628,17 @@ func (p *Poller) send(ctx context.Context, r *report) {
 		lease = r.task.Lease.Token
 	}
 	u := &client.StatusUpdate{Lease: lease, State: r.out.State, Result: r.out.Result, Error: r.out.Error}
-	rctx, cancel := context.WithDeadline(ctx, r.at.Add(p.cfg.ReportTimeout))
+	rctx, cancel := context.WithTimeout(ctx, r.at.Add(p.cfg.ReportTimeout).Sub(p.clock.Now()))
 	defer cancel()
-	err := backoff.Retry(func() error {
-		_, err := p.Client().UpdateStatus(rctx, r.task.ID, u)
-		if err == nil || errors.Is(err, errand.ErrLeaseLost) || errors.Is(err, errand.ErrIllegalTransition) ||
-			errors.Is(err, errand.ErrInvalid) || errors.Is(err, errand.ErrNotFound) || errors.Is(err, errand.ErrTooLarge) {
-			return backoff.Permanent(err)
-		}
-		log.WithError(err).Debug("report failed; retrying")
+	retry := p.retry
+	retry.Notify = func(err error, _ time.Duration) { log.WithError(err).Debug("report failed; retrying") }
+	err := retry.Do(rctx, func() error {
+		// The client of the delegate as it is now: a delegate registered
+		// anew reports under its new token.
+		_, c := p.cfg.Session.Delegate()
+		_, err := c.UpdateStatus(rctx, r.task.ID, u)
 		return err
-	}, backoff.WithContext(p.cfg.NewBackOff(), rctx))
+	})
 	switch {
 	case err == nil:
 		log.Debug("outcome reported")
@@ -735,54 +647,4 @@ func (p *Poller) send(ctx context.Context, r *report) {
 	default:
 		log.WithError(err).Error("outcome abandoned")
 	}
-}
-
-func (p *Poller) heartbeatLoop(ctx context.Context) {
-	for {
-		p.mu.Lock()
-		interval := p.interval
-		p.mu.Unlock()
-		t := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-			if p.restingInPoll() {
-				continue
-			}
-		case <-p.beatNow:
-			t.Stop()
-		}
-		p.heartbeat(ctx)
-	}
-}
-
-// restingInPoll reports whether the delegate runs nothing, is not
-// draining and has an acquire in flight: the poll stands for its
-// heartbeat (the manager ends every poll within half the lease TTL, and
-// a change of state asks for a heartbeat of its own).
-func (p *Poller) restingInPoll() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.polling.Load() && len(p.running) == 0 && !p.draining
-}
-
-func (p *Poller) heartbeat(ctx context.Context) {
-	p.mu.Lock()
-	req := &client.HeartbeatRequest{Draining: p.draining, Overloaded: p.overloaded}
-	interval := p.interval
-	p.mu.Unlock()
-	req.Running = p.Running()
-	hctx, cancel := context.WithTimeout(ctx, interval)
-	defer cancel()
-	resp, err := p.Client().Heartbeat(hctx, p.ID(), req)
-	if err != nil {
-		if ctx.Err() == nil {
-			p.logger().WithError(err).Warn("heartbeat failed")
-		}
-		return
-	}
-	p.setInterval(resp.HeartbeatInterval)
-	p.apply(resp.Cancel, resp.Drain)
 }

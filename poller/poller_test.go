@@ -15,8 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/errandci/errand"
-	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/internal/fakemanager"
 	"github.com/errandci/errand/livelog"
 	"github.com/errandci/errand/poller"
 	"github.com/errandci/errand/router"
@@ -33,9 +33,18 @@ func quiet() *logrus.Logger {
 	return l
 }
 
-func config(capacity int) poller.Config {
+// session is a delegate registered as d1 with the fake manager.
+type session struct{ f *fakemanager.Manager }
+
+func (s session) Delegate() (string, poller.Client) { return "d1", s.f }
+
+func (s session) Refused(_ context.Context, err error) error { return err }
+
+func config(f *fakemanager.Manager, r *router.Router, capacity int) poller.Config {
 	return poller.Config{
-		Delegate:   client.RegisterRequest{Name: "test", Capacity: capacity},
+		Session:    session{f},
+		Router:     r,
+		Capacity:   capacity,
 		Wait:       200 * time.Millisecond,
 		NewBackOff: func() backoff.BackOff { return backoff.NewConstantBackOff(5 * time.Millisecond) },
 		Logger:     quiet(),
@@ -43,19 +52,27 @@ func config(capacity int) poller.Config {
 	}
 }
 
+func newPoller(t *testing.T, cfg poller.Config) *poller.Poller {
+	t.Helper()
+	p, err := poller.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // start runs p until the test ends.
 func start(t *testing.T, p *poller.Poller) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	var once bool
 	var res error
 	stop = func() error {
 		if !once {
 			once = true
-			cancel()
-			res = <-done
+			res = p.Stop(context.Background())
 		}
 		return res
 	}
@@ -79,7 +96,7 @@ func task(id, typ string) *errand.Task {
 }
 
 func TestAcquiresOnlyFreeSlots(t *testing.T) {
-	f := newFake()
+	f := fakemanager.New()
 	release := make(chan struct{})
 	r := router.New()
 	r.HandleFunc("block", func(w http.ResponseWriter, req *http.Request) {
@@ -87,44 +104,44 @@ func TestAcquiresOnlyFreeSlots(t *testing.T) {
 		<-release
 		httphelper.WriteJSON(w, map[string]bool{"ok": true}, http.StatusOK)
 	})
-	p := poller.New(config(2), f, r)
+	p := newPoller(t, config(f, r, 2))
 	stop := start(t, p)
-	f.push(task("a", "block"), task("b", "block"))
+	f.Push(task("a", "block"), task("b", "block"))
 	eventually(t, "both tasks running", func() bool { return len(p.Running()) == 2 })
 	eventually(t, "an acquire for 0", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.acquireMax[len(f.acquireMax)-1] == 0
+		f.Lock()
+		defer f.Unlock()
+		return f.AcquireMax[len(f.AcquireMax)-1] == 0
 	})
-	f.mu.Lock()
-	if f.acquireMax[0] != 2 {
-		t.Errorf("first acquire asked for %d, want 2", f.acquireMax[0])
+	f.Lock()
+	if f.AcquireMax[0] != 2 {
+		t.Errorf("first acquire asked for %d, want 2", f.AcquireMax[0])
 	}
-	for _, m := range f.acquireMax[1:] {
+	for _, m := range f.AcquireMax[1:] {
 		if m != 0 {
 			t.Errorf("acquire asked for %d while full; want 0", m)
 		}
 	}
-	f.mu.Unlock()
+	f.Unlock()
 
 	close(release)
 	eventually(t, "both reported", func() bool {
-		return f.last("a").State == errand.StateSucceeded && f.last("b").State == errand.StateSucceeded
+		return f.Last("a").State == errand.StateSucceeded && f.Last("b").State == errand.StateSucceeded
 	})
 	eventually(t, "an acquire for 2 again", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.acquireMax[len(f.acquireMax)-1] == 2
+		f.Lock()
+		defer f.Unlock()
+		return f.AcquireMax[len(f.AcquireMax)-1] == 2
 	})
-	if got := f.states("a"); !slices.Equal(got, []errand.State{errand.StateRunning, errand.StateSucceeded}) {
+	if got := f.States("a"); !slices.Equal(got, []errand.State{errand.StateRunning, errand.StateSucceeded}) {
 		t.Fatalf("reports of a = %v", got)
 	}
-	if got := string(f.last("a").Result); got != `{"ok":true}` {
+	if got := string(f.Last("a").Result); got != `{"ok":true}` {
 		t.Fatalf("result = %s", got)
 	}
-	f.mu.Lock()
-	logs := f.logs["a"]
-	f.mu.Unlock()
+	f.Lock()
+	logs := f.Logs["a"]
+	f.Unlock()
 	if !slices.Equal(logs, []string{"working"}) {
 		t.Fatalf("log of a = %q", logs)
 	}
@@ -134,16 +151,16 @@ func TestAcquiresOnlyFreeSlots(t *testing.T) {
 }
 
 func TestBackoffStopsOnCancel(t *testing.T) {
-	f := newFake()
-	f.acquireErr = errand.Errorf(errand.CodeUnavailable, "down")
-	cfg := config(1)
+	f := fakemanager.New()
+	f.AcquireErr = errand.Errorf(errand.CodeUnavailable, "down")
+	cfg := config(f, router.New(), 1)
 	cfg.NewBackOff = func() backoff.BackOff { return backoff.NewConstantBackOff(time.Hour) }
-	p := poller.New(cfg, f, router.New())
+	p := newPoller(t, cfg)
 	stop := start(t, p)
 	eventually(t, "a failed acquire", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.acquires > 0
+		f.Lock()
+		defer f.Unlock()
+		return f.Acquires > 0
 	})
 	done := make(chan error)
 	go func() { done <- stop() }()
@@ -153,18 +170,18 @@ func TestBackoffStopsOnCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Run kept sleeping its backoff after its context ended")
+		t.Fatal("Stop waited for the acquire backoff to end")
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.acquires != 1 {
-		t.Fatalf("%d acquires; want 1 then a long backoff", f.acquires)
+	f.Lock()
+	defer f.Unlock()
+	if f.Acquires != 1 {
+		t.Fatalf("%d acquires; want 1 then a long backoff", f.Acquires)
 	}
 }
 
 func TestLeaseLostCancelsHandler(t *testing.T) {
-	f := newFake()
-	f.lostLogs["x"] = true
+	f := fakemanager.New()
+	f.LostLogs["x"] = true
 	stopped := make(chan error, 1)
 	r := router.New()
 	r.HandleFunc("talk", func(w http.ResponseWriter, req *http.Request) {
@@ -173,9 +190,9 @@ func TestLeaseLostCancelsHandler(t *testing.T) {
 		stopped <- context.Cause(req.Context())
 		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "stopped"))
 	})
-	p := poller.New(config(1), f, r)
+	p := newPoller(t, config(f, r, 1))
 	start(t, p)
-	f.push(task("x", "talk"))
+	f.Push(task("x", "talk"))
 	select {
 	case cause := <-stopped:
 		if !errors.Is(cause, errand.ErrLeaseLost) {
@@ -185,7 +202,7 @@ func TestLeaseLostCancelsHandler(t *testing.T) {
 		t.Fatal("handler context not cancelled after lease lost")
 	}
 	eventually(t, "task gone", func() bool { return len(p.Running()) == 0 })
-	if got := f.states("x"); !slices.Equal(got, []errand.State{errand.StateRunning}) {
+	if got := f.States("x"); !slices.Equal(got, []errand.State{errand.StateRunning}) {
 		t.Fatalf("reports = %v; want only running, nothing after the lease was lost", got)
 	}
 }
@@ -199,13 +216,11 @@ func TestCancelAndTimeout(t *testing.T) {
 	cases := []struct {
 		name     string
 		task     *errand.Task
-		viaBeat  bool
 		cancel   bool
 		want     errand.State
 		wantCode string
 	}{
 		{name: "cancel from acquire", task: task("c1", "block"), cancel: true, want: errand.StateCancelled, wantCode: errand.CodeCancelled},
-		{name: "cancel from heartbeat", task: task("c2", "block"), cancel: true, viaBeat: true, want: errand.StateCancelled, wantCode: errand.CodeCancelled},
 		{name: "timeout", task: func() *errand.Task {
 			tk := task("t1", "block")
 			tk.Timeout = errand.Duration(30 * time.Millisecond)
@@ -214,24 +229,18 @@ func TestCancelAndTimeout(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFake()
+			f := fakemanager.New()
 			r := router.New()
 			r.HandleFunc("block", blockUntilDone)
-			p := poller.New(config(1), f, r)
+			p := newPoller(t, config(f, r, 1))
 			start(t, p)
-			f.push(tc.task)
-			eventually(t, "running", func() bool { return len(f.states(tc.task.ID)) == 1 })
+			f.Push(tc.task)
+			eventually(t, "running", func() bool { return len(f.States(tc.task.ID)) == 1 })
 			if tc.cancel {
-				if tc.viaBeat {
-					f.mu.Lock()
-					f.beatCancel = []string{tc.task.ID}
-					f.mu.Unlock()
-				} else {
-					f.cancelTask(tc.task.ID)
-				}
+				f.CancelTask(tc.task.ID)
 			}
-			eventually(t, "final report", func() bool { return f.last(tc.task.ID).State.Terminal() })
-			last := f.last(tc.task.ID)
+			eventually(t, "final report", func() bool { return f.Last(tc.task.ID).State.Terminal() })
+			last := f.Last(tc.task.ID)
 			if last.State != tc.want || last.Error == nil || last.Error.Code != tc.wantCode {
 				t.Fatalf("final report %+v, want %s/%s", last, tc.want, tc.wantCode)
 			}
@@ -242,194 +251,56 @@ func TestCancelAndTimeout(t *testing.T) {
 	}
 }
 
-func TestWrongRegistrationToken(t *testing.T) {
-	f := newFake()
-	f.token = "wrong"
-	p := poller.New(config(1), f, router.New())
-	err := p.Run(context.Background())
-	if !errors.Is(err, errand.ErrUnauthorized) {
-		t.Fatalf("Run = %v, want unauthorized", err)
-	}
-}
-
-func TestResumesStoredIdentity(t *testing.T) {
-	f := newFake()
-	ids := &poller.MemoryIdentity{}
-	_ = ids.Save(&poller.Identity{ID: "d1", Token: "D"})
-	cfg := config(1)
-	cfg.Identity = ids
-	p := poller.New(cfg, f, router.New())
-	start(t, p)
-	<-p.Ready()
-	if p.ID() != "d1" {
-		t.Fatalf("id = %q", p.ID())
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.registered != 0 {
-		t.Fatal("registered again instead of resuming")
-	}
-	// Its first word says it resumes and holds nothing, so that the
-	// leases of the process before it end at once.
-	if len(f.beats) == 0 || !f.beats[0].Resumed || len(f.beats[0].Running) != 0 {
-		t.Fatalf("first heartbeat = %+v, want resumed with nothing running", f.beats)
-	}
-	for _, b := range f.beats[1:] {
-		if b.Resumed {
-			t.Fatalf("a later heartbeat says resumed: %+v", f.beats)
-		}
-	}
-
-	// An identity the manager does not know is replaced.
-	f2 := newFake()
-	ids2 := &poller.MemoryIdentity{}
-	_ = ids2.Save(&poller.Identity{ID: "gone", Token: "T"})
-	cfg.Identity = ids2
-	p2 := poller.New(cfg, f2, router.New())
-	start(t, p2)
-	<-p2.Ready()
-	if got, _ := ids2.Load(); got == nil || got.ID != "d1" || got.Token != "D" {
-		t.Fatalf("stored identity = %+v, want the new registration", got)
-	}
-}
-
-func TestHeartbeatReportsRunningAndDraining(t *testing.T) {
-	f := newFake()
-	release := make(chan struct{})
-	r := router.New()
-	r.HandleFunc("block", func(w http.ResponseWriter, _ *http.Request) {
-		<-release
-		httphelper.WriteJSON(w, 1, http.StatusOK)
-	})
-	over := make(chan bool, 1)
-	over <- false
-	cfg := config(3)
-	cfg.Overloaded = func() bool {
-		v := <-over
-		over <- v
-		return v
-	}
-	p := poller.New(cfg, f, r)
-	stop := start(t, p)
-	f.push(task("h1", "block"))
-	eventually(t, "heartbeat listing h1", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		n := len(f.beats)
-		return n > 0 && slices.Equal(f.beats[n-1].Running, []string{"h1"})
-	})
-	<-over
-	over <- true
-	eventually(t, "overloaded heartbeat and max 0", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		n := len(f.beats)
-		return n > 0 && f.beats[n-1].Overloaded && f.acquireMax[len(f.acquireMax)-1] == 0
-	})
-	p.Drain()
-	eventually(t, "draining heartbeat", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		n := len(f.beats)
-		return n > 0 && f.beats[n-1].Draining
-	})
-	close(release)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitIdle(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if f.last("h1").State != errand.StateSucceeded {
-		t.Fatalf("h1 = %+v", f.last("h1"))
-	}
-	_ = stop()
-}
-
 func TestStopCancelsRunningTasks(t *testing.T) {
-	f := newFake()
+	f := fakemanager.New()
 	r := router.New()
 	r.HandleFunc("block", blockUntilDone)
-	p := poller.New(config(1), f, r)
+	p := newPoller(t, config(f, r, 1))
 	stop := start(t, p)
-	f.push(task("s1", "block"))
-	eventually(t, "running", func() bool { return len(f.states("s1")) == 1 })
+	f.Push(task("s1", "block"))
+	eventually(t, "running", func() bool { return len(f.States("s1")) == 1 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if last := f.last("s1"); last.State != errand.StateCancelled {
+	if last := f.Last("s1"); last.State != errand.StateCancelled {
 		t.Fatalf("after stop: %+v, want cancelled reported", last)
 	}
 }
 
 func TestOutcomeRetriedWhileManagerUnreachable(t *testing.T) {
-	f := newFake()
-	f.failStatus = 5
+	f := fakemanager.New()
+	f.FailStatus = 5
 	r := router.New()
 	r.HandleFunc("ok", func(w http.ResponseWriter, _ *http.Request) { httphelper.WriteJSON(w, 7, http.StatusOK) })
-	p := poller.New(config(1), f, r)
+	p := newPoller(t, config(f, r, 1))
 	start(t, p)
-	f.push(task("o1", "ok"))
-	eventually(t, "outcome delivered", func() bool { return f.last("o1").State == errand.StateSucceeded })
-	if got := string(f.last("o1").Result); got != "7" {
+	f.Push(task("o1", "ok"))
+	eventually(t, "outcome delivered", func() bool { return f.Last("o1").State == errand.StateSucceeded })
+	if got := string(f.Last("o1").Result); got != "7" {
 		t.Fatalf("result %s", got)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failStatus != 0 {
-		t.Fatalf("%d failures left; the outcome was not retried through them", f.failStatus)
+	f.Lock()
+	defer f.Unlock()
+	if f.FailStatus != 0 {
+		t.Fatalf("%d failures left; the outcome was not retried through them", f.FailStatus)
 	}
 }
 
 func TestOutcomeAbandonedAfterReportTimeout(t *testing.T) {
-	f := newFake()
-	f.failStatus = 1 << 30
+	f := fakemanager.New()
+	f.FailStatus = 1 << 30
 	r := router.New()
 	r.HandleFunc("ok", func(w http.ResponseWriter, _ *http.Request) { httphelper.WriteJSON(w, 1, http.StatusOK) })
-	cfg := config(1)
+	cfg := config(f, r, 1)
 	cfg.ReportTimeout = 50 * time.Millisecond
-	p := poller.New(cfg, f, r)
+	p := newPoller(t, cfg)
 	start(t, p)
-	f.push(task("a1", "ok"))
-	eventually(t, "task started", func() bool { return len(f.states("a1")) == 1 })
+	f.Push(task("a1", "ok"))
+	eventually(t, "task started", func() bool { return len(f.States("a1")) == 1 })
 	// Abandoned, the task leaves the running list: its lease may expire
 	// and the manager decides.
 	eventually(t, "outcome abandoned", func() bool { return len(p.Running()) == 0 })
-	if got := f.states("a1"); !slices.Equal(got, []errand.State{errand.StateRunning}) {
+	if got := f.States("a1"); !slices.Equal(got, []errand.State{errand.StateRunning}) {
 		t.Fatalf("reports %v", got)
 	}
-}
-
-// An idle delegate's long-poll stands for its heartbeat: while it waits
-// in acquire with nothing to run, no periodic heartbeat is sent; once it
-// runs a task, heartbeats report it again.
-func TestIdlePollReplacesHeartbeats(t *testing.T) {
-	f := newFake()
-	release := make(chan struct{})
-	r := router.New()
-	r.HandleFunc("block", func(w http.ResponseWriter, _ *http.Request) {
-		<-release
-		httphelper.WriteJSON(w, 1, http.StatusOK)
-	})
-	p := poller.New(config(2), f, r)
-	start(t, p)
-	eventually(t, "a poll in flight", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.acquires > 0
-	})
-	time.Sleep(300 * time.Millisecond) // 15 heartbeat intervals of the fake
-	f.mu.Lock()
-	idle := len(f.beats)
-	f.mu.Unlock()
-	if idle > 1 {
-		t.Fatalf("%d heartbeats sent while idle in a poll, want at most 1", idle)
-	}
-	f.push(task("busy", "block"))
-	eventually(t, "heartbeats while a task runs", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		n := len(f.beats)
-		return n > idle+2 && slices.Equal(f.beats[n-1].Running, []string{"busy"})
-	})
-	close(release)
 }

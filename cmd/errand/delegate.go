@@ -108,10 +108,10 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 	// delegate is registered, before their first resource.
 	var d *delegate.Delegate
 	managerID := func(ctx context.Context) (string, error) {
-		if d == nil || d.Poller().Client() == nil {
+		if d == nil || d.Client() == nil {
 			return "", fmt.Errorf("not registered yet")
 		}
-		l, err := d.Poller().Client().ListDelegates(ctx)
+		l, err := d.Client().ListDelegates(ctx)
 		if err != nil {
 			return "", err
 		}
@@ -135,7 +135,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 	if dh != nil && dk.siblingInterval > 0 {
 		s := &docker.Siblings{
 			Handlers:  dh,
-			Self:      d.Poller().ID,
+			Self:      d.ID,
 			Delegates: groupLister(cfg, d),
 			Interval:  dk.siblingInterval,
 			Log:       cfg.Log.WithField("group", cfg.Group),
@@ -177,7 +177,7 @@ func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings,
 // the delegate's own token: the manager shows a delegate its own group.
 func groupLister(cfg delegate.Config, d *delegate.Delegate) func(context.Context) ([]*errand.Delegate, error) {
 	return func(ctx context.Context) ([]*errand.Delegate, error) {
-		c := d.Poller().Client()
+		c := d.Client()
 		if c == nil {
 			return nil, fmt.Errorf("not registered yet")
 		}

@@ -521,7 +521,6 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 	d, err := delegate.New(delegate.Config{
 		Name: "errand-run", Capacity: max(2, runtime.NumCPU()), StateDir: filepath.Join(dir, "delegate"),
 		Client:       reg,
-		Authenticate: func(token string) client.Client { return reg.WithToken(token) },
 		DrainTimeout: time.Minute, Log: log,
 	}, r)
 	if err != nil {
@@ -540,7 +539,7 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 	// The run is submitted once the delegate is registered: until then a
 	// queued task would have nobody to explain why it waits.
 	select {
-	case <-d.Poller().Ready():
+	case <-d.Ready():
 	case <-done:
 	case <-ctx.Done():
 	}
