@@ -20,11 +20,13 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/sirupsen/logrus"
 
-	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/delegate"
+	"github.com/errandci/errand/httphelper"
 	"github.com/errandci/errand/internal/proc"
 	"github.com/errandci/errand/manager"
 	"github.com/errandci/errand/poller"
+	"github.com/errandci/errand/router"
 )
 
 func init() { commands = append(commands, addBenchCommand) }
@@ -55,8 +57,9 @@ func addBenchCommand(app *kingpin.Application, g *globals) {
 	idle.Flag("delegates", "Number of delegates.").Envar("ERRAND_BENCH_DELEGATES").Default("10000").IntVar(&b.delegates)
 	idle.Flag("duration", "How long to measure once every delegate is polling.").Envar("ERRAND_BENCH_DURATION").Default("30s").DurationVar(&b.duration)
 	idle.Flag("warmup", "How long to wait after the last delegate started polling before measuring.").Envar("ERRAND_BENCH_WARMUP").Default("5s").DurationVar(&b.warmup)
-	// The delegates poll and heartbeat as `errand delegate` does by
-	// default, so that the figures are those of a real fleet.
+	// The delegates are the real ones of `errand delegate` (the delegate
+	// package), polling and heartbeating with its defaults, so that the
+	// figures are those of a real fleet.
 	idle.Flag("wait", "Acquire long-poll wait (the delegate's default).").Envar("ERRAND_BENCH_WAIT").Default(poller.DefaultWait.String()).DurationVar(&b.wait)
 	idle.Flag("heartbeat-interval", "Heartbeat interval the manager gives delegates (its default).").Envar("ERRAND_BENCH_HEARTBEAT_INTERVAL").
 		Default(manager.DefaultHeartbeatInterval.String()).DurationVar(&b.interval)
@@ -101,23 +104,26 @@ func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
 		MaxIdleConnsPerHost: benchIdleConns,
 		IdleConnTimeout:     2 * b.wait,
 	}}
-	c := client.New(url, strings.TrimSpace(string(regToken)), client.WithHTTPClient(hc), client.WithLogger(logrus.NewEntry(log)))
-
-	pollCtx, stopPolling := context.WithCancel(ctx)
-	var polls sync.WaitGroup
-	defer func() {
-		stopPolling()
-		polls.Wait()
-	}()
 	var failures, calls atomic.Int64
+	c := &countingClient{
+		DelegateClient: client.New(url, strings.TrimSpace(string(regToken)), client.WithHTTPClient(hc), client.WithLogger(logrus.NewEntry(log))),
+		calls:          &calls, failures: &failures,
+	}
+	r := router.New(router.WithLogger(log))
+	r.HandleFunc(benchTaskType, func(w http.ResponseWriter, _ *http.Request) {
+		httphelper.WriteJSON(w, map[string]any{}, http.StatusOK)
+	})
+
 	started := time.Now()
-	if err := b.registerAll(ctx, c, func(d *delegateLoop) {
-		polls.Add(1)
-		go func() {
-			defer polls.Done()
-			d.run(pollCtx, &failures, &calls)
-		}()
-	}); err != nil {
+	delegates, err := b.startAll(ctx, func(i int) (*delegate.Delegate, error) {
+		return delegate.New(delegate.Config{
+			Name: "bench-" + strconv.Itoa(i), Hostname: "bench", Capacity: 1, StateDir: dir,
+			Client: c, Identity: &delegate.MemoryIdentity{}, HeartbeatInterval: b.interval,
+			Poller: poller.Config{Wait: b.wait}, Log: log,
+		}, r)
+	})
+	defer stopAll(delegates)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "registered %d delegates in %s; all long-polling\n", b.delegates, time.Since(started).Round(time.Millisecond))
@@ -166,25 +172,34 @@ func (b *idleBench) run(ctx context.Context, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// registerAll registers b.delegates delegates, b.concurrency at a time,
-// and hands each to start.
-func (b *idleBench) registerAll(ctx context.Context, c *client.HTTP, start func(*delegateLoop)) error {
+// benchTaskType is the one task type the bench's delegates serve; the
+// bench queues none.
+const benchTaskType = "bench.noop"
+
+// startAll makes b.delegates delegates with newDelegate and starts them,
+// b.concurrency registrations at a time. It returns the delegates started,
+// also when one failed.
+func (b *idleBench) startAll(ctx context.Context, newDelegate func(i int) (*delegate.Delegate, error)) ([]*delegate.Delegate, error) {
 	next := make(chan int)
 	errc := make(chan error, b.concurrency)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	var started []*delegate.Delegate
 	for w := 0; w < b.concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				reg, err := c.Register(ctx, &client.RegisterRequest{Name: "bench-" + strconv.Itoa(i), Hostname: "bench", Capacity: 1})
+				d, err := newDelegate(i)
+				if err == nil {
+					err = d.Start(ctx)
+				}
 				if err != nil {
 					errc <- err
 					return
 				}
 				mu.Lock()
-				start(&delegateLoop{id: reg.ID, c: c.WithToken(reg.Token), wait: b.wait, interval: time.Duration(reg.HeartbeatInterval)})
+				started = append(started, d)
 				mu.Unlock()
 			}
 		}()
@@ -210,56 +225,60 @@ feed:
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("register delegates: %w", err)
+		return started, fmt.Errorf("start delegates: %w", err)
 	}
-	return nil
+	return started, nil
 }
 
-// delegateLoop is one idle delegate: it long-polls, and heartbeats the
-// way the poller does, only when no poll is in flight.
-type delegateLoop struct {
-	id       string
-	c        *client.HTTP
-	wait     time.Duration
-	interval time.Duration
-}
-
-func (d *delegateLoop) run(ctx context.Context, failures, calls *atomic.Int64) {
-	var polling atomic.Bool
+// stopAll stops the delegates, many at a time.
+func stopAll(delegates []*delegate.Delegate) {
+	sem := make(chan struct{}, 256)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(d.interval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			if polling.Load() {
-				continue
-			}
-			if _, err := d.c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{}); err != nil && ctx.Err() == nil {
-				failures.Add(1)
-			} else if err == nil {
-				calls.Add(1)
-			}
-		}
-	}()
-	for ctx.Err() == nil {
-		polling.Store(true)
-		_, err := d.c.Acquire(ctx, d.id, &client.AcquireRequest{Wait: errand.Duration(d.wait), Max: 1})
-		polling.Store(false)
-		if err != nil && ctx.Err() == nil {
-			failures.Add(1)
-			_ = sleepCtx(ctx, time.Second)
-		} else if err == nil {
-			calls.Add(1)
-		}
+	for _, d := range delegates {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_ = d.Stop(context.Background())
+		}()
 	}
 	wg.Wait()
+}
+
+// countingClient counts the heartbeats and acquires answered, and those
+// that failed while the bench ran.
+type countingClient struct {
+	client.DelegateClient
+	calls, failures *atomic.Int64
+}
+
+// Authenticated keeps counting with the delegate's own token.
+func (c *countingClient) Authenticated(token string) client.DelegateClient {
+	return &countingClient{DelegateClient: c.DelegateClient.Authenticated(token), calls: c.calls, failures: c.failures}
+}
+
+// Heartbeat counts a heartbeat.
+func (c *countingClient) Heartbeat(ctx context.Context, id string, r *client.HeartbeatRequest) (*client.HeartbeatResponse, error) {
+	resp, err := c.DelegateClient.Heartbeat(ctx, id, r)
+	c.count(ctx, err)
+	return resp, err
+}
+
+// Acquire counts a poll.
+func (c *countingClient) Acquire(ctx context.Context, id string, r *client.AcquireRequest) (*client.AcquireResponse, error) {
+	resp, err := c.DelegateClient.Acquire(ctx, id, r)
+	c.count(ctx, err)
+	return resp, err
+}
+
+func (c *countingClient) count(ctx context.Context, err error) {
+	switch {
+	case err == nil:
+		c.calls.Add(1)
+	case ctx.Err() == nil:
+		c.failures.Add(1)
+	}
 }
 
 // benchManager is the manager process under measurement.
