@@ -16,6 +16,10 @@
 // naming the process that owns them: no delegate ever touches them, and
 // errand prune removes them once that process is gone (see LocalOwner,
 // Managed and Remove).
+//
+// The package is a tasks/runtime driver: the task handlers (decoding,
+// exit codes, output and masking, stopping) are the runtime's, served by
+// Handlers.Register and Handlers.Runtime.
 package docker
 
 import (

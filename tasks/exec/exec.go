@@ -4,6 +4,10 @@
 // script in a process group of its own, and exec.cleanup removes the
 // workspace. The handlers keep no state between tasks: execute and cleanup
 // find the workspace in initialize's result.
+//
+// The package is a tasks/runtime driver: the task handlers (decoding,
+// exit codes, output and masking, stopping) are the runtime's, served by
+// Handlers.Register and Handlers.Runtime.
 package exec
 
 import (

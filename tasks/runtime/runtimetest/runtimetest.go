@@ -342,7 +342,7 @@ func testStop(t *testing.T, rt Runtime) {
 // not outlive it: a loop that appends to a file stops growing.
 func testLeftovers(t *testing.T, rt Runtime) {
 	s := initialize(t, rt)
-	s.mustRun(`(trap '' TERM HUP; while :; do echo x >> beat; sleep 0.05; done) >/dev/null 2>&1 &`, "sleep 0.3")
+	s.mustRun(`(trap '' TERM HUP; while :; do echo x >> beat; sleep 0.05; done) >/dev/null 2>&1 &`, "until [ -s beat ]; do sleep 0.05; done")
 	logs := s.mustRun(`a=$(wc -l < beat); sleep 0.5; b=$(wc -l < beat); echo "$a $b"`)
 	f := strings.Fields(logs)
 	if len(f) != 2 || f[0] != f[1] || f[0] == "0" {
