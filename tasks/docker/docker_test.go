@@ -95,21 +95,38 @@ func (e *env) cleanup(dep errand.DependencyResult) tasks.CleanupResult {
 // count returns how many containers, networks and volumes carry label.
 func (e *env) count(label string) (containers, networks, volumes int) {
 	e.t.Helper()
+	cs, ns, vs := labelled(e.t, e.dc, label)
+	return len(cs), len(ns), len(vs)
+}
+
+// labelled lists the containers (short ids), networks and volumes that
+// carry label.
+func labelled(t testing.TB, dc *dockerclient.Client, label string) (containers, networks, volumes []string) {
+	t.Helper()
 	ctx := context.Background()
 	f := filters.NewArgs(filters.Arg("label", label))
-	cs, err := e.dc.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	cs, err := dc.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	ns, err := e.dc.NetworkList(ctx, network.ListOptions{Filters: f})
+	for _, c := range cs {
+		containers = append(containers, c.ID[:12])
+	}
+	ns, err := dc.NetworkList(ctx, network.ListOptions{Filters: f})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	vs, err := e.dc.VolumeList(ctx, volume.ListOptions{Filters: f})
+	for _, n := range ns {
+		networks = append(networks, n.Name)
+	}
+	vs, err := dc.VolumeList(ctx, volume.ListOptions{Filters: f})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return len(cs), len(ns), len(vs.Volumes)
+	for _, v := range vs.Volumes {
+		volumes = append(volumes, v.Name)
+	}
+	return containers, networks, volumes
 }
 
 func stageData() tasks.InitializeData {
@@ -181,22 +198,7 @@ func TestStage(t *testing.T) {
 			if tc.wantExit != 0 {
 				want = errand.StateFailed
 			}
-			if out.State != want {
-				t.Fatalf("state %s (%v), want %s; log %q", out.State, out.Error, want, logs)
-			}
-			if tc.wantSub && !strings.Contains(logs, tc.wantLog) || !tc.wantSub && logs != tc.wantLog {
-				t.Fatalf("log %q, want %q", logs, tc.wantLog)
-			}
-			var res tasks.ExecuteResult
-			if err := json.Unmarshal(out.Result, &res); err != nil {
-				t.Fatalf("result %s: %v", out.Result, err)
-			}
-			if res.ExitCode != tc.wantExit {
-				t.Fatalf("exit code %d, want %d", res.ExitCode, tc.wantExit)
-			}
-			if tc.wantExit != 0 && (out.Error.Code != errand.CodeExitCode || !strings.Contains(out.Error.Reason, strconv.Itoa(tc.wantExit))) {
-				t.Fatalf("error %v, want exit_code naming %d", out.Error, tc.wantExit)
-			}
+			runtimetest.CheckStep(t, out, logs, want, tc.wantExit, tc.wantLog, tc.wantSub)
 		})
 	}
 	// Exited step containers are removed right after their outcome.

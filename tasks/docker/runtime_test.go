@@ -1,14 +1,8 @@
 package docker_test
 
 import (
-	"context"
 	"testing"
 	"time"
-
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/volume"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/tasks"
@@ -32,31 +26,8 @@ func TestRuntime(t *testing.T) {
 		Stage:     stageData,
 		Workspace: func(tasks.InitializeResult) string { return docker.Workspace },
 		Remains: func(t *testing.T, init errand.DependencyResult) []string {
-			ctx := context.Background()
-			f := filters.NewArgs(filters.Arg("label", docker.LabelInitialize+"="+init.Task))
-			var left []string
-			cs, err := dc.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, c := range cs {
-				left = append(left, "container "+c.ID[:12])
-			}
-			ns, err := dc.NetworkList(ctx, network.ListOptions{Filters: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, n := range ns {
-				left = append(left, "network "+n.Name)
-			}
-			vs, err := dc.VolumeList(ctx, volume.ListOptions{Filters: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, v := range vs.Volumes {
-				left = append(left, "volume "+v.Name)
-			}
-			return left
+			cs, ns, vs := labelled(t, dc, docker.LabelInitialize+"="+init.Task)
+			return append(append(cs, ns...), vs...)
 		},
 	})
 }

@@ -132,22 +132,7 @@ func TestExecute(t *testing.T) {
 			e := newEnv(t)
 			dep, _ := e.initialize("r1", "build")
 			out, logs := e.serve(context.Background(), errand.TypeExecExecute, tc.data, dep)
-			if out.State != tc.wantState {
-				t.Fatalf("state %s (%v), want %s; log %q", out.State, out.Error, tc.wantState, logs)
-			}
-			if tc.wantSub && !strings.Contains(logs, tc.wantLog) || !tc.wantSub && logs != tc.wantLog {
-				t.Fatalf("log %q, want %q", logs, tc.wantLog)
-			}
-			var res tasks.ExecuteResult
-			if err := json.Unmarshal(out.Result, &res); err != nil {
-				t.Fatalf("result %s: %v", out.Result, err)
-			}
-			if res.ExitCode != tc.wantExit {
-				t.Fatalf("exit code %d, want %d", res.ExitCode, tc.wantExit)
-			}
-			if tc.wantExit != 0 && (out.Error.Code != errand.CodeExitCode || !strings.Contains(out.Error.Reason, strconv.Itoa(tc.wantExit))) {
-				t.Fatalf("error %v, want exit_code naming %d", out.Error, tc.wantExit)
-			}
+			runtimetest.CheckStep(t, out, logs, tc.wantState, tc.wantExit, tc.wantLog, tc.wantSub)
 		})
 	}
 }

@@ -234,22 +234,7 @@ func testSteps(t *testing.T, rt Runtime) {
 			if tc.wantExit != 0 {
 				want = errand.StateFailed
 			}
-			if out.State != want {
-				t.Fatalf("state %s (%v), want %s; log %q", out.State, out.Error, want, log)
-			}
-			if tc.wantSub && !strings.Contains(log, tc.wantLog) || !tc.wantSub && log != tc.wantLog {
-				t.Fatalf("log %q, want %q", log, tc.wantLog)
-			}
-			var res tasks.ExecuteResult
-			if err := json.Unmarshal(out.Result, &res); err != nil {
-				t.Fatalf("result %s: %v", out.Result, err)
-			}
-			if res.ExitCode != tc.wantExit || res.DurationMS < 0 {
-				t.Fatalf("result %+v, want exit code %d", res, tc.wantExit)
-			}
-			if tc.wantExit != 0 && (out.Error.Code != errand.CodeExitCode || !strings.Contains(out.Error.Reason, strconv.Itoa(tc.wantExit))) {
-				t.Fatalf("error %v, want exit_code naming %d", out.Error, tc.wantExit)
-			}
+			CheckStep(t, out, log, want, tc.wantExit, tc.wantLog, tc.wantSub)
 		})
 	}
 	t.Run("no commands", func(t *testing.T) {
@@ -258,6 +243,29 @@ func testSteps(t *testing.T, rt Runtime) {
 			t.Fatalf("step with no commands: %+v %v", out, out.Error)
 		}
 	})
+}
+
+// CheckStep fails t unless a step's outcome out has state and, in its
+// result, exit code exit (with an exit_code error naming it when not 0),
+// and its log is wantLog (holds it, with sub).
+func CheckStep(t testing.TB, out router.Outcome, log string, state errand.State, exit int, wantLog string, sub bool) {
+	t.Helper()
+	if out.State != state {
+		t.Fatalf("state %s (%v), want %s; log %q", out.State, out.Error, state, log)
+	}
+	if sub && !strings.Contains(log, wantLog) || !sub && log != wantLog {
+		t.Fatalf("log %q, want %q", log, wantLog)
+	}
+	var res tasks.ExecuteResult
+	if err := json.Unmarshal(out.Result, &res); err != nil {
+		t.Fatalf("result %s: %v", out.Result, err)
+	}
+	if res.ExitCode != exit || res.DurationMS < 0 {
+		t.Fatalf("result %+v, want exit code %d", res, exit)
+	}
+	if exit != 0 && (out.Error.Code != errand.CodeExitCode || !strings.Contains(out.Error.Reason, strconv.Itoa(exit))) {
+		t.Fatalf("error %v, want exit_code naming %d", out.Error, exit)
+	}
 }
 
 func testWorkspace(t *testing.T, rt Runtime) {
