@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,4 +259,37 @@ func TestIdlePollReplacesHeartbeats(t *testing.T) {
 		n := len(f.Beats)
 		return n > idle+2 && slices.Equal(f.Beats[n-1].Running, []string{"busy"})
 	})
+}
+
+// A delegate whose token the manager refuses registers anew; when the
+// registration token is refused too, the delegate stops by itself and
+// says why.
+func TestRefusedTokenRegistersAnewThenStops(t *testing.T) {
+	f := fakemanager.New()
+	d, err := New(fakeConfig(t, f, 1), blockRouter(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.Lock()
+	f.AcquireErr = errand.Errorf(errand.CodeUnauthorized, "unknown token")
+	f.Unlock()
+	waitFor(t, "a second registration", func() bool {
+		f.Lock()
+		defer f.Unlock()
+		return f.Registered >= 2
+	})
+	f.Lock()
+	f.Token = "revoked"
+	f.Unlock()
+	select {
+	case <-d.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delegate kept running with its registration refused")
+	}
+	if err := d.Stop(context.Background()); !errors.Is(err, errand.ErrUnauthorized) || !strings.Contains(err.Error(), "registration token") {
+		t.Fatalf("Stop = %v, want the refused registration token", err)
+	}
 }
