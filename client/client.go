@@ -7,11 +7,13 @@
 // look at and drain delegates; RunClient adds pipeline runs). HTTP
 // implements them all, over the network or in-process (WithHandler).
 //
-// The delegate's calls are sent once: the delegate side retries them, with
-// Retrier, where it knows a call is safe to repeat. The user's calls are
-// retried by HTTP itself within WithRetry's budget, the reads and the
-// idempotent actions on any passing failure (errand.Retryable), the
-// creations only when the request surely never left.
+// The delegate's protocol calls (register, heartbeat, acquire, status,
+// logs, deregister) are sent once: the delegate side retries them, with
+// Retrier, where it knows a call is safe to repeat. The reads and the
+// user's calls are retried by HTTP itself within WithRetry's budget, the
+// reads and the idempotent actions on any passing failure
+// (errand.Retryable), the creations only when the request surely never
+// left.
 //
 // Errors that the manager returns come back as *errand.Error values, so
 // errors.Is(err, client.ErrLeaseLost) works across the wire.
@@ -51,8 +53,9 @@ var (
 
 // DelegateClient is the delegate's side of the protocol. Register is sent
 // with the registration token; every other call with the delegate's own,
-// from the client Authenticated returns. Each call is one attempt bounded
-// by ctx: the caller retries what is safe to repeat.
+// from the client Authenticated returns. Each call but ListDelegates (a
+// read) is one attempt bounded by ctx: the caller retries what is safe to
+// repeat.
 type DelegateClient interface {
 	// Register registers a delegate and returns its id and its own
 	// token.
