@@ -18,7 +18,8 @@
 //     service containers) and return it as the result. Handlers keep no
 //     state between tasks: everything execute and cleanup need must be
 //     in that result or findable from the initialize task's id (labels).
-//     On failure, remove what was created.
+//     Refuse what the delegate does not allow (a privileged stage
+//     without --allow-privileged). On failure, remove what was created.
 //   - Start: run one step's script with the step's shell, in the working
 //     directory under the workspace, with Step.Env, sending output to
 //     Step.Output (one Stream per output stream). A shell that cannot be
@@ -29,6 +30,7 @@
 //     a process that never saw the initialize (a restarted delegate, a
 //     sibling).
 //
+// The delegate serves it with (&Handlers{Driver: d, StopGrace: g}).Register(r).
 // runtimetest holds the cases every Driver must pass; a runtime is done
 // when runtimetest.Run passes against it.
 package runtime

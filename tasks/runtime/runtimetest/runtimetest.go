@@ -347,15 +347,40 @@ func testStop(t *testing.T, rt Runtime) {
 }
 
 // testLeftovers checks that what a step started in the background does
-// not outlive it: a loop that appends to a file stops growing.
+// not outlive it, whether the step exited or was cancelled: a loop that
+// appends to a file (and ignores SIGTERM) stops growing.
 func testLeftovers(t *testing.T, rt Runtime) {
 	s := initialize(t, rt)
-	s.mustRun(`(trap '' TERM HUP; while :; do echo x >> beat; sleep 0.05; done) >/dev/null 2>&1 &`, "until [ -s beat ]; do sleep 0.05; done")
-	logs := s.mustRun(`a=$(wc -l < beat); sleep 0.5; b=$(wc -l < beat); echo "$a $b"`)
-	f := strings.Fields(logs)
-	if len(f) != 2 || f[0] != f[1] || f[0] == "0" {
-		t.Fatalf("lines written by the previous step's background loop, 0.5s apart: %q; want the same, not 0", logs)
+	const loop = `(trap '' TERM HUP; while :; do echo x >> beat; sleep 0.05; done) >/dev/null 2>&1 &`
+	still := func() {
+		t.Helper()
+		logs := s.mustRun(`a=$(wc -l < beat); sleep 0.5; b=$(wc -l < beat); echo "$a $b"`, "rm beat")
+		f := strings.Fields(logs)
+		if len(f) != 2 || f[0] != f[1] || f[0] == "0" {
+			t.Fatalf("lines written by the previous step's background loop, 0.5s apart: %q; want the same, not 0", logs)
+		}
 	}
+	s.mustRun(loop, "until [ -s beat ]; do sleep 0.05; done")
+	still()
+
+	logs := &Log{}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(logs.String(), "started\n") && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel(router.ErrCancelled)
+	}()
+	out, log := s.execute(ctx, step(loop, "until [ -s beat ]; do sleep 0.05; done", "echo started", "sleep 300"), logs)
+	<-watched
+	if out.State != errand.StateCancelled {
+		t.Fatalf("cancelled step: %+v %v; log %q", out, out.Error, log)
+	}
+	still()
 }
 
 // testCleanupAfterRestart cleans a stage up with handlers that never saw
