@@ -68,9 +68,9 @@ func (d *replicaDelegate) call(ctx context.Context, fn func(ctx context.Context,
 		cancel()
 		// An answer cut off by the replica's death reaches the client as
 		// an internal or unavailable error: like a refused connection,
-		// it is tried on the next replica (a repeated report is a no-op).
-		var apiErr *errand.Error
-		if err == nil || (errors.As(err, &apiErr) && apiErr.Code != errand.CodeInternal && apiErr.Code != errand.CodeUnavailable) {
+		// it is a passing failure, tried on the next replica (a repeated
+		// report is a no-op).
+		if err == nil || !errand.Retryable(err) {
 			return err
 		}
 		n := int32(len(d.rs.managers))
