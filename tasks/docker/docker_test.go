@@ -566,3 +566,46 @@ func TestStageNetworkOnlyForServices(t *testing.T) {
 	}
 	e.cleanup(dep)
 }
+
+// Sibling cleanup started in the background sweeps until it is stopped,
+// and Stop waits for it.
+func TestSiblingsStartStop(t *testing.T) {
+	e := newEnv(t)
+	swept := make(chan struct{}, 16)
+	s := &docker.Siblings{
+		Handlers: e.h,
+		Self: func() string {
+			select {
+			case swept <- struct{}{}:
+			default:
+			}
+			return "" // not registered: nothing is swept
+		},
+		Delegates: func(context.Context) ([]*errand.Delegate, error) { return nil, nil },
+		Interval:  10 * time.Millisecond,
+	}
+	if s.Done() != nil {
+		t.Fatal("Done before Start is not nil")
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err == nil {
+		t.Fatal("a second Start was accepted")
+	}
+	for range 2 {
+		select {
+		case <-swept:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no sweep after Start")
+		}
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Fatal("Done not closed after Stop")
+	}
+}

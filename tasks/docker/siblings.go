@@ -2,8 +2,10 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -44,9 +46,58 @@ type Siblings struct {
 	Interval time.Duration
 	// Log receives what was removed and what failed.
 	Log logrus.FieldLogger
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
-// Run sweeps at once and then every Interval until ctx ends. Errors are
+// Start sweeps at once and then every Interval, in the background, until
+// Stop is called or ctx ends.
+func (s *Siblings) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done != nil {
+		return errors.New("sibling cleanup: already started")
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	done := make(chan struct{})
+	s.done = done
+	go func() {
+		defer close(done)
+		_ = s.Run(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the sweeps and waits for the one under way to end, or for
+// ctx.
+func (s *Siblings) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	cancel, done := s.cancel, s.done
+	s.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop sibling cleanup: %w", ctx.Err())
+	}
+}
+
+// Done is closed once the sweeps started by Start have ended; nil before
+// Start.
+func (s *Siblings) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
+}
+
+// Run sweeps at once and then every Interval until ctx ends, blocking:
+// Start is the same in the background. Errors are
 // logged and the next sweep tries again; Run returns ctx's error.
 func (s *Siblings) Run(ctx context.Context) error {
 	interval := s.Interval
