@@ -304,3 +304,42 @@ func TestOutcomeAbandonedAfterReportTimeout(t *testing.T) {
 		t.Fatalf("reports %v", got)
 	}
 }
+
+// refusingSession gives up when the manager refuses the delegate.
+type refusingSession struct {
+	session
+	told chan error
+}
+
+func (s refusingSession) Refused(_ context.Context, err error) error {
+	s.told <- err
+	return fmt.Errorf("register anew: %w", errand.ErrUnauthorized)
+}
+
+// A poller whose delegate the manager refuses tells its session; when the
+// session gives up, the poller stops by itself and says why.
+func TestRefusedDelegateStopsPoller(t *testing.T) {
+	f := fakemanager.New()
+	f.AcquireErr = errand.Errorf(errand.CodeUnauthorized, "unknown token")
+	cfg := config(f, router.New(), 1)
+	s := refusingSession{session: session{f}, told: make(chan error, 1)}
+	cfg.Session = s
+	p := newPoller(t, cfg)
+	stop := start(t, p)
+	select {
+	case err := <-s.told:
+		if !errors.Is(err, errand.ErrUnauthorized) {
+			t.Fatalf("session told %v, want unauthorized", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session was not told of the refusal")
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller kept running after its session gave up")
+	}
+	if err := stop(); !errors.Is(err, errand.ErrUnauthorized) || !errors.Is(p.Err(), errand.ErrUnauthorized) {
+		t.Fatalf("Stop = %v, Err = %v; want the session's error", err, p.Err())
+	}
+}

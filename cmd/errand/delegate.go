@@ -140,16 +140,10 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 			Interval:  dk.siblingInterval,
 			Log:       cfg.Log.WithField("group", cfg.Group),
 		}
-		sctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = s.Run(sctx)
-		}()
-		defer func() {
-			stop()
-			<-done
-		}()
+		if err := s.Start(ctx); err != nil {
+			return err
+		}
+		defer func() { _ = s.Stop(context.Background()) }()
 	}
 	return d.Run(ctx)
 }
