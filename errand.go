@@ -60,6 +60,12 @@ type Task struct {
 	MaxAttempts int             `json:"max_attempts"`
 	// RunID names the pipeline run a task belongs to, if any.
 	RunID string `json:"run_id,omitempty"`
+	// Approvals makes the task an approval gate: the number of distinct
+	// approvers it waits for (state waiting) once its dependencies are
+	// met, after which it succeeds without a delegate. 0: not a gate.
+	Approvals int `json:"approvals,omitempty"`
+	// Approved counts the distinct approvers of a gate so far.
+	Approved int `json:"approved,omitempty"`
 
 	State           State           `json:"state"`
 	Attempt         int             `json:"attempt"`

@@ -12,6 +12,7 @@ type State string
 // Task states.
 const (
 	StatePending   State = "pending"
+	StateWaiting   State = "waiting"
 	StateQueued    State = "queued"
 	StateLeased    State = "leased"
 	StateRunning   State = "running"
@@ -23,7 +24,7 @@ const (
 )
 
 // States lists every task state, in life order.
-var States = []State{StatePending, StateQueued, StateLeased, StateRunning,
+var States = []State{StatePending, StateWaiting, StateQueued, StateLeased, StateRunning,
 	StateSucceeded, StateFailed, StateCancelled, StateSkipped, StateTimedOut}
 
 // Valid reports whether s is a known state.
@@ -208,6 +209,9 @@ const (
 	// its affinity task, that delegate is gone, and no live delegate may
 	// stand in for it.
 	EventAffinityLost Event = "affinity_lost"
+	// EventApprove: one more distinct approver approved an approval gate
+	// (a task with Approvals set).
+	EventApprove Event = "approve"
 )
 
 // Status is the part of a task that the state machine reads and writes.
@@ -216,6 +220,9 @@ type Status struct {
 	Attempt         int // attempts started so far, counting the current one
 	MaxAttempts     int
 	CancelRequested bool
+	// Approvals is the number of distinct approvers an approval gate
+	// needs (0: the task is not a gate); Approved counts those so far.
+	Approvals, Approved int
 	// Code is the error code of the outcome the transition decided, when
 	// the machine decides it (delegate_lost, timed_out, cancelled); empty
 	// otherwise.
@@ -228,7 +235,11 @@ type Status struct {
 //
 //	           deps_unmet                      cancel
 //	pending ─────────────────────> skipped   pending ──> cancelled
-//	   │ deps_met                            queued  ──> cancelled
+//	   │ deps_met                            waiting ──> cancelled
+//	   │                                     queued  ──> cancelled
+//	   │   (a gate: Approvals > 0)
+//	   ├──────────────> waiting ──approve (Approved reaches Approvals)──> succeeded
+//	   │                  (Approved already enough: succeeded at once)
 //	   v               lease_expired (attempts left)
 //	queued <──────────────────────────────────────┐
 //	   │ lease                                     │
@@ -245,6 +256,12 @@ type Status struct {
 //
 // Attempt counts leases: lease increments it, and a lease that expires
 // with Attempt < MaxAttempts puts the task back in the queue.
+//
+// An approval gate is a task no delegate runs: it waits for Approvals
+// distinct approvers. Each approve (the caller counts distinct approvers)
+// adds one to Approved, on a pending gate (its dependencies have not all
+// ended) as on a waiting one; a waiting gate that reaches Approvals
+// succeeds. A waiting task is never leased.
 func Transition(s Status, e Event) (Status, error) {
 	next := s
 	next.Code = ""
@@ -253,10 +270,24 @@ func Transition(s Status, e Event) (Status, error) {
 	}
 	switch e {
 	case EventDepsMet:
-		if s.State != StatePending {
+		switch {
+		case s.State != StatePending:
+			return illegal()
+		case s.Approvals <= 0:
+			next.State = StateQueued
+		case s.Approved < s.Approvals:
+			next.State = StateWaiting
+		default:
+			next.State = StateSucceeded
+		}
+	case EventApprove:
+		if s.Approvals <= 0 || (s.State != StatePending && s.State != StateWaiting) {
 			return illegal()
 		}
-		next.State = StateQueued
+		next.Approved = s.Approved + 1
+		if s.State == StateWaiting && next.Approved >= s.Approvals {
+			next.State = StateSucceeded
+		}
 	case EventDepsUnmet:
 		if s.State != StatePending {
 			return illegal()
@@ -298,7 +329,7 @@ func Transition(s Status, e Event) (Status, error) {
 		next.Code = CodeTimedOut
 	case EventCancel:
 		switch {
-		case s.State == StatePending || s.State == StateQueued:
+		case s.State == StatePending || s.State == StateWaiting || s.State == StateQueued:
 			next.State = StateCancelled
 			next.Code = CodeCancelled
 		case s.State.Active():

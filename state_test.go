@@ -8,7 +8,7 @@ import (
 
 var allEvents = []Event{EventDepsMet, EventDepsUnmet, EventLease, EventStart,
 	EventSucceed, EventFail, EventCancel, EventCancelled, EventTimeout,
-	EventLeaseExpired, EventAffinityLost}
+	EventLeaseExpired, EventAffinityLost, EventApprove}
 
 // TestTransitionMatrix checks every event in every state: the state it
 // leads to, or that it is refused. Attempt 1 of 3, no cancel requested.
@@ -20,6 +20,9 @@ func TestTransitionMatrix(t *testing.T) {
 			EventDepsMet:   StateQueued,
 			EventDepsUnmet: StateSkipped,
 			EventCancel:    StateCancelled,
+		},
+		StateWaiting: {
+			EventCancel: StateCancelled,
 		},
 		StateQueued: {
 			EventLease:        StateLeased,
@@ -136,6 +139,64 @@ func TestTransitionCases(t *testing.T) {
 				t.Errorf("Transition(%+v, %s) = %+v, want %+v", tt.in, tt.e, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestTransitionGate is the approval gate's life: a table of events on a
+// task that needs approvers.
+func TestTransitionGate(t *testing.T) {
+	gate := func(st State, approvals, approved int) Status {
+		return Status{State: st, MaxAttempts: 1, Approvals: approvals, Approved: approved}
+	}
+	tests := []struct {
+		name string
+		in   Status
+		e    Event
+		want Status
+		err  bool
+	}{
+		{"deps met on a gate without approvals waits", gate(StatePending, 2, 0), EventDepsMet, gate(StateWaiting, 2, 0), false},
+		{"deps met on a gate short of approvals waits", gate(StatePending, 2, 1), EventDepsMet, gate(StateWaiting, 2, 1), false},
+		{"deps met on an approved gate succeeds", gate(StatePending, 2, 2), EventDepsMet, gate(StateSucceeded, 2, 2), false},
+		{"deps met past the approvals succeeds", gate(StatePending, 1, 3), EventDepsMet, gate(StateSucceeded, 1, 3), false},
+		{"deps unmet skips a gate", gate(StatePending, 1, 0), EventDepsUnmet,
+			Status{State: StateSkipped, MaxAttempts: 1, Approvals: 1, Code: CodeDependencyUnmet}, false},
+		{"approve on pending just counts", gate(StatePending, 1, 0), EventApprove, gate(StatePending, 1, 1), false},
+		{"approve on waiting counts", gate(StateWaiting, 3, 1), EventApprove, gate(StateWaiting, 3, 2), false},
+		{"last approval succeeds", gate(StateWaiting, 2, 1), EventApprove, gate(StateSucceeded, 2, 2), false},
+		{"cancel a waiting gate", gate(StateWaiting, 2, 1), EventCancel,
+			Status{State: StateCancelled, MaxAttempts: 1, Approvals: 2, Approved: 1, Code: CodeCancelled}, false},
+		{"approve a succeeded gate", gate(StateSucceeded, 1, 1), EventApprove, gate(StateSucceeded, 1, 1), true},
+		{"approve a cancelled gate", gate(StateCancelled, 1, 0), EventApprove, gate(StateCancelled, 1, 0), true},
+		{"approve a skipped gate", gate(StateSkipped, 1, 0), EventApprove, gate(StateSkipped, 1, 0), true},
+		{"approve a task that is no gate", gate(StatePending, 0, 0), EventApprove, gate(StatePending, 0, 0), true},
+		{"a waiting gate is never leased", gate(StateWaiting, 1, 0), EventLease, gate(StateWaiting, 1, 0), true},
+		{"a waiting gate takes no report", gate(StateWaiting, 1, 0), EventSucceed, gate(StateWaiting, 1, 0), true},
+		{"a waiting gate takes no deps_met again", gate(StateWaiting, 1, 0), EventDepsMet, gate(StateWaiting, 1, 0), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Transition(tt.in, tt.e)
+			if tt.err != errors.Is(err, ErrIllegalTransition) {
+				t.Fatalf("Transition(%+v, %s): err = %v, want illegal %v", tt.in, tt.e, err, tt.err)
+			}
+			if got != tt.want {
+				t.Errorf("Transition(%+v, %s) = %+v, want %+v", tt.in, tt.e, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStateWaiting(t *testing.T) {
+	if !StateWaiting.Valid() || StateWaiting.Terminal() || StateWaiting.Active() {
+		t.Errorf("waiting: valid %v terminal %v active %v; want valid, neither terminal nor active",
+			StateWaiting.Valid(), StateWaiting.Terminal(), StateWaiting.Active())
+	}
+	if States[1] != StateWaiting {
+		t.Errorf("States[1] = %s, want waiting after pending", States[1])
+	}
+	if r := Resolve([]DependencyOutcome{{Condition: Always, State: StateWaiting}}); r != Wait {
+		t.Errorf("a dependency that waits for approval: Resolve = %v, want Wait", r)
 	}
 }
 

@@ -1,6 +1,7 @@
 package errand
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,4 +86,114 @@ func SelectorProblems(path string, s Selector) []string {
 		problems = append(problems, fmt.Sprintf("%s.group: %s", path, p))
 	}
 	return problems
+}
+
+// ValidateBatch checks a batch of tasks to create for what needs no
+// store: each task's own fields, ids unique in the batch, conditions
+// known, and no dependency cycle within the batch. Its error is an *Error
+// (CodeInvalid, or CodeConflict for an id given twice) whose reason starts
+// with the offending path ("tasks[2].depends_on[0].task"). What needs the
+// store (ids that exist, dependencies outside the batch) is the store's.
+func ValidateBatch(tasks []*Task) error {
+	_, err := BatchOrder(tasks)
+	return err
+}
+
+// BatchOrder validates a batch as ValidateBatch does and returns the
+// indexes of its tasks in an order in which every task comes after the
+// tasks of the batch it depends on: the order a store resolves them in.
+func BatchOrder(tasks []*Task) ([]int, error) {
+	index := make(map[string]int, len(tasks))
+	for i, t := range tasks {
+		switch {
+		case t == nil:
+			return nil, Errorf(CodeInvalid, "tasks[%d]: missing", i)
+		case t.ID == "":
+			return nil, Errorf(CodeInvalid, "tasks[%d].id: required", i)
+		case t.Type == "" || len(t.Type) > MaxTaskTypeLen:
+			return nil, Errorf(CodeInvalid, "tasks[%d].type: required, at most %d bytes", i, MaxTaskTypeLen)
+		case t.MaxAttempts < 0 || t.MaxAttempts > MaxMaxAttempts:
+			return nil, Errorf(CodeInvalid, "tasks[%d].max_attempts: must be 1..%d", i, MaxMaxAttempts)
+		case t.Timeout < 0:
+			return nil, Errorf(CodeInvalid, "tasks[%d].timeout: negative", i)
+		case len(t.Data) > 0 && !json.Valid(t.Data):
+			return nil, Errorf(CodeInvalid, "tasks[%d].data: not JSON", i)
+		case t.Approvals < 0:
+			return nil, Errorf(CodeInvalid, "tasks[%d].approvals: negative", i)
+		case t.Approved != 0:
+			return nil, Errorf(CodeInvalid, "tasks[%d].approved: set by the store, not at creation", i)
+		}
+		for j, d := range t.DependsOn {
+			if !d.Condition.Valid() {
+				return nil, Errorf(CodeInvalid, "tasks[%d].depends_on[%d].condition: unknown %q", i, j, d.Condition)
+			}
+		}
+		if _, dup := index[t.ID]; dup {
+			return nil, Errorf(CodeConflict, "tasks[%d].id: %s appears twice in the batch", i, t.ID)
+		}
+		index[t.ID] = i
+	}
+	// Depth-first topological sort; a grey node met again is a cycle.
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := make([]int, len(tasks))
+	order := make([]int, 0, len(tasks))
+	var visit func(i int, path string) error
+	visit = func(i int, path string) error {
+		switch color[i] {
+		case black:
+			return nil
+		case grey:
+			return Errorf(CodeInvalid, "%s: dependency cycle through task %s", path, tasks[i].ID)
+		}
+		color[i] = grey
+		for j, d := range tasks[i].DependsOn {
+			if k, ok := index[d.Task]; ok {
+				if err := visit(k, fmt.Sprintf("tasks[%d].depends_on[%d].task", i, j)); err != nil {
+					return err
+				}
+			}
+		}
+		color[i] = black
+		order = append(order, i)
+		return nil
+	}
+	for i := range tasks {
+		if err := visit(i, fmt.Sprintf("tasks[%d]", i)); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+// ValidateRunBatch checks, beyond ValidateBatch, that the tasks of a
+// pipeline run belong to run runID (an empty RunID is taken to) and refer
+// only to each other.
+func ValidateRunBatch(runID string, tasks []*Task) error {
+	ids := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
+		if t != nil {
+			ids[t.ID] = true
+		}
+	}
+	for i, t := range tasks {
+		if t == nil {
+			return Errorf(CodeInvalid, "tasks[%d]: missing", i)
+		}
+		if t.RunID != "" && t.RunID != runID {
+			return Errorf(CodeInvalid, "tasks[%d].run_id: %s is not run %s", i, t.RunID, runID)
+		}
+		for j, d := range t.DependsOn {
+			if !ids[d.Task] {
+				return Errorf(CodeInvalid, "tasks[%d].depends_on[%d].task: %s is not a task of the run", i, j, d.Task)
+			}
+		}
+		if t.Affinity != "" && !ids[t.Affinity] {
+			return Errorf(CodeInvalid, "tasks[%d].affinity: %s is not a task of the run", i, t.Affinity)
+		}
+	}
+	return ValidateBatch(tasks)
 }

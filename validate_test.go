@@ -1,6 +1,7 @@
 package errand
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -62,5 +63,105 @@ func TestSelectorProblems(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("SelectorProblems = %q, want %q", got, want)
 		}
+	}
+}
+
+func TestValidateBatch(t *testing.T) {
+	task := func(id string, deps ...string) *Task {
+		t := &Task{ID: id, Type: "exec.execute"}
+		for _, d := range deps {
+			t.DependsOn = append(t.DependsOn, Dependency{Task: d})
+		}
+		return t
+	}
+	with := func(t *Task, f func(*Task)) *Task { f(t); return t }
+	tests := []struct {
+		name  string
+		tasks []*Task
+		code  string // "" for valid
+		path  string // the start of the reason
+	}{
+		{"empty batch", nil, "", ""},
+		{"one task", []*Task{task("a")}, "", ""},
+		{"chain in any order", []*Task{task("c", "b"), task("b", "a"), task("a")}, "", ""},
+		{"dependency outside the batch is the store's", []*Task{task("a", "elsewhere")}, "", ""},
+		{"missing task", []*Task{task("a"), nil}, CodeInvalid, "tasks[1]: missing"},
+		{"no id", []*Task{task("")}, CodeInvalid, "tasks[0].id"},
+		{"no type", []*Task{with(task("a"), func(t *Task) { t.Type = "" })}, CodeInvalid, "tasks[0].type"},
+		{"type too long", []*Task{with(task("a"), func(t *Task) { t.Type = strings.Repeat("x", MaxTaskTypeLen+1) })}, CodeInvalid, "tasks[0].type"},
+		{"negative attempts", []*Task{with(task("a"), func(t *Task) { t.MaxAttempts = -1 })}, CodeInvalid, "tasks[0].max_attempts"},
+		{"too many attempts", []*Task{with(task("a"), func(t *Task) { t.MaxAttempts = MaxMaxAttempts + 1 })}, CodeInvalid, "tasks[0].max_attempts"},
+		{"negative timeout", []*Task{with(task("a"), func(t *Task) { t.Timeout = -1 })}, CodeInvalid, "tasks[0].timeout"},
+		{"data not JSON", []*Task{with(task("a"), func(t *Task) { t.Data = []byte("{") })}, CodeInvalid, "tasks[0].data"},
+		{"negative approvals", []*Task{with(task("a"), func(t *Task) { t.Approvals = -1 })}, CodeInvalid, "tasks[0].approvals"},
+		{"approved at creation", []*Task{with(task("a"), func(t *Task) { t.Approvals, t.Approved = 1, 1 })}, CodeInvalid, "tasks[0].approved"},
+		{"a gate", []*Task{with(task("a"), func(t *Task) { t.Approvals = 2 })}, "", ""},
+		{"unknown condition", []*Task{with(task("a", "b"), func(t *Task) { t.DependsOn[0].Condition = "sometimes" }), task("b")}, CodeInvalid, "tasks[0].depends_on[0].condition"},
+		{"duplicate id", []*Task{task("a"), task("a")}, CodeConflict, "tasks[1].id"},
+		{"self cycle", []*Task{task("a", "a")}, CodeInvalid, "tasks[0].depends_on[0].task: dependency cycle"},
+		{"cycle of three", []*Task{task("a", "c"), task("b", "a"), task("c", "b")}, CodeInvalid, "tasks[1].depends_on[0].task: dependency cycle through task a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateBatch(tt.tasks)
+			if tt.code == "" {
+				if err != nil {
+					t.Fatalf("ValidateBatch: %v", err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != tt.code || !strings.HasPrefix(e.Reason, tt.path) {
+				t.Fatalf("ValidateBatch = %v, want %s starting %q", err, tt.code, tt.path)
+			}
+		})
+	}
+}
+
+func TestBatchOrder(t *testing.T) {
+	tasks := []*Task{
+		{ID: "c", Type: "x", DependsOn: []Dependency{{Task: "b"}, {Task: "a"}}},
+		{ID: "a", Type: "x"},
+		{ID: "b", Type: "x", DependsOn: []Dependency{{Task: "a"}}},
+	}
+	order, err := BatchOrder(tasks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for n, i := range order {
+		pos[tasks[i].ID] = n
+	}
+	if len(order) != 3 || pos["a"] > pos["b"] || pos["b"] > pos["c"] {
+		t.Errorf("order %v does not put a before b before c", order)
+	}
+}
+
+func TestValidateRunBatch(t *testing.T) {
+	tests := []struct {
+		name  string
+		tasks []*Task
+		path  string // "" for valid
+	}{
+		{"tasks of the run", []*Task{{ID: "a", Type: "x"}, {ID: "b", Type: "x", RunID: "r", Affinity: "a", DependsOn: []Dependency{{Task: "a"}}}}, ""},
+		{"task of another run", []*Task{{ID: "a", Type: "x", RunID: "other"}}, "tasks[0].run_id"},
+		{"dependency outside the run", []*Task{{ID: "a", Type: "x", DependsOn: []Dependency{{Task: "z"}}}}, "tasks[0].depends_on[0].task"},
+		{"affinity outside the run", []*Task{{ID: "a", Type: "x", Affinity: "z"}}, "tasks[0].affinity"},
+		{"batch rules too", []*Task{{ID: "a"}}, "tasks[0].type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateRunBatch("r", tt.tasks)
+			if tt.path == "" {
+				if err != nil {
+					t.Fatalf("ValidateRunBatch: %v", err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalid || !strings.HasPrefix(e.Reason, tt.path) {
+				t.Fatalf("ValidateRunBatch = %v, want invalid starting %q", err, tt.path)
+			}
+		})
 	}
 }

@@ -352,7 +352,14 @@ type RunStore interface {
 	// RunApprove records that p.Approver approved p.Stage of a run and
 	// returns the number of distinct approvers of that stage. Approving
 	// twice as the same approver counts once. errand.ErrNotFound for an
-	// unknown run.
+	// unknown run. With p.TaskID, the stage's approval gate, the same
+	// transaction applies errand.EventApprove to the gate when the
+	// approver is new: a waiting gate that reaches its approvals succeeds
+	// and its dependents are released at once. The gate must be a gate
+	// (Approvals set) of the run (errand.ErrInvalid otherwise,
+	// errand.ErrNotFound for an unknown task); a new approver of a gate
+	// that has ended is errand.ErrIllegalTransition and nothing is
+	// recorded.
 	RunApprove(ctx context.Context, p RunApproveParams) (int, error)
 	// RunCancel marks a run cancelled, once: a second cancel keeps the
 	// first time. It changes no task: the manager cancels them.
@@ -411,8 +418,9 @@ type RunCreateParams struct {
 }
 
 // Check checks what needs no database: the run's fields, and that its
-// tasks belong to it and refer only to each other. It sets each task's
-// RunID. Stores call it first in RunCreate.
+// tasks are a valid batch (errand.ValidateRunBatch) that belongs to it and
+// refers only to itself. It sets each task's RunID. Stores call it first
+// in RunCreate.
 func (p RunCreateParams) Check() error {
 	r, tasks := p.Run, p.Tasks
 	switch {
@@ -425,23 +433,11 @@ func (p RunCreateParams) Check() error {
 	case len(r.SetupErrors) > 0 && len(tasks) > 0:
 		return errand.Errorf(errand.CodeInvalid, "run: a run with setup errors has no tasks")
 	}
-	ids := make(map[string]bool, len(tasks))
-	for _, t := range tasks {
-		ids[t.ID] = true
+	if err := errand.ValidateRunBatch(r.ID, tasks); err != nil {
+		return err
 	}
-	for i, t := range tasks {
-		if t.RunID != "" && t.RunID != r.ID {
-			return errand.Errorf(errand.CodeInvalid, "tasks[%d].run_id: %s is not run %s", i, t.RunID, r.ID)
-		}
+	for _, t := range tasks {
 		t.RunID = r.ID
-		for j, d := range t.DependsOn {
-			if !ids[d.Task] {
-				return errand.Errorf(errand.CodeInvalid, "tasks[%d].depends_on[%d].task: %s is not a task of the run", i, j, d.Task)
-			}
-		}
-		if t.Affinity != "" && !ids[t.Affinity] {
-			return errand.Errorf(errand.CodeInvalid, "tasks[%d].affinity: %s is not a task of the run", i, t.Affinity)
-		}
 	}
 	return nil
 }
@@ -496,7 +492,10 @@ type RunApproveParams struct {
 	RunID    string
 	Stage    string
 	Approver string
-	Now      time.Time
+	// TaskID is the stage's approval gate, if it has one stored: a new
+	// approver counts on it (errand.EventApprove).
+	TaskID string
+	Now    time.Time
 }
 
 // RunCancelParams marks a run cancelled.

@@ -13,7 +13,7 @@ import (
 // unendedStates and startedStates list the states of tasks that have not
 // ended, and of tasks that started, in SQL.
 const (
-	unendedStates = `('pending', 'queued', 'leased', 'running')`
+	unendedStates = `('pending', 'waiting', 'queued', 'leased', 'running')`
 	startedStates = `('leased', 'running', 'succeeded', 'failed', 'timed_out')`
 )
 

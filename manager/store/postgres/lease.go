@@ -62,7 +62,7 @@ const qualifiedTaskCols = returningTaskCols
 const returningTaskCols = `t.seq, t.id, t.type, t.data, t.selector, t.depends_on, t.affinity,
 	t.priority, t.timeout, t.max_attempts, t.run_id, t.state, t.attempt, t.cancel_requested,
 	t.delegate_id, t.lease_token, t.result, t.error_code, t.error_reason, t.log_lines,
-	t.has_dependents, t.created_at, t.queued_at, t.started_at, t.finished_at`
+	t.has_dependents, t.created_at, t.queued_at, t.started_at, t.finished_at, t.approvals, t.approved`
 
 // TaskAcquire leases up to p.Max queued tasks to a delegate, and records
 // that the delegate is alive.

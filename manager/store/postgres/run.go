@@ -17,7 +17,7 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*erra
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
-	order, err := checkBatch(p.Tasks)
+	order, err := errand.BatchOrder(p.Tasks)
 	if err != nil {
 		return nil, err
 	}
@@ -201,10 +201,16 @@ func (s *Store) RunApprove(ctx context.Context, p store.RunApproveParams) (int, 
 		if err != nil {
 			return fmt.Errorf("approve run %s: %w", p.RunID, err)
 		}
-		if _, err := w.exec(`INSERT INTO run_approvals (run_id, stage, approver, approved_at)
+		tag, err := w.exec(`INSERT INTO run_approvals (run_id, stage, approver, approved_at)
 			VALUES ($1, $2, $3, $4) ON CONFLICT (run_id, stage, approver) DO NOTHING`,
-			p.RunID, p.Stage, p.Approver, nanos(p.Now)); err != nil {
+			p.RunID, p.Stage, p.Approver, nanos(p.Now))
+		if err != nil {
 			return fmt.Errorf("approve run %s: %w", p.RunID, err)
+		}
+		if p.TaskID != "" && tag.RowsAffected() == 1 {
+			if err := approveGate(w, p); err != nil {
+				return err
+			}
 		}
 		if err := w.queryRow(`SELECT count(*) FROM run_approvals WHERE run_id = $1 AND stage = $2`, p.RunID, p.Stage).Scan(&count); err != nil {
 			return fmt.Errorf("approve run %s: %w", p.RunID, err)
@@ -212,6 +218,24 @@ func (s *Store) RunApprove(ctx context.Context, p store.RunApproveParams) (int, 
 		return nil
 	})
 	return count, err
+}
+
+// approveGate counts a new approver on a stage's gate, and releases the
+// stage when the gate succeeds.
+func approveGate(w *wtx, p store.RunApproveParams) error {
+	row, err := lockRow(w, p.TaskID)
+	if err != nil {
+		return err
+	}
+	if row.RunID != p.RunID || row.Approvals <= 0 {
+		return errand.Errorf(errand.CodeInvalid, "approve: task %s is not an approval gate of run %s", p.TaskID, p.RunID)
+	}
+	next, err := errand.Transition(row.status(), errand.EventApprove)
+	if err != nil {
+		return fmt.Errorf("approve task %s: %w", p.TaskID, err)
+	}
+	_, err = applyTransition(w, row, next, transitionExtras{}, nanos(p.Now))
+	return err
 }
 
 // RunCancel marks a run cancelled, keeping the first time.

@@ -17,7 +17,7 @@ import (
 
 // TaskCreate inserts a batch of tasks atomically.
 func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*errand.Task, error) {
-	order, err := checkBatch(p.Tasks)
+	order, err := errand.BatchOrder(p.Tasks)
 	if err != nil {
 		return nil, err
 	}
@@ -126,74 +126,9 @@ func lockReferences(w *wtx, ids []string) (map[string]errand.State, error) {
 	return out, rows.Err()
 }
 
-// checkBatch validates the tasks that need no database and returns an
-// order in which every task comes after the batch tasks it depends on.
-func checkBatch(tasks []*errand.Task) ([]int, error) {
-	index := make(map[string]int, len(tasks))
-	for i, t := range tasks {
-		switch {
-		case t == nil:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d]: missing", i)
-		case t.ID == "":
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].id: required", i)
-		case t.Type == "" || len(t.Type) > errand.MaxTaskTypeLen:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].type: required, at most %d bytes", i, errand.MaxTaskTypeLen)
-		case t.MaxAttempts < 0 || t.MaxAttempts > errand.MaxMaxAttempts:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].max_attempts: must be 1..%d", i, errand.MaxMaxAttempts)
-		case t.Timeout < 0:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].timeout: negative", i)
-		case len(t.Data) > 0 && !json.Valid(t.Data):
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].data: not JSON", i)
-		}
-		for j, d := range t.DependsOn {
-			if !d.Condition.Valid() {
-				return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].depends_on[%d].condition: unknown %q", i, j, d.Condition)
-			}
-		}
-		if _, dup := index[t.ID]; dup {
-			return nil, errand.Errorf(errand.CodeConflict, "tasks[%d].id: %s appears twice in the batch", i, t.ID)
-		}
-		index[t.ID] = i
-	}
-	// Depth-first topological sort; a grey node met again is a cycle.
-	const (
-		white = iota
-		grey
-		black
-	)
-	color := make([]int, len(tasks))
-	order := make([]int, 0, len(tasks))
-	var visit func(i int, path string) error
-	visit = func(i int, path string) error {
-		switch color[i] {
-		case black:
-			return nil
-		case grey:
-			return errand.Errorf(errand.CodeInvalid, "%s: dependency cycle through task %s", path, tasks[i].ID)
-		}
-		color[i] = grey
-		for j, d := range tasks[i].DependsOn {
-			if k, ok := index[d.Task]; ok {
-				if err := visit(k, fmt.Sprintf("tasks[%d].depends_on[%d].task", i, j)); err != nil {
-					return err
-				}
-			}
-		}
-		color[i] = black
-		order = append(order, i)
-		return nil
-	}
-	for i := range tasks {
-		if err := visit(i, fmt.Sprintf("tasks[%d]", i)); err != nil {
-			return nil, err
-		}
-	}
-	return order, nil
-}
-
 const insertTaskSQL = `INSERT INTO tasks (id, type, data, selector, depends_on, affinity,
 	priority, timeout, max_attempts, run_id, state, error_code, error_reason, created_at,
-	queued_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+	queued_at, finished_at, approvals) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 	ON CONFLICT (id) DO NOTHING`
 
 // decide returns the status a new task starts in: resolved at once when
@@ -204,7 +139,7 @@ func decide(t *errand.Task, outside, decided map[string]errand.State) (errand.St
 	if maxAttempts == 0 {
 		maxAttempts = errand.DefaultMaxAttempts
 	}
-	st := errand.Status{State: errand.StatePending, MaxAttempts: maxAttempts}
+	st := errand.Status{State: errand.StatePending, MaxAttempts: maxAttempts, Approvals: t.Approvals}
 	outcomes := make([]errand.DependencyOutcome, len(t.DependsOn))
 	for j, d := range t.DependsOn {
 		ds, ok := decided[d.Task]
@@ -256,7 +191,7 @@ func queueTask(w *wtx, b *pgx.Batch, i int, t *errand.Task, st errand.Status, no
 	}
 	out := &errand.Task{Kind: errand.KindTask, ID: t.ID, Type: t.Type, Data: t.Data, Selector: t.Selector,
 		DependsOn: t.DependsOn, Affinity: t.Affinity, Priority: t.Priority, Timeout: t.Timeout,
-		MaxAttempts: maxAttempts, RunID: t.RunID, State: st.State, CreatedAt: fromNanos(now)}
+		MaxAttempts: maxAttempts, RunID: t.RunID, State: st.State, Approvals: t.Approvals, CreatedAt: fromNanos(now)}
 	if errCode != "" {
 		out.Error = &errand.Error{Code: errCode, Reason: errReason}
 	}
@@ -273,7 +208,7 @@ func queueTask(w *wtx, b *pgx.Batch, i int, t *errand.Task, st errand.Status, no
 	}
 	b.Queue(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
 		t.Affinity, t.Priority, int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason,
-		now, queuedAt, finishedAt).Exec(func(tag pgconn.CommandTag) error {
+		now, queuedAt, finishedAt, t.Approvals).Exec(func(tag pgconn.CommandTag) error {
 		if tag.RowsAffected() == 0 {
 			return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
 		}
@@ -546,12 +481,12 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	}
 	if _, err := w.exec(`UPDATE tasks SET state = $1, attempt = $2, cancel_requested = $3, result = $4,
 		error_code = $5, error_reason = $6, lease_token = $7, queued_at = $8, started_at = $9,
-		finished_at = $10 WHERE seq = $11`,
+		finished_at = $10, approved = $12 WHERE seq = $11`,
 		next.State, next.Attempt, next.CancelRequested, nullBytes(result), errCode, errReason, token,
-		nullTime(t.QueuedAt), nullTime(t.StartedAt), nullTime(t.FinishedAt), row.seq); err != nil {
+		nullTime(t.QueuedAt), nullTime(t.StartedAt), nullTime(t.FinishedAt), row.seq, next.Approved); err != nil {
 		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
 	}
-	t.State, t.Attempt, t.CancelRequested = next.State, next.Attempt, next.CancelRequested
+	t.State, t.Attempt, t.CancelRequested, t.Approved = next.State, next.Attempt, next.CancelRequested, next.Approved
 	t.Result = result
 	t.Error = nil
 	if errCode != "" {

@@ -17,7 +17,7 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*erra
 	if err := p.Check(); err != nil {
 		return nil, err
 	}
-	order, err := checkBatch(p.Tasks)
+	order, err := errand.BatchOrder(p.Tasks)
 	if err != nil {
 		return nil, err
 	}
@@ -206,11 +206,21 @@ func (s *Store) RunApprove(ctx context.Context, p store.RunApproveParams) (int, 
 		if err != nil {
 			return fmt.Errorf("approve run %s: %w", p.RunID, err)
 		}
-		if _, err := w.exec(`INSERT INTO run_approvals (run_id, stage, approver, approved_at, seq)
+		res, err := w.exec(`INSERT INTO run_approvals (run_id, stage, approver, approved_at, seq)
 			VALUES (?, ?, ?, ?, (SELECT coalesce(max(seq), 0) + 1 FROM run_approvals WHERE run_id = ?))
 			ON CONFLICT (run_id, stage, approver) DO NOTHING`,
-			p.RunID, p.Stage, p.Approver, nanos(p.Now), p.RunID); err != nil {
+			p.RunID, p.Stage, p.Approver, nanos(p.Now), p.RunID)
+		if err != nil {
 			return fmt.Errorf("approve run %s: %w", p.RunID, err)
+		}
+		added, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("approve run %s: %w", p.RunID, err)
+		}
+		if p.TaskID != "" && added == 1 {
+			if err := approveGate(w, p); err != nil {
+				return err
+			}
 		}
 		if err := w.queryRow(`SELECT count(*) FROM run_approvals WHERE run_id = ? AND stage = ?`, p.RunID, p.Stage).Scan(&count); err != nil {
 			return fmt.Errorf("approve run %s: %w", p.RunID, err)
@@ -218,6 +228,24 @@ func (s *Store) RunApprove(ctx context.Context, p store.RunApproveParams) (int, 
 		return nil
 	})
 	return count, err
+}
+
+// approveGate counts a new approver on a stage's gate, and releases the
+// stage when the gate succeeds.
+func approveGate(w *wtx, p store.RunApproveParams) error {
+	row, err := getRow(w, p.TaskID)
+	if err != nil {
+		return err
+	}
+	if row.RunID != p.RunID || row.Approvals <= 0 {
+		return errand.Errorf(errand.CodeInvalid, "approve: task %s is not an approval gate of run %s", p.TaskID, p.RunID)
+	}
+	next, err := errand.Transition(row.status(), errand.EventApprove)
+	if err != nil {
+		return fmt.Errorf("approve task %s: %w", p.TaskID, err)
+	}
+	_, err = applyTransition(w, row, next, transitionExtras{}, nanos(p.Now))
+	return err
 }
 
 // RunCancel marks a run cancelled, keeping the first time.

@@ -13,7 +13,7 @@ import (
 const taskCols = `seq, id, type, data, selector, depends_on, affinity, priority, timeout,
 	max_attempts, run_id, state, attempt, cancel_requested, delegate_id, lease_token,
 	result, error_code, error_reason, log_lines, has_dependents, created_at, queued_at,
-	started_at, finished_at, version`
+	started_at, finished_at, version, approvals, approved`
 
 // taskRow is a task as stored, with the columns the store needs that the
 // domain type does not carry.
@@ -40,7 +40,7 @@ func scanTask(sc scanner) (*taskRow, error) {
 	err := sc.Scan(&r.seq, &r.ID, &r.Type, &data, &selector, &dependsOn, &r.Affinity,
 		&r.Priority, &timeout, &r.MaxAttempts, &r.RunID, &r.State, &r.Attempt, &cancelReq,
 		&r.DelegateID, &r.leaseToken, &result, &errCode, &errReason, &r.LogLines, &hasDeps,
-		&created, &queued, &started, &finished, &r.version)
+		&created, &queued, &started, &finished, &r.version, &r.Approvals, &r.Approved)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (r *taskRow) task() *errand.Task {
 
 func (r *taskRow) status() errand.Status {
 	return errand.Status{State: r.State, Attempt: r.Attempt, MaxAttempts: r.MaxAttempts,
-		CancelRequested: r.CancelRequested}
+		CancelRequested: r.CancelRequested, Approvals: r.Approvals, Approved: r.Approved}
 }
 
 const delegateCols = `id, name, hostname, grp, labels, archs, capacity, task_types, dynamic,

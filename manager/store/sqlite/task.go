@@ -16,7 +16,7 @@ import (
 
 // TaskCreate inserts a batch of tasks atomically.
 func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*errand.Task, error) {
-	order, err := checkBatch(p.Tasks)
+	order, err := errand.BatchOrder(p.Tasks)
 	if err != nil {
 		return nil, err
 	}
@@ -98,78 +98,13 @@ func (s *Store) TaskCreate(ctx context.Context, p store.TaskCreateParams) ([]*er
 	return out, nil
 }
 
-// checkBatch validates the tasks that need no database and returns an
-// order in which every task comes after the batch tasks it depends on.
-func checkBatch(tasks []*errand.Task) ([]int, error) {
-	index := make(map[string]int, len(tasks))
-	for i, t := range tasks {
-		switch {
-		case t == nil:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d]: missing", i)
-		case t.ID == "":
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].id: required", i)
-		case t.Type == "" || len(t.Type) > errand.MaxTaskTypeLen:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].type: required, at most %d bytes", i, errand.MaxTaskTypeLen)
-		case t.MaxAttempts < 0 || t.MaxAttempts > errand.MaxMaxAttempts:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].max_attempts: must be 1..%d", i, errand.MaxMaxAttempts)
-		case t.Timeout < 0:
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].timeout: negative", i)
-		case len(t.Data) > 0 && !json.Valid(t.Data):
-			return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].data: not JSON", i)
-		}
-		for j, d := range t.DependsOn {
-			if !d.Condition.Valid() {
-				return nil, errand.Errorf(errand.CodeInvalid, "tasks[%d].depends_on[%d].condition: unknown %q", i, j, d.Condition)
-			}
-		}
-		if _, dup := index[t.ID]; dup {
-			return nil, errand.Errorf(errand.CodeConflict, "tasks[%d].id: %s appears twice in the batch", i, t.ID)
-		}
-		index[t.ID] = i
-	}
-	// Depth-first topological sort; a grey node met again is a cycle.
-	const (
-		white = iota
-		grey
-		black
-	)
-	color := make([]int, len(tasks))
-	order := make([]int, 0, len(tasks))
-	var visit func(i int, path string) error
-	visit = func(i int, path string) error {
-		switch color[i] {
-		case black:
-			return nil
-		case grey:
-			return errand.Errorf(errand.CodeInvalid, "%s: dependency cycle through task %s", path, tasks[i].ID)
-		}
-		color[i] = grey
-		for j, d := range tasks[i].DependsOn {
-			if k, ok := index[d.Task]; ok {
-				if err := visit(k, fmt.Sprintf("tasks[%d].depends_on[%d].task", i, j)); err != nil {
-					return err
-				}
-			}
-		}
-		color[i] = black
-		order = append(order, i)
-		return nil
-	}
-	for i := range tasks {
-		if err := visit(i, fmt.Sprintf("tasks[%d]", i)); err != nil {
-			return nil, err
-		}
-	}
-	return order, nil
-}
-
 // taskInsertCols are the columns TaskCreate writes, in prepareTask's order.
 const taskInsertCols = `id, type, data, selector, depends_on, affinity, priority, timeout,
 	max_attempts, run_id, state, error_code, error_reason, has_dependents, created_at, queued_at,
-	finished_at, version`
+	finished_at, approvals, approved, version`
 
 // taskInsertWidth is the number of taskInsertCols.
-const taskInsertWidth = 18
+const taskInsertWidth = 20
 
 // insertChunk bounds the rows of one INSERT statement.
 const insertChunk = 32
@@ -182,7 +117,7 @@ func prepareTask(w *wtx, t *errand.Task, outside, decided map[string]errand.Stat
 	if maxAttempts == 0 {
 		maxAttempts = errand.DefaultMaxAttempts
 	}
-	st := errand.Status{State: errand.StatePending, MaxAttempts: maxAttempts}
+	st := errand.Status{State: errand.StatePending, MaxAttempts: maxAttempts, Approvals: t.Approvals}
 	outcomes := make([]errand.DependencyOutcome, len(t.DependsOn))
 	for j, d := range t.DependsOn {
 		ds, ok := decided[d.Task]
@@ -212,7 +147,7 @@ func prepareTask(w *wtx, t *errand.Task, outside, decided map[string]errand.Stat
 	}
 	out := &errand.Task{Kind: errand.KindTask, ID: t.ID, Type: t.Type, Data: t.Data, Selector: t.Selector,
 		DependsOn: t.DependsOn, Affinity: t.Affinity, Priority: t.Priority, Timeout: t.Timeout,
-		MaxAttempts: maxAttempts, RunID: t.RunID, State: st.State, CreatedAt: fromNanos(now)}
+		MaxAttempts: maxAttempts, RunID: t.RunID, State: st.State, Approvals: t.Approvals, CreatedAt: fromNanos(now)}
 	if errCode != "" {
 		out.Error = &errand.Error{Code: errCode, Reason: errReason}
 	}
@@ -229,7 +164,7 @@ func prepareTask(w *wtx, t *errand.Task, outside, decided map[string]errand.Stat
 	}
 	args := []any{t.ID, t.Type, nullBytes(t.Data), selector, deps, t.Affinity, t.Priority,
 		int64(t.Timeout), maxAttempts, t.RunID, st.State, errCode, errReason, boolInt(hasDependents),
-		now, queuedAt, finishedAt, w.s.nextVersion()}
+		now, queuedAt, finishedAt, t.Approvals, 0, w.s.nextVersion()}
 	return out, args, nil
 }
 
@@ -511,6 +446,9 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	if next.CancelRequested != row.CancelRequested {
 		col("cancel_requested", boolInt(next.CancelRequested))
 	}
+	if next.Approved != row.Approved {
+		col("approved", next.Approved)
+	}
 	if !bytes.Equal(result, row.Result) {
 		col("result", nullBytes(result))
 	}
@@ -541,7 +479,7 @@ func applyTransition(w *wtx, row *taskRow, next errand.Status, x transitionExtra
 	} else if n != 1 {
 		return nil, errStale
 	}
-	t.State, t.Attempt, t.CancelRequested = next.State, next.Attempt, next.CancelRequested
+	t.State, t.Attempt, t.CancelRequested, t.Approved = next.State, next.Attempt, next.CancelRequested, next.Approved
 	t.Result = result
 	t.Error = nil
 	if errCode != "" {

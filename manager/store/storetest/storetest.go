@@ -75,6 +75,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RunList", testRunList},
 		{"RunTaskStats", testRunTaskStats},
 		{"RunApprove", testRunApprove},
+		{"GateWaitsForApprovers", testGateWaits},
+		{"GatePendingCounts", testGatePendingCounts},
+		{"GateCancelAndSkip", testGateCancelAndSkip},
 		{"RunCancel", testRunCancel},
 		{"Count", testCount},
 	}
