@@ -57,7 +57,7 @@ func TestSealSkipsFailingLog(t *testing.T) {
 	e.must(200, "POST", "/api/v1/tasks/"+good.ID+"/status", d.token, &client.StatusUpdate{Lease: goodLease, State: errand.StateSucceeded}, nil)
 
 	for pass := 0; pass < 2; pass++ {
-		n, err := e.s.sealPass(ctx)
+		n, err := e.s.logs.SealPass(ctx)
 		if err != nil || n != 1-pass {
 			t.Fatalf("sealPass %d = %d, %v; want the good log sealed once and no error", pass, n, err)
 		}

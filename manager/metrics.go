@@ -32,9 +32,6 @@ const (
 	gaugeTTL = 2 * time.Second
 	// gaugeTimeout bounds one count of the store.
 	gaugeTimeout = 5 * time.Second
-	// countedRuns is how many finished runs are remembered so that a run
-	// is counted finished once.
-	countedRuns = 4096
 )
 
 // unendedStates are the task states errand_tasks shows.
@@ -45,46 +42,21 @@ var unendedStates = []errand.State{errand.StatePending, errand.StateQueued, erra
 // The task metrics are the scheduler's, registered here.
 type metrics struct {
 	registry     *prometheus.Registry
-	runsFinished *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
 	handler      http.Handler
-
-	// counted remembers the runs already counted finished, oldest first.
-	mu          sync.Mutex
-	counted     map[string]bool
-	countedList []string
-
-	// logSealFailures counts failed attempts to seal a task's log.
-	logSealFailures prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
-		runsFinished: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "errand_runs_finished_total",
-			Help: "Pipeline runs that finished on this manager, by result (a config that did not load or validate is failed).",
-		}, []string{"result"}),
 		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "errand_http_request_duration_seconds",
 			Help:    "HTTP request durations by method, route and status.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"method", "route", "code"}),
-		counted: make(map[string]bool),
 	}
-	for _, r := range []pipeline.Result{pipeline.ResultSuccess, pipeline.ResultFailed, pipeline.ResultCancelled} {
-		m.runsFinished.WithLabelValues(string(r))
-	}
-	m.registry.MustRegister(m.runsFinished, m.httpDuration, newStoreCollector(s),
+	m.registry.MustRegister(m.httpDuration, newStoreCollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.logSealFailures = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "errand_log_seal_failures_total",
-		Help: "Failed attempts to seal an ended task's log into object storage; each such log is retried with backoff.",
-	})
-	m.registry.MustRegister(m.logSealFailures, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "errand_log_seals_failing",
-		Help: "Logs of ended tasks that failed to seal on this manager and wait for a retry.",
-	}, func() float64 { return float64(s.seals.waiting()) }))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
 		// A store that does not answer leaves the gauges out of the
 		// scrape, not the whole scrape.
@@ -97,61 +69,6 @@ func newMetrics(s *Server) *metrics {
 // register adds collectors to the registry.
 func (m *metrics) register(cs ...prometheus.Collector) {
 	m.registry.MustRegister(cs...)
-}
-
-// runTaskEnded counts the run of a task that ended finished, once, when
-// none of its tasks is left to end. The scheduler's metrics recorder
-// calls it, one task end at a time.
-func (s *Server) runTaskEnded(ctx context.Context, runID string) error {
-	m := s.metrics
-	if m.isCounted(runID) {
-		return nil
-	}
-	left, err := s.store.TaskList(ctx, store.TaskListParams{RunID: runID, States: unendedStates, Limit: 1})
-	if err != nil || len(left) > 0 {
-		return err
-	}
-	run, err := s.store.RunGet(ctx, runID)
-	if err != nil {
-		return err
-	}
-	view, err := s.runView(ctx, run)
-	if err != nil {
-		return err
-	}
-	if view.Phase == string(pipeline.PhaseFinished) {
-		m.runFinished(runID, view.Result)
-	}
-	return nil
-}
-
-func (m *metrics) isCounted(id string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.counted[id]
-}
-
-// runFinished counts a run finished once.
-func (m *metrics) runFinished(id, result string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.counted[id] {
-		return
-	}
-	m.runsFinished.WithLabelValues(result).Inc()
-	m.counted[id] = true
-	m.countedList = append(m.countedList, id)
-	if len(m.countedList) > countedRuns {
-		delete(m.counted, m.countedList[0])
-		m.countedList = m.countedList[1:]
-	}
-}
-
-// setupErrorRun counts a run whose config did not load: it is finished,
-// failed, when it is created, and no task of it ever ends.
-func (m *metrics) setupErrorRun() {
-	_, result := pipeline.SetupError()
-	m.runsFinished.WithLabelValues(string(result)).Inc()
 }
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, _ principal) error {

@@ -13,7 +13,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/errandci/errand/manager/logs"
 	"github.com/errandci/errand/manager/ost"
+	"github.com/errandci/errand/manager/runs"
 	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 )
@@ -32,28 +34,21 @@ type Server struct {
 	routes  []Route
 	metrics *metrics
 	sched   *scheduler.Scheduler
-	hub     *followers
+	logs    *logs.Service
+	runs    *runs.Service
 	quiet   quietAnswers
 	fleet   fleetSnapshot
-	seals   sealRetries
 
-	unsubscribe func()
 	// closing is closed when the server shuts down: long-polls and log
 	// followers return at once so that a graceful shutdown is quick.
 	closing   chan struct{}
 	closeOnce sync.Once
 	addr      atomic.Pointer[net.Addr]
-	sealWake  chan struct{}
 	done      chan struct{}
-
-	// finishedRuns keeps the list items of finished runs.
-	finishedRuns finishedRunItems
 
 	mu      sync.Mutex
 	started bool
 	stopped bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
 	// closers release what Open opened: the store and the object
 	// storage. A store or object storage given to New is its caller's to
 	// close.
@@ -90,16 +85,14 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		cfg.ID = "m-" + id
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Log,
-		now:      cfg.Now,
-		store:    st,
-		objects:  objects,
-		mux:      http.NewServeMux(),
-		hub:      newFollowers(),
-		closing:  make(chan struct{}),
-		sealWake: make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Log,
+		now:     cfg.Now,
+		store:   st,
+		objects: objects,
+		mux:     http.NewServeMux(),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	quiet, err := newQuietAnswers(cfg.HeartbeatInterval)
 	if err != nil {
@@ -115,7 +108,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		TimeoutGrace:           cfg.TimeoutGrace,
 		HeartbeatFlushInterval: cfg.HeartbeatFlushInterval,
 		Secrets:                cfg.Secrets,
-		RunTaskEnded:           s.runTaskEnded,
+		RunTaskEnded:           func(ctx context.Context, runID string) error { return s.runs.TaskEnded(ctx, runID) },
 		UncountedTypes:         []string{TypeApproval},
 		Log:                    cfg.Log,
 		Now:                    cfg.Now,
@@ -123,8 +116,25 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.logs, err = logs.New(logs.Config{ObjectSize: cfg.LogObjectSize, SealInterval: cfg.SealInterval, Log: cfg.Log, Now: cfg.Now},
+		st, objects, s.sched)
+	if err != nil {
+		_ = s.sched.Stop(context.Background())
+		return nil, err
+	}
+	s.runs, err = runs.New(runs.Config{
+		MaxRunStages: cfg.MaxRunStages, MaxStageSteps: cfg.MaxStageSteps, MaxRunTasks: cfg.MaxRunTasks,
+		JsonnetTimeout: cfg.JsonnetTimeout, JsonnetMemory: cfg.JsonnetMemory, Secrets: cfg.Secrets,
+		ExplainWaiting: s.explainWaiting, Log: cfg.Log, Now: cfg.Now,
+	}, st, s.sched)
+	if err != nil {
+		_ = s.logs.Stop(context.Background())
+		_ = s.sched.Stop(context.Background())
+		return nil, err
+	}
 	s.metrics.register(s.sched.Metrics().Collectors()...)
-	s.unsubscribe = st.Subscribe(s.onChange)
+	s.metrics.register(s.logs.Collectors()...)
+	s.metrics.register(s.runs.Collectors()...)
 	s.registerRoutes()
 	s.handler = s.serveHTTP()
 	return s, nil
@@ -132,19 +142,6 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 
 // ID returns the manager's identity (Config.ID).
 func (s *Server) ID() string { return s.cfg.ID }
-
-// onChange runs on every committed store change, this manager's own and
-// the other managers'; it must not block. It wakes log followers and the
-// sealer.
-func (s *Server) onChange(c store.Change) {
-	s.hub.notify(c)
-	if c.Kind == store.ChangeTaskEnded {
-		select {
-		case s.sealWake <- struct{}{}:
-		default:
-		}
-	}
-}
 
 // Handler returns the whole API.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -167,8 +164,8 @@ func (s *Server) Addr() net.Addr {
 	return nil
 }
 
-// Start starts the background loops. They stop when ctx ends or Stop is
-// called; Stop waits for them.
+// Start starts the services' background loops. They stop when ctx ends
+// or Stop is called; Stop waits for them.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -179,16 +176,12 @@ func (s *Server) Start(ctx context.Context) error {
 		return errors.New("manager: already started")
 	}
 	s.started = true
-	ctx, s.cancel = context.WithCancel(ctx)
 	if err := s.sched.Start(ctx); err != nil {
 		return err
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.runSealer(ctx)
-		s.log.WithField("loop", "log sealer").Debug("background loop stopped")
-	}()
+	if err := s.logs.Start(ctx); err != nil {
+		return err
+	}
 	s.log.WithFields(logrus.Fields{
 		"heartbeat_interval": s.cfg.HeartbeatInterval,
 		"lease_ttl":          s.cfg.LeaseTTL,
@@ -196,9 +189,9 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops the background loops and the scheduler and waits for them,
-// writes the heartbeats still in memory, and closes what Open opened.
-// Long-polls in flight return at once. Stop is safe to call twice.
+// Stop stops the services and waits for them (the scheduler writes the
+// heartbeats still in memory), and closes what Open opened. Long-polls
+// and log follows in flight return at once. Stop is safe to call twice.
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopped {
@@ -206,34 +199,22 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.stopped = true
-	cancel := s.cancel
 	s.mu.Unlock()
 
 	s.shutdownWaiters()
-	if cancel != nil {
-		cancel()
-	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
 	var errs []error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("stop manager: waiting for background loops: %w", ctx.Err()))
+	if err := s.logs.Stop(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := s.sched.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	s.unsubscribe()
-	close(s.done)
 	for _, c := range s.closers {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close: %w", err))
 		}
 	}
+	close(s.done)
 	s.log.Info("manager stopped")
 	return errors.Join(errs...)
 }
@@ -241,6 +222,7 @@ func (s *Server) Stop(ctx context.Context) error {
 func (s *Server) shutdownWaiters() {
 	s.closeOnce.Do(func() { close(s.closing) })
 	s.sched.EndWaits()
+	s.logs.EndWaits()
 }
 
 // Done is closed once Stop has stopped the server.

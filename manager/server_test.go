@@ -253,7 +253,7 @@ func TestSealIntoObjectStorage(t *testing.T) {
 		e.must(200, "POST", "/api/v1/tasks/"+task.ID+"/logs", d.token, &client.LogAppend{Lease: lease, Offset: int64(off), Lines: want[off:end]}, nil)
 	}
 	e.must(200, "POST", "/api/v1/tasks/"+task.ID+"/status", d.token, &client.StatusUpdate{Lease: lease, State: errand.StateSucceeded}, nil)
-	n, err := e.s.sealPass(context.Background())
+	n, err := e.s.logs.SealPass(context.Background())
 	if err != nil || n != 1 {
 		t.Fatalf("sealPass = %d, %v; want 1 log sealed", n, err)
 	}
@@ -285,7 +285,7 @@ func TestSealIntoObjectStorage(t *testing.T) {
 	if fmt.Sprint(followed) != fmt.Sprint(want) {
 		t.Fatalf("followed sealed log differs: %d lines", len(followed))
 	}
-	if n, err := e.s.sealPass(context.Background()); err != nil || n != 0 {
+	if n, err := e.s.logs.SealPass(context.Background()); err != nil || n != 0 {
 		t.Fatalf("second sealPass = %d, %v; want nothing to do", n, err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/errandci/errand/internal/lifecycle"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -71,12 +72,7 @@ type Scheduler struct {
 	waitsEnded chan struct{}
 	endOnce    sync.Once
 
-	mu      sync.Mutex
-	started bool
-	stopped bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	done    chan struct{}
+	loops lifecycle.Loops
 }
 
 // New returns a scheduler over st. It subscribes to st's changes at
@@ -104,7 +100,6 @@ func New(cfg Config, st store.Store) (*Scheduler, error) {
 		cache:      newDelegateCache(),
 		metrics:    newMetrics(cfg.Log, cfg.UncountedTypes),
 		waitsEnded: make(chan struct{}),
-		done:       make(chan struct{}),
 	}
 	s.unsubscribe = st.Subscribe(s.onChange)
 	return s, nil
@@ -126,37 +121,9 @@ func (s *Scheduler) onChange(c store.Change) {
 // the delegate cache refresher and the metrics recorder. They stop when
 // ctx ends or Stop is called.
 func (s *Scheduler) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return errors.New("scheduler: start after stop")
+	if err := s.loops.Start(ctx, s.runSweeper, s.runHeartbeatFlusher, s.runDelegateRefresher, s.runMetricsRecorder); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
 	}
-	if s.started {
-		return errors.New("scheduler: already started")
-	}
-	s.started = true
-	ctx, s.cancel = context.WithCancel(ctx)
-	loops := []struct {
-		name string
-		run  func(context.Context)
-	}{
-		{"sweeper", s.runSweeper},
-		{"heartbeat flusher", s.runHeartbeatFlusher},
-		{"delegate cache refresher", s.runDelegateRefresher},
-		{"metrics recorder", s.runMetricsRecorder},
-	}
-	for _, l := range loops {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			l.run(ctx)
-			s.log.WithField("loop", l.name).Debug("background loop stopped")
-		}()
-	}
-	go func() {
-		s.wg.Wait()
-		close(s.done)
-	}()
 	return nil
 }
 
@@ -171,26 +138,14 @@ func (s *Scheduler) EndWaits() {
 // unsubscribes from the store. Stop is safe to call twice, and without
 // Start.
 func (s *Scheduler) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
+	s.EndWaits()
+	first, err := s.loops.Stop(ctx)
+	if !first {
 		return nil
 	}
-	s.stopped = true
-	cancel, started := s.cancel, s.started
-	s.mu.Unlock()
-
-	s.EndWaits()
 	var errs []error
-	if started {
-		cancel()
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("stop scheduler: waiting for background loops: %w", ctx.Err()))
-		}
-	} else {
-		close(s.done)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("stop scheduler: %w", err))
 	}
 	flushCtx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	if err := s.FlushHeartbeats(flushCtx); err != nil {
@@ -202,7 +157,7 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 }
 
 // Done is closed once Stop has stopped the background loops.
-func (s *Scheduler) Done() <-chan struct{} { return s.done }
+func (s *Scheduler) Done() <-chan struct{} { return s.loops.Done() }
 
 // Metrics returns the scheduler's metrics, for the manager's registry.
 func (s *Scheduler) Metrics() *Metrics { return s.metrics }

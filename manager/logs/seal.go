@@ -1,4 +1,4 @@
-package manager
+package logs
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 // sealReadLimit is how many lines the sealer reads from the store at once.
 const sealReadLimit = 10000
 
-func (s *Server) runSealer(ctx context.Context) {
+func (s *Service) runSealer(ctx context.Context) {
 	t := time.NewTicker(s.cfg.SealInterval)
 	defer t.Stop()
 	for {
@@ -26,18 +26,18 @@ func (s *Server) runSealer(ctx context.Context) {
 		case <-t.C:
 		case <-s.sealWake:
 		}
-		if _, err := s.sealPass(ctx); err != nil && ctx.Err() == nil {
+		if _, err := s.SealPass(ctx); err != nil && ctx.Err() == nil {
 			s.log.WithError(err).Warn("sealing logs failed; retrying later")
 		}
 	}
 }
 
-// sealPass seals the logs of ended tasks until none is left, and returns
+// SealPass seals the logs of ended tasks until none is left, and returns
 // how many it sealed. A log that fails to seal (its objects cannot be
 // written, say) does not hold up the others: it is skipped, counted in
 // errand_log_seal_failures_total, and retried with backoff. Only a store
 // that cannot list what to seal fails the pass.
-func (s *Server) sealPass(ctx context.Context) (int, error) {
+func (s *Service) SealPass(ctx context.Context) (int, error) {
 	total := 0
 	seen := make(map[string]bool)
 	for {
@@ -59,7 +59,7 @@ func (s *Server) sealPass(ctx context.Context) (int, error) {
 					return total, err
 				}
 				wait := s.seals.failed(id, s.now())
-				s.metrics.logSealFailures.Inc()
+				s.sealFailures.Inc()
 				s.log.WithError(err).WithFields(logrus.Fields{"task_id": id, "retry_in": wait.String()}).
 					Warn("sealing a task's log failed; the others go on and this one is retried later")
 				continue
@@ -165,7 +165,7 @@ func (r *sealRetries) keepOnly(ids map[string]bool) {
 // then records them in the store, which drops the lines. A pass that
 // fails halfway leaves the store as it was; the next pass writes the same
 // keys again.
-func (s *Server) sealLog(ctx context.Context, taskID string) error {
+func (s *Service) sealLog(ctx context.Context, taskID string) error {
 	var (
 		objects []store.LogObject
 		buf     bytes.Buffer
@@ -174,7 +174,7 @@ func (s *Server) sealLog(ctx context.Context, taskID string) error {
 		offset  int64
 	)
 	put := func() error {
-		o := store.LogObject{Key: logKey(taskID, len(objects)), FirstLine: first, Lines: count, Size: int64(buf.Len())}
+		o := store.LogObject{Key: Key(taskID, len(objects)), FirstLine: first, Lines: count, Size: int64(buf.Len())}
 		if err := s.objects.Put(ctx, o.Key, bytes.NewReader(buf.Bytes()), o.Size); err != nil {
 			return fmt.Errorf("seal log of task %s: %w", taskID, err)
 		}
@@ -190,7 +190,7 @@ func (s *Server) sealLog(ctx context.Context, taskID string) error {
 			return fmt.Errorf("seal log of task %s: %w", taskID, err)
 		}
 		for _, l := range lines {
-			if count > 0 && int64(buf.Len()+len(l)+1) > s.cfg.LogObjectSize {
+			if count > 0 && int64(buf.Len()+len(l)+1) > s.cfg.ObjectSize {
 				if err := put(); err != nil {
 					return err
 				}
