@@ -65,6 +65,7 @@ func replicas(b *testing.B, n int) []string {
 			if err := s.Stop(context.Background()); err != nil {
 				b.Errorf("stop: %v", err)
 			}
+			_ = st.Close()
 			_ = objects.Close()
 		})
 		urls = append(urls, ts.URL)
