@@ -63,7 +63,8 @@ type Driver interface {
 	// created.
 	Initialize(ctx context.Context, s *Init) (*tasks.InitializeResult, error)
 	// Start starts one step in the stage's environment. It returns once
-	// the step runs; the step's context is ctx.
+	// the step runs; the step's context is ctx. When it fails it leaves
+	// nothing of the step running and writes no more to its Output.
 	Start(ctx context.Context, s *Step) (Handle, error)
 	// Cleanup removes the stage's environment. It is idempotent and
 	// needs nothing but its argument.
