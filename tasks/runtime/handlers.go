@@ -153,12 +153,14 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 		out.Flush()
 		return nil, err
 	}
+	log := h.logger().WithFields(logrus.Fields{"task_id": t.ID, "run_id": t.RunID, "runtime": h.Driver.Name()})
+	log.Debug("step started")
 	exit, err := step.Wait(runCtx)
 	if err != nil && runCtx.Err() != nil {
 		// The task was cancelled or timed out (or ran past MaxStep).
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.StopGrace+destroyTimeout)
 		if serr := step.Stop(sctx, h.StopGrace); serr != nil {
-			h.logger().WithError(serr).WithField("task_id", t.ID).Warn("stop step")
+			log.WithError(serr).Warn("stop step")
 		}
 		cancel()
 	}
@@ -173,7 +175,9 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	default:
 		return nil, err
 	}
-	return &tasks.ExecuteResult{ExitCode: exit.Code, DurationMS: time.Since(start).Milliseconds()}, nil
+	res := &tasks.ExecuteResult{ExitCode: exit.Code, DurationMS: time.Since(start).Milliseconds()}
+	log.WithFields(logrus.Fields{"exit_code": res.ExitCode, "duration_ms": res.DurationMS}).Debug("step ended")
+	return res, nil
 }
 
 // destroy releases what is left of a step, whatever became of its task.
