@@ -18,6 +18,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/clock"
 )
 
 // Mask is what replaces every occurrence of a secret.
@@ -63,7 +64,10 @@ type Config struct {
 	// NewBackOff returns the retry policy of one batch; exponential with
 	// jitter when nil.
 	NewBackOff func() backoff.BackOff
-	Log        logrus.FieldLogger
+	// Clock times the batches and the retry waits; the system's when
+	// nil.
+	Clock clock.Clock
+	Log   logrus.FieldLogger
 }
 
 // ErrClosed is returned by Write after Close.
@@ -124,6 +128,7 @@ func New(ctx context.Context, a Appender, cfg Config) *Writer {
 	if log == nil {
 		log = logrus.StandardLogger()
 	}
+	cfg.Clock = clock.OrReal(cfg.Clock)
 	ctx, stop := context.WithCancel(ctx)
 	w := &Writer{
 		a: a, cfg: cfg, log: log.WithField("task_id", cfg.TaskID),
@@ -258,7 +263,7 @@ func (w *Writer) queueLine(line string) {
 	}
 	first := len(w.queue) == 0
 	if first {
-		w.firstAt = time.Now()
+		w.firstAt = w.cfg.Clock.Now()
 	}
 	w.queue = append(w.queue, line)
 	w.queuedB += len(line)
@@ -333,15 +338,14 @@ func (w *Writer) Close(ctx context.Context) error {
 // drained, or until ctx ends.
 func (w *Writer) ship(ctx context.Context) {
 	defer close(w.done)
-	timer := time.NewTimer(w.cfg.Interval)
-	defer timer.Stop()
 	for {
 		w.mu.Lock()
 		n, closed, lost := len(w.queue), w.closed, w.leaseLost
-		due := n > 0 && (closed || n >= w.cfg.BatchLines || w.queuedB >= w.cfg.BatchBytes || time.Since(w.firstAt) >= w.cfg.Interval)
+		waited := w.cfg.Clock.Now().Sub(w.firstAt)
+		due := n > 0 && (closed || n >= w.cfg.BatchLines || w.queuedB >= w.cfg.BatchBytes || waited >= w.cfg.Interval)
 		var wait time.Duration
 		if n > 0 && !due {
-			wait = w.cfg.Interval - time.Since(w.firstAt)
+			wait = w.cfg.Interval - waited
 		}
 		w.mu.Unlock()
 		if lost || (closed && n == 0) {
@@ -356,18 +360,14 @@ func (w *Writer) ship(ctx context.Context) {
 		if n == 0 {
 			wait = time.Hour
 		}
-		timer.Reset(wait)
+		timer := w.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
 		case <-w.notify:
-		case <-timer.C:
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
+			timer.Stop()
+		case <-timer.C():
 		}
 	}
 }
@@ -386,7 +386,7 @@ func (w *Writer) sendBatch(ctx context.Context) error {
 	w.mu.Unlock()
 
 	var res *client.LogAppendResult
-	retry := client.Retrier{NewBackOff: w.cfg.NewBackOff, Notify: func(err error, _ time.Duration) {
+	retry := client.Retrier{NewBackOff: w.cfg.NewBackOff, Timer: func() backoff.Timer { return clock.BackOffTimer(w.cfg.Clock) }, Notify: func(err error, _ time.Duration) {
 		w.log.WithError(err).WithField("offset", batch.Offset).Debug("log append failed; retrying")
 	}}
 	err := retry.Do(ctx, func() error {
@@ -420,7 +420,7 @@ func (w *Writer) sendBatch(ctx context.Context) error {
 	w.queue = w.queue[count:]
 	w.queuedB -= size
 	if len(w.queue) > 0 {
-		w.firstAt = time.Now().Add(-w.cfg.Interval) // the rest is already due
+		w.firstAt = w.cfg.Clock.Now().Add(-w.cfg.Interval) // the rest is already due
 	} else {
 		w.queue = nil
 	}

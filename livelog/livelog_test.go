@@ -14,6 +14,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/clock"
 	"github.com/errandci/errand/livelog"
 )
 
@@ -243,6 +244,31 @@ func TestShipsWithinInterval(t *testing.T) {
 	for s.text() != "one line" {
 		if time.Now().After(deadline) {
 			t.Fatal("a lone line was not shipped before Close")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A lone line waits for the batch interval on the writer's clock, which a
+// test moves instead of sleeping.
+func TestIntervalOnInjectedClock(t *testing.T) {
+	s := &store{}
+	t0 := time.Unix(0, 0)
+	clk := clock.NewFake(t0)
+	w := livelog.New(context.Background(), s, livelog.Config{TaskID: "t", Interval: time.Hour, Clock: clk, Log: quiet()})
+	defer w.Close(context.Background())
+	fmt.Fprintln(w, "one line")
+	for clk.Now().Sub(t0) < time.Hour-time.Minute {
+		clk.Advance(time.Minute)
+		if s.text() != "" {
+			t.Fatalf("shipped after %s of an hour's interval", clk.Now().Sub(t0))
+		}
+	}
+	clk.Advance(time.Minute) // the hour is up
+	deadline := time.Now().Add(5 * time.Second)
+	for s.text() != "one line" {
+		if time.Now().After(deadline) {
+			t.Fatal("the line was not shipped once its interval passed")
 		}
 		time.Sleep(time.Millisecond)
 	}

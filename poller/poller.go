@@ -547,6 +547,9 @@ func (p *Poller) work(ctx context.Context, j *job, c Client) {
 	if lc.Log == nil {
 		lc.Log = log
 	}
+	if lc.Clock == nil {
+		lc.Clock = p.clock
+	}
 	logs := livelog.New(context.WithoutCancel(ctx), c, lc)
 
 	log.Info("task started")
