@@ -69,9 +69,9 @@ func TestTrailingDataRefusedOnEveryRoute(t *testing.T) {
 func TestRegistrationReservedLabelWithTrailingData(t *testing.T) {
 	e := newEnv(t)
 	for _, body := range []string{
-		`{"name":"evil","labels":{"` + ApprovalLabel + `":"approval"}}}`,
-		`{"name":"evil","labels":{"` + ApprovalLabel + `":"approval"}}]not json`,
-		`{"name":"evil","labels":{"` + ApprovalLabel + `":"approval"}}`,
+		`{"name":"evil","labels":{"` + InternalLabelPrefix + "internal" + `":"approval"}}}`,
+		`{"name":"evil","labels":{"` + InternalLabelPrefix + "internal" + `":"approval"}}]not json`,
+		`{"name":"evil","labels":{"` + InternalLabelPrefix + "internal" + `":"approval"}}`,
 	} {
 		e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/delegates", testReg, body)
 	}

@@ -316,12 +316,9 @@ func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p princip
 	if len(list) == params.Limit {
 		next = list[len(list)-1].ID
 	}
-	// The manager's own approval delegate is an implementation detail.
 	shown := make([]*errand.Delegate, 0, len(list))
 	for _, d := range list {
-		if d.ID != ApprovalDelegateID {
-			shown = append(shown, decorateDelegate(d))
-		}
+		shown = append(shown, decorateDelegate(d))
 	}
 	httphelper.WriteJSON(w, &client.DelegateList{Kind: errand.KindDelegates, Items: shown, ManagerID: s.cfg.ID, Next: next}, http.StatusOK)
 	return nil

@@ -48,7 +48,7 @@ func operationID(ctx context.Context) string {
 
 func (s *Server) registerRoutes() {
 	h := s.handle
-	h("POST", "/api/v1/delegates", authRegistration, s.refuseInternalLabels(s.registerDelegate))
+	h("POST", "/api/v1/delegates", authRegistration, s.registerDelegate)
 	h("POST", "/api/v1/delegates/{id}/heartbeat", authDelegate, s.heartbeat)
 	h("POST", "/api/v1/delegates/{id}/acquire", authDelegate, s.acquire)
 	h("DELETE", "/api/v1/delegates/{id}", authDelegateOrAdmin, s.deregisterDelegate)

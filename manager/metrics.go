@@ -150,7 +150,6 @@ func (c *storeCollector) read() (*store.Counts, error) {
 	defer cancel()
 	c.counts, c.err = c.s.store.Count(ctx, store.CountParams{
 		IgnoreTaskTypes: []string{TypeApproval},
-		IgnoreDelegates: []string{ApprovalDelegateID},
 	})
 	c.at = time.Now()
 	return c.counts, c.err

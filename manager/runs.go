@@ -1,13 +1,8 @@
 package manager
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
@@ -16,18 +11,13 @@ import (
 	"github.com/errandci/errand/manager/scheduler"
 )
 
-// Names of the approval gates, which the run service keeps (see package
-// runs).
 const (
-	// TypeApproval is the task type of an approval gate.
+	// TypeApproval is the task type of a stage's approval gate, a task no
+	// delegate runs (see package runs).
 	TypeApproval = runs.TypeApproval
-	// InternalLabelPrefix starts the labels that only the manager may use.
-	InternalLabelPrefix = runs.InternalLabelPrefix
-	// ApprovalLabel and GateLabel are the labels a gate selects.
-	ApprovalLabel = runs.ApprovalLabel
-	GateLabel     = runs.GateLabel
-	// ApprovalDelegateID is the delegate the manager leases gates with.
-	ApprovalDelegateID = runs.ApprovalDelegateID
+	// InternalLabelPrefix starts the delegate labels reserved for the
+	// manager: registration refuses them.
+	InternalLabelPrefix = "errand."
 	// DefaultApprover is who approves when the request does not say.
 	DefaultApprover = runs.DefaultApprover
 	// SecretEnvPrefix prefixes the manager's environment variables that
@@ -108,28 +98,4 @@ func (s *Server) approveStage(w http.ResponseWriter, r *http.Request, _ principa
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
-}
-
-// refuseInternalLabels wraps delegate registration: labels under
-// InternalLabelPrefix belong to the manager, and a delegate carrying them
-// could take approval gates.
-func (s *Server) refuseInternalLabels(next apiFunc) apiFunc {
-	return func(w http.ResponseWriter, r *http.Request, p principal) error {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			return fmt.Errorf("read registration: %w", err)
-		}
-		var probe struct {
-			Labels map[string]string `json:"labels"`
-		}
-		if json.Unmarshal(body, &probe) == nil {
-			for k := range probe.Labels {
-				if strings.HasPrefix(k, InternalLabelPrefix) {
-					return errand.Errorf(errand.CodeInvalid, "delegate registration is invalid: labels: %q: labels starting with %q are reserved", k, InternalLabelPrefix)
-				}
-			}
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		return next(w, r, p)
-	}
 }

@@ -287,7 +287,7 @@ stages:
 	}
 	// No delegate can take the gate, whatever it claims.
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/delegates", testReg,
-		&client.RegisterRequest{Name: "sneaky", Labels: map[string]string{ApprovalLabel: "approval"}})
+		&client.RegisterRequest{Name: "sneaky", Labels: map[string]string{InternalLabelPrefix + "internal": "approval"}})
 
 	if code, b := approve("deploy", nil); code != http.StatusNoContent {
 		t.Fatalf("approve as admin = %d %s", code, b)
@@ -304,7 +304,7 @@ stages:
 	var list client.DelegateList
 	e.must(http.StatusOK, "GET", "/api/v1/delegates", testAdmin, nil, &list)
 	for _, d := range list.Items {
-		if d.ID == ApprovalDelegateID {
+		if d.ID == "manager-approvals" {
 			t.Fatalf("delegate list shows the approval delegate: %+v", d)
 		}
 	}

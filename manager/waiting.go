@@ -64,16 +64,9 @@ func (s *Server) explainWaiting(ctx context.Context, tasks []*errand.Task) {
 		s.log.WithError(err).Warn("cannot explain why queued tasks wait")
 		return
 	}
-	shown := make([]*errand.Delegate, 0, len(fleet))
-	for _, d := range fleet {
-		if d.ID != ApprovalDelegateID {
-			shown = append(shown, d)
-		}
-	}
 	for _, t := range tasks {
-		// A gate waits for approvals, which its run says.
-		if t.State == errand.StateQueued && t.Type != TypeApproval {
-			t.WaitingReason = WaitingReason(t, shown)
+		if t.State == errand.StateQueued {
+			t.WaitingReason = WaitingReason(t, fleet)
 		}
 	}
 }

@@ -59,9 +59,12 @@ type PlanStage struct {
 	StepIDs   map[string]string `json:"step_ids,omitempty"`
 	CleanupID string            `json:"cleanup_id,omitempty"`
 	// Approval is the number of distinct approvers the stage waits for
-	// before its initialize task may be queued; 0 for none. The manager
-	// holds the task: the graph does not.
+	// before its initialize task may be queued; 0 for none.
 	Approval int `json:"approval,omitempty"`
+	// GateID is the stage's approval gate (a stage with Approval that
+	// runs): the task its initialize task depends on, which takes the
+	// stage's dependencies and waits for the approvals.
+	GateID string `json:"gate_id,omitempty"`
 	// Skipped is set for a stage whose when does not match the run, or
 	// that depends on such a stage with a condition a skipped stage does
 	// not meet. It has no tasks, and its status is skipped.
@@ -151,6 +154,9 @@ func Expand(cfg *Config, opts ExpandOptions) (*Plan, error) {
 				ps.StepIDs[st.Name] = id
 			}
 			ps.CleanupID = newID()
+			if ps.Approval > 0 {
+				ps.GateID = newID()
+			}
 		}
 		plan.Stages[i] = ps
 	}
@@ -169,9 +175,34 @@ func Expand(cfg *Config, opts ExpandOptions) (*Plan, error) {
 			}
 			ts[0].DependsOn = append(ts[0].DependsOn, outcomeDeps(plan.Stages[j], d.conditions())...)
 		}
+		if ps := plan.Stages[i]; ps.GateID != "" {
+			ts = append([]*errand.Task{gateTask(ps, ts[0], opts.RunID)}, ts...)
+		}
 		plan.Tasks = append(plan.Tasks, ts...)
 	}
 	return plan, nil
+}
+
+// TypeApproval is the task type of a stage's approval gate.
+const TypeApproval = "errand.approval"
+
+// gateTask returns the approval gate of a stage that needs approvals: a
+// task no delegate runs (errand.Task.Approvals), which takes the stage's
+// own dependencies and which the stage's initialize task init then
+// depends on. It waits once those dependencies are met, and succeeds with
+// its last approval.
+func gateTask(ps PlanStage, init *errand.Task, runID string) *errand.Task {
+	gate := &errand.Task{
+		ID:          ps.GateID,
+		Type:        TypeApproval,
+		Data:        json.RawMessage(fmt.Sprintf(`{"stage":%q,"approvers":%d}`, ps.Name, ps.Approval)),
+		DependsOn:   init.DependsOn,
+		MaxAttempts: 1,
+		RunID:       runID,
+		Approvals:   ps.Approval,
+	}
+	init.DependsOn = []errand.Dependency{{Task: gate.ID, Condition: errand.OnSuccess}}
+	return gate
 }
 
 // staticSkips decides which stages are skipped before anything runs: those

@@ -278,12 +278,20 @@ func TestExpandTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantStage := PlanStage{Name: "test", InitializeID: "t1", CleanupID: "t4", Approval: 2,
+	wantStage := PlanStage{Name: "test", InitializeID: "t1", CleanupID: "t4", Approval: 2, GateID: "t5",
 		Steps:   []PlanStep{{Name: "unit", TaskID: "t2"}, {Name: "lint", TaskID: "t3"}},
 		StepIDs: map[string]string{"unit": "t2", "lint": "t3"}}
 	if !reflect.DeepEqual(plan.Stages, []PlanStage{wantStage}) {
 		t.Errorf("stages %+v", plan.Stages)
 	}
+	// The stage needs approvals: its gate comes first, waits for two
+	// approvers and holds the initialize task.
+	gate := plan.Tasks[0]
+	if gate.ID != "t5" || gate.Type != TypeApproval || gate.Approvals != 2 || gate.MaxAttempts != 1 || gate.RunID != "run1" ||
+		len(gate.DependsOn) != 0 || fmt.Sprint(plan.Tasks[1].DependsOn) != fmt.Sprint([]errand.Dependency{{Task: "t5", Condition: errand.OnSuccess}}) {
+		t.Errorf("gate %+v, initialize depends on %v", gate, plan.Tasks[1].DependsOn)
+	}
+	plan.Tasks = plan.Tasks[1:]
 	types := []string{errand.TypeDockerInitialize, errand.TypeDockerExecute, errand.TypeDockerExecute, errand.TypeDockerCleanup}
 	attempts := []int{errand.DefaultMaxAttempts, 1, 1, errand.DefaultMaxAttempts}
 	timeouts := []string{"10m0s", "10m0s", "1m0s", "10m0s"}
@@ -336,7 +344,7 @@ func TestExpandTasks(t *testing.T) {
 		t.Errorf("cleanup data %s: %v", plan.Tasks[3].Data, err)
 	}
 	wantDeps := [][]errand.Dependency{
-		nil,
+		{{Task: "t5", Condition: errand.OnSuccess}}, // the gate
 		{{Task: "t1", Condition: errand.OnSuccess}},
 		{{Task: "t1", Condition: errand.OnSuccess}, {Task: "t2", Condition: errand.OnSuccess}},
 		{{Task: "t1", Condition: "on_success|on_failure"}, {Task: "t2", Condition: errand.Always}, {Task: "t3", Condition: errand.Always}},

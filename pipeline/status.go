@@ -70,6 +70,11 @@ func StageStatus(ps PlanStage, tasks map[string]*errand.Task, approved int) Stag
 			cancelled = true
 		}
 	}
+	if ps.GateID != "" && state(ps.GateID) == errand.StateCancelled && state(ps.InitializeID) == errand.StateSkipped {
+		// A gate cancelled before anything ran: the stage was cancelled,
+		// not skipped.
+		cancelled = true
+	}
 	if cancelled {
 		if ended {
 			return StageCancelled
@@ -77,6 +82,9 @@ func StageStatus(ps PlanStage, tasks map[string]*errand.Task, approved int) Stag
 		return StageRunning
 	}
 	init := state(ps.InitializeID)
+	if ps.GateID != "" && (init == errand.StatePending || init == errand.StateQueued) {
+		return gatedStatus(ps, tasks, state)
+	}
 	if init == errand.StatePending || init == errand.StateQueued {
 		var ready errand.Readiness = errand.Ready
 		if t, ok := tasks[ps.InitializeID]; ok {
@@ -114,6 +122,27 @@ func StageStatus(ps PlanStage, tasks map[string]*errand.Task, approved int) Stag
 	return StageSuccess
 }
 
+// gatedStatus is the status of a stage with an approval gate that has not
+// started: waiting while its gate waits for approvals, skipped when the
+// gate's dependencies say it will be, pending otherwise.
+func gatedStatus(ps PlanStage, tasks map[string]*errand.Task, state func(string) errand.State) StageState {
+	switch state(ps.GateID) {
+	case errand.StateWaiting:
+		return StageWaiting
+	case errand.StatePending:
+		if t, ok := tasks[ps.GateID]; ok {
+			deps := make([]errand.DependencyOutcome, len(t.DependsOn))
+			for i, d := range t.DependsOn {
+				deps[i] = errand.DependencyOutcome{Condition: d.Condition, State: state(d.Task)}
+			}
+			if errand.Resolve(deps) == errand.Skip {
+				return StageSkipped
+			}
+		}
+	}
+	return StagePending
+}
+
 // RunStatus derives a run's phase and result from its plan, its tasks (by
 // id) and the approvals of its stages (distinct approvers by stage
 // name). The run is queued until a task starts and finished when every
@@ -127,7 +156,7 @@ func RunStatus(plan *Plan, tasks map[string]*errand.Task, approvals map[string]i
 			s = got.State
 		}
 		switch s {
-		case errand.StatePending, errand.StateQueued:
+		case errand.StatePending, errand.StateWaiting, errand.StateQueued:
 			ended = false
 		case errand.StateLeased, errand.StateRunning:
 			started, ended = true, false

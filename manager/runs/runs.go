@@ -21,32 +21,22 @@ import (
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/livelog"
-	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/pipeline"
 )
 
 // Approval gates.
 //
-// A stage that needs approvals gets one more task, its gate, of type
-// TypeApproval: the stage's initialize task depends on it (on_success) and
-// the gate takes the stage's own dependencies. The gate selects the labels
-// ApprovalLabel=approval and GateLabel=<gate id>, which no delegate may
-// carry (registration refuses labels under InternalLabelPrefix), so it
-// stays queued until the manager itself leases it, once the stage has as
-// many distinct approvers as it needs, and reports it succeeded. Task
-// leasing in the stores therefore knows nothing of approvals; cancelling
-// the run cancels the gate like any other task.
+// A stage that needs approvals has a gate (pipeline.PlanStage.GateID): a
+// task no delegate runs, which takes the stage's own dependencies and
+// which the stage's initialize task depends on. Once its dependencies are
+// met it waits (errand.StateWaiting); each new approver counts on it in
+// the same write that records the approval (store.RunStore.RunApprove),
+// and the approval that reaches the count succeeds it, which releases the
+// stage. Cancelling the run cancels the gate like any other task.
 const (
 	// TypeApproval is the task type of an approval gate.
-	TypeApproval = "errand.approval"
-	// InternalLabelPrefix starts the labels that only the manager may use.
-	InternalLabelPrefix = "errand."
-	// ApprovalLabel and GateLabel are the labels a gate selects.
-	ApprovalLabel = "errand.internal"
-	GateLabel     = "errand.gate"
-	// ApprovalDelegateID is the delegate the manager leases gates with.
-	ApprovalDelegateID = "manager-approvals"
+	TypeApproval = pipeline.TypeApproval
 	// DefaultApprover is who approves when the request does not say.
 	DefaultApprover = "admin"
 )
@@ -70,8 +60,9 @@ const finishedRunCacheSize = 4096
 // Href is where run id is in the API.
 func Href(id string) string { return "/api/v1/runs/" + id }
 
-// runPlan is what a run stores as its plan: the expanded pipeline plus the
-// approval gates, by stage name.
+// runPlan is what a run stores as its plan: the expanded pipeline. Runs
+// stored before the plan named its gates list them in Gates, by stage
+// name.
 type runPlan struct {
 	pipeline.Plan
 	Gates map[string]string `json:"gates,omitempty"`
@@ -167,7 +158,7 @@ func (s *Service) planRun(ctx context.Context, id, filename string, req *client.
 	if err != nil {
 		return nil, err
 	}
-	rp := addGates(plan)
+	rp := &runPlan{Plan: *plan}
 	if len(rp.Tasks) > s.cfg.MaxRunTasks {
 		return nil, &runTooLarge{fmt.Sprintf("config: %d tasks, more than the %d a run may have (--max-run-tasks)", len(rp.Tasks), s.cfg.MaxRunTasks)}
 	}
@@ -179,50 +170,6 @@ func (s *Service) planRun(ctx context.Context, id, filename string, req *client.
 type runTooLarge struct{ reason string }
 
 func (e *runTooLarge) Error() string { return e.reason }
-
-// addGates puts an approval gate before the initialize task of every
-// stage that needs approvals and runs.
-func addGates(plan *pipeline.Plan) *runPlan {
-	rp := &runPlan{Plan: *plan}
-	byID := make(map[string]int, len(plan.Tasks))
-	for i, t := range plan.Tasks {
-		byID[t.ID] = i
-	}
-	var out []*errand.Task
-	gateBefore := map[string]*errand.Task{}
-	for _, ps := range plan.Stages {
-		if ps.Approval <= 0 || ps.Skipped {
-			continue
-		}
-		init := plan.Tasks[byID[ps.InitializeID]]
-		gid := ulid.Make().String()
-		gate := &errand.Task{
-			ID:   gid,
-			Type: TypeApproval,
-			Data: json.RawMessage(fmt.Sprintf(`{"stage":%q,"approvers":%d}`, ps.Name, ps.Approval)),
-			Selector: errand.Selector{Labels: map[string]string{
-				ApprovalLabel: "approval", GateLabel: gid,
-			}},
-			DependsOn:   init.DependsOn,
-			MaxAttempts: 1,
-			RunID:       plan.RunID,
-		}
-		init.DependsOn = []errand.Dependency{{Task: gid, Condition: errand.OnSuccess}}
-		gateBefore[init.ID] = gate
-		if rp.Gates == nil {
-			rp.Gates = map[string]string{}
-		}
-		rp.Gates[ps.Name] = gid
-	}
-	for _, t := range plan.Tasks {
-		if g, ok := gateBefore[t.ID]; ok {
-			out = append(out, g)
-		}
-		out = append(out, t)
-	}
-	rp.Tasks = out
-	return rp
-}
 
 // setupErrors lists a config's problems with their paths and lines.
 func setupErrors(err error) []store.RunSetupError {
@@ -319,7 +266,7 @@ func (s *Service) runListItem(ctx context.Context, run *store.Run, st *store.Run
 	for state, n := range st.Tasks {
 		out.TaskCounts[string(state)] = n
 		switch state {
-		case errand.StatePending, errand.StateQueued:
+		case errand.StatePending, errand.StateWaiting, errand.StateQueued:
 			ended = false
 		case errand.StateLeased, errand.StateRunning:
 			started, ended = true, false
@@ -379,10 +326,6 @@ type runState struct {
 	run   *store.Run
 	plan  *runPlan
 	tasks map[string]*errand.Task
-	// view maps task ids to tasks as the pipeline's status functions see
-	// them: a gated initialize task shows the stage's own dependencies,
-	// so that a stage whose gate is queued reads as waiting.
-	view map[string]*errand.Task
 }
 
 // loadRun reads a run's plan and tasks.
@@ -420,27 +363,10 @@ func (s *Service) loadRun(ctx context.Context, run *store.Run) (*runState, error
 		}
 	}
 	s.cfg.ExplainWaiting(ctx, queued)
-	rs.view = make(map[string]*errand.Task, len(rs.tasks))
-	for id, t := range rs.tasks {
-		rs.view[id] = t
-	}
-	for _, ps := range rs.plan.Stages {
-		gid, ok := rs.plan.Gates[ps.Name]
-		if !ok {
-			continue
+	for i, ps := range rs.plan.Stages {
+		if gid, ok := rs.plan.Gates[ps.Name]; ok && ps.GateID == "" {
+			rs.plan.Stages[i].GateID = gid
 		}
-		gate, init := rs.tasks[gid], rs.tasks[ps.InitializeID]
-		if gate == nil || init == nil {
-			continue
-		}
-		cp := *init
-		cp.DependsOn = gate.DependsOn
-		if gate.State == errand.StateCancelled && init.State == errand.StateSkipped {
-			// A gate cancelled before anything ran: the stage was
-			// cancelled, not skipped.
-			cp.State = errand.StateCancelled
-		}
-		rs.view[init.ID] = &cp
 	}
 	return rs, nil
 }
@@ -454,7 +380,7 @@ func (rs *runState) approvals() map[string]int {
 }
 
 func (rs *runState) stageState(ps pipeline.PlanStage) pipeline.StageState {
-	return pipeline.StageStatus(ps, rs.view, len(rs.run.Approvals[ps.Name]))
+	return pipeline.StageStatus(ps, rs.tasks, len(rs.run.Approvals[ps.Name]))
 }
 
 // runView builds the API's view of a run.
@@ -474,7 +400,7 @@ func (s *Service) runView(ctx context.Context, run *store.Run) (*client.Run, err
 		}
 		return out, nil
 	}
-	phase, result := pipeline.RunStatus(&rs.plan.Plan, rs.view, rs.approvals())
+	phase, result := pipeline.RunStatus(&rs.plan.Plan, rs.tasks, rs.approvals())
 	out.Phase, out.Result = string(phase), string(result)
 	out.StageCount = len(rs.plan.Stages)
 	now := s.now()
@@ -550,12 +476,16 @@ func (rs *runState) stageOfTask() map[string]string {
 
 // stageDepends names the stages a stage's initialize task waits for.
 func (rs *runState) stageDepends(ps pipeline.PlanStage, stageOf map[string]string) []string {
-	init := rs.view[ps.InitializeID]
-	if init == nil {
+	// A gate holds the stage's own dependencies.
+	first := rs.tasks[ps.InitializeID]
+	if ps.GateID != "" {
+		first = rs.tasks[ps.GateID]
+	}
+	if first == nil {
 		return nil
 	}
 	var out []string
-	for _, d := range init.DependsOn {
+	for _, d := range first.DependsOn {
 		if name, ok := stageOf[d.Task]; ok && name != ps.Name && !slices.Contains(out, name) {
 			out = append(out, name)
 		}
@@ -677,71 +607,18 @@ func (s *Service) Approve(ctx context.Context, id, name, approver string) error 
 		return errand.Errorf(errand.CodeNotFound, "run %s has no stage %s", run.ID, name)
 	}
 	ps := rs.plan.Stages[i]
-	gate := rs.tasks[rs.plan.Gates[name]]
-	// A queued gate is a stage waiting for approvals, or one that has
-	// them and whose release was interrupted: approving again resumes it.
-	if gate == nil || gate.State != errand.StateQueued {
+	gate := rs.tasks[ps.GateID]
+	if gate == nil || gate.State != errand.StateWaiting {
 		return errand.Errorf(errand.CodeConflict, "stage %s of run %s is %s, not waiting for approval", name, run.ID, rs.stageState(ps))
 	}
-	n, err := s.store.RunApprove(ctx, store.RunApproveParams{RunID: run.ID, Stage: name, Approver: approver, Now: s.now()})
+	n, err := s.store.RunApprove(ctx, store.RunApproveParams{RunID: run.ID, Stage: name, Approver: approver, TaskID: gate.ID, Now: s.now()})
 	if err != nil {
 		return fmt.Errorf("approve stage %s of run %s: %w", name, run.ID, err)
 	}
 	log := s.log.WithFields(logrus.Fields{"run_id": run.ID, "stage": name, "approver": approver, "approvals": n, "required": ps.Approval})
 	log.Info("stage approved")
 	if n >= ps.Approval {
-		if err := s.releaseGate(ctx, gate.ID, n); err != nil {
-			return err
-		}
 		log.Info("stage released")
-	}
-	return nil
-}
-
-// approvalDelegate registers the delegate the manager leases gates with,
-// unless it is registered already. Releases are rare (one per approved
-// stage): a registration attempt each costs less than keeping state.
-func (s *Service) approvalDelegate(ctx context.Context) error {
-	secret, err := scheduler.NewSecret(32)
-	if err != nil {
-		return err
-	}
-	_, err = s.store.DelegateRegister(ctx, store.DelegateRegisterParams{
-		Delegate: &errand.Delegate{ID: ApprovalDelegateID, Name: ApprovalDelegateID, Capacity: 1,
-			TaskTypes: []string{TypeApproval}, Labels: map[string]string{ApprovalLabel: "approval"}},
-		TokenHash: scheduler.HashToken(ApprovalDelegateID + "." + secret),
-		Now:       s.now(),
-	})
-	if err != nil && !errors.Is(err, errand.ErrConflict) {
-		return fmt.Errorf("register the approval delegate: %w", err)
-	}
-	return nil
-}
-
-// releaseGate leases a queued gate to the manager's own delegate and
-// reports it succeeded, which queues the stage's initialize task. A gate
-// already released (by a concurrent approval) is left alone.
-func (s *Service) releaseGate(ctx context.Context, gateID string, approvals int) error {
-	if err := s.approvalDelegate(ctx); err != nil {
-		return err
-	}
-	now := s.now()
-	if err := s.store.DelegateTouch(ctx, store.DelegateTouchParams{IDs: []string{ApprovalDelegateID}, Now: now}); err != nil {
-		return fmt.Errorf("release gate %s: %w", gateID, err)
-	}
-	d := &errand.Delegate{ID: ApprovalDelegateID, Capacity: 1, TaskTypes: []string{TypeApproval},
-		Labels: map[string]string{ApprovalLabel: "approval", GateLabel: gateID}}
-	leased, err := s.store.TaskAcquire(ctx, store.TaskAcquireParams{Delegate: d, Max: 1, Now: now})
-	if err != nil {
-		return fmt.Errorf("release gate %s: %w", gateID, err)
-	}
-	for _, t := range leased {
-		result, _ := json.Marshal(map[string]int{"approvals": approvals})
-		_, err := s.store.TaskReport(ctx, store.TaskReportParams{TaskID: t.ID, DelegateID: ApprovalDelegateID,
-			LeaseToken: t.Lease.Token, State: errand.StateSucceeded, Result: result, Now: s.now()})
-		if err != nil {
-			return fmt.Errorf("release gate %s: %w", t.ID, err)
-		}
 	}
 	return nil
 }

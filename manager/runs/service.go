@@ -75,7 +75,7 @@ func New(cfg Config, st store.Store, sched *scheduler.Scheduler) (*Service, erro
 const countedRuns = 4096
 
 // unendedStates are the states of a task that has not ended.
-var unendedStates = []errand.State{errand.StatePending, errand.StateQueued, errand.StateLeased, errand.StateRunning}
+var unendedStates = []errand.State{errand.StatePending, errand.StateWaiting, errand.StateQueued, errand.StateLeased, errand.StateRunning}
 
 // finishedCounter counts runs finished on this manager, once each.
 type finishedCounter struct {
