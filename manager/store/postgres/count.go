@@ -19,7 +19,7 @@ const (
 
 // Count counts in one repeatable-read, read-only transaction, so that the
 // numbers agree with each other.
-func (s *Store) Count(ctx context.Context, p store.CountParams) (*store.Counts, error) {
+func (s *Driver) Count(ctx context.Context, p store.CountParams) (*store.Counts, error) {
 	c := &store.Counts{Tasks: map[errand.State]int64{}, Delegates: map[errand.DelegateState]int64{}}
 	ignoreTypes, ignoreDelegates := p.IgnoreTaskTypes, p.IgnoreDelegates
 	if ignoreTypes == nil {

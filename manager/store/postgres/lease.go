@@ -13,6 +13,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/engine"
 )
 
 // acquireSQL leases up to $1 queued tasks that the delegate may run, in one
@@ -66,7 +67,7 @@ const returningTaskCols = `t.seq, t.id, t.type, t.data, t.selector, t.depends_on
 
 // TaskAcquire leases up to p.Max queued tasks to a delegate, and records
 // that the delegate is alive.
-func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
 	d := p.Delegate
 	if d == nil || d.ID == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
@@ -143,13 +144,13 @@ func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*
 			if !a.QueuedAt.Equal(*b.QueuedAt) {
 				return a.QueuedAt.Before(*b.QueuedAt)
 			}
-			return a.seq < b.seq
+			return a.Seq < b.Seq
 		})
 		var withDeps []string
 		for _, row := range got {
-			t := row.task()
+			t := row.Detached()
 			t.Error = nil
-			t.Lease = &errand.Lease{Token: row.leaseToken, DelegateID: d.ID}
+			t.Lease = &errand.Lease{Token: row.LeaseToken, DelegateID: d.ID}
 			out = append(out, t)
 			if len(t.DependsOn) > 0 {
 				withDeps = append(withDeps, t.ID)
@@ -212,7 +213,7 @@ func dependencyResults(w *wtx, ids []string, tasks []*errand.Task) error {
 // TaskSweep expires silent delegates' leases and running tasks' timeouts.
 // Several managers may sweep at once: each expiry is a conditional write
 // on a locked row, so the second sweeper finds it done and skips it.
-func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
+func (s *Driver) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
 	var res store.TaskSweepResult
 	now := nanos(p.Now)
 	err := s.write(ctx, func(w *wtx) error {
@@ -269,11 +270,11 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 			return fmt.Errorf("sweep timeouts: %w", err)
 		}
 		for _, row := range late {
-			next, err := errand.Transition(row.status(), errand.EventTimeout)
+			next, err := errand.Transition(row.Status(), errand.EventTimeout)
 			if err != nil {
 				return fmt.Errorf("time out task %s: %w", row.ID, err)
 			}
-			if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+			if _, err := engine.Apply(w, row, next, engine.Extras{}, fromNanos(now)); err != nil {
 				return err
 			}
 			res.TimedOut = append(res.TimedOut, row.ID)
@@ -320,11 +321,11 @@ func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResu
 
 // expireLease applies lease_expired to one active task, read locked.
 func expireLease(w *wtx, row *taskRow, now int64, res *store.TaskSweepResult) error {
-	next, err := errand.Transition(row.status(), errand.EventLeaseExpired)
+	next, err := errand.Transition(row.Status(), errand.EventLeaseExpired)
 	if err != nil {
 		return fmt.Errorf("expire lease of %s: %w", row.ID, err)
 	}
-	if _, err := applyTransition(w, row, next, transitionExtras{clearLease: true}, now); err != nil {
+	if _, err := engine.Apply(w, row, next, engine.Extras{ClearLease: true}, fromNanos(now)); err != nil {
 		return err
 	}
 	if res == nil {
@@ -386,7 +387,7 @@ func (p prefixScanner) Scan(dest ...any) error {
 
 // TaskRelease ends at once the leases of a delegate's active tasks that
 // its complete statement does not name.
-func (s *Store) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (store.TaskSweepResult, error) {
+func (s *Driver) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (store.TaskSweepResult, error) {
 	var res store.TaskSweepResult
 	if p.DelegateID == "" {
 		return res, errand.Errorf(errand.CodeInvalid, "delegate: required")
@@ -482,11 +483,11 @@ func failAffinityLost(w *wtx, now, lostBefore int64, res *store.TaskSweepResult)
 		if store.StandIn(&o.row.Task, live[o.group]) {
 			continue
 		}
-		next, err := errand.Transition(o.row.status(), errand.EventAffinityLost)
+		next, err := errand.Transition(o.row.Status(), errand.EventAffinityLost)
 		if err != nil {
 			return fmt.Errorf("fail task %s: %w", o.row.ID, err)
 		}
-		if _, err := applyTransition(w, o.row, next, transitionExtras{}, now); err != nil {
+		if _, err := engine.Apply(w, o.row, next, engine.Extras{}, fromNanos(now)); err != nil {
 			return err
 		}
 		res.AffinityLost = append(res.AffinityLost, o.row.ID)

@@ -33,7 +33,7 @@ INSERT INTO log_chunks (task_id, first_line, lines, body) SELECT id, $4, $5, $6 
 // a gap, a stale lease) takes the careful path, which locks the task row
 // and says what is wrong, so appends to one task take turns whichever
 // manager receives them.
-func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
+func (s *Driver) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
 	if p.Offset < 0 {
 		return 0, errand.Errorf(errand.CodeInvalid, "offset: negative")
 	}
@@ -62,7 +62,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 
 // logAppendChecked appends under a lock on the task row, after checking
 // the lease and the offset one by one.
-func (s *Store) logAppendChecked(ctx context.Context, p store.LogAppendParams) (int64, error) {
+func (s *Driver) logAppendChecked(ctx context.Context, p store.LogAppendParams) (int64, error) {
 	var next int64
 	err := s.write(ctx, func(w *wtx) error {
 		var (
@@ -117,7 +117,7 @@ func (s *Store) logAppendChecked(ctx context.Context, p store.LogAppendParams) (
 }
 
 // LogRead returns unsealed lines from p.Offset.
-func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, error) {
+func (s *Driver) LogRead(ctx context.Context, p store.LogReadParams) ([]string, error) {
 	limit := p.Limit
 	if limit <= 0 {
 		limit = 10000
@@ -166,7 +166,7 @@ func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, e
 
 // LogSealList returns ended tasks whose logs are not sealed, oldest ended
 // first.
-func (s *Store) LogSealList(ctx context.Context, limit int) ([]string, error) {
+func (s *Driver) LogSealList(ctx context.Context, limit int) ([]string, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -189,7 +189,7 @@ func (s *Store) LogSealList(ctx context.Context, limit int) ([]string, error) {
 // LogSeal records a sealed log's objects and drops its lines. Two
 // managers sealing the same log at once take turns on the task row; the
 // second finds it sealed.
-func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
+func (s *Driver) LogSeal(ctx context.Context, p store.LogSealParams) error {
 	objects := p.Objects
 	if objects == nil {
 		objects = []store.LogObject{}
@@ -253,7 +253,7 @@ func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
 }
 
 // LogObjects returns a sealed log's objects in line order.
-func (s *Store) LogObjects(ctx context.Context, taskID string) ([]store.LogObject, bool, error) {
+func (s *Driver) LogObjects(ctx context.Context, taskID string) ([]store.LogObject, bool, error) {
 	var (
 		sealed  bool
 		objects string

@@ -94,7 +94,7 @@ func decodePayload(p string) (origin string, changes []store.Change, err error) 
 // notifications under load. Log appends to the same task coalesce into the
 // latest.
 type notifier struct {
-	s *Store
+	s *Driver
 
 	mu      sync.Mutex
 	pending []store.Change
@@ -106,7 +106,7 @@ type notifier struct {
 	done   chan struct{}
 }
 
-func newNotifier(s *Store) *notifier {
+func newNotifier(s *Driver) *notifier {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &notifier{s: s, logAt: map[string]int{}, wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
@@ -195,7 +195,7 @@ func (n *notifier) stop() {
 // subscribers, on a connection of its own that it re-establishes with
 // backoff when it breaks.
 type listener struct {
-	s      *Store
+	s      *Driver
 	cfg    *pgx.ConnConfig
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -203,7 +203,7 @@ type listener struct {
 
 // startListener connects and LISTENs before returning, so that a store
 // that opened hears every change committed after Open.
-func startListener(ctx context.Context, s *Store, cfg *pgx.ConnConfig) (*listener, error) {
+func startListener(ctx context.Context, s *Driver, cfg *pgx.ConnConfig) (*listener, error) {
 	l := &listener{s: s, cfg: cfg, done: make(chan struct{})}
 	conn, err := l.connect(ctx)
 	if err != nil {

@@ -1,5 +1,6 @@
-// Package postgres is the Store for several manager replicas: PostgreSQL
-// through jackc/pgx/v5, where the database decides who leases what
+// Package postgres is the store for several manager replicas: the engine
+// over a driver of PostgreSQL through jackc/pgx/v5, where the database
+// decides who leases what
 // (FOR UPDATE SKIP LOCKED) and LISTEN/NOTIFY carries each replica's
 // changes to the long-polls and log followers of the others.
 package postgres
@@ -24,6 +25,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/engine"
 )
 
 //go:embed migrations/*.sql
@@ -36,9 +38,12 @@ const migrationLock int64 = 0x65727261_6e64
 // defaultMaxConns sizes the pool when the URL does not (pool_max_conns).
 const defaultMaxConns = 16
 
-// Store is a store.Store on a PostgreSQL database shared by any number of
-// managers.
-type Store struct {
+// Store is the store.Store on a PostgreSQL database shared by any number
+// of managers: the engine over this package's Driver.
+type Store = engine.Engine
+
+// Driver is the store.Driver of a PostgreSQL database.
+type Driver struct {
 	pool *pgxpool.Pool
 	log  logrus.FieldLogger
 	// origin tells this store's notifications from other managers'.
@@ -57,15 +62,15 @@ type Store struct {
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var _ store.Driver = (*Driver)(nil)
 
 // Option changes how Open sets a store up.
-type Option func(*Store)
+type Option func(*Driver)
 
 // WithLogger sets the logger of the store's background work (the
 // listener's reconnects, failed notifications).
 func WithLogger(l logrus.FieldLogger) Option {
-	return func(s *Store) { s.log = l }
+	return func(s *Driver) { s.log = l }
 }
 
 // Open connects to the database at url (postgres://…; a search_path
@@ -73,6 +78,15 @@ func WithLogger(l logrus.FieldLogger) Option {
 // under an advisory lock, and starts listening for the changes of other
 // managers.
 func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
+	d, err := OpenDriver(ctx, url, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return engine.New(d), nil
+}
+
+// OpenDriver connects as Open does and returns the driver alone.
+func OpenDriver(ctx context.Context, url string, opts ...Option) (*Driver, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres url: %w", err)
@@ -84,7 +98,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if _, err := rand.Read(origin); err != nil {
 		return nil, fmt.Errorf("postgres origin: %w", err)
 	}
-	s := &Store{
+	s := &Driver{
 		log:    logrus.StandardLogger(),
 		origin: hex.EncodeToString(origin),
 	}
@@ -117,7 +131,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 // migrate applies the embedded migrations in name order, each once, in
 // its own transaction, while holding an advisory lock so that replicas
 // starting together take turns.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Driver) migrate(ctx context.Context) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -168,7 +182,7 @@ func (s *Store) migrate(ctx context.Context) error {
 }
 
 // Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Driver) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("ping postgres: %w", err)
 	}
@@ -178,7 +192,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close stops the listener and the notifier (sending what is still
 // waiting), waits for writes in progress and closes the pool. Later writes
 // fail with errand.ErrUnavailable.
-func (s *Store) Close() error {
+func (s *Driver) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeMu.Lock()
 		s.closed = true
@@ -193,7 +207,7 @@ func (s *Store) Close() error {
 
 // Subscribe calls fn after each committed change, this manager's and,
 // through LISTEN/NOTIFY, every other manager's on the same database.
-func (s *Store) Subscribe(fn func(store.Change)) (unsubscribe func()) {
+func (s *Driver) Subscribe(fn func(store.Change)) (unsubscribe func()) {
 	return s.subs.Add(fn)
 }
 
@@ -209,7 +223,7 @@ type querier interface {
 // wtx is a write in progress: a transaction, or a single statement that
 // is atomic on its own.
 type wtx struct {
-	s       *Store
+	s       *Driver
 	ctx     context.Context
 	tx      querier
 	changes []store.Change
@@ -255,7 +269,7 @@ const (
 // deadlock or a serialisation failure, and delivers the changes it
 // emitted once committed: at once to this manager's subscribers, and
 // through the notifier to the others.
-func (s *Store) write(ctx context.Context, fn func(*wtx) error, mode ...writeMode) error {
+func (s *Driver) write(ctx context.Context, fn func(*wtx) error, mode ...writeMode) error {
 	s.closeMu.RLock()
 	defer s.closeMu.RUnlock()
 	if s.closed {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
 )
 
 // taskCols are the columns scanTask reads, in order.
@@ -14,14 +15,8 @@ const taskCols = `seq, id, type, data, selector, depends_on, affinity, priority,
 	result, error_code, error_reason, log_lines, has_dependents, created_at, queued_at,
 	started_at, finished_at, approvals, approved`
 
-// taskRow is a task as stored, with the columns the store needs that the
-// domain type does not carry.
-type taskRow struct {
-	errand.Task
-	seq           int64
-	leaseToken    string
-	hasDependents bool
-}
+// taskRow is a task as stored.
+type taskRow = store.TaskRow
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -34,9 +29,9 @@ func scanTask(sc scanner) (*taskRow, error) {
 		errCode, errReason        string
 		queued, started, finished *int64
 	)
-	err := sc.Scan(&r.seq, &r.ID, &r.Type, &data, &selector, &dependsOn, &r.Affinity,
+	err := sc.Scan(&r.Seq, &r.ID, &r.Type, &data, &selector, &dependsOn, &r.Affinity,
 		&r.Priority, &timeout, &r.MaxAttempts, &r.RunID, &r.State, &r.Attempt, &r.CancelRequested,
-		&r.DelegateID, &r.leaseToken, &result, &errCode, &errReason, &r.LogLines, &r.hasDependents,
+		&r.DelegateID, &r.LeaseToken, &result, &errCode, &errReason, &r.LogLines, &r.HasDependents,
 		&created, &queued, &started, &finished, &r.Approvals, &r.Approved)
 	if err != nil {
 		return nil, err
@@ -67,17 +62,6 @@ func scanTask(sc scanner) (*taskRow, error) {
 	r.StartedAt = fromNull(started)
 	r.FinishedAt = fromNull(finished)
 	return &r, nil
-}
-
-// task returns the domain task, detached from the row.
-func (r *taskRow) task() *errand.Task {
-	t := r.Task
-	return &t
-}
-
-func (r *taskRow) status() errand.Status {
-	return errand.Status{State: r.State, Attempt: r.Attempt, MaxAttempts: r.MaxAttempts,
-		CancelRequested: r.CancelRequested, Approvals: r.Approvals, Approved: r.Approved}
 }
 
 const delegateCols = `id, name, hostname, grp, labels, archs, capacity, task_types, dynamic,
@@ -132,11 +116,6 @@ func fromNull(n *int64) *time.Time {
 		return nil
 	}
 	t := fromNanos(*n)
-	return &t
-}
-
-func ptrTime(n int64) *time.Time {
-	t := fromNanos(n)
 	return &t
 }
 

@@ -27,7 +27,7 @@ func ignoreTypes(n int) string {
 
 // Count counts in one read transaction, so that the numbers agree with
 // each other.
-func (s *Store) Count(ctx context.Context, p store.CountParams) (*store.Counts, error) {
+func (s *Driver) Count(ctx context.Context, p store.CountParams) (*store.Counts, error) {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("count: %w", err)

@@ -12,7 +12,7 @@ import (
 )
 
 // DelegateRegister inserts a delegate.
-func (s *Store) DelegateRegister(ctx context.Context, p store.DelegateRegisterParams) (*errand.Delegate, error) {
+func (s *Driver) DelegateRegister(ctx context.Context, p store.DelegateRegisterParams) (*errand.Delegate, error) {
 	d := p.Delegate
 	if d == nil || d.ID == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, "delegate.id: required")
@@ -60,7 +60,7 @@ func (s *Store) DelegateRegister(ctx context.Context, p store.DelegateRegisterPa
 }
 
 // DelegateGet returns one delegate.
-func (s *Store) DelegateGet(ctx context.Context, id string) (*errand.Delegate, error) {
+func (s *Driver) DelegateGet(ctx context.Context, id string) (*errand.Delegate, error) {
 	d, err := scanDelegate(s.rdb.QueryRowContext(ctx, `SELECT `+delegateCols+` FROM delegates WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("delegate", id)
@@ -72,7 +72,7 @@ func (s *Store) DelegateGet(ctx context.Context, id string) (*errand.Delegate, e
 }
 
 // DelegateTokenHash returns the hash of a delegate's token.
-func (s *Store) DelegateTokenHash(ctx context.Context, id string) (string, error) {
+func (s *Driver) DelegateTokenHash(ctx context.Context, id string) (string, error) {
 	var h string
 	err := s.rdb.QueryRowContext(ctx, `SELECT token_hash FROM delegates WHERE id = ?`, id).Scan(&h)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -85,7 +85,7 @@ func (s *Store) DelegateTokenHash(ctx context.Context, id string) (string, error
 }
 
 // DelegateList returns delegates in registration order.
-func (s *Store) DelegateList(ctx context.Context, p store.DelegateListParams) ([]*errand.Delegate, error) {
+func (s *Driver) DelegateList(ctx context.Context, p store.DelegateListParams) ([]*errand.Delegate, error) {
 	var (
 		where []string
 		args  []any
@@ -133,7 +133,7 @@ func (s *Store) DelegateList(ctx context.Context, p store.DelegateListParams) ([
 }
 
 // DelegateTouch records heartbeats of many delegates in one transaction.
-func (s *Store) DelegateTouch(ctx context.Context, p store.DelegateTouchParams) error {
+func (s *Driver) DelegateTouch(ctx context.Context, p store.DelegateTouchParams) error {
 	if len(p.IDs) == 0 {
 		return nil
 	}
@@ -166,7 +166,7 @@ func (s *Store) DelegateTouch(ctx context.Context, p store.DelegateTouchParams) 
 }
 
 // DelegateUpdate changes the fields set in p.
-func (s *Store) DelegateUpdate(ctx context.Context, p store.DelegateUpdateParams) (*errand.Delegate, error) {
+func (s *Driver) DelegateUpdate(ctx context.Context, p store.DelegateUpdateParams) (*errand.Delegate, error) {
 	if p.State != nil {
 		switch *p.State {
 		case errand.DelegateActive, errand.DelegateDraining, errand.DelegateLost:
@@ -210,7 +210,7 @@ func (s *Store) DelegateUpdate(ctx context.Context, p store.DelegateUpdateParams
 }
 
 // DelegateDelete removes a delegate; its active tasks lose their leases.
-func (s *Store) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams) error {
+func (s *Driver) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams) error {
 	return s.write(ctx, func(w *wtx) error {
 		var n int
 		if err := w.queryRow(`SELECT count(*) FROM delegates WHERE id = ?`, p.ID).Scan(&n); err != nil {

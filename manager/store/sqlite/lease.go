@@ -12,6 +12,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/engine"
 )
 
 // candidate is a queued task that acquire considers, at its place in the
@@ -23,7 +24,7 @@ type candidate struct {
 
 // TaskAcquire leases up to p.Max queued tasks to a delegate, and records
 // that the delegate is alive.
-func (s *Store) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
 	d := p.Delegate
 	if d == nil || d.ID == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
@@ -162,7 +163,7 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*e
 	}
 	leases := make([]lease, len(picked))
 	for i, c := range picked {
-		next, err := errand.Transition(c.row.status(), errand.EventLease)
+		next, err := errand.Transition(c.row.Status(), errand.EventLease)
 		if err != nil {
 			return nil, fmt.Errorf("lease task %s: %w", c.row.ID, err)
 		}
@@ -185,7 +186,7 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*e
 		b.WriteString("CASE seq")
 		for i, c := range picked {
 			b.WriteString(" WHEN ? THEN ?")
-			args = append(args, c.row.seq, val(i))
+			args = append(args, c.row.Seq, val(i))
 		}
 		b.WriteString(" END")
 		return b.String()
@@ -195,9 +196,9 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*e
 	tokens := byTask(func(i int) any { return leases[i].token })
 	versions := byTask(func(i int) any { return leases[i].version })
 	for _, c := range picked {
-		args = append(args, c.row.seq)
+		args = append(args, c.row.Seq)
 	}
-	current := byTask(func(i int) any { return picked[i].row.version })
+	current := byTask(func(i int) any { return picked[i].row.Version })
 	res, err := w.exec(`UPDATE tasks SET state = 'leased', delegate_id = ?, delegate_group = ?, lease_renewed = ?,
 		error_code = '', error_reason = '', attempt = `+attempts+`, lease_token = `+tokens+`,
 		version = `+versions+` WHERE seq IN (?`+strings.Repeat(", ?", len(picked)-1)+`) AND version = `+current,
@@ -211,9 +212,9 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*e
 	out := make([]*errand.Task, len(picked))
 	for i, c := range picked {
 		l := leases[i]
-		t := c.row.task()
+		t := c.row.Detached()
 		t.State, t.Attempt, t.DelegateID, t.Error = l.next.State, l.next.Attempt, d.ID, nil
-		w.s.active.put(&taskRow{Task: *t, seq: c.row.seq, leaseToken: l.token, hasDependents: c.row.hasDependents, version: l.version})
+		w.s.active.put(&taskRow{Task: *t, Seq: c.row.Seq, LeaseToken: l.token, HasDependents: c.row.HasDependents, Version: l.version})
 		t.Lease = &errand.Lease{Token: l.token, DelegateID: d.ID}
 		if len(t.DependsOn) > 0 {
 			if t.Dependencies, err = dependencyResults(w, t.ID); err != nil {
@@ -257,7 +258,7 @@ func dependencyResults(w *wtx, id string) ([]errand.DependencyResult, error) {
 }
 
 // TaskSweep expires silent delegates' leases and running tasks' timeouts.
-func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
+func (s *Driver) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
 	var res store.TaskSweepResult
 	now := nanos(p.Now)
 	err := s.write(ctx, func(w *wtx) error {
@@ -296,11 +297,11 @@ func (s *Store) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.T
 			if err != nil {
 				return err
 			}
-			next, err := errand.Transition(row.status(), errand.EventTimeout)
+			next, err := errand.Transition(row.Status(), errand.EventTimeout)
 			if err != nil {
 				return fmt.Errorf("time out task %s: %w", id, err)
 			}
-			if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+			if _, err := engine.Apply(w, row, next, engine.Extras{}, fromNanos(now)); err != nil {
 				return err
 			}
 			res.TimedOut = append(res.TimedOut, id)
@@ -334,11 +335,11 @@ func expireLease(w *wtx, id string, now int64, res *store.TaskSweepResult) error
 	if err != nil {
 		return err
 	}
-	next, err := errand.Transition(row.status(), errand.EventLeaseExpired)
+	next, err := errand.Transition(row.Status(), errand.EventLeaseExpired)
 	if err != nil {
 		return fmt.Errorf("expire lease of %s: %w", id, err)
 	}
-	if _, err := applyTransition(w, row, next, transitionExtras{clearLease: true}, now); err != nil {
+	if _, err := engine.Apply(w, row, next, engine.Extras{ClearLease: true}, fromNanos(now)); err != nil {
 		return err
 	}
 	if res == nil {
@@ -391,7 +392,7 @@ func expireUnrenewed(w *wtx, now time.Time, ttl time.Duration, res *store.TaskSw
 
 // TaskRelease ends at once the leases of a delegate's active tasks that
 // its complete statement does not name.
-func (s *Store) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (store.TaskSweepResult, error) {
+func (s *Driver) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (store.TaskSweepResult, error) {
 	var res store.TaskSweepResult
 	if p.DelegateID == "" {
 		return res, errand.Errorf(errand.CodeInvalid, "delegate: required")
@@ -481,11 +482,11 @@ func failAffinityLost(w *wtx, now, lostBefore int64, res *store.TaskSweepResult)
 		if store.StandIn(&row.Task, live[o.group]) {
 			continue
 		}
-		next, err := errand.Transition(row.status(), errand.EventAffinityLost)
+		next, err := errand.Transition(row.Status(), errand.EventAffinityLost)
 		if err != nil {
 			return fmt.Errorf("fail task %s: %w", o.id, err)
 		}
-		if _, err := applyTransition(w, row, next, transitionExtras{}, now); err != nil {
+		if _, err := engine.Apply(w, row, next, engine.Extras{}, fromNanos(now)); err != nil {
 			return err
 		}
 		res.AffinityLost = append(res.AffinityLost, o.id)

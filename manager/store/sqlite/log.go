@@ -12,7 +12,7 @@ import (
 )
 
 // LogAppend appends lines at p.Offset under the task's lease.
-func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
+func (s *Driver) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
 	if p.Offset < 0 {
 		return 0, errand.Errorf(errand.CodeInvalid, "offset: negative")
 	}
@@ -62,9 +62,9 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		}
 		// Keep the cached row of the task current, when it was, so that
 		// logging does not cost the next report a read.
-		if row, ok := w.s.active.get(p.TaskID); ok && row.version == version {
+		if row, ok := w.s.active.get(p.TaskID); ok && row.Version == version {
 			fresh := *row
-			fresh.LogLines, fresh.version = end, newVersion
+			fresh.LogLines, fresh.Version = end, newVersion
 			w.s.active.put(&fresh)
 		}
 		next = end
@@ -78,7 +78,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 }
 
 // LogRead returns unsealed lines from p.Offset.
-func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, error) {
+func (s *Driver) LogRead(ctx context.Context, p store.LogReadParams) ([]string, error) {
 	limit := p.Limit
 	if limit <= 0 {
 		limit = 10000
@@ -121,7 +121,7 @@ func (s *Store) LogRead(ctx context.Context, p store.LogReadParams) ([]string, e
 
 // LogSealList returns ended tasks whose logs are not sealed, oldest ended
 // first.
-func (s *Store) LogSealList(ctx context.Context, limit int) ([]string, error) {
+func (s *Driver) LogSealList(ctx context.Context, limit int) ([]string, error) {
 	if limit <= 0 {
 		limit = 100
 	}
@@ -147,7 +147,7 @@ func (s *Store) LogSealList(ctx context.Context, limit int) ([]string, error) {
 }
 
 // LogSeal records a sealed log's objects and drops its lines.
-func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
+func (s *Driver) LogSeal(ctx context.Context, p store.LogSealParams) error {
 	objects := p.Objects
 	if objects == nil {
 		objects = []store.LogObject{}
@@ -186,7 +186,7 @@ func (s *Store) LogSeal(ctx context.Context, p store.LogSealParams) error {
 }
 
 // LogObjects returns a sealed log's objects in line order.
-func (s *Store) LogObjects(ctx context.Context, taskID string) ([]store.LogObject, bool, error) {
+func (s *Driver) LogObjects(ctx context.Context, taskID string) ([]store.LogObject, bool, error) {
 	var (
 		sealed  int
 		objects string

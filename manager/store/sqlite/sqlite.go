@@ -1,6 +1,7 @@
-// Package sqlite is the embedded Store: one SQLite file in WAL mode through
-// modernc.org/sqlite, with a single writer connection and a pool of
-// readers, so writers never fight over the database lock.
+// Package sqlite is the embedded store: the engine over a driver of one
+// SQLite file in WAL mode through modernc.org/sqlite, with a single
+// writer connection and a pool of readers, so writers never fight over
+// the database lock.
 //
 // Writes queue for the writer and are group-committed: the caller that
 // gets the writer runs every write waiting at that moment in one
@@ -29,6 +30,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/engine"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -39,8 +41,12 @@ var migrations embed.FS
 // readers is the size of the read pool.
 const readers = 4
 
-// Store is a store.Store on one SQLite database file.
-type Store struct {
+// Store is the store.Store on one SQLite database file: the engine over
+// this package's Driver.
+type Store = engine.Engine
+
+// Driver is the store.Driver of one SQLite database file.
+type Driver struct {
 	rdb *sql.DB
 	wdb *sql.DB
 	// wconn is the one connection that writes. wsem guards it: a write
@@ -75,7 +81,7 @@ type Store struct {
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var _ store.Driver = (*Driver)(nil)
 
 // Errors of Open for a file that is not a healthy database.
 var (
@@ -104,6 +110,16 @@ var checkpointEvery = time.Minute
 // only writer of the file: one manager process opens a database at a
 // time.
 func Open(ctx context.Context, path string) (*Store, error) {
+	d, err := OpenDriver(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return engine.New(d), nil
+}
+
+// OpenDriver opens the database at path as Open does and returns its
+// driver alone.
+func OpenDriver(ctx context.Context, path string) (*Driver, error) {
 	created, err := prepareFile(path)
 	if err != nil {
 		return nil, err
@@ -131,7 +147,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	wdb.SetMaxIdleConns(1)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
-	s := &Store{
+	s := &Driver{
 		wdb:    wdb,
 		wsem:   make(chan struct{}, 1),
 		stmts:  make(map[string]*sql.Stmt),
@@ -211,7 +227,7 @@ func prepareFile(path string) (created bool, err error) {
 
 // check refuses a damaged database, and one that is not new and has no
 // schema.
-func (s *Store) check(ctx context.Context, created bool) error {
+func (s *Driver) check(ctx context.Context, created bool) error {
 	rows, err := s.wconn.QueryContext(ctx, `PRAGMA quick_check(5)`)
 	if err != nil {
 		if isCorrupt(err) {
@@ -280,7 +296,7 @@ func storageFull(err error) error {
 // checkpointLoop checkpoints the WAL every interval and truncates it,
 // until Close. A checkpoint that readers hold up gives way at once and is
 // tried again at the next tick: it must never stall the writer for long.
-func (s *Store) checkpointLoop(walPath string, every time.Duration) {
+func (s *Driver) checkpointLoop(walPath string, every time.Duration) {
 	defer close(s.checkpointed)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -305,7 +321,7 @@ func (s *Store) checkpointLoop(walPath string, every time.Duration) {
 
 // checkpoint runs a TRUNCATE checkpoint on the writer; the caller holds
 // wsem.
-func (s *Store) checkpoint() {
+func (s *Driver) checkpoint() {
 	ctx := s.ctl.ctx
 	if _, err := s.wconn.ExecContext(ctx, `PRAGMA busy_timeout(50)`); err != nil {
 		return
@@ -317,7 +333,7 @@ func (s *Store) checkpoint() {
 
 // migrate applies the embedded migrations in name order, each once, in
 // its own transaction, and records them in schema_migrations.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Driver) migrate(ctx context.Context) error {
 	if _, err := s.wconn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
@@ -357,7 +373,7 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // Ping checks that both pools answer, and while the disk is full that a
 // write gets through again (errand.ErrStorageFull until it does).
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Driver) Ping(ctx context.Context) error {
 	if err := s.rdb.PingContext(ctx); err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)
 	}
@@ -385,7 +401,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close waits for the write in progress, fails writes still waiting with
 // errand.ErrUnavailable and closes both pools. Changes are no longer
 // delivered.
-func (s *Store) Close() error {
+func (s *Driver) Close() error {
 	s.closeOnce.Do(func() {
 		// Refuse new writes, fail those still waiting, then wait for the
 		// batch in progress to end.
@@ -427,13 +443,13 @@ func (s *Store) Close() error {
 }
 
 // Subscribe calls fn after each committed change.
-func (s *Store) Subscribe(fn func(store.Change)) (unsubscribe func()) {
+func (s *Driver) Subscribe(fn func(store.Change)) (unsubscribe func()) {
 	return s.subs.Add(fn)
 }
 
 // wtx is a write transaction in progress on the writer connection.
 type wtx struct {
-	s       *Store
+	s       *Driver
 	ctx     context.Context
 	changes []store.Change
 	// wrote is set once the write has run a statement that may change
@@ -510,7 +526,7 @@ const maxBatch = 64
 // only after its own changes are durable. Waiting honours ctx; once taken,
 // a write runs to its end so that a cancelled request never leaves the
 // connection mid-transaction.
-func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
+func (s *Driver) write(ctx context.Context, fn func(*wtx) error) error {
 	req := &writeReq{w: &wtx{s: s, ctx: context.WithoutCancel(ctx)}, fn: fn, done: make(chan struct{})}
 	s.pendMu.Lock()
 	if s.closed {
@@ -546,7 +562,7 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 }
 
 // takeBatch removes up to maxBatch waiting writes from the queue.
-func (s *Store) takeBatch() []*writeReq {
+func (s *Driver) takeBatch() []*writeReq {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	n := min(len(s.pending), maxBatch)
@@ -565,7 +581,7 @@ func (s *Store) takeBatch() []*writeReq {
 
 // complete delivers the changes of the writes that committed and wakes
 // their callers.
-func (s *Store) complete(batch []*writeReq) {
+func (s *Driver) complete(batch []*writeReq) {
 	for _, r := range batch {
 		if r.err == nil {
 			s.subs.Deliver(r.w.changes)
@@ -589,7 +605,7 @@ func (s *Store) complete(batch []*writeReq) {
 // write fails after changing rows, the whole transaction is rolled back
 // and each write of the batch runs again in a transaction of its own, so
 // that one failure never costs the others their changes.
-func (s *Store) runBatch(batch []*writeReq) {
+func (s *Driver) runBatch(batch []*writeReq) {
 	fail := func(err error) {
 		for _, r := range batch {
 			if r.err == nil {
@@ -634,12 +650,8 @@ func (r *writeReq) run() (err error) {
 	return r.fn(r.w)
 }
 
-// errStale says that a row changed since it was read: a conditional write
-// found no row at the version it expected.
-var errStale = errors.New("task row changed since it was read")
-
 // nextVersion returns a task row version never used before.
-func (s *Store) nextVersion() int64 {
+func (s *Driver) nextVersion() int64 {
 	s.version++
 	return s.version
 }

@@ -1,0 +1,134 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/errandci/errand"
+)
+
+// Driver is what the engine (manager/store/engine) needs of a database:
+// rows read and written by id and in batches, inside transactions, and
+// no decision of its own. Every rule of the task life cycle (validation,
+// transitions, outcomes, dependency release, approvals) is the engine's;
+// a driver holds only its SQL dialect, its transactions and what makes
+// them fast (group commit, row caches, SKIP LOCKED, NOTIFY).
+//
+// The methods of DriverRows are the parts of Store that only read or
+// write rows as they are given; the engine serves them as they are.
+type Driver interface {
+	DriverRows
+	// Write runs fn in one write transaction. The changes fn emits
+	// (DriverTx.Emit) are delivered to subscribers once, after the commit
+	// made them durable, and not at all if the transaction fails. fn may
+	// be run again when the database aborted a try (a deadlock, a
+	// serialisation failure): it must start afresh each time.
+	Write(ctx context.Context, fn func(tx DriverTx) error) error
+}
+
+// DriverRows are the methods of Store that a driver serves directly:
+// reads, and writes that decide nothing. Their contracts are Store's.
+type DriverRows interface {
+	TaskGet(ctx context.Context, id string) (*errand.Task, error)
+	TaskList(ctx context.Context, p TaskListParams) ([]*errand.Task, error)
+	TaskAcquire(ctx context.Context, p TaskAcquireParams) ([]*errand.Task, error)
+	TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error)
+	TaskSweep(ctx context.Context, p TaskSweepParams) (TaskSweepResult, error)
+	TaskRelease(ctx context.Context, p TaskReleaseParams) (TaskSweepResult, error)
+
+	LogAppend(ctx context.Context, p LogAppendParams) (int64, error)
+	LogRead(ctx context.Context, p LogReadParams) ([]string, error)
+	LogSealList(ctx context.Context, limit int) ([]string, error)
+	LogSeal(ctx context.Context, p LogSealParams) error
+	LogObjects(ctx context.Context, taskID string) ([]LogObject, bool, error)
+
+	DelegateRegister(ctx context.Context, p DelegateRegisterParams) (*errand.Delegate, error)
+	DelegateGet(ctx context.Context, id string) (*errand.Delegate, error)
+	DelegateTokenHash(ctx context.Context, id string) (string, error)
+	DelegateList(ctx context.Context, p DelegateListParams) ([]*errand.Delegate, error)
+	DelegateTouch(ctx context.Context, p DelegateTouchParams) error
+	DelegateUpdate(ctx context.Context, p DelegateUpdateParams) (*errand.Delegate, error)
+	DelegateDelete(ctx context.Context, p DelegateDeleteParams) error
+
+	Subscribe(fn func(Change)) (unsubscribe func())
+
+	RunGet(ctx context.Context, id string) (*Run, error)
+	RunList(ctx context.Context, p RunListParams) ([]*Run, error)
+	RunTaskStats(ctx context.Context, p RunTaskStatsParams) (map[string]*RunTaskStats, error)
+	RunCancel(ctx context.Context, p RunCancelParams) (*Run, error)
+
+	Count(ctx context.Context, p CountParams) (*Counts, error)
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// DriverTx is one write transaction of a driver: row reads and writes,
+// each conditional on what the engine read.
+type DriverTx interface {
+	// TaskRow reads one task for writing: no other transaction writes
+	// it until this one ends, or the write is conditional on its
+	// Version (TaskUpdate). errand.ErrNotFound when there is none.
+	TaskRow(id string) (*TaskRow, error)
+	// TaskStates reads the states of existing tasks that new tasks refer
+	// to, such that none of them ends unseen before this transaction
+	// commits. Unknown ids are absent from the map.
+	TaskStates(ids []string) (map[string]errand.State, error)
+	// TaskInsert inserts new tasks in the order given, with their
+	// dependency edges, and marks the tasks they depend on as having
+	// dependents. A row whose id exists fails the whole insert with
+	// errand.ErrConflict ("tasks[i].id: task X exists", i its index).
+	TaskInsert(rows []*TaskRow) error
+	// TaskUpdate writes next over prev, a row read in this transaction,
+	// if the row is still as read: ErrStale otherwise. It sets
+	// next.Version.
+	TaskUpdate(prev, next *TaskRow) error
+	// TaskPendingDependents lists the pending tasks that depend on id.
+	TaskPendingDependents(id string) ([]string, error)
+	// TaskDependencyOutcomes lists a task's dependencies, in DependsOn
+	// order, each with its condition and the state its task is in now.
+	TaskDependencyOutcomes(id string) ([]errand.DependencyOutcome, error)
+
+	// RunInsert inserts a run (errand.ErrConflict for an id that exists)
+	// and sets its CreatedAt to now.
+	RunInsert(r *Run, now time.Time) error
+	// RunApprovalAdd records an approver of a stage of a run and says
+	// whether it is new; errand.ErrNotFound for an unknown run.
+	RunApprovalAdd(p RunApproveParams) (added bool, err error)
+	// RunApprovalCount counts the distinct approvers of a stage.
+	RunApprovalCount(runID, stage string) (int, error)
+
+	// Emit records a change, delivered after the commit.
+	Emit(c Change)
+}
+
+// ErrStale says that a conditional write found the row changed since it
+// was read. The engine reads it again and decides afresh.
+var ErrStale = errors.New("row changed since it was read")
+
+// TaskRow is a task as a driver stores it: the domain task and the
+// columns that only the store sees.
+type TaskRow struct {
+	errand.Task
+	// Seq orders tasks by creation; drivers address rows by it.
+	Seq int64
+	// LeaseToken is the current lease's token, empty when none is.
+	LeaseToken string
+	// HasDependents is set once some task depends on this one.
+	HasDependents bool
+	// Version is the driver's mark of the row as read, for writes
+	// conditional on it (0 when a driver locks rows instead).
+	Version int64
+}
+
+// Status is the part of the row that the state machine reads.
+func (r *TaskRow) Status() errand.Status {
+	return errand.Status{State: r.State, Attempt: r.Attempt, MaxAttempts: r.MaxAttempts,
+		CancelRequested: r.CancelRequested, Approvals: r.Approvals, Approved: r.Approved}
+}
+
+// Detached returns a copy of the domain task, detached from the row.
+func (r *TaskRow) Detached() *errand.Task {
+	t := r.Task
+	return &t
+}

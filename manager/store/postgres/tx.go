@@ -1,0 +1,184 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
+)
+
+// Write runs fn in one transaction, again when PostgreSQL aborted it for
+// a deadlock or a serialisation failure (see write).
+func (s *Driver) Write(ctx context.Context, fn func(tx store.DriverTx) error) error {
+	return s.write(ctx, func(w *wtx) error { return fn(w) })
+}
+
+var _ store.DriverTx = (*wtx)(nil)
+
+// Emit records a change, delivered after the commit.
+func (w *wtx) Emit(c store.Change) { w.emit(c) }
+
+// TaskRow reads a task and locks it until the transaction ends.
+func (w *wtx) TaskRow(id string) (*store.TaskRow, error) { return lockRow(w, id) }
+
+// TaskStates reads the states of tasks under a share lock (lockReferences).
+func (w *wtx) TaskStates(ids []string) (map[string]errand.State, error) {
+	return lockReferences(w, ids)
+}
+
+const insertTaskSQL = `INSERT INTO tasks (id, type, data, selector, depends_on, affinity,
+	priority, timeout, max_attempts, run_id, state, error_code, error_reason, created_at,
+	queued_at, finished_at, approvals, approved, has_dependents)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+	ON CONFLICT (id) DO NOTHING`
+
+// TaskInsert sends every row and edge of a batch in one round trip.
+func (w *wtx) TaskInsert(rows []*store.TaskRow) error {
+	b := &pgx.Batch{}
+	for i, r := range rows {
+		if err := queueInsert(b, i, r); err != nil {
+			return fmt.Errorf("create task %s: %w", r.ID, err)
+		}
+	}
+	return w.sendBatch(b)
+}
+
+// queueInsert queues the statements that store one new row, the i-th of
+// its batch. An id that exists already fails the batch with
+// errand.ErrConflict.
+func queueInsert(b *pgx.Batch, i int, r *store.TaskRow) error {
+	t := &r.Task
+	selector := "{}"
+	if t.Selector.Arch != "" || t.Selector.Group != "" || len(t.Selector.Labels) > 0 {
+		b, err := json.Marshal(t.Selector)
+		if err != nil {
+			return err
+		}
+		selector = string(b)
+	}
+	deps, err := jsonOrEmpty(t.DependsOn, len(t.DependsOn) == 0)
+	if err != nil {
+		return err
+	}
+	var errCode, errReason string
+	if t.Error != nil {
+		errCode, errReason = t.Error.Code, t.Error.Reason
+	}
+	b.Queue(insertTaskSQL, t.ID, t.Type, nullBytes(t.Data), selector, deps,
+		t.Affinity, t.Priority, int64(t.Timeout), t.MaxAttempts, t.RunID, t.State, errCode, errReason,
+		nanos(t.CreatedAt), nullTime(t.QueuedAt), nullTime(t.FinishedAt), t.Approvals, t.Approved,
+		r.HasDependents).Exec(func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() == 0 {
+			return errand.Errorf(errand.CodeConflict, "tasks[%d].id: task %s exists", i, t.ID)
+		}
+		return nil
+	})
+	if len(t.DependsOn) > 0 {
+		depIDs := make([]string, len(t.DependsOn))
+		conds := make([]string, len(t.DependsOn))
+		for j, d := range t.DependsOn {
+			depIDs[j] = d.Task
+			conds[j] = string(d.Condition)
+			if conds[j] == "" {
+				conds[j] = string(errand.OnSuccess)
+			}
+		}
+		b.Queue(`INSERT INTO task_deps (task_id, dep_id, condition, position)
+			SELECT $1, d, c, i - 1 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(d, c, i)`,
+			t.ID, depIDs, conds)
+		b.Queue(`UPDATE tasks SET has_dependents = true WHERE id = ANY($1) AND NOT has_dependents`, depIDs)
+	}
+	return nil
+}
+
+// TaskUpdate writes a locked row.
+func (w *wtx) TaskUpdate(prev, next *store.TaskRow) error {
+	var errCode, errReason string
+	if next.Error != nil {
+		errCode, errReason = next.Error.Code, next.Error.Reason
+	}
+	_, err := w.exec(`UPDATE tasks SET state = $1, attempt = $2, cancel_requested = $3, result = $4,
+		error_code = $5, error_reason = $6, lease_token = $7, queued_at = $8, started_at = $9,
+		finished_at = $10, approved = $12 WHERE seq = $11`,
+		next.State, next.Attempt, next.CancelRequested, nullBytes(next.Result), errCode, errReason, next.LeaseToken,
+		nullTime(next.QueuedAt), nullTime(next.StartedAt), nullTime(next.FinishedAt), prev.Seq, next.Approved)
+	return err
+}
+
+// TaskPendingDependents lists the pending dependents of a task, in id
+// order: each is locked before its dependencies are read (TaskRow), so
+// two dependencies ending at once in two transactions take turns on it
+// and the second reads the first's committed outcome.
+func (w *wtx) TaskPendingDependents(id string) ([]string, error) {
+	rows, err := w.query(`SELECT DISTINCT d.task_id FROM task_deps d JOIN tasks t ON t.id = d.task_id
+		WHERE d.dep_id = $1 AND t.state = 'pending' ORDER BY d.task_id`, id)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// TaskDependencyOutcomes lists a task's dependencies with their states.
+func (w *wtx) TaskDependencyOutcomes(id string) ([]errand.DependencyOutcome, error) {
+	rows, err := w.query(`SELECT d.condition, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id
+		WHERE d.task_id = $1 ORDER BY d.position`, id)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (errand.DependencyOutcome, error) {
+		var o errand.DependencyOutcome
+		err := r.Scan(&o.Condition, &o.State)
+		return o, err
+	})
+}
+
+// RunInsert inserts a run.
+func (w *wtx) RunInsert(r *store.Run, now time.Time) error {
+	setup, err := jsonOrEmpty(r.SetupErrors, len(r.SetupErrors) == 0)
+	if err != nil {
+		return err
+	}
+	tag, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`,
+		r.ID, nanos(now), r.Filename, nullBytes(r.Config), r.Branch, r.Event, nullBytes(r.Plan), setup, r.StageCount)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return errand.Errorf(errand.CodeConflict, "run %s exists", r.ID)
+	}
+	return nil
+}
+
+// RunApprovalAdd records an approver of a stage, the run share-locked.
+func (w *wtx) RunApprovalAdd(p store.RunApproveParams) (bool, error) {
+	var one int
+	err := w.queryRow(`SELECT 1 FROM runs WHERE id = $1 FOR SHARE`, p.RunID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, notFound("run", p.RunID)
+	}
+	if err != nil {
+		return false, fmt.Errorf("approve run %s: %w", p.RunID, err)
+	}
+	tag, err := w.exec(`INSERT INTO run_approvals (run_id, stage, approver, approved_at)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (run_id, stage, approver) DO NOTHING`,
+		p.RunID, p.Stage, p.Approver, nanos(p.Now))
+	if err != nil {
+		return false, fmt.Errorf("approve run %s: %w", p.RunID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// RunApprovalCount counts the approvers of a stage.
+func (w *wtx) RunApprovalCount(runID, stage string) (int, error) {
+	var n int
+	err := w.queryRow(`SELECT count(*) FROM run_approvals WHERE run_id = $1 AND stage = $2`, runID, stage).Scan(&n)
+	return n, err
+}
