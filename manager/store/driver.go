@@ -34,8 +34,6 @@ type DriverRows interface {
 	TaskList(ctx context.Context, p TaskListParams) ([]*errand.Task, error)
 	TaskAcquire(ctx context.Context, p TaskAcquireParams) ([]*errand.Task, error)
 	TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error)
-	TaskSweep(ctx context.Context, p TaskSweepParams) (TaskSweepResult, error)
-	TaskRelease(ctx context.Context, p TaskReleaseParams) (TaskSweepResult, error)
 
 	LogAppend(ctx context.Context, p LogAppendParams) (int64, error)
 	LogRead(ctx context.Context, p LogReadParams) ([]string, error)
@@ -49,7 +47,6 @@ type DriverRows interface {
 	DelegateList(ctx context.Context, p DelegateListParams) ([]*errand.Delegate, error)
 	DelegateTouch(ctx context.Context, p DelegateTouchParams) error
 	DelegateUpdate(ctx context.Context, p DelegateUpdateParams) (*errand.Delegate, error)
-	DelegateDelete(ctx context.Context, p DelegateDeleteParams) error
 
 	Subscribe(fn func(Change)) (unsubscribe func())
 
@@ -89,6 +86,35 @@ type DriverTx interface {
 	// order, each with its condition and the state its task is in now.
 	TaskDependencyOutcomes(id string) ([]errand.DependencyOutcome, error)
 
+	// TaskRowsHeld reads the active (leased, running) tasks of a
+	// delegate for writing, oldest first.
+	TaskRowsHeld(delegateID string) ([]*TaskRow, error)
+	// TaskRowsUnrenewed reads for writing the active tasks whose lease was
+	// given or last renewed before before, oldest first, each with that
+	// time. Rows another transaction is writing are skipped: it decides
+	// them.
+	TaskRowsUnrenewed(before time.Time) ([]RenewedRow, error)
+	// TaskRowsOverdue reads for writing the running tasks with a timeout
+	// that started more than their timeout plus grace before now, oldest
+	// first, skipping rows another transaction is writing.
+	TaskRowsOverdue(now time.Time, grace time.Duration) ([]*TaskRow, error)
+	// TaskRowsOrphaned reads for writing the queued tasks whose affinity
+	// task was run by a delegate that is gone, or lost with no heartbeat
+	// since before lostBefore, oldest first, each with that delegate's
+	// group, skipping rows another transaction is writing.
+	TaskRowsOrphaned(lostBefore time.Time) ([]OrphanRow, error)
+
+	// DelegatesLose marks lost the delegates that are not, whose last
+	// heartbeat is before before, and returns their ids, oldest first. A
+	// delegate is lost by one transaction only.
+	DelegatesLose(before time.Time) ([]string, error)
+	// DelegatesActive reads the active delegates of a group, oldest
+	// first.
+	DelegatesActive(group string) ([]*errand.Delegate, error)
+	// DelegateRemove deletes a delegate's row: errand.ErrNotFound when
+	// there is none.
+	DelegateRemove(id string) error
+
 	// RunInsert inserts a run (errand.ErrConflict for an id that exists)
 	// and sets its CreatedAt to now.
 	RunInsert(r *Run, now time.Time) error
@@ -100,6 +126,20 @@ type DriverTx interface {
 
 	// Emit records a change, delivered after the commit.
 	Emit(c Change)
+}
+
+// RenewedRow is an active task with the time its lease was given or
+// last renewed.
+type RenewedRow struct {
+	Row     *TaskRow
+	Renewed time.Time
+}
+
+// OrphanRow is a queued task with the group of the delegate that ran its
+// affinity task.
+type OrphanRow struct {
+	Row   *TaskRow
+	Group string
 }
 
 // ErrStale says that a conditional write found the row changed since it

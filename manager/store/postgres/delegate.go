@@ -221,25 +221,3 @@ func (s *Driver) DelegateUpdate(ctx context.Context, p store.DelegateUpdateParam
 	}
 	return out, nil
 }
-
-// DelegateDelete removes a delegate; its active tasks lose their leases.
-func (s *Driver) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams) error {
-	return s.write(ctx, func(w *wtx) error {
-		var seq int64
-		err := w.queryRow(`SELECT seq FROM delegates WHERE id = $1 FOR UPDATE`, p.ID).Scan(&seq)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("delegate", p.ID)
-		}
-		if err != nil {
-			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
-		}
-		if err := expireLeases(w, p.ID, nanos(p.Now), nil); err != nil {
-			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
-		}
-		if _, err := w.exec(`DELETE FROM delegates WHERE seq = $1`, seq); err != nil {
-			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
-		}
-		w.emit(store.Change{Kind: store.ChangeDelegateDeleted, DelegateID: p.ID})
-		return nil
-	})
-}

@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
-	"github.com/errandci/errand/manager/store/engine"
 )
 
 // acquireSQL leases up to $1 queued tasks that the delegate may run, in one
@@ -210,83 +208,6 @@ func dependencyResults(w *wtx, ids []string, tasks []*errand.Task) error {
 	return nil
 }
 
-// TaskSweep expires silent delegates' leases and running tasks' timeouts.
-// Several managers may sweep at once: each expiry is a conditional write
-// on a locked row, so the second sweeper finds it done and skips it.
-func (s *Driver) TaskSweep(ctx context.Context, p store.TaskSweepParams) (store.TaskSweepResult, error) {
-	var res store.TaskSweepResult
-	now := nanos(p.Now)
-	err := s.write(ctx, func(w *wtx) error {
-		res = store.TaskSweepResult{}
-		if p.LeaseTTL > 0 {
-			rows, err := w.query(`UPDATE delegates SET state = 'lost'
-				WHERE seq IN (SELECT seq FROM delegates WHERE state <> 'lost' AND last_heartbeat < $1
-					ORDER BY seq FOR UPDATE SKIP LOCKED)
-				RETURNING seq, id`, now-int64(p.LeaseTTL))
-			if err != nil {
-				return fmt.Errorf("sweep delegates: %w", err)
-			}
-			type lostDelegate struct {
-				seq int64
-				id  string
-			}
-			var lost []lostDelegate
-			for rows.Next() {
-				var l lostDelegate
-				if err := rows.Scan(&l.seq, &l.id); err != nil {
-					rows.Close()
-					return fmt.Errorf("sweep delegates: %w", err)
-				}
-				lost = append(lost, l)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("sweep delegates: %w", err)
-			}
-			sort.Slice(lost, func(i, j int) bool { return lost[i].seq < lost[j].seq })
-			for _, l := range lost {
-				res.LostDelegates = append(res.LostDelegates, l.id)
-				if err := expireLeases(w, l.id, now, &res); err != nil {
-					return err
-				}
-			}
-		}
-		if p.LeaseTTL > 0 {
-			if err := expireUnrenewed(w, p.Now, p.LeaseTTL, &res); err != nil {
-				return err
-			}
-		}
-		if err := failAffinityLost(w, now, now-int64(p.LeaseTTL+p.AffinityGrace), &res); err != nil {
-			return err
-		}
-		rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE state = 'running'
-			AND timeout > 0 AND started_at + timeout + $1 < $2 ORDER BY seq FOR UPDATE SKIP LOCKED`,
-			int64(p.TimeoutGrace), now)
-		if err != nil {
-			return fmt.Errorf("sweep timeouts: %w", err)
-		}
-		late, err := collectTasks(rows)
-		if err != nil {
-			return fmt.Errorf("sweep timeouts: %w", err)
-		}
-		for _, row := range late {
-			next, err := errand.Transition(row.Status(), errand.EventTimeout)
-			if err != nil {
-				return fmt.Errorf("time out task %s: %w", row.ID, err)
-			}
-			if _, err := engine.Apply(w, row, next, engine.Extras{}, fromNanos(now)); err != nil {
-				return err
-			}
-			res.TimedOut = append(res.TimedOut, row.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return store.TaskSweepResult{}, err
-	}
-	return res, nil
-}
-
 func collectTasks(rows pgx.Rows) ([]*taskRow, error) {
 	defer rows.Close()
 	var out []*taskRow
@@ -300,81 +221,6 @@ func collectTasks(rows pgx.Rows) ([]*taskRow, error) {
 	return out, rows.Err()
 }
 
-// expireLeases applies lease_expired to every active task of a delegate.
-func expireLeases(w *wtx, delegateID string, now int64, res *store.TaskSweepResult) error {
-	rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE delegate_id = $1
-		AND state IN ('leased', 'running') ORDER BY seq FOR UPDATE`, delegateID)
-	if err != nil {
-		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
-	}
-	active, err := collectTasks(rows)
-	if err != nil {
-		return fmt.Errorf("tasks of delegate %s: %w", delegateID, err)
-	}
-	for _, row := range active {
-		if err := expireLease(w, row, now, res); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// expireLease applies lease_expired to one active task, read locked.
-func expireLease(w *wtx, row *taskRow, now int64, res *store.TaskSweepResult) error {
-	next, err := errand.Transition(row.Status(), errand.EventLeaseExpired)
-	if err != nil {
-		return fmt.Errorf("expire lease of %s: %w", row.ID, err)
-	}
-	if _, err := engine.Apply(w, row, next, engine.Extras{ClearLease: true}, fromNanos(now)); err != nil {
-		return err
-	}
-	if res == nil {
-		return nil
-	}
-	switch next.State {
-	case errand.StateQueued:
-		res.Requeued = append(res.Requeued, row.ID)
-	case errand.StateCancelled:
-		res.Cancelled = append(res.Cancelled, row.ID)
-	default:
-		res.Failed = append(res.Failed, row.ID)
-	}
-	return nil
-}
-
-// expireUnrenewed applies lease_expired to the active tasks whose leases
-// were not renewed for longer than ttl, though their delegates live.
-// Rows another sweeper holds are skipped: it expires them.
-func expireUnrenewed(w *wtx, now time.Time, ttl time.Duration, res *store.TaskSweepResult) error {
-	rows, err := w.query(`SELECT lease_renewed, `+taskCols+` FROM tasks WHERE state IN ('leased', 'running')
-		AND lease_renewed < $1 ORDER BY seq FOR UPDATE SKIP LOCKED`, nanos(now.Add(-ttl)))
-	if err != nil {
-		return fmt.Errorf("sweep leases: %w", err)
-	}
-	var late []*taskRow
-	for rows.Next() {
-		var renewed int64
-		row, err := scanTask(prefixScanner{rows: rows, first: &renewed})
-		if err != nil {
-			rows.Close()
-			return fmt.Errorf("sweep leases: %w", err)
-		}
-		if (errand.LeaseCheck{Renewed: time.Unix(0, renewed)}).Ended(now, ttl) {
-			late = append(late, row)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sweep leases: %w", err)
-	}
-	for _, row := range late {
-		if err := expireLease(w, row, nanos(now), res); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // prefixScanner scans one column into first, then the rest as a task.
 type prefixScanner struct {
 	rows  pgx.Rows
@@ -383,114 +229,4 @@ type prefixScanner struct {
 
 func (p prefixScanner) Scan(dest ...any) error {
 	return p.rows.Scan(append([]any{p.first}, dest...)...)
-}
-
-// TaskRelease ends at once the leases of a delegate's active tasks that
-// its complete statement does not name.
-func (s *Driver) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (store.TaskSweepResult, error) {
-	var res store.TaskSweepResult
-	if p.DelegateID == "" {
-		return res, errand.Errorf(errand.CodeInvalid, "delegate: required")
-	}
-	held := make(map[string]bool, len(p.Held))
-	for _, id := range p.Held {
-		held[id] = true
-	}
-	err := s.write(ctx, func(w *wtx) error {
-		res = store.TaskSweepResult{}
-		rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE delegate_id = $1
-			AND state IN ('leased', 'running') ORDER BY seq FOR UPDATE`, p.DelegateID)
-		if err != nil {
-			return fmt.Errorf("tasks of delegate %s: %w", p.DelegateID, err)
-		}
-		active, err := collectTasks(rows)
-		if err != nil {
-			return fmt.Errorf("tasks of delegate %s: %w", p.DelegateID, err)
-		}
-		for _, row := range active {
-			if !(errand.LeaseCheck{Named: held[row.ID], Complete: true}).Ended(p.Now, 0) {
-				continue
-			}
-			if err := expireLease(w, row, nanos(p.Now), &res); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return store.TaskSweepResult{}, fmt.Errorf("release leases of delegate %s: %w", p.DelegateID, err)
-	}
-	return res, nil
-}
-
-// failAffinityLost fails the queued tasks whose affinity task's delegate is
-// gone, or lost since before lostBefore, when no active delegate of its
-// group may run them instead.
-func failAffinityLost(w *wtx, now, lostBefore int64, res *store.TaskSweepResult) error {
-	rows, err := w.query(`SELECT a.delegate_group, `+qualifiedTaskCols+` FROM tasks t
-		JOIN tasks a ON a.id = t.affinity AND a.delegate_id <> ''
-		LEFT JOIN delegates ad ON ad.id = a.delegate_id
-		WHERE t.state = 'queued' AND t.affinity <> ''
-			AND (ad.id IS NULL OR (ad.state = 'lost' AND ad.last_heartbeat < $1))
-		ORDER BY t.seq FOR UPDATE OF t SKIP LOCKED`, lostBefore)
-	if err != nil {
-		return fmt.Errorf("sweep affinities: %w", err)
-	}
-	type orphan struct {
-		group string
-		row   *taskRow
-	}
-	var orphans []orphan
-	for rows.Next() {
-		var o orphan
-		row, err := scanTask(prefixScanner{rows: rows, first: &o.group})
-		if err != nil {
-			rows.Close()
-			return fmt.Errorf("sweep affinities: %w", err)
-		}
-		o.row = row
-		orphans = append(orphans, o)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(orphans) == 0 {
-		return err
-	}
-	live := map[string][]*errand.Delegate{}
-	for _, o := range orphans {
-		if _, ok := live[o.group]; ok {
-			continue
-		}
-		drows, err := w.query(`SELECT `+delegateCols+` FROM delegates WHERE grp = $1 AND state = 'active' ORDER BY seq`, o.group)
-		if err != nil {
-			return fmt.Errorf("sweep affinities: %w", err)
-		}
-		var ds []*errand.Delegate
-		for drows.Next() {
-			d, err := scanDelegate(drows)
-			if err != nil {
-				drows.Close()
-				return fmt.Errorf("sweep affinities: %w", err)
-			}
-			ds = append(ds, d)
-		}
-		drows.Close()
-		if err := drows.Err(); err != nil {
-			return fmt.Errorf("sweep affinities: %w", err)
-		}
-		live[o.group] = ds
-	}
-	for _, o := range orphans {
-		if store.StandIn(&o.row.Task, live[o.group]) {
-			continue
-		}
-		next, err := errand.Transition(o.row.Status(), errand.EventAffinityLost)
-		if err != nil {
-			return fmt.Errorf("fail task %s: %w", o.row.ID, err)
-		}
-		if _, err := engine.Apply(w, o.row, next, engine.Extras{}, fromNanos(now)); err != nil {
-			return err
-		}
-		res.AffinityLost = append(res.AffinityLost, o.row.ID)
-	}
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -181,4 +182,131 @@ func (w *wtx) RunApprovalCount(runID, stage string) (int, error) {
 	var n int
 	err := w.queryRow(`SELECT count(*) FROM run_approvals WHERE run_id = $1 AND stage = $2`, runID, stage).Scan(&n)
 	return n, err
+}
+
+// TaskRowsHeld reads and locks a delegate's active tasks.
+func (w *wtx) TaskRowsHeld(delegateID string) ([]*store.TaskRow, error) {
+	rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE delegate_id = $1
+		AND state IN ('leased', 'running') ORDER BY seq FOR UPDATE`, delegateID)
+	if err != nil {
+		return nil, err
+	}
+	return collectTasks(rows)
+}
+
+// TaskRowsUnrenewed reads and locks the active tasks whose leases were
+// not renewed since before; rows another sweeper holds are skipped.
+func (w *wtx) TaskRowsUnrenewed(before time.Time) ([]store.RenewedRow, error) {
+	rows, err := w.query(`SELECT lease_renewed, `+taskCols+` FROM tasks WHERE state IN ('leased', 'running')
+		AND lease_renewed < $1 ORDER BY seq FOR UPDATE SKIP LOCKED`, nanos(before))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.RenewedRow
+	for rows.Next() {
+		var renewed int64
+		row, err := scanTask(prefixScanner{rows: rows, first: &renewed})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, store.RenewedRow{Row: row, Renewed: fromNanos(renewed)})
+	}
+	return out, rows.Err()
+}
+
+// TaskRowsOverdue reads and locks the running tasks past their timeout.
+func (w *wtx) TaskRowsOverdue(now time.Time, grace time.Duration) ([]*store.TaskRow, error) {
+	rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE state = 'running'
+		AND timeout > 0 AND started_at + timeout + $1 < $2 ORDER BY seq FOR UPDATE SKIP LOCKED`,
+		int64(grace), nanos(now))
+	if err != nil {
+		return nil, err
+	}
+	return collectTasks(rows)
+}
+
+// TaskRowsOrphaned reads and locks the queued tasks whose affinity task's
+// delegate is gone or lost since before lostBefore.
+func (w *wtx) TaskRowsOrphaned(lostBefore time.Time) ([]store.OrphanRow, error) {
+	rows, err := w.query(`SELECT a.delegate_group, `+qualifiedTaskCols+` FROM tasks t
+		JOIN tasks a ON a.id = t.affinity AND a.delegate_id <> ''
+		LEFT JOIN delegates ad ON ad.id = a.delegate_id
+		WHERE t.state = 'queued' AND t.affinity <> ''
+			AND (ad.id IS NULL OR (ad.state = 'lost' AND ad.last_heartbeat < $1))
+		ORDER BY t.seq FOR UPDATE OF t SKIP LOCKED`, nanos(lostBefore))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.OrphanRow
+	for rows.Next() {
+		var o store.OrphanRow
+		if o.Row, err = scanTask(prefixScanner{rows: rows, first: &o.Group}); err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// DelegatesLose marks the silent delegates lost; delegates another
+// sweeper is marking are skipped.
+func (w *wtx) DelegatesLose(before time.Time) ([]string, error) {
+	rows, err := w.query(`UPDATE delegates SET state = 'lost'
+		WHERE seq IN (SELECT seq FROM delegates WHERE state <> 'lost' AND last_heartbeat < $1
+			ORDER BY seq FOR UPDATE SKIP LOCKED)
+		RETURNING seq, id`, nanos(before))
+	if err != nil {
+		return nil, err
+	}
+	type lost struct {
+		seq int64
+		id  string
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (lost, error) {
+		var l lost
+		err := r.Scan(&l.seq, &l.id)
+		return l, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// RETURNING follows no order.
+	sort.Slice(got, func(i, j int) bool { return got[i].seq < got[j].seq })
+	ids := make([]string, len(got))
+	for i, l := range got {
+		ids[i] = l.id
+	}
+	return ids, nil
+}
+
+// DelegatesActive reads the active delegates of a group.
+func (w *wtx) DelegatesActive(group string) ([]*errand.Delegate, error) {
+	rows, err := w.query(`SELECT `+delegateCols+` FROM delegates WHERE grp = $1 AND state = 'active' ORDER BY seq`, group)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*errand.Delegate
+	for rows.Next() {
+		d, err := scanDelegate(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DelegateRemove deletes a delegate's row.
+func (w *wtx) DelegateRemove(id string) error {
+	tag, err := w.exec(`DELETE FROM delegates WHERE id = $1`, id)
+	if err != nil {
+		return fmt.Errorf("delete delegate %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return notFound("delegate", id)
+	}
+	return nil
 }

@@ -208,24 +208,3 @@ func (s *Driver) DelegateUpdate(ctx context.Context, p store.DelegateUpdateParam
 	}
 	return out, nil
 }
-
-// DelegateDelete removes a delegate; its active tasks lose their leases.
-func (s *Driver) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams) error {
-	return s.write(ctx, func(w *wtx) error {
-		var n int
-		if err := w.queryRow(`SELECT count(*) FROM delegates WHERE id = ?`, p.ID).Scan(&n); err != nil {
-			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
-		}
-		if n == 0 {
-			return notFound("delegate", p.ID)
-		}
-		if err := expireLeases(w, p.ID, nanos(p.Now), nil); err != nil {
-			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
-		}
-		if _, err := w.exec(`DELETE FROM delegates WHERE id = ?`, p.ID); err != nil {
-			return fmt.Errorf("delete delegate %s: %w", p.ID, err)
-		}
-		w.emit(store.Change{Kind: store.ChangeDelegateDeleted, DelegateID: p.ID})
-		return nil
-	})
-}

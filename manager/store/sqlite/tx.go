@@ -252,3 +252,159 @@ func sameTime(a, b *time.Time) bool {
 	}
 	return a.Equal(*b)
 }
+
+// readRows reads the rows of tasks by id.
+func readRows(w *wtx, ids []string) ([]*store.TaskRow, error) {
+	out := make([]*store.TaskRow, 0, len(ids))
+	for _, id := range ids {
+		row, err := getRow(w, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return out, nil
+}
+
+// TaskRowsHeld reads a delegate's active tasks.
+func (w *wtx) TaskRowsHeld(delegateID string) ([]*store.TaskRow, error) {
+	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE delegate_id = ? AND lease_token <> '' AND finished_at IS NULL
+		AND (state = 'leased' OR state = 'running') ORDER BY seq`, delegateID)
+	if err != nil {
+		return nil, err
+	}
+	return readRows(w, ids)
+}
+
+// TaskRowsUnrenewed reads the active tasks whose leases were not renewed
+// since before.
+func (w *wtx) TaskRowsUnrenewed(before time.Time) ([]store.RenewedRow, error) {
+	rows, err := w.query(`SELECT id, lease_renewed FROM tasks WHERE lease_token <> '' AND finished_at IS NULL
+		AND lease_renewed < ? ORDER BY +seq`, nanos(before))
+	if err != nil {
+		return nil, err
+	}
+	var (
+		ids     []string
+		renewed []int64
+	)
+	for rows.Next() {
+		var (
+			id string
+			at int64
+		)
+		if err := rows.Scan(&id, &at); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids, renewed = append(ids, id), append(renewed, at)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	read, err := readRows(w, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.RenewedRow, len(read))
+	for i, row := range read {
+		out[i] = store.RenewedRow{Row: row, Renewed: fromNanos(renewed[i])}
+	}
+	return out, nil
+}
+
+// TaskRowsOverdue reads the running tasks past their timeout and grace.
+func (w *wtx) TaskRowsOverdue(now time.Time, grace time.Duration) ([]*store.TaskRow, error) {
+	ids, err := selectIDs(w, `SELECT id FROM tasks WHERE lease_token <> '' AND finished_at IS NULL AND state = 'running'
+		AND timeout > 0 AND started_at + timeout + ? < ? ORDER BY seq`, int64(grace), nanos(now))
+	if err != nil {
+		return nil, err
+	}
+	return readRows(w, ids)
+}
+
+// TaskRowsOrphaned reads the queued tasks whose affinity task's delegate
+// is gone or lost since before lostBefore.
+func (w *wtx) TaskRowsOrphaned(lostBefore time.Time) ([]store.OrphanRow, error) {
+	rows, err := w.query(`SELECT t.id, a.delegate_group FROM tasks t
+		JOIN tasks a ON a.id = t.affinity AND a.delegate_id <> ''
+		LEFT JOIN delegates ad ON ad.id = a.delegate_id
+		WHERE t.state = 'queued' AND t.affinity <> ''
+			AND (ad.id IS NULL OR (ad.state = 'lost' AND ad.last_heartbeat < ?))
+		ORDER BY +t.seq`, nanos(lostBefore))
+	if err != nil {
+		return nil, err
+	}
+	var (
+		ids    []string
+		groups []string
+	)
+	for rows.Next() {
+		var id, group string
+		if err := rows.Scan(&id, &group); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids, groups = append(ids, id), append(groups, group)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	read, err := readRows(w, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.OrphanRow, len(read))
+	for i, row := range read {
+		out[i] = store.OrphanRow{Row: row, Group: groups[i]}
+	}
+	return out, nil
+}
+
+// DelegatesLose marks the silent delegates lost.
+func (w *wtx) DelegatesLose(before time.Time) ([]string, error) {
+	ids, err := selectIDs(w, `SELECT id FROM delegates WHERE state <> 'lost' AND last_heartbeat < ? ORDER BY seq`, nanos(before))
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if _, err := w.exec(`UPDATE delegates SET state = 'lost' WHERE id = ?`, id); err != nil {
+			return nil, fmt.Errorf("lose delegate %s: %w", id, err)
+		}
+	}
+	return ids, nil
+}
+
+// DelegatesActive reads the active delegates of a group.
+func (w *wtx) DelegatesActive(group string) ([]*errand.Delegate, error) {
+	rows, err := w.query(`SELECT `+delegateCols+` FROM delegates WHERE grp = ? AND state = 'active' ORDER BY seq`, group)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*errand.Delegate
+	for rows.Next() {
+		d, err := scanDelegate(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DelegateRemove deletes a delegate's row.
+func (w *wtx) DelegateRemove(id string) error {
+	res, err := w.exec(`DELETE FROM delegates WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete delegate %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("delete delegate %s: %w", id, err)
+	} else if n == 0 {
+		return notFound("delegate", id)
+	}
+	return nil
+}
