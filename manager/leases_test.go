@@ -9,6 +9,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/scheduler"
 )
 
 func (e *env) heartbeat(d delegate, req *client.HeartbeatRequest) *client.HeartbeatResponse {
@@ -245,7 +246,7 @@ func TestQueuedTaskSaysWhyItWaits(t *testing.T) {
 	d := e.register("d", &client.RegisterRequest{TaskTypes: []string{"exec.execute"}, Labels: map[string]string{"os": "linux"}})
 	unserved := e.create(&client.TaskSpec{Type: "docker.execute"})
 	picky := e.create(&client.TaskSpec{Type: "exec.execute", Selector: errand.Selector{Labels: map[string]string{"env": "prod"}, Arch: "arm64"}})
-	clk.Add(2 * fleetMaxAge)
+	clk.Add(2 * scheduler.FleetMaxAge)
 	for _, tc := range []struct {
 		id, want string
 	}{
@@ -279,7 +280,7 @@ func TestQueuedTaskSaysWhyItWaits(t *testing.T) {
 	if err := e.s.sched.FlushHeartbeats(ctx); err != nil {
 		t.Fatal(err)
 	}
-	clk.Add(2 * fleetMaxAge)
+	clk.Add(2 * scheduler.FleetMaxAge)
 	if got := e.getTask(nobody.ID).WaitingReason; got != "" {
 		t.Fatalf("waiting_reason with the delegate back = %q", got)
 	}

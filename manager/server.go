@@ -37,7 +37,6 @@ type Server struct {
 	logs    *logs.Service
 	runs    *runs.Service
 	quiet   quietAnswers
-	fleet   fleetSnapshot
 
 	// closing is closed when the server shuts down: long-polls and log
 	// followers return at once so that a graceful shutdown is quick.
@@ -125,7 +124,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	s.runs, err = runs.New(runs.Config{
 		MaxRunStages: cfg.MaxRunStages, MaxStageSteps: cfg.MaxStageSteps, MaxRunTasks: cfg.MaxRunTasks,
 		JsonnetTimeout: cfg.JsonnetTimeout, JsonnetMemory: cfg.JsonnetMemory, Secrets: cfg.Secrets,
-		ExplainWaiting: s.explainWaiting, Log: cfg.Log, Now: cfg.Now,
+		ExplainWaiting: s.sched.ExplainWaiting, Log: cfg.Log, Now: cfg.Now,
 	}, st, s.sched)
 	if err != nil {
 		_ = s.logs.Stop(context.Background())

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/httphelper"
@@ -205,22 +203,14 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal
 	}
 	tasks := make([]*errand.Task, len(specs))
 	for i, sp := range specs {
-		id := sp.ID
-		if id == "" {
-			id = ulid.Make().String()
-		}
-		attempts := sp.MaxAttempts
-		if attempts == 0 {
-			attempts = errand.DefaultMaxAttempts
-		}
 		data := sp.Data
 		if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
 			data = nil
 		}
 		tasks[i] = &errand.Task{
-			ID: id, Type: sp.Type, Data: data, Selector: sp.Selector,
+			ID: sp.ID, Type: sp.Type, Data: data, Selector: sp.Selector,
 			DependsOn: sp.DependsOn, Affinity: sp.Affinity, Priority: sp.Priority,
-			Timeout: sp.Timeout, MaxAttempts: attempts,
+			Timeout: sp.Timeout, MaxAttempts: sp.MaxAttempts,
 		}
 	}
 	created, err := s.sched.Create(r.Context(), tasks)
@@ -273,7 +263,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request, _ principal) 
 	for _, t := range list {
 		userTask(t)
 	}
-	s.explainWaiting(r.Context(), list)
+	s.sched.ExplainWaiting(r.Context(), list)
 	if len(list) == p.Limit {
 		out.Next = list[len(list)-1].ID
 	}
@@ -287,7 +277,7 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, _ principal) er
 	if err != nil {
 		return fmt.Errorf("get task %s: %w", id, err)
 	}
-	s.explainWaiting(r.Context(), []*errand.Task{t})
+	s.sched.ExplainWaiting(r.Context(), []*errand.Task{t})
 	httphelper.WriteJSON(w, userTask(t), http.StatusOK)
 	return nil
 }

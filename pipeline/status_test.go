@@ -11,6 +11,20 @@ import (
 var statusStage = PlanStage{Name: "x", InitializeID: "i", CleanupID: "c", Approval: 1,
 	Steps: []PlanStep{{Name: "s", TaskID: "s"}, {Name: "r", TaskID: "r", Reporter: true}}}
 
+// Task states, short, for the tables.
+const (
+	P  = errand.StatePending
+	W  = errand.StateWaiting
+	Q  = errand.StateQueued
+	L  = errand.StateLeased
+	R  = errand.StateRunning
+	S  = errand.StateSucceeded
+	F  = errand.StateFailed
+	K  = errand.StateSkipped
+	C  = errand.StateCancelled
+	TO = errand.StateTimedOut
+)
+
 func taskStates(states map[string]errand.State) map[string]*errand.Task {
 	out := map[string]*errand.Task{}
 	for id, s := range states {
@@ -23,17 +37,6 @@ func taskStates(states map[string]errand.State) map[string]*errand.Task {
 }
 
 func TestStageStatus(t *testing.T) {
-	const (
-		P  = errand.StatePending
-		Q  = errand.StateQueued
-		L  = errand.StateLeased
-		R  = errand.StateRunning
-		S  = errand.StateSucceeded
-		F  = errand.StateFailed
-		K  = errand.StateSkipped
-		C  = errand.StateCancelled
-		TO = errand.StateTimedOut
-	)
 	tests := []struct {
 		name     string
 		u, i, s  errand.State
@@ -143,5 +146,45 @@ func TestRunStatus(t *testing.T) {
 	empty := &Plan{Stages: []PlanStage{{Name: "a", Skipped: true}}}
 	if p, r := RunStatus(empty, nil, nil); p != PhaseFinished || r != ResultSuccess {
 		t.Errorf("all skipped: %s %s", p, r)
+	}
+}
+
+// A stage with an approval gate g (which depends on upstream task u, and
+// which initialize i depends on) reads its state from the gate until it
+// starts.
+func TestGatedStageStatus(t *testing.T) {
+	ps := statusStage
+	ps.GateID = "g"
+	tests := []struct {
+		name       string
+		u, g, i, s errand.State
+		want       StageState
+	}{
+		{"upstream running", R, P, P, P, StagePending},
+		{"upstream failed, gate to be skipped", F, P, P, P, StageSkipped},
+		{"gate waiting", S, W, P, P, StageWaiting},
+		{"gate approved, initialize queued", S, S, Q, P, StagePending},
+		{"gate skipped", F, K, K, K, StageSkipped},
+		{"gate cancelled before anything ran", S, C, K, K, StageCancelled},
+		{"running", S, S, S, R, StageRunning},
+		{"success", S, S, S, S, StageSuccess},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tasks := map[string]*errand.Task{
+				"u": {ID: "u", State: tt.u},
+				"g": {ID: "g", State: tt.g, DependsOn: []errand.Dependency{{Task: "u", Condition: errand.OnSuccess}}},
+				"i": {ID: "i", State: tt.i, DependsOn: []errand.Dependency{{Task: "g", Condition: errand.OnSuccess}}},
+				"s": {ID: "s", State: tt.s},
+				"r": {ID: "r", State: tt.s},
+				"c": {ID: "c", State: tt.s},
+			}
+			// The approvals counted by the run do not matter: the gate says.
+			for _, approved := range []int{0, 1} {
+				if got := StageStatus(ps, tasks, approved); got != tt.want {
+					t.Errorf("approved %d: StageStatus = %s, want %s", approved, got, tt.want)
+				}
+			}
+		})
 	}
 }

@@ -65,6 +65,7 @@ type Scheduler struct {
 	cache   *delegateCache
 	tokens  tokenCache
 	maskers taskMaskers
+	fleet   fleetSnapshot
 	metrics *Metrics
 
 	unsubscribe func()

@@ -5,15 +5,25 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
 )
 
-// Create stores tasks, valid and with their defaults applied, and
-// returns them as stored.
+// Create stores tasks and returns them as stored. Defaults are applied
+// here: a new id (a ULID) for a task without one, DefaultMaxAttempts for
+// one that does not say.
 func (s *Scheduler) Create(ctx context.Context, tasks []*errand.Task) ([]*errand.Task, error) {
+	for _, t := range tasks {
+		if t.ID == "" {
+			t.ID = ulid.Make().String()
+		}
+		if t.MaxAttempts == 0 {
+			t.MaxAttempts = errand.DefaultMaxAttempts
+		}
+	}
 	created, err := s.store.TaskCreate(ctx, store.TaskCreateParams{Tasks: tasks, Now: s.now()})
 	if err != nil {
 		return nil, fmt.Errorf("create %d tasks: %w", len(tasks), err)

@@ -1,4 +1,4 @@
-package manager
+package scheduler
 
 import (
 	"context"
@@ -13,13 +13,13 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// fleetMaxAge is how long one read of the registered delegates explains
+// FleetMaxAge is how long one read of the registered delegates explains
 // the queued tasks shown: a follower polling a run reads them once a
 // second at most.
-const fleetMaxAge = time.Second
+const FleetMaxAge = time.Second
 
 // fleetSnapshot is the list of registered delegates, read at most once
-// per fleetMaxAge, that explains why queued tasks wait.
+// per FleetMaxAge, that explains why queued tasks wait.
 type fleetSnapshot struct {
 	mu   sync.Mutex
 	at   time.Time
@@ -27,13 +27,13 @@ type fleetSnapshot struct {
 }
 
 // delegates returns the registered delegates, from a read no older than
-// fleetMaxAge.
-func (s *Server) delegatesSnapshot(ctx context.Context) ([]*errand.Delegate, error) {
+// FleetMaxAge.
+func (s *Scheduler) delegatesSnapshot(ctx context.Context) ([]*errand.Delegate, error) {
 	f := &s.fleet
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now := s.now()
-	if f.list != nil && now.Sub(f.at) < fleetMaxAge && !now.Before(f.at) {
+	if f.list != nil && now.Sub(f.at) < FleetMaxAge && !now.Before(f.at) {
 		return f.list, nil
 	}
 	list, err := s.store.DelegateList(ctx, store.DelegateListParams{})
@@ -47,11 +47,11 @@ func (s *Server) delegatesSnapshot(ctx context.Context) ([]*errand.Delegate, err
 	return list, nil
 }
 
-// explainWaiting sets the WaitingReason of the queued tasks in tasks
+// ExplainWaiting sets the WaitingReason of the queued tasks in tasks
 // that no active delegate may run. It costs one read of the delegates
 // (shared for a second) when some task is queued, none otherwise; a
 // failed read leaves the reasons empty.
-func (s *Server) explainWaiting(ctx context.Context, tasks []*errand.Task) {
+func (s *Scheduler) ExplainWaiting(ctx context.Context, tasks []*errand.Task) {
 	queued := false
 	for _, t := range tasks {
 		queued = queued || t.State == errand.StateQueued
