@@ -99,18 +99,27 @@ func queueInsert(b *pgx.Batch, i int, r *store.TaskRow) error {
 	return nil
 }
 
-// TaskUpdate writes a locked row.
+// TaskUpdate writes a row locked by TaskRow, conditional on the state,
+// attempt, lease and approvals it was read with.
 func (w *wtx) TaskUpdate(prev, next *store.TaskRow) error {
 	var errCode, errReason string
 	if next.Error != nil {
 		errCode, errReason = next.Error.Code, next.Error.Reason
 	}
-	_, err := w.exec(`UPDATE tasks SET state = $1, attempt = $2, cancel_requested = $3, result = $4,
+	tag, err := w.exec(`UPDATE tasks SET state = $1, attempt = $2, cancel_requested = $3, result = $4,
 		error_code = $5, error_reason = $6, lease_token = $7, queued_at = $8, started_at = $9,
-		finished_at = $10, approved = $12 WHERE seq = $11`,
+		finished_at = $10, approved = $12
+		WHERE seq = $11 AND state = $13 AND attempt = $14 AND lease_token = $15 AND approved = $16`,
 		next.State, next.Attempt, next.CancelRequested, nullBytes(next.Result), errCode, errReason, next.LeaseToken,
-		nullTime(next.QueuedAt), nullTime(next.StartedAt), nullTime(next.FinishedAt), prev.Seq, next.Approved)
-	return err
+		nullTime(next.QueuedAt), nullTime(next.StartedAt), nullTime(next.FinishedAt), prev.Seq, next.Approved,
+		prev.State, prev.Attempt, prev.LeaseToken, prev.Approved)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() != 1 {
+		return store.ErrStale
+	}
+	return nil
 }
 
 // TaskPendingDependents lists the pending dependents of a task, in id

@@ -13,6 +13,7 @@ import (
 	"github.com/errandci/errand"
 
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/drivertest"
 	"github.com/errandci/errand/manager/store/sqlite"
 	"github.com/errandci/errand/manager/store/storetest"
 )
@@ -161,4 +162,19 @@ func TestWriteHonoursCancelledContext(t *testing.T) {
 	if _, err := s.TaskGet(context.Background(), "a"); !errors.Is(err, errand.ErrNotFound) {
 		t.Fatalf("cancelled write stored the task (err %v)", err)
 	}
+}
+
+func TestDriverContract(t *testing.T) {
+	drivertest.Run(t, func(t *testing.T) store.Driver {
+		d, err := sqlite.OpenDriver(context.Background(), filepath.Join(t.TempDir(), "errand.db"))
+		if err != nil {
+			t.Fatalf("OpenDriver: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := d.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return d
+	})
 }

@@ -58,13 +58,22 @@ func (w *wtx) TaskStates(ids []string) (map[string]errand.State, error) {
 func (w *wtx) TaskInsert(rows []*store.TaskRow) error {
 	args := make([][]any, len(rows))
 	inBatch := make(map[string]bool, len(rows))
+	depended := map[string]bool{}
+	for _, r := range rows {
+		inBatch[r.ID] = true
+		for _, d := range r.DependsOn {
+			depended[d.Task] = true
+		}
+	}
 	for i, r := range rows {
+		// Dependencies in the batch are marked as they are written;
+		// insertEdges marks those outside it.
+		r.HasDependents = r.HasDependents || depended[r.ID]
 		a, err := insertArgs(w, r)
 		if err != nil {
 			return fmt.Errorf("create task %s: %w", r.ID, err)
 		}
 		args[i] = a
-		inBatch[r.ID] = true
 	}
 	if err := insertTasks(w, rows, args); err != nil {
 		return err
