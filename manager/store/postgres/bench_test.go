@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/store/postgres"
 	"github.com/errandci/errand/manager/store/postgres/pgtest"
+	"github.com/errandci/errand/manager/store/storetest"
 )
 
 const (
@@ -314,4 +316,18 @@ func BenchmarkLogAppend(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N*lines)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkBurnDown is the store-alone burn-down (storetest.BurnDown) on
+// the database of ERRAND_TEST_POSTGRES, or of ERRAND_BENCH_POSTGRES when
+// set (a durable server: the test one may run without fsync):
+// go test -run '^$' -bench BurnDown -benchtime 1x.
+func BenchmarkBurnDown(b *testing.B) {
+	storetest.BurnDown(b, func(b *testing.B) store.Store {
+		url := os.Getenv("ERRAND_BENCH_POSTGRES")
+		if url == "" {
+			url = pgtest.URL(b)
+		}
+		return open(b, url)
+	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/store/storetest"
 )
 
 // BenchmarkDispatch drives b.N no-op tasks through the store the way a
@@ -171,4 +172,10 @@ func BenchmarkLogAppend(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N*lines)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkBurnDown is the store-alone burn-down (storetest.BurnDown) on
+// SQLite: go test -run '^$' -bench BurnDown -benchtime 1x.
+func BenchmarkBurnDown(b *testing.B) {
+	storetest.BurnDown(b, func(b *testing.B) store.Store { return open(b, filepath.Join(b.TempDir(), "errand.db")) })
 }
