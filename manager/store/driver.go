@@ -67,6 +67,14 @@ type DriverTx interface {
 	// it until this one ends, or the write is conditional on its
 	// Version (TaskUpdate). errand.ErrNotFound when there is none.
 	TaskRow(id string) (*TaskRow, error)
+	// TaskRows reads several tasks for writing, as TaskRow does; ids
+	// that do not exist are absent from the map.
+	TaskRows(ids []string) (map[string]*TaskRow, error)
+	// TaskUpdates writes next[i] over prev[i] for every i as TaskUpdate
+	// does, in as few statements as the driver can: ErrStale, and
+	// nothing written that the caller may keep, when any row is no
+	// longer as read.
+	TaskUpdates(prev, next []*TaskRow) error
 	// TaskStates reads the states of existing tasks that new tasks refer
 	// to, such that none of them ends unseen before this transaction
 	// commits. Unknown ids are absent from the map.

@@ -23,12 +23,16 @@ import (
 type Engine struct {
 	store.DriverRows
 	d store.Driver
+	// reports holds the reports waiting to be applied together.
+	reports reportQueue
 }
 
 var _ store.Store = (*Engine)(nil)
 
 // New returns the engine over d. Closing the engine closes d.
-func New(d store.Driver) *Engine { return &Engine{DriverRows: d, d: d} }
+func New(d store.Driver) *Engine {
+	return &Engine{DriverRows: d, d: d, reports: reportQueue{sem: make(chan struct{}, reportBatches)}}
+}
 
 // Driver returns the driver the engine runs on.
 func (e *Engine) Driver() store.Driver { return e.d }
@@ -194,7 +198,8 @@ func resolveEvent(r errand.Readiness) (errand.Event, bool) {
 	return "", false
 }
 
-// TaskReport applies a delegate's report under its lease.
+// TaskReport applies a delegate's report under its lease. Reports that
+// arrive together are applied together (see report.go).
 func (e *Engine) TaskReport(ctx context.Context, p store.TaskReportParams) (*errand.Task, error) {
 	ev, ok := errand.EventForReport(p.State)
 	if !ok {
@@ -203,26 +208,21 @@ func (e *Engine) TaskReport(ctx context.Context, p store.TaskReportParams) (*err
 	if len(p.Result) > 0 && !json.Valid(p.Result) {
 		return nil, errand.Errorf(errand.CodeInvalid, "result: not JSON")
 	}
+	return e.report(ctx, p, ev)
+}
+
+// reportOne applies one report in a transaction of its own.
+func (e *Engine) reportOne(ctx context.Context, p store.TaskReportParams, ev errand.Event) (*errand.Task, error) {
 	var out *errand.Task
 	err := e.write(ctx, func(tx store.DriverTx) error {
 		row, err := tx.TaskRow(p.TaskID)
 		if err != nil {
 			return err
 		}
-		if !store.LeaseMatches(row.LeaseToken, p.LeaseToken) {
-			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
-		}
-		if row.DelegateID != p.DelegateID {
-			return errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
-		}
-		if row.State == p.State {
-			// A retry of a report that already took effect.
+		next, same, err := decideReport(row, p, ev)
+		if err != nil || same {
 			out = row.Detached()
-			return nil
-		}
-		next, err := errand.Transition(row.Status(), ev)
-		if err != nil {
-			return fmt.Errorf("report task %s: %w", p.TaskID, err)
+			return err
 		}
 		out, err = Apply(tx, row, next, Extras{Result: p.Result, Err: p.Error}, p.Now)
 		return err
@@ -231,6 +231,27 @@ func (e *Engine) TaskReport(ctx context.Context, p store.TaskReportParams) (*err
 		return nil, err
 	}
 	return out, nil
+}
+
+// decideReport is the rule of a report on a task read as row: the lease
+// must be current and the delegate's, a report of the state the task is
+// in is a retry that changes nothing (same), and the state machine
+// decides the rest.
+func decideReport(row *store.TaskRow, p store.TaskReportParams, ev errand.Event) (next errand.Status, same bool, err error) {
+	if !store.LeaseMatches(row.LeaseToken, p.LeaseToken) {
+		return next, false, errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
+	}
+	if row.DelegateID != p.DelegateID {
+		return next, false, errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
+	}
+	if row.State == p.State {
+		return next, true, nil
+	}
+	next, err = errand.Transition(row.Status(), ev)
+	if err != nil {
+		return next, false, fmt.Errorf("report task %s: %w", p.TaskID, err)
+	}
+	return next, false, nil
 }
 
 // TaskCancel cancels a task or asks its delegate to stop it.
@@ -277,6 +298,22 @@ type Extras struct {
 // of its dependents in the same transaction. It returns the task as
 // written.
 func Apply(tx store.DriverTx, row *store.TaskRow, next errand.Status, x Extras, now time.Time) (*errand.Task, error) {
+	n := outcome(row, next, x, now)
+	if err := tx.TaskUpdate(row, n); err != nil {
+		if errors.Is(err, store.ErrStale) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
+	}
+	if err := written(tx, row, n, now); err != nil {
+		return nil, err
+	}
+	return n.Detached(), nil
+}
+
+// outcome returns the row a task read as row becomes when it takes next:
+// the error and result it keeps, its times, its lease.
+func outcome(row *store.TaskRow, next errand.Status, x Extras, now time.Time) *store.TaskRow {
 	n := *row
 	at := now.UTC()
 	code, reason := store.OutcomeError(row.Error, next, x.Err)
@@ -298,24 +335,22 @@ func Apply(tx store.DriverTx, row *store.TaskRow, next errand.Status, x Extras, 
 		n.LeaseToken = ""
 	}
 	n.State, n.Attempt, n.CancelRequested, n.Approved = next.State, next.Attempt, next.CancelRequested, next.Approved
-	if err := tx.TaskUpdate(row, &n); err != nil {
-		if errors.Is(err, store.ErrStale) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("update task %s: %w", row.ID, err)
-	}
+	return &n
+}
+
+// written announces the change of a row written from row to n, and
+// releases the dependents of a task that ended, in the same transaction.
+func written(tx store.DriverTx, row, n *store.TaskRow, now time.Time) error {
 	switch {
-	case next.State == errand.StateQueued:
+	case n.State == errand.StateQueued:
 		tx.Emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: row.ID, TaskType: row.Type})
-	case next.State.Terminal():
+	case n.State.Terminal():
 		tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
 		if row.HasDependents {
-			if err := releaseDependents(tx, row.ID, now); err != nil {
-				return nil, err
-			}
+			return releaseDependents(tx, row.ID, now)
 		}
 	}
-	return n.Detached(), nil
+	return nil
 }
 
 // releaseDependents resolves the pending tasks that depend on a task that

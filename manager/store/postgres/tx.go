@@ -319,3 +319,67 @@ func (w *wtx) DelegateRemove(id string) error {
 	}
 	return nil
 }
+
+// TaskRows reads and locks several tasks, in id order so that two
+// transactions locking the same rows take turns instead of deadlocking.
+func (w *wtx) TaskRows(ids []string) (map[string]*store.TaskRow, error) {
+	sorted := append([]string(nil), ids...)
+	sort.Strings(sorted)
+	rows, err := w.query(`SELECT `+taskCols+` FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE`, sorted)
+	if err != nil {
+		return nil, err
+	}
+	got, err := collectTasks(rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*store.TaskRow, len(got))
+	for _, r := range got {
+		out[r.ID] = r
+	}
+	return out, nil
+}
+
+// TaskUpdates writes several locked rows in one statement, each
+// conditional as in TaskUpdate: River's JobSetStateIfRunning, for tasks.
+func (w *wtx) TaskUpdates(prev, next []*store.TaskRow) error {
+	n := len(next)
+	var (
+		seqs                                      = make([]int64, n)
+		states, codes, reasons, tokens, prevState = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		prevTokens                                = make([]string, n)
+		attempts, approved, prevAttempt, prevAppr = make([]int32, n), make([]int32, n), make([]int32, n), make([]int32, n)
+		cancels                                   = make([]bool, n)
+		results                                   = make([][]byte, n)
+		queued, started, finished                 = make([]*int64, n), make([]*int64, n), make([]*int64, n)
+	)
+	for i, r := range next {
+		p := prev[i]
+		seqs[i] = p.Seq
+		states[i], attempts[i], cancels[i], results[i] = string(r.State), int32(r.Attempt), r.CancelRequested, nullBytes(r.Result)
+		if r.Error != nil {
+			codes[i], reasons[i] = r.Error.Code, r.Error.Reason
+		}
+		tokens[i], approved[i] = r.LeaseToken, int32(r.Approved)
+		queued[i], started[i], finished[i] = nullTime(r.QueuedAt), nullTime(r.StartedAt), nullTime(r.FinishedAt)
+		prevState[i], prevAttempt[i], prevTokens[i], prevAppr[i] = string(p.State), int32(p.Attempt), p.LeaseToken, int32(p.Approved)
+	}
+	tag, err := w.exec(`UPDATE tasks t SET state = u.state, attempt = u.attempt, cancel_requested = u.cancel,
+		result = u.result, error_code = u.code, error_reason = u.reason, lease_token = u.token,
+		queued_at = u.queued, started_at = u.started, finished_at = u.finished, approved = u.approved
+	FROM unnest($1::bigint[], $2::text[], $3::int[], $4::boolean[], $5::bytea[], $6::text[], $7::text[],
+		$8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::int[], $13::text[], $14::int[], $15::text[], $16::int[])
+		AS u(seq, state, attempt, cancel, result, code, reason, token, queued, started, finished, approved,
+			prev_state, prev_attempt, prev_token, prev_approved)
+	WHERE t.seq = u.seq AND t.state = u.prev_state AND t.attempt = u.prev_attempt
+		AND t.lease_token = u.prev_token AND t.approved = u.prev_approved`,
+		seqs, states, attempts, cancels, results, codes, reasons, tokens, queued, started, finished, approved,
+		prevState, prevAttempt, prevTokens, prevAppr)
+	if err != nil {
+		return err
+	}
+	if int(tag.RowsAffected()) != n {
+		return store.ErrStale
+	}
+	return nil
+}

@@ -417,3 +417,30 @@ func (w *wtx) DelegateRemove(id string) error {
 	}
 	return nil
 }
+
+// TaskRows reads several tasks as TaskRow does, mostly from the cache.
+func (w *wtx) TaskRows(ids []string) (map[string]*store.TaskRow, error) {
+	out := make(map[string]*store.TaskRow, len(ids))
+	for _, id := range ids {
+		row, err := w.TaskRow(id)
+		if errors.Is(err, errand.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[id] = row
+	}
+	return out, nil
+}
+
+// TaskUpdates writes several rows as TaskUpdate does; the single writer
+// and the shared commit already make them cheap one by one.
+func (w *wtx) TaskUpdates(prev, next []*store.TaskRow) error {
+	for i := range next {
+		if err := w.TaskUpdate(prev[i], next[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}

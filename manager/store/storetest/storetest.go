@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReportIllegalTransition", testReportIllegal},
 		{"ReportIdempotent", testReportIdempotent},
 		{"ReportOutcomes", testReportOutcomes},
+		{"ReportsTogether", testReportsTogether},
 		{"ReportResultEveryEnd", testReportResultEveryEnd},
 		{"DependencyRelease", testDependencyRelease},
 		{"DependencyConditions", testDependencyConditions},
