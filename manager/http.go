@@ -15,6 +15,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/manager/web"
 )
 
 // auth says which bearer token a route takes.
@@ -73,7 +74,9 @@ func (s *Server) registerRoutes() {
 	h("GET", "/metrics", authAdmin, s.serveMetrics)
 	h("GET", "/healthz", authNone, s.healthz)
 	h("GET", "/readyz", authNone, s.readyz)
-	h("GET", "/{$}", authNone, s.webRoot)
+	ui := s.webUI()
+	h("GET", "/{$}", authNone, serveWebRoot(ui))
+	s.mux.Handle(web.Prefix, ui)
 }
 
 func (s *Server) handle(method, pattern string, a auth, fn apiFunc) {

@@ -101,8 +101,18 @@ func (s *Server) readLogs(w http.ResponseWriter, r *http.Request, _ principal) e
 		}
 		follow = b
 	}
+	if follow && accepts(r, "text/event-stream") {
+		o, err := lastEventOffset(r, offset)
+		if err != nil {
+			return errand.Errorf(errand.CodeInvalid, "%v", err)
+		}
+		return s.followLogEvents(w, r, id, o)
+	}
 	if follow {
 		return s.followLog(w, r, id, offset)
+	}
+	if accepts(r, "text/plain") {
+		return s.rawLog(w, r, id)
 	}
 	page, err := s.logs.Read(r.Context(), id, offset, limit)
 	if err != nil {

@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -37,33 +36,3 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ principal) err
 	_, _ = w.Write([]byte("ready\n"))
 	return nil
 }
-
-// webRoot is a static page without data: it lists where things are.
-func (s *Server) webRoot(w http.ResponseWriter, _ *http.Request, _ principal) error {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	_, err := fmt.Fprint(w, webRootPage)
-	if err != nil {
-		return fmt.Errorf("write page: %w", err)
-	}
-	return nil
-}
-
-const webRootPage = `<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Errand manager</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto}code{background:#eee;padding:0 .2em}</style>
-</head>
-<body>
-<h1>Errand manager</h1>
-<p>The API answers under <code>/api/v1</code> with the admin token as a bearer token.</p>
-<ul>
-<li><a href="/api/v1/tasks">/api/v1/tasks</a>: tasks</li>
-<li><a href="/api/v1/delegates">/api/v1/delegates</a>: delegates</li>
-<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
-<li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a>: health</li>
-</ul>
-</body>
-</html>
-`

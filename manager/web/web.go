@@ -1,0 +1,249 @@
+// Package web is the manager's web UI: server-rendered pages over the
+// manager's own API, signed in with a token turned into a session
+// cookie, with a strict Content-Security-Policy and a CSRF token on every
+// form. The pages work without scripts; small scripts served from the
+// manager (never a CDN) add live updates and the log viewer.
+package web
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/httphelper"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Prefix is the path under which every page but the root lives.
+const Prefix = "/ui/"
+
+// ContentSecurityPolicy is sent with every page: scripts, styles and
+// connections only from the manager itself, no inline script or style,
+// no framing.
+const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// Config is what the UI needs from the manager.
+type Config struct {
+	// API is the manager's API handler; the UI calls it in-process on
+	// behalf of the signed-in principal.
+	API http.Handler
+	// SessionKey signs session cookies and CSRF tokens; managers that
+	// share it (replicas) accept each other's sessions.
+	SessionKey []byte
+	// SignIn returns the principal a token belongs to, or ok false.
+	SignIn func(ctx context.Context, token string) (p Principal, ok bool)
+	// APIToken returns the bearer token the UI calls the API with for p.
+	APIToken func(p Principal) string
+	// SessionTTL is how long a session lasts (default 12h).
+	SessionTTL time.Duration
+	Log        *logrus.Logger
+	Now        func() time.Time
+}
+
+// Handler serves the UI: GET / and everything under Prefix.
+type Handler struct {
+	cfg   Config
+	mux   *http.ServeMux
+	pages map[string]*template.Template
+	// routes lists "METHOD pattern" of every page, for tests.
+	routes []string
+}
+
+// New returns the UI's handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.API == nil || len(cfg.SessionKey) < 16 || cfg.SignIn == nil || cfg.APIToken == nil {
+		return nil, errors.New("web: an API handler, a session key of 16 bytes or more, SignIn and APIToken are required")
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), pages: pages}
+	h.register()
+	return h, nil
+}
+
+// Routes returns "METHOD pattern" of every page and form the UI serves.
+func (h *Handler) Routes() []string { return append([]string(nil), h.routes...) }
+
+func (h *Handler) register() {
+	static, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		panic(err) // the embedded tree is part of the binary
+	}
+	files := http.StripPrefix(Prefix+"static/", http.FileServer(http.FS(static)))
+	h.mux.Handle("GET "+Prefix+"static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	}))
+	h.routes = append(h.routes, "GET "+Prefix+"static/")
+
+	h.page("GET /{$}", h.runsPage)
+	h.public("POST "+Prefix+"login", h.signIn)
+	h.form("POST "+Prefix+"logout", h.signOut)
+	h.page("GET "+Prefix+"runs/new", h.newRunPage)
+	h.form("POST "+Prefix+"runs", h.submitRun)
+	h.page("GET "+Prefix+"runs/{id}", h.runPage)
+	h.form("POST "+Prefix+"runs/{id}/cancel", h.cancelRun)
+	h.form("POST "+Prefix+"runs/{id}/stages/{name}/approve", h.approveStage)
+	h.page("GET "+Prefix+"tasks", h.tasksPage)
+	h.page("GET "+Prefix+"tasks/{id}", h.taskPage)
+	h.form("POST "+Prefix+"tasks/{id}/cancel", h.cancelTask)
+	h.page("GET "+Prefix+"tasks/{id}/logs", h.taskLogs)
+	h.page("GET "+Prefix+"tasks/{id}/raw", h.rawLog)
+	h.page("GET "+Prefix+"delegates", h.delegatesPage)
+	h.form("POST "+Prefix+"delegates/{id}/drain", h.drainDelegate)
+	h.public("GET "+Prefix, h.notFound)
+}
+
+// ServeHTTP serves a page with the UI's security headers.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", ContentSecurityPolicy)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Referrer-Policy", "same-origin")
+	h.mux.ServeHTTP(w, r)
+}
+
+// pageFunc serves one page for a signed-in session.
+type pageFunc func(w http.ResponseWriter, r *http.Request, s *session) error
+
+func (h *Handler) public(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
+	h.routes = append(h.routes, pattern)
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			h.fail(w, r, nil, err)
+		}
+	})
+}
+
+// page registers a GET page: without a session the sign-in page is
+// shown in its place (the root) or the browser is sent there.
+func (h *Handler) page(pattern string, fn pageFunc) {
+	h.routes = append(h.routes, pattern)
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		s, ok := h.session(r)
+		if !ok {
+			if r.URL.Path == "/" {
+				h.signInPage(w, r, "", http.StatusOK)
+				return
+			}
+			if strings.HasSuffix(r.URL.Path, "/logs") || strings.HasSuffix(r.URL.Path, "/raw") {
+				h.fail(w, r, nil, errand.Errorf(errand.CodeUnauthorized, "sign in first"))
+				return
+			}
+			http.Redirect(w, r, "/?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		if err := fn(w, r, s); err != nil {
+			h.fail(w, r, s, err)
+		}
+	})
+}
+
+// form registers a POST form: it needs a session and the session's CSRF
+// token, and answers with a redirect (303) to the page to show next.
+func (h *Handler) form(pattern string, fn pageFunc) {
+	h.routes = append(h.routes, pattern)
+	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 4<<20)
+		s, ok := h.session(r)
+		if !ok {
+			h.fail(w, r, nil, errand.Errorf(errand.CodeForbidden, "you are not signed in, or your session has ended: sign in again"))
+			return
+		}
+		if !h.validCSRF(s, r.PostFormValue(csrfField)) {
+			h.fail(w, r, s, errand.Errorf(errand.CodeForbidden, "the form has no valid CSRF token: reload the page and send it again"))
+			return
+		}
+		if err := fn(w, r, s); err != nil {
+			h.fail(w, r, s, err)
+		}
+	})
+}
+
+// api returns a client of the manager's API acting for s.
+func (h *Handler) api(s *session) *client.HTTP {
+	return client.New("http://manager", h.cfg.APIToken(s.Principal), client.WithHandler(h.cfg.API), client.WithRetry(0))
+}
+
+// errorPage is the data of the error page.
+type errorPage struct {
+	Status  int
+	Title   string
+	Message string
+}
+
+// fail renders err as an error page with the status its code maps to;
+// internal errors are logged and shown as their operation id only.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, s *session, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		err = errand.Errorf(errand.CodeTooLarge, "the form is larger than %d bytes", mbe.Limit)
+	}
+	code := errand.ErrorCode(err)
+	status := httphelper.Status(code)
+	msg := err.Error()
+	var ee *errand.Error
+	if errors.As(err, &ee) {
+		msg = ee.Reason
+	}
+	title := http.StatusText(status)
+	if code == errand.CodeInternal {
+		h.cfg.Log.WithFields(logrus.Fields{"method": r.Method, "path": r.URL.Path}).WithError(err).Error("web page failed")
+		msg = "The manager could not answer; its log says why."
+	}
+	if status == http.StatusNotFound {
+		title = "Not found"
+	}
+	h.render(w, r, s, "error", status, title, &errorPage{Status: status, Title: title, Message: msg})
+}
+
+func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) error {
+	s, _ := h.session(r)
+	h.render(w, r, s, "error", http.StatusNotFound, "Not found",
+		&errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "There is no page at " + r.URL.Path + "."})
+	return nil
+}
+
+// redirect answers a form with 303 to path.
+func redirect(w http.ResponseWriter, r *http.Request, path string) error {
+	http.Redirect(w, r, path, http.StatusSeeOther)
+	return nil
+}
+
+// notFoundAs turns the API's not_found into a page that names what is
+// missing.
+func notFoundAs(err error, what, id string) error {
+	if errand.ErrorCode(err) == errand.CodeNotFound {
+		return errand.Errorf(errand.CodeNotFound, "There is no %s %q.", what, id)
+	}
+	return fmt.Errorf("%s %s: %w", what, id, err)
+}

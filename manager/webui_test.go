@@ -1,0 +1,213 @@
+package manager
+
+import (
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/errandci/errand/manager/web"
+)
+
+// webClient is a browser-like HTTP client of the UI: cookies kept, no
+// redirect followed.
+func (e *env) webClient(t *testing.T) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, Transport: e.http.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+var csrfInput = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func webGet(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func webPost(t *testing.T, c *http.Client, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.PostForm(u, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// webSignIn signs c in with token and returns the session's CSRF token
+// ("" when the sign-in was refused) and the sign-in answer.
+func (e *env) webSignIn(t *testing.T, c *http.Client, token string) (string, *http.Response, string) {
+	t.Helper()
+	_, page := webGet(t, c, e.ts.URL+"/")
+	m := csrfInput.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no CSRF token in the sign-in page: %.300s", page)
+	}
+	resp, body := webPost(t, c, e.ts.URL+"/ui/login", url.Values{"csrf": {m[1]}, "token": {token}})
+	if resp.StatusCode != http.StatusSeeOther {
+		return "", resp, body
+	}
+	_, page = webGet(t, c, e.ts.URL+"/")
+	m = csrfInput.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no CSRF token on the runs page: %.300s", page)
+	}
+	return m[1], resp, body
+}
+
+func TestWebSignIn(t *testing.T) {
+	e := newEnv(t)
+	c := e.webClient(t)
+	csrf, resp, body := e.webSignIn(t, c, "wrong")
+	if csrf != "" || resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "not valid") {
+		t.Errorf("wrong token: %d %.300s", resp.StatusCode, body)
+	}
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "errand_session" && ck.Value != "" {
+			t.Errorf("a wrong token got a session cookie")
+		}
+	}
+	// Sign-in without the form's token is refused too.
+	resp, _ = webPost(t, e.webClient(t), e.ts.URL+"/ui/login", url.Values{"token": {testAdmin}})
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("sign-in without its CSRF token = %d, want 403", resp.StatusCode)
+	}
+
+	csrf, resp, _ = e.webSignIn(t, c, testAdmin)
+	if csrf == "" {
+		t.Fatalf("admin token refused: %d", resp.StatusCode)
+	}
+	var sc *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "errand_session" {
+			sc = ck
+		}
+	}
+	if sc == nil || !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.Path != "/" {
+		t.Errorf("session cookie = %+v, want HttpOnly, SameSite=Strict, Path=/", sc)
+	}
+	r, page := webGet(t, c, e.ts.URL+"/")
+	if csp := r.Header.Get("Content-Security-Policy"); csp != web.ContentSecurityPolicy || !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("CSP = %q", csp)
+	}
+	if strings.Contains(page, "<script>") || strings.Contains(page, " style=") || strings.Contains(page, " on") && regexp.MustCompile(` on[a-z]+=`).MatchString(page) {
+		t.Errorf("the page has inline script or style: %.500s", page)
+	}
+	// A tampered cookie is no session.
+	u, _ := url.Parse(e.ts.URL)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "errand_session", Value: sc.Value + "x", Path: "/"}})
+	if r, _ := webGet(t, c, e.ts.URL+"/ui/tasks"); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("tampered session: %d, want 303 to sign in", r.StatusCode)
+	}
+}
+
+// TestWebAuthMatrix calls every page and form of the UI without a
+// session, with a session but no CSRF token, and as the signed-in admin.
+func TestWebAuthMatrix(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d1", nil)
+	taskID, _ := e.leasedTask(d)
+	runID := e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
+	fill := func(p string) string {
+		p = strings.TrimSuffix(p, "{$}")
+		switch {
+		case strings.HasPrefix(p, "/ui/runs/"):
+			p = strings.ReplaceAll(p, "{id}", runID)
+		case strings.HasPrefix(p, "/ui/tasks/"):
+			p = strings.ReplaceAll(p, "{id}", taskID)
+		case strings.HasPrefix(p, "/ui/delegates/"):
+			p = strings.ReplaceAll(p, "{id}", d.id)
+		}
+		p = strings.ReplaceAll(p, "{name}", "gate")
+		if p == "/ui/static/" {
+			p += "app.css"
+		}
+		return p
+	}
+	// What each route answers without a session and when signed in.
+	want := map[string][2]int{
+		"GET /ui/static/":                          {200, 200},
+		"GET /{$}":                                 {200, 200},
+		"POST /ui/login":                           {403, 403},
+		"POST /ui/logout":                          {403, 303},
+		"GET /ui/runs/new":                         {303, 200},
+		"POST /ui/runs":                            {403, 303},
+		"GET /ui/runs/{id}":                        {303, 200},
+		"POST /ui/runs/{id}/cancel":                {403, 303},
+		"POST /ui/runs/{id}/stages/{name}/approve": {403, 303},
+		"GET /ui/tasks":                            {303, 200},
+		"GET /ui/tasks/{id}":                       {303, 200},
+		"POST /ui/tasks/{id}/cancel":               {403, 303},
+		"GET /ui/tasks/{id}/logs":                  {401, 200},
+		"GET /ui/tasks/{id}/raw":                   {401, 200},
+		"GET /ui/delegates":                        {303, 200},
+		"POST /ui/delegates/{id}/drain":            {403, 303},
+		"GET /ui/":                                 {404, 404},
+	}
+	ui := e.s.webUI()
+	for _, r := range ui.Routes() {
+		if _, ok := want[r]; !ok {
+			t.Errorf("UI route %s has no row in the matrix", r)
+		}
+	}
+	if len(want) != len(ui.Routes()) {
+		t.Errorf("the matrix has %d rows, the UI %d routes", len(want), len(ui.Routes()))
+	}
+	anon := e.webClient(t)
+	signed := e.webClient(t)
+	csrf, _, _ := e.webSignIn(t, signed, testAdmin)
+	// Cancels and sign-out last: they end what the other rows use.
+	var order, last []string
+	for _, r := range ui.Routes() {
+		if r == "POST /ui/logout" {
+			continue
+		}
+		if strings.HasSuffix(r, "/cancel") {
+			last = append(last, r)
+			continue
+		}
+		order = append(order, r)
+	}
+	order = append(append(order, last...), "POST /ui/logout")
+	for _, r := range order {
+		method, pattern, _ := strings.Cut(r, " ")
+		u := e.ts.URL + fill(pattern)
+		w := want[r]
+		send := func(c *http.Client, form url.Values) int {
+			if method == "GET" {
+				resp, _ := webGet(t, c, u)
+				return resp.StatusCode
+			}
+			form.Set("config", "stages: []")
+			resp, _ := webPost(t, c, u, form)
+			return resp.StatusCode
+		}
+		if got := send(anon, url.Values{}); got != w[0] {
+			t.Errorf("%s without a session = %d, want %d", r, got, w[0])
+		}
+		if method == "POST" {
+			if got := send(signed, url.Values{}); got != http.StatusForbidden {
+				t.Errorf("%s signed in without a CSRF token = %d, want 403", r, got)
+			}
+			if got := send(signed, url.Values{"csrf": {"forged"}}); got != http.StatusForbidden {
+				t.Errorf("%s signed in with a forged CSRF token = %d, want 403", r, got)
+			}
+		}
+		if got := send(signed, url.Values{"csrf": {csrf}}); got != w[1] {
+			t.Errorf("%s signed in = %d, want %d", r, got, w[1])
+		}
+	}
+}
