@@ -230,18 +230,10 @@ func (f *follower) getRun(ctx context.Context) (*client.Run, error) {
 	return run, err
 }
 
-// retryable reports whether a failed call may succeed later: the manager
-// did not answer, or answered that it is unavailable or failed inside.
-func retryable(err error) bool {
-	switch errand.ErrorCode(err) {
-	case errand.CodeInternal, errand.CodeUnavailable:
-		return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
-	}
-	return false
-}
-
-// retry runs op until it succeeds, fails for good, opts.retry has passed
-// or ctx ends.
+// retry runs op until it succeeds, fails for good (errand.Retryable says
+// which failures may pass), opts.retry has passed or ctx ends. It is the
+// one retry layer of a follow: the client given to followRun should not
+// retry on its own.
 func (f *follower) retry(ctx context.Context, op func() error) error {
 	if f.opts.retry <= 0 {
 		return op()
@@ -249,14 +241,15 @@ func (f *follower) retry(ctx context.Context, op func() error) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 250 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = f.opts.retry
+	b.MaxElapsedTime = 0
+	window := &windowBackOff{BackOff: b, end: time.Now().Add(f.opts.retry)}
 	err := backoff.RetryNotify(func() error {
 		err := op()
-		if err != nil && !retryable(err) {
+		if err != nil && !errand.Retryable(err) {
 			return backoff.Permanent(err)
 		}
 		return err
-	}, backoff.WithContext(b, ctx), func(err error, _ time.Duration) {
+	}, backoff.WithContext(window, ctx), func(err error, _ time.Duration) {
 		f.mu.Lock()
 		first := !f.retrying
 		f.retrying = true
@@ -275,6 +268,27 @@ func (f *follower) retry(ctx context.Context, op func() error) error {
 		}
 	}
 	return err
+}
+
+// windowBackOff is a backoff that retries until end, its last wait cut
+// so that the last try comes at end: a follower given --reconnect-for
+// tries for that long, not only while the next wait fits in it.
+type windowBackOff struct {
+	backoff.BackOff
+	end time.Time
+}
+
+// NextBackOff implements backoff.BackOff.
+func (w *windowBackOff) NextBackOff() time.Duration {
+	left := time.Until(w.end)
+	if left <= 0 {
+		return backoff.Stop
+	}
+	d := w.BackOff.NextBackOff()
+	if d == backoff.Stop || d > left {
+		return left
+	}
+	return d
 }
 
 // approvals grants or reports the approvals stages wait for. It returns a

@@ -71,7 +71,12 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 			}
 			return nil
 		}
-		code, err := followRun(g.Ctx, c, run.ID, g.Stdout, followOptions{
+		// Following retries a manager that does not answer itself
+		// (--reconnect-for): its client sends each call once, so that
+		// the retries are not nested.
+		once := *cf
+		once.retry = 0
+		code, err := followRun(g.Ctx, once.client(), run.ID, g.Stdout, followOptions{
 			colour: useColour(g.Stdout, noColour) && !jsonOut, timestamps: timestamps, json: jsonOut,
 			cancelOnInterrupt: cancelOnInt, retry: retryFor, lostCode: exitCouldNotFollow})
 		if err != nil {
