@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -319,15 +318,9 @@ func BenchmarkLogAppend(b *testing.B) {
 }
 
 // BenchmarkBurnDown is the store-alone burn-down (storetest.BurnDown) on
-// the database of ERRAND_TEST_POSTGRES, or of ERRAND_BENCH_POSTGRES when
-// set (a durable server: the test one may run without fsync):
+// a fresh schema of ERRAND_TEST_POSTGRES; point it at a durable server
+// to measure (the test server may run without fsync):
 // go test -run '^$' -bench BurnDown -benchtime 1x.
 func BenchmarkBurnDown(b *testing.B) {
-	storetest.BurnDown(b, func(b *testing.B) store.Store {
-		url := os.Getenv("ERRAND_BENCH_POSTGRES")
-		if url == "" {
-			url = pgtest.URL(b)
-		}
-		return open(b, url)
-	})
+	storetest.BurnDown(b, func(b *testing.B) store.Store { return open(b, pgtest.URL(b)) })
 }

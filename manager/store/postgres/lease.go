@@ -116,6 +116,14 @@ func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]
 				}
 				return nil
 			})
+		// The planner estimates that almost no queued task matches the
+		// selector conditions (it has no statistics for the JSON
+		// expressions), and then prefers reading every queued task and
+		// sorting them to walking tasks_queue in order: a cost that
+		// grows with the queue. Walking the index stops after the first
+		// limit matches.
+		b.Queue(`SET LOCAL enable_seqscan = off`)
+		b.Queue(`SET LOCAL enable_bitmapscan = off`)
 		b.Queue(acquireSQL, limit, d.ID, d.Group, types, archs, string(labels),
 			leased.State, leased.Attempt-queued.Attempt, tokens, now).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
