@@ -28,7 +28,8 @@ type Driver interface {
 }
 
 // DriverRows are the methods of Store that a driver serves directly:
-// reads, and writes that decide nothing. Their contracts are Store's.
+// reads, and writes that decide nothing. Their contracts are Store's,
+// except that DelegateRegister is given parameters the engine checked.
 type DriverRows interface {
 	TaskGet(ctx context.Context, id string) (*errand.Task, error)
 	TaskList(ctx context.Context, p TaskListParams) ([]*errand.Task, error)

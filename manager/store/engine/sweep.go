@@ -77,6 +77,17 @@ func (e *Engine) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (st
 	return res, nil
 }
 
+// DelegateRegister checks a registration and inserts the delegate.
+func (e *Engine) DelegateRegister(ctx context.Context, p store.DelegateRegisterParams) (*errand.Delegate, error) {
+	if p.Delegate == nil || p.Delegate.ID == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "delegate.id: required")
+	}
+	if p.TokenHash == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "token hash: required")
+	}
+	return e.d.DelegateRegister(ctx, p)
+}
+
 // DelegateDelete removes a delegate; its active tasks lose their leases.
 func (e *Engine) DelegateDelete(ctx context.Context, p store.DelegateDeleteParams) error {
 	return e.write(ctx, func(tx store.DriverTx) error {

@@ -13,15 +13,9 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// DelegateRegister inserts a delegate.
+// DelegateRegister inserts a delegate the engine checked.
 func (s *Driver) DelegateRegister(ctx context.Context, p store.DelegateRegisterParams) (*errand.Delegate, error) {
 	d := p.Delegate
-	if d == nil || d.ID == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "delegate.id: required")
-	}
-	if p.TokenHash == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "token hash: required")
-	}
 	labels, err := jsonOrEmpty(d.Labels, len(d.Labels) == 0)
 	if err != nil {
 		return nil, fmt.Errorf("register delegate %s: %w", d.ID, err)
