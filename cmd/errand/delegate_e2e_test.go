@@ -162,21 +162,29 @@ func poll(t testing.TB, what string, within time.Duration, cond func() bool) {
 // returns it.
 func waitState(t testing.TB, admin client.Client, id string, within time.Duration, want ...errand.State) *client.Task {
 	t.Helper()
-	var task *client.Task
-	poll(t, "task "+id+" to end", within, func() bool {
-		var err error
+	var (
+		task *client.Task
+		err  error
+	)
+	deadline := time.Now().Add(within)
+	for {
 		task, err = admin.GetTask(context.Background(), id)
-		if err != nil {
-			return false
-		}
-		for _, s := range want {
-			if task.State == s {
-				return true
+		if err == nil {
+			if slices.Contains(want, task.State) || len(want) == 0 && task.State.Terminal() {
+				return task
 			}
 		}
-		return len(want) == 0 && task.State.Terminal()
-	})
-	return task
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("timed out after %s waiting for task %s to end: %v", within, id, err)
+	}
+	t.Fatalf("timed out after %s waiting for task %s to end: state %s (attempt %d, delegate %s, error %v), want %v",
+		within, id, task.State, task.Attempt, task.DelegateID, task.Error, want)
+	return nil
 }
 
 func taskLog(t testing.TB, admin client.Client, id string) string {

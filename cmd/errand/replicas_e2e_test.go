@@ -55,6 +55,56 @@ type replicaDelegate struct {
 	rs      *replicaSet
 	at      atomic.Int32 // index of the replica it talks to
 	dead    *[]atomic.Bool
+
+	mu   sync.Mutex
+	held map[string]bool // tasks acquired and not yet reported as ended
+}
+
+// hold records tasks the delegate was given: its heartbeats name them
+// until release.
+func (d *replicaDelegate) hold(tasks []*client.Task) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.held == nil {
+		d.held = map[string]bool{}
+	}
+	for _, tk := range tasks {
+		d.held[tk.ID] = true
+	}
+}
+
+func (d *replicaDelegate) release(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.held, id)
+}
+
+// heartbeats does what every delegate does while it holds tasks: a
+// heartbeat each interval naming them, which renews their leases. A
+// delegate that acquires four tasks and works them one after the other
+// would otherwise lose the leases of the last ones whenever the first
+// take longer than the lease TTL (as they do on a loaded machine), and a
+// task could use up its attempts that way. It returns when ctx ends.
+func (d *replicaDelegate) heartbeats(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		d.mu.Lock()
+		running := make([]string, 0, len(d.held))
+		for id := range d.held {
+			running = append(running, id)
+		}
+		d.mu.Unlock()
+		_ = d.call(ctx, func(ctx context.Context, c *client.HTTP) error {
+			_, err := c.Heartbeat(ctx, d.id, &client.HeartbeatRequest{Running: running})
+			return err
+		})
+	}
 }
 
 func (d *replicaDelegate) client() *client.HTTP { return d.clients[d.at.Load()] }
@@ -325,7 +375,11 @@ func TestE2EReplicas(t *testing.T) {
 		defer stop()
 		for i := 0; i < delegates; i++ {
 			d := newDelegate(fmt.Sprintf("worker-%d", i), i%replicas)
-			wg.Add(1)
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				d.heartbeats(wctx, 250*time.Millisecond)
+			}()
 			go func() {
 				defer wg.Done()
 				for wctx.Err() == nil {
@@ -338,8 +392,10 @@ func TestE2EReplicas(t *testing.T) {
 					if err != nil {
 						continue
 					}
+					d.hold(resp.Tasks)
 					for _, tk := range resp.Tasks {
 						d.work(wctx, tk, out)
+						d.release(tk.ID)
 						done.Add(1)
 					}
 				}
@@ -350,11 +406,17 @@ func TestE2EReplicas(t *testing.T) {
 		dead[0].Store(true)
 		rs.managers[0].Kill()
 
-		// Every task ends succeeded, as seen from the surviving replicas.
+		// Every task ends succeeded, as seen from the surviving replicas,
+		// the zombie's too (its lease expired and a worker took it): the
+		// workers stop only then.
 		poll(t, "every task succeeded", 90*time.Second, func() bool {
 			list, err := rs.admin[1].ListTasks(ctx, &client.TaskFilter{Type: "load",
 				States: []errand.State{errand.StateSucceeded}, Limit: 1000})
-			return err == nil && len(list.Items) == tasks
+			if err != nil || len(list.Items) != tasks {
+				return false
+			}
+			tk, err := rs.admin[1].GetTask(ctx, "zombie-task")
+			return err == nil && tk.State.Terminal()
 		})
 		stop()
 		wg.Wait()
