@@ -1,13 +1,17 @@
 package manager
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/errandci/errand/client"
@@ -56,7 +60,8 @@ func TestWebUIInBrowser(t *testing.T) {
 	browser := webtest.New(t)
 	b := browser
 	base := e.ts.URL
-	d := e.register("d1", nil)
+	// The delegate takes only the tasks the tests make, not the runs'.
+	d := e.register("d1", &client.RegisterRequest{Name: "d1", TaskTypes: []string{"x"}})
 
 	signIn := func(b *webtest.Browser, token string) {
 		b.Do(browserWait,
@@ -257,10 +262,51 @@ func TestWebUIInBrowser(t *testing.T) {
 		}
 	})
 
-	if p := os.Getenv("ERRAND_WEB_SCREENSHOT"); p != "" {
-		b.Do(browserWait, chromedp.Navigate(base+"/ui/runs/"+runID), chromedp.WaitVisible(chromedp.CSS("#stage-deploy")))
-		if err := b.Screenshot(p); err != nil {
+	t.Run("dark mode and phone width", func(t *testing.T) {
+		b := browser.For(t)
+		bg := `getComputedStyle(document.body).backgroundColor`
+		b.Do(browserWait, colorScheme("dark"), chromedp.Navigate(base+"/ui/runs/"+runID), chromedp.WaitVisible(chromedp.CSS("#stage-deploy")))
+		if got := webtest.Eval[string](b, bg); got != "rgb(13, 17, 23)" {
+			t.Errorf("dark background = %s", got)
+		}
+		b.Do(browserWait, colorScheme("light"))
+		if got := webtest.Eval[string](b, bg); got != "rgb(255, 255, 255)" {
+			t.Errorf("light background = %s", got)
+		}
+		b.Do(browserWait, chromedp.EmulateViewport(390, 800))
+		defer b.Do(browserWait, chromedp.ResetViewport())
+		for _, path := range []string{"/", "/ui/runs/" + runID, "/ui/tasks", "/ui/tasks/" + liveID, "/ui/delegates"} {
+			b.Do(browserWait, chromedp.Navigate(base+path), chromedp.WaitReady(chromedp.CSS("main")))
+			if w := webtest.Eval[int](b, `document.documentElement.scrollWidth`); w > 391 {
+				t.Errorf("%s is %d px wide at a 390 px window", path, w)
+			}
+		}
+	})
+
+	// ERRAND_WEB_SCREENSHOTS=dir writes pictures of the run page and the
+	// log viewer there (the README's).
+	if dir := os.Getenv("ERRAND_WEB_SCREENSHOTS"); dir != "" {
+		run := e.submit("stages:\n  - name: build\n    steps: [{name: compile, commands: [make]}, {name: vet, commands: [make vet]}]\n" +
+			"  - name: test\n    depends: [build]\n    steps: [{name: unit, commands: [make test]}]\n" +
+			"  - name: lint\n    depends: [build]\n    steps: [{name: lint, commands: [make lint]}]\n" +
+			"  - name: deploy\n    depends: [test, lint]\n    approval: {approvers: 2}\n    steps: [{name: ship, commands: [./deploy]}]\n")
+		b.Do(browserWait, chromedp.EmulateViewport(1200, 640), chromedp.Navigate(base+"/ui/runs/"+run.ID), chromedp.WaitVisible(chromedp.CSS("#stage-deploy")))
+		if err := b.Screenshot(filepath.Join(dir, "web-run.png")); err != nil {
 			t.Error(err)
 		}
+		b.Do(browserWait, chromedp.Navigate(base+"/ui/tasks/"+liveID+"#L1-5"))
+		webtest.WaitTrue(b, browserWait, `window.errandLog && window.errandLog.complete`)
+		if err := b.Screenshot(filepath.Join(dir, "web-log.png")); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// colorScheme makes the page see prefers-color-scheme: scheme.
+func colorScheme(scheme string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}}})
+		return chromedp.Void{}, err
 	}
 }

@@ -19,7 +19,6 @@
 
   function Style() { this.fg = null; this.bg = null; this.b = false; this.d = false; this.i = false; this.u = false; this.s = false; this.inv = false; }
   Style.prototype.clone = function () { var c = new Style(); for (var k in this) if (Object.prototype.hasOwnProperty.call(this, k)) c[k] = this[k]; return c; };
-  Style.prototype.key = function () { return [this.fg, this.bg, this.b, this.d, this.i, this.u, this.s, this.inv].join("|"); };
 
   function color256(n) {
     if (n < 16) return n;
@@ -53,45 +52,50 @@
   // Parser turns lines into styled segments. Its style carries from one
   // line to the next, as a terminal's does; an escape sequence left
   // unfinished at the end of a chunk is kept and completed by the next.
+  // Style objects are never changed once made: segments share them.
   function Parser() { this.st = new Style(); this.pending = ""; }
+
+  var SPECIAL = /[\x00-\x08\x0b-\x1f\x7f]/;
 
   // line returns {segs: [{t, st}], plain} for one line of text.
   Parser.prototype.line = function (text) {
     if (this.pending) { text = this.pending + text; this.pending = ""; }
-    var cells = null, segs = [], cur = "", curSt = this.st.clone(), col = 0;
+    if (!SPECIAL.test(text)) return { segs: text ? [{ t: text, st: this.st }] : [], plain: text };
+    var cells = null, segs = [], cur = "", col = 0;
     var self = this;
-    function flush() { if (cur) { segs.push({ t: cur, st: curSt }); cur = ""; } }
-    function toCells() { // switch to per-character cells once \r or erase is met
+    function flush() { if (cur) { segs.push({ t: cur, st: self.st }); cur = ""; } }
+    function toCells() { // per-character cells once \r, \b or an erase is met
       if (cells) return;
       flush(); cells = [];
       segs.forEach(function (s) { for (var j = 0; j < s.t.length; j++) cells.push([s.t[j], s.st]); });
       segs = [];
     }
     function put(ch) {
-      if (cells) { if (col < cells.length) cells[col] = [ch, self.st.clone()]; else cells.push([ch, self.st.clone()]); col++; return; }
+      if (cells) { if (col < cells.length) cells[col] = [ch, self.st]; else cells.push([ch, self.st]); col++; return; }
       cur += ch; col++;
     }
     for (var i = 0; i < text.length; i++) {
       var ch = text[i];
       if (ch === "\x1b") {
-        var rest = text.slice(i);
+        var rest = text.slice(i, i + 256);
         var m = /^\x1b\[([0-9;:?]*)([ -\/]*)([@-~])/.exec(rest);
         if (m) {
           i += m[0].length - 1;
           if (m[3] === "m" && m[1].indexOf("?") < 0) {
             if (!cells) flush();
-            sgr(this.st, m[1] === "" ? [] : m[1].split(/[;:]/).map(function (x) { return x === "" ? 0 : parseInt(x, 10); }));
-            if (!cells) curSt = this.st.clone();
+            var next = this.st.clone();
+            sgr(next, m[1] === "" ? [] : m[1].split(/[;:]/).map(function (x) { return x === "" ? 0 : parseInt(x, 10); }));
+            this.st = next;
           } else if (m[3] === "K") {
             toCells();
             var mode = m[1] === "" ? 0 : parseInt(m[1], 10);
-            if (mode === 0) cells.length = Math.min(cells.length, col); else if (mode === 2) { cells = []; }
+            if (mode === 0) cells.length = Math.min(cells.length, col); else if (mode === 2) cells = [];
           } else if (m[3] === "G") { toCells(); col = Math.max(0, (parseInt(m[1] || "1", 10) || 1) - 1); }
           continue;
         }
         var osc = /^\x1b\][^\x07\x1b]*(\x07|\x1b\\)/.exec(rest);
         if (osc) { i += osc[0].length - 1; continue; }
-        if (/^\x1b(\[[0-9;:?]*[ -\/]*|\][^\x07\x1b]*|\x1b?)$/.test(rest) && rest.length < 256) {
+        if (i + 256 >= text.length && /^\x1b(\[[0-9;:?]*[ -\/]*|\][^\x07\x1b]*)?$/.test(rest)) {
           this.pending = rest; break; // cut at the chunk's end: finished by the next
         }
         if (/^\x1b[@-Z\\-_]/.test(rest)) { i += 1; continue; } // two-byte escapes
@@ -99,16 +103,14 @@
       }
       if (ch === "\r") { toCells(); col = 0; continue; }
       if (ch === "\b") { if (col > 0) { toCells(); col--; } continue; }
-      if (ch < " " && ch !== "\t") { put("\ufffd"); continue; }
-      if (!cells && curSt.key() !== this.st.key()) { flush(); curSt = this.st.clone(); }
+      if (ch < " " && ch !== "\t" || ch === "\x7f") { put("\ufffd"); continue; }
       put(ch);
     }
     if (cells) {
       segs = [];
-      var lastKey = null;
+      var last = null;
       cells.forEach(function (c) {
-        var k = c[1].key();
-        if (k === lastKey) segs[segs.length - 1].t += c[0]; else { segs.push({ t: c[0], st: c[1] }); lastKey = k; }
+        if (c[1] === last) segs[segs.length - 1].t += c[0]; else { segs.push({ t: c[0], st: c[1] }); last = c[1]; }
       });
     } else flush();
     var plain = "";
@@ -227,7 +229,9 @@
     if (offset < expect) { lines = lines.slice(expect - offset); offset = expect; }
     if (offset > expect) return;                       // a gap: ignored, the stream resends
     for (var i = 0; i < lines.length; i++) { this.raw.push(lines[i]); this.lines.push(this.parser.line(lines[i])); }
-    if (!this.follow) { this.fresh += lines.length; }
+    // Lines the page did not know of when it loaded are new; the rest
+    // is catching up.
+    if (!this.follow) this.fresh += Math.max(0, offset + lines.length - Math.max(offset, this.known));
     this.schedule();
   };
 

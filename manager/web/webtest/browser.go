@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,7 +135,17 @@ func WaitTrue(b *Browser, timeout time.Duration, expr string) {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, timeout)
 	defer cancel()
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr)); err != nil {
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(timeout)))
+		if err == nil {
+			return
+		}
+		// A navigation that was still going on replaced the page the
+		// poll ran in: poll the new one.
+		if ctx.Err() == nil && (strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed")) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		b.t.Fatalf("browser: waiting for %s: %v", expr, err)
 	}
 }
