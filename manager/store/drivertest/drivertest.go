@@ -26,6 +26,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"InsertConflictWritesNothing", testInsertConflict},
 		{"Edges", testEdges},
 		{"UpdateIsConditional", testUpdateConditional},
+		{"UpdatesTogether", testUpdates},
 		{"RollbackDeliversNothing", testRollback},
 		{"Runs", testRuns},
 		{"DelegatesLoseOnce", testDelegatesLose},
@@ -184,6 +185,68 @@ func testUpdateConditional(t *testing.T, d store.Driver) {
 	}
 	if b.State != errand.StateSkipped || b.FinishedAt == nil || b.Error == nil || b.Error.Code != errand.CodeDependencyUnmet {
 		t.Fatalf("b after update = %+v", b)
+	}
+}
+
+func testUpdates(t *testing.T, d store.Driver) {
+	ids := []string{"a", "b", "c", "d", "e"}
+	write(t, d, func(tx store.DriverTx) error {
+		var rows []*store.TaskRow
+		for _, id := range ids {
+			rows = append(rows, row(id, errand.StateQueued))
+		}
+		return tx.TaskInsert(rows)
+	})
+	at := t0.Add(time.Minute)
+	change := func(tx store.DriverTx) ([]*store.TaskRow, []*store.TaskRow, error) {
+		read, err := tx.TaskRows(append(ids, "nope"))
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(read) != len(ids) {
+			t.Errorf("TaskRows read %d rows, want %d (unknown ids absent)", len(read), len(ids))
+		}
+		var prev, next []*store.TaskRow
+		for i, id := range ids {
+			p := read[id]
+			n := *p
+			if i%2 == 0 {
+				n.State, n.FinishedAt = errand.StateCancelled, &at
+				n.Error = &errand.Error{Code: errand.CodeCancelled, Reason: "cancelled"}
+			} else {
+				n.State, n.Attempt, n.LeaseToken = errand.StateLeased, 1, "tok-"+id
+			}
+			prev, next = append(prev, p), append(next, &n)
+		}
+		return prev, next, nil
+	}
+	write(t, d, func(tx store.DriverTx) error {
+		prev, next, err := change(tx)
+		if err != nil {
+			return err
+		}
+		if err := tx.TaskUpdates(prev, next); err != nil {
+			return err
+		}
+		// The rows read before are no longer current.
+		if err := tx.TaskUpdates(prev[:2], next[:2]); !errors.Is(err, store.ErrStale) {
+			t.Errorf("TaskUpdates from rows read before the last write: err = %v, want ErrStale", err)
+		}
+		return nil
+	})
+	for i, id := range ids {
+		tk, err := d.TaskGet(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := errand.StateCancelled
+		if i%2 == 1 {
+			want = errand.StateLeased
+		}
+		if tk.State != want || (want == errand.StateCancelled && (tk.FinishedAt == nil || tk.Error == nil)) ||
+			(want == errand.StateLeased && tk.Attempt != 1) {
+			t.Errorf("task %s after TaskUpdates = %+v, want %s", id, tk, want)
+		}
 	}
 }
 

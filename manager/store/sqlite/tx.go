@@ -109,14 +109,45 @@ func insertArgs(w *wtx, r *store.TaskRow) ([]any, error) {
 // row is still at prev's version; SQLite then leaves alone the indexes
 // that do not cover them. The cache keeps the rows of active tasks.
 func (w *wtx) TaskUpdate(prev, next *store.TaskRow) error {
-	var (
-		set  strings.Builder
-		args = make([]any, 0, 14)
-	)
-	col := func(name string, v any) {
-		set.WriteString(name)
+	names, vals := changedCols(prev, next)
+	var set strings.Builder
+	for _, n := range names {
+		set.WriteString(n)
 		set.WriteString(" = ?, ")
-		args = append(args, v)
+	}
+	version := w.s.nextVersion()
+	args := append(vals, version, prev.Seq, prev.Version)
+	res, err := w.exec(`UPDATE tasks SET `+set.String()+`version = ? WHERE seq = ? AND version = ?`, args...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		w.s.active.drop(prev.ID)
+		return store.ErrStale
+	}
+	w.updated(next, version)
+	return nil
+}
+
+// updated records that next was written at version.
+func (w *wtx) updated(next *store.TaskRow, version int64) {
+	next.Version = version
+	if next.State.Active() {
+		cp := *next
+		w.s.active.put(&cp)
+	} else {
+		w.s.active.drop(next.ID)
+	}
+}
+
+// changedCols lists the columns of next that differ from prev, with
+// their values.
+func changedCols(prev, next *store.TaskRow) (names []string, vals []any) {
+	col := func(name string, v any) {
+		names = append(names, name)
+		vals = append(vals, v)
 	}
 	if next.State != prev.State {
 		col("state", next.State)
@@ -150,26 +181,7 @@ func (w *wtx) TaskUpdate(prev, next *store.TaskRow) error {
 	if !sameTime(next.FinishedAt, prev.FinishedAt) {
 		col("finished_at", nullTime(next.FinishedAt))
 	}
-	version := w.s.nextVersion()
-	args = append(args, version, prev.Seq, prev.Version)
-	res, err := w.exec(`UPDATE tasks SET `+set.String()+`version = ? WHERE seq = ? AND version = ?`, args...)
-	if err != nil {
-		return err
-	}
-	if n, err := res.RowsAffected(); err != nil {
-		return err
-	} else if n != 1 {
-		w.s.active.drop(prev.ID)
-		return store.ErrStale
-	}
-	next.Version = version
-	if next.State.Active() {
-		cp := *next
-		w.s.active.put(&cp)
-	} else {
-		w.s.active.drop(next.ID)
-	}
-	return nil
+	return names, vals
 }
 
 // TaskPendingDependents lists the pending dependents of a task.
@@ -434,13 +446,94 @@ func (w *wtx) TaskRows(ids []string) (map[string]*store.TaskRow, error) {
 	return out, nil
 }
 
-// TaskUpdates writes several rows as TaskUpdate does; the single writer
-// and the shared commit already make them cheap one by one.
+// TaskUpdates writes several rows as TaskUpdate does, one statement for
+// the rows that change the same columns (a CASE on seq per column, each
+// row conditional on its version). Statements are made for runs of 1, 2,
+// 4, … 64 rows, so that few shapes are prepared.
 func (w *wtx) TaskUpdates(prev, next []*store.TaskRow) error {
+	type group struct {
+		names []string
+		idx   []int
+		vals  [][]any
+	}
+	var (
+		groups []*group
+		bySig  = map[string]*group{}
+	)
 	for i := range next {
-		if err := w.TaskUpdate(prev[i], next[i]); err != nil {
-			return err
+		names, vals := changedCols(prev[i], next[i])
+		sig := strings.Join(names, ",")
+		g := bySig[sig]
+		if g == nil {
+			g = &group{names: names}
+			bySig[sig] = g
+			groups = append(groups, g)
 		}
+		g.idx, g.vals = append(g.idx, i), append(g.vals, vals)
+	}
+	for _, g := range groups {
+		for lo := 0; lo < len(g.idx); {
+			n := 1
+			for n*2 <= min(len(g.idx)-lo, 64) {
+				n *= 2
+			}
+			if err := w.updateRun(g.names, g.idx[lo:lo+n], g.vals[lo:lo+n], prev, next); err != nil {
+				return err
+			}
+			lo += n
+		}
+	}
+	return nil
+}
+
+// updateRun writes rows that change the same columns in one statement.
+func (w *wtx) updateRun(names []string, idx []int, vals [][]any, prev, next []*store.TaskRow) error {
+	if len(idx) == 1 {
+		return w.TaskUpdate(prev[idx[0]], next[idx[0]])
+	}
+	var (
+		q    strings.Builder
+		args []any
+	)
+	byRow := func(val func(k int) any) {
+		q.WriteString("CASE seq")
+		for k, i := range idx {
+			q.WriteString(" WHEN ? THEN ?")
+			args = append(args, prev[i].Seq, val(k))
+		}
+		q.WriteString(" END")
+	}
+	versions := make([]int64, len(idx))
+	for k := range idx {
+		versions[k] = w.s.nextVersion()
+	}
+	q.WriteString("UPDATE tasks SET ")
+	for c, name := range names {
+		q.WriteString(name + " = ")
+		byRow(func(k int) any { return vals[k][c] })
+		q.WriteString(", ")
+	}
+	q.WriteString("version = ")
+	byRow(func(k int) any { return versions[k] })
+	q.WriteString(" WHERE seq IN (?" + strings.Repeat(", ?", len(idx)-1) + ") AND version = ")
+	for _, i := range idx {
+		args = append(args, prev[i].Seq)
+	}
+	byRow(func(k int) any { return prev[idx[k]].Version })
+	res, err := w.exec(q.String(), args...)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if int(n) != len(idx) {
+		for _, i := range idx {
+			w.s.active.drop(prev[i].ID)
+		}
+		return store.ErrStale
+	}
+	for k, i := range idx {
+		w.updated(next[i], versions[k])
 	}
 	return nil
 }
