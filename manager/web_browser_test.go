@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/errandci/errand/client"
@@ -186,8 +187,18 @@ func TestWebUIInBrowser(t *testing.T) {
 		b.Do(browserWait, chromedp.Click(chromedp.CSS(".lv-jump")))
 		webtest.WaitTrue(b, browserWait, `!!document.querySelector("#L305") && window.errandLog.follow`)
 
+		// An escape cut at the end of a line is finished by the next.
+		e.appendLines(d, id, lease, 305, []string{"split \x1b[3", "4mblue\x1b[0m"})
+		webtest.WaitTrue(b, browserWait, `!!document.querySelector("#L307")`)
+		if got := webtest.Eval[string](b, `document.querySelector("#L307 span.f4").textContent`); got != "blue" {
+			t.Errorf("blue span = %q", got)
+		}
+		if got := webtest.Eval[string](b, `document.querySelector("#L306").textContent`); !strings.HasSuffix(got, "split ") {
+			t.Errorf("line 306 reads %q", got)
+		}
+
 		e.succeed(d, id, lease)
-		webtest.WaitTrue(b, browserWait, `window.errandLog.complete`)
+		webtest.WaitTrue(b, browserWait, `window.errandLog.complete && document.querySelector("#task-state").textContent === "succeeded"`)
 	})
 
 	t.Run("line link", func(t *testing.T) {
@@ -300,6 +311,22 @@ func TestWebUIInBrowser(t *testing.T) {
 			t.Error(err)
 		}
 	}
+
+	t.Run("polling without EventSource", func(t *testing.T) {
+		b := browser.For(t)
+		b.Do(browserWait, func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: "delete window.EventSource;"})
+			return chromedp.Void{}, err
+		})
+		id, lease := e.leasedTask(d)
+		e.appendLines(d, id, lease, 0, []string{"polled one"})
+		b.Do(browserWait, chromedp.Navigate(base+"/ui/tasks/"+id))
+		webtest.WaitTrue(b, browserWait, `window.errandLog && window.errandLog.mode === "polling" && !!document.querySelector("#L1")`)
+		e.appendLines(d, id, lease, 1, []string{"polled two"})
+		webtest.WaitTrue(b, browserWait, `!!document.querySelector("#L2") && document.querySelector("#L2").textContent.endsWith("polled two")`)
+		e.succeed(d, id, lease)
+		webtest.WaitTrue(b, browserWait, `window.errandLog.complete`)
+	})
 }
 
 // colorScheme makes the page see prefers-color-scheme: scheme.

@@ -318,7 +318,7 @@
     };
     es.addEventListener("end", function () {
       es.close(); clearTimeout(fallback);
-      v.complete = true; v.mode = "complete"; v.schedule();
+      v.finish();
     });
     es.onerror = function () {
       if (es.readyState === EventSource.CLOSED && !v.complete) {
@@ -329,6 +329,20 @@
         v.mode = "reconnecting"; v.updateStatus();
       }
     };
+  };
+
+  // finish marks the log complete and refreshes the task's header (its
+  // state and end time) from the page.
+  Viewer.prototype.finish = function () {
+    this.complete = true; this.mode = "complete"; this.schedule();
+    if (!window.fetch || !window.DOMParser) return;
+    fetch(location.pathname, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : ""; })
+      .then(function (html) {
+        var fresh = html && new DOMParser().parseFromString(html, "text/html").getElementById("task-head");
+        var cur = document.getElementById("task-head");
+        if (fresh && cur) cur.replaceWith(document.importNode(fresh, true));
+      }).catch(function () {});
   };
 
   Viewer.prototype.page = function (offset, limit) {
@@ -343,7 +357,7 @@
     var next = this.base + this.raw.length;
     this.page(next, PAGE).then(function (p) {
       v.append(p.offset, p.lines || []);
-      if (p.complete) { v.complete = true; v.mode = "complete"; v.schedule(); return; }
+      if (p.complete) { v.finish(); return; }
       setTimeout(function () { v.poll(); }, (p.lines || []).length >= PAGE ? 0 : 1000);
     }).catch(function (err) {
       v.setStatus("polling failed: " + err.message + "; retrying");
