@@ -52,20 +52,25 @@ func newReplica(t *testing.T, url, objects string) *env {
 }
 
 // TestMetricsAcrossReplicas: two managers on one PostgreSQL show the same
-// gauges, and each counts the task ends it committed, not those it heard
-// of from the other, so that summing over replicas counts each end once.
+// gauges, and each counts the tasks it created and the task ends it
+// committed, not those it heard of from the other, so that summing over
+// replicas counts each once.
 func TestMetricsAcrossReplicas(t *testing.T) {
 	url, objects := pgtest.URL(t), filepath.Join(t.TempDir(), "objects")
 	a, b := newReplica(t, url, objects), newReplica(t, url, objects)
 	var (
-		mu     sync.Mutex
-		remote []string
+		mu            sync.Mutex
+		remote        []string
+		remoteCreated []store.Change
 	)
 	unsubscribe := b.s.store.Subscribe(func(c store.Change) {
-		if c.Kind == store.ChangeTaskEnded && c.Remote {
-			mu.Lock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case c.Kind == store.ChangeTaskEnded && c.Remote:
 			remote = append(remote, c.TaskID)
-			mu.Unlock()
+		case c.Kind == store.ChangeTaskCreated && c.Remote:
+			remoteCreated = append(remoteCreated, c)
 		}
 	})
 	defer unsubscribe()
@@ -96,6 +101,13 @@ func TestMetricsAcrossReplicas(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// A's creation reached B before its end, with its count.
+	mu.Lock()
+	want := store.Change{Kind: store.ChangeTaskCreated, TaskType: "test.a", TaskState: errand.StateQueued, Count: 1, Remote: true}
+	if len(remoteCreated) != 1 || remoteCreated[0] != want {
+		t.Errorf("replica B heard of A's creations as %+v, want [%+v]", remoteCreated, want)
+	}
+	mu.Unlock()
 	// …then ends a task of its own, and counts that one only.
 	run(b, "b")
 	succeeded := func(e *env) float64 {
@@ -112,6 +124,13 @@ func TestMetricsAcrossReplicas(t *testing.T) {
 	}
 	if na, nb := succeeded(a), succeeded(b); na != 1 || nb != 1 {
 		t.Errorf("errand_tasks_finished_total{succeeded} = %v on A and %v on B, want 1 on each", na, nb)
+	}
+	// Each counts the tasks it created, not those B hears of from A.
+	created := func(e *env) float64 {
+		return value(series(scrape(t, e.s.Handler()), "errand_tasks_created_total")["state=queued"])
+	}
+	if na, nb := created(a), created(b); na != 1 || nb != 1 {
+		t.Errorf("errand_tasks_created_total{queued} = %v on A and %v on B, want 1 on each", na, nb)
 	}
 	// Both count the same store: a task queued on B is queued on A, once
 	// their counts are no older than it.

@@ -21,9 +21,10 @@ const (
 )
 
 // Metrics are the scheduler's Prometheus metrics: tasks created and
-// leased, and the ends of tasks, direct and of pipeline runs, which the
-// store's change stream announces. Each replica counts the ends it
-// committed, so that summing over replicas counts each end once.
+// leased, and the ends of tasks, direct and of pipeline runs. Creations
+// and ends are counted from the store's change stream; each replica
+// counts those it committed, so that summing over replicas counts each
+// once.
 type Metrics struct {
 	tasksCreated  *prometheus.CounterVec
 	tasksFinished *prometheus.CounterVec
@@ -86,25 +87,28 @@ func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.tasksCreated, m.tasksFinished, m.taskDuration, m.queueWait, m.acquireWait, m.acquired}
 }
 
-// created counts tasks as they were created.
-func (m *Metrics) created(tasks []*errand.Task) {
-	for _, t := range tasks {
-		if !slices.Contains(m.ignore, t.Type) {
-			m.tasksCreated.WithLabelValues(string(t.State)).Inc()
-		}
-	}
-}
-
-// change receives the store's change stream. It must not block: the ids
-// of the tasks this manager ended go to the recorder.
+// change receives the store's change stream. It must not block: tasks
+// this manager created are counted at once, and the ids of the tasks it
+// ended go to the recorder. Changes another manager made are that
+// manager's to count.
 func (m *Metrics) change(c store.Change) {
-	if c.Kind != store.ChangeTaskEnded || c.Remote || c.TaskID == "" {
+	if c.Remote {
 		return
 	}
-	select {
-	case m.ended <- c.TaskID:
-	default:
-		m.log.WithField("task_id", c.TaskID).Debug("metrics: too many task ends waiting; one is not recorded")
+	switch c.Kind {
+	case store.ChangeTaskCreated:
+		if c.Count > 0 && !slices.Contains(m.ignore, c.TaskType) {
+			m.tasksCreated.WithLabelValues(string(c.TaskState)).Add(float64(c.Count))
+		}
+	case store.ChangeTaskEnded:
+		if c.TaskID == "" {
+			return
+		}
+		select {
+		case m.ended <- c.TaskID:
+		default:
+			m.log.WithField("task_id", c.TaskID).Debug("metrics: too many task ends waiting; one is not recorded")
+		}
 	}
 }
 

@@ -28,7 +28,6 @@ func (s *Scheduler) Create(ctx context.Context, tasks []*errand.Task) ([]*errand
 	if err != nil {
 		return nil, fmt.Errorf("create %d tasks: %w", len(tasks), err)
 	}
-	s.metrics.created(created)
 	if s.log.IsLevelEnabled(logrus.DebugLevel) {
 		s.log.WithField("tasks", len(created)).Debug("tasks created")
 	}
@@ -41,7 +40,6 @@ func (s *Scheduler) CreateRun(ctx context.Context, run *store.Run, tasks []*erra
 	if err != nil {
 		return nil, fmt.Errorf("create run %s: %w", run.ID, err)
 	}
-	s.metrics.created(created)
 	return created, nil
 }
 

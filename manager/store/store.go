@@ -312,6 +312,10 @@ const (
 	// ChangeDelegateDeleted: a delegate was deregistered (DelegateID):
 	// every manager forgets its token.
 	ChangeDelegateDeleted ChangeKind = "delegate_deleted"
+	// ChangeTaskCreated: Count tasks of TaskType were created in
+	// TaskState. A batch emits one per type and state it holds, not one
+	// per task, so that a run of 10,000 tasks costs a few changes.
+	ChangeTaskCreated ChangeKind = "task_created"
 )
 
 // Change is a committed change that waiters may care about.
@@ -321,6 +325,9 @@ type Change struct {
 	TaskType   string
 	DelegateID string
 	LogLines   int64
+	// TaskState and Count are set on ChangeTaskCreated.
+	TaskState errand.State
+	Count     int
 	// Remote is set on a change another manager made, delivered by a
 	// store shared by several managers: counters count only their own
 	// manager's changes, so that summing them over replicas counts each

@@ -145,7 +145,29 @@ func insertBatch(tx store.DriverTx, tasks []*errand.Task, order []int, outside m
 			tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
 		}
 	}
+	emitCreated(tx, rows)
 	return out, nil
+}
+
+// emitCreated announces the new rows: one ChangeTaskCreated per type and
+// state, in the order they first appear in the batch.
+func emitCreated(tx store.DriverTx, rows []*store.TaskRow) {
+	type group struct {
+		typ   string
+		state errand.State
+	}
+	var order []group
+	count := map[group]int{}
+	for _, row := range rows {
+		g := group{row.Type, row.State}
+		if count[g] == 0 {
+			order = append(order, g)
+		}
+		count[g]++
+	}
+	for _, g := range order {
+		tx.Emit(store.Change{Kind: store.ChangeTaskCreated, TaskType: g.typ, TaskState: g.state, Count: count[g]})
+	}
 }
 
 // newRow decides the state a new task starts in: resolved at once when

@@ -11,6 +11,7 @@ import (
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -25,6 +26,8 @@ type wireChange struct {
 	TaskType   string           `json:"y,omitempty"`
 	DelegateID string           `json:"d,omitempty"`
 	LogLines   int64            `json:"l,omitempty"`
+	TaskState  errand.State     `json:"s,omitempty"`
+	Count      int              `json:"n,omitempty"`
 	Remote     bool             `json:"-"`
 }
 
