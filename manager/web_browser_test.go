@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
+	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/manager/web/webtest"
 )
@@ -199,6 +200,30 @@ func TestWebUIInBrowser(t *testing.T) {
 
 		e.succeed(d, id, lease)
 		webtest.WaitTrue(b, browserWait, `window.errandLog.complete && document.querySelector("#task-state").textContent === "succeeded"`)
+	})
+
+	t.Run("delegates", func(t *testing.T) {
+		b := browser.For(t)
+		busy, _ := e.leasedTask(d)
+		defer e.must(http.StatusNoContent, "POST", "/api/v1/tasks/"+busy+"/cancel", testAdmin, nil, nil)
+		b.Do(browserWait, chromedp.Navigate(base+"/ui/delegates"), chromedp.WaitVisible(chromedp.CSS("#delegates")))
+		row := webtest.Eval[string](b, `document.querySelector("#delegates tbody tr").textContent`)
+		for _, want := range []string{"d1", "active"} {
+			if !strings.Contains(row, want) {
+				t.Errorf("delegate row %q lacks %q", row, want)
+			}
+		}
+		if n := webtest.Eval[string](b, `document.querySelector("#delegates td.running").textContent`); n != "1" {
+			t.Errorf("running = %q, want 1", n)
+		}
+		// Drain another delegate: d1 goes on taking the tests' tasks.
+		d2 := e.register("d2", &client.RegisterRequest{Name: "d2", TaskTypes: []string{"y"}})
+		row2 := `#delegate-` + d2.id
+		b.Do(browserWait, chromedp.Navigate(base+"/ui/delegates"), chromedp.Click(chromedp.CSS(row2+" button")))
+		webtest.WaitTrue(b, browserWait, `!!document.querySelector("`+row2+`") && !document.querySelector("`+row2+` button") && document.querySelector("`+row2+`").textContent.includes("drain")`)
+		if got, err := e.s.sched.Delegate(context.Background(), d2.id); err != nil || !got.DrainRequested && got.State != errand.DelegateDraining {
+			t.Errorf("delegate after drain: %+v %v", got, err)
+		}
 	})
 
 	t.Run("line link", func(t *testing.T) {

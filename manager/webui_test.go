@@ -211,3 +211,45 @@ func TestWebAuthMatrix(t *testing.T) {
 		}
 	}
 }
+
+// TestWebRunsFilter filters the runs page by what its URL says.
+func TestWebRunsFilter(t *testing.T) {
+	e := newEnv(t)
+	mk := func(branch, event string) string {
+		var run struct{ ID string }
+		e.must(http.StatusCreated, "POST", "/api/v1/runs", testAdmin, map[string]any{"config": "stages: [{name: a, steps: [{name: s, commands: [\"true\"]}]}]",
+			"filename": "config.yml", "branch": branch, "event": event}, &run)
+		return run.ID
+	}
+	mainPush, devPush, devTag := mk("main", "push"), mk("dev", "push"), mk("dev", "tag")
+	broken := e.submit("stages: [{name: BAD}]").ID
+	c := e.webClient(t)
+	e.webSignIn(t, c, testAdmin)
+	for _, tc := range []struct {
+		query   string
+		want    []string
+		notWant []string
+	}{
+		{"", []string{mainPush, devPush, devTag, broken}, nil},
+		{"?branch=dev", []string{devPush, devTag}, []string{mainPush, broken}},
+		{"?branch=dev&event=tag", []string{devTag}, []string{mainPush, devPush}},
+		{"?phase=setuperror", []string{broken}, []string{mainPush, devPush, devTag}},
+		{"?text=" + strings.ToLower(mainPush[len(mainPush)-6:]), []string{mainPush}, []string{devPush, devTag}},
+	} {
+		_, page := webGet(t, c, e.ts.URL+"/"+tc.query)
+		for _, id := range tc.want {
+			if !strings.Contains(page, `href="/ui/runs/`+id+`"`) {
+				t.Errorf("runs%s lacks %s", tc.query, id)
+			}
+		}
+		for _, id := range tc.notWant {
+			if strings.Contains(page, `href="/ui/runs/`+id+`"`) {
+				t.Errorf("runs%s shows %s", tc.query, id)
+			}
+		}
+		// Newest first.
+		if tc.query == "" && strings.Index(page, broken) > strings.Index(page, mainPush) {
+			t.Errorf("runs are not newest first")
+		}
+	}
+}

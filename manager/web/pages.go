@@ -348,6 +348,10 @@ func (h *Handler) proxyLog(w http.ResponseWriter, r *http.Request, s *session, a
 type delegatesData struct {
 	CSRF      string
 	Delegates []*client.Delegate
+	// Running counts the leased and running tasks of each delegate;
+	// RunningMore says there were more than one list page holds.
+	Running     map[string]int
+	RunningMore bool
 }
 
 func (h *Handler) delegatesPage(w http.ResponseWriter, r *http.Request, s *session) error {
@@ -357,7 +361,15 @@ func (h *Handler) delegatesPage(w http.ResponseWriter, r *http.Request, s *sessi
 	}
 	ds := list.Items
 	sort.SliceStable(ds, func(i, j int) bool { return ds[i].Name < ds[j].Name })
-	h.renderView(w, r, "delegates", http.StatusOK, &view{Title: "Delegates", Session: s, Data: &delegatesData{CSRF: s.CSRF, Delegates: ds}, Refresh: true})
+	busy, err := h.api(s).ListTasks(r.Context(), &client.TaskFilter{States: []errand.State{errand.StateLeased, errand.StateRunning}, Limit: 1000})
+	if err != nil {
+		return fmt.Errorf("list running tasks: %w", err)
+	}
+	d := &delegatesData{CSRF: s.CSRF, Delegates: ds, Running: map[string]int{}, RunningMore: busy.Next != ""}
+	for _, t := range busy.Items {
+		d.Running[t.DelegateID]++
+	}
+	h.renderView(w, r, "delegates", http.StatusOK, &view{Title: "Delegates", Session: s, Data: d, Refresh: true})
 	return nil
 }
 

@@ -142,7 +142,8 @@ func WaitTrue(b *Browser, timeout time.Duration, expr string) {
 		}
 		// A navigation that was still going on replaced the page the
 		// poll ran in: poll the new one.
-		if ctx.Err() == nil && (strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed")) {
+		if ctx.Err() == nil && (strings.Contains(err.Error(), "Cannot find context") || strings.Contains(err.Error(), "context was destroyed") ||
+			strings.Contains(err.Error(), "navigated or closed")) {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
