@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 )
@@ -28,6 +29,18 @@ type Principal struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
 }
+
+// rank orders the roles: each may do what the ones below it may.
+var rank = map[Role]int{RoleViewer: 1, RoleOperator: 2, RoleAdmin: 3}
+
+// May says whether p's role is at least role.
+func (p Principal) May(role Role) bool { return rank[p.Role] > 0 && rank[p.Role] >= rank[role] }
+
+// CanOperate says whether p may submit, cancel and approve.
+func (p Principal) CanOperate() bool { return p.May(RoleOperator) }
+
+// CanAdminister says whether p may drain delegates.
+func (p Principal) CanAdminister() bool { return p.May(RoleAdmin) }
 
 // Cookie and form field names.
 const (
@@ -115,7 +128,10 @@ type signInData struct {
 // safeNext keeps a page to return to only when it is one of the UI's.
 func safeNext(next string) string {
 	u, err := url.Parse(next)
-	if err != nil || u.IsAbs() || u.Host != "" || !strings.HasPrefix(u.Path, Prefix) || strings.HasPrefix(next, "//") {
+	if err != nil || u.IsAbs() || u.Host != "" || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+		return "/"
+	}
+	if clean := path.Clean(u.Path); clean != u.Path && clean+"/" != u.Path || !strings.HasPrefix(u.Path, Prefix) {
 		return "/"
 	}
 	return u.RequestURI()

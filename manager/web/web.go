@@ -106,19 +106,19 @@ func (h *Handler) register() {
 
 	h.page("GET /{$}", h.runsPage)
 	h.public("POST "+Prefix+"login", h.signIn)
-	h.form("POST "+Prefix+"logout", h.signOut)
+	h.form("POST "+Prefix+"logout", RoleViewer, h.signOut)
 	h.page("GET "+Prefix+"runs/new", h.newRunPage)
-	h.form("POST "+Prefix+"runs", h.submitRun)
+	h.form("POST "+Prefix+"runs", RoleOperator, h.submitRun)
 	h.page("GET "+Prefix+"runs/{id}", h.runPage)
-	h.form("POST "+Prefix+"runs/{id}/cancel", h.cancelRun)
-	h.form("POST "+Prefix+"runs/{id}/stages/{name}/approve", h.approveStage)
+	h.form("POST "+Prefix+"runs/{id}/cancel", RoleOperator, h.cancelRun)
+	h.form("POST "+Prefix+"runs/{id}/stages/{name}/approve", RoleOperator, h.approveStage)
 	h.page("GET "+Prefix+"tasks", h.tasksPage)
 	h.page("GET "+Prefix+"tasks/{id}", h.taskPage)
-	h.form("POST "+Prefix+"tasks/{id}/cancel", h.cancelTask)
+	h.form("POST "+Prefix+"tasks/{id}/cancel", RoleOperator, h.cancelTask)
 	h.page("GET "+Prefix+"tasks/{id}/logs", h.taskLogs)
 	h.page("GET "+Prefix+"tasks/{id}/raw", h.rawLog)
 	h.page("GET "+Prefix+"delegates", h.delegatesPage)
-	h.form("POST "+Prefix+"delegates/{id}/drain", h.drainDelegate)
+	h.form("POST "+Prefix+"delegates/{id}/drain", RoleAdmin, h.drainDelegate)
 	h.public("GET "+Prefix, h.notFound)
 }
 
@@ -168,9 +168,10 @@ func (h *Handler) page(pattern string, fn pageFunc) {
 	})
 }
 
-// form registers a POST form: it needs a session and the session's CSRF
-// token, and answers with a redirect (303) to the page to show next.
-func (h *Handler) form(pattern string, fn pageFunc) {
+// form registers a POST form: it needs a session whose principal has at
+// least role and the session's CSRF token, and answers with a redirect
+// (303) to the page to show next.
+func (h *Handler) form(pattern string, role Role, fn pageFunc) {
 	h.routes = append(h.routes, pattern)
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 4<<20)
@@ -181,6 +182,10 @@ func (h *Handler) form(pattern string, fn pageFunc) {
 		}
 		if !h.validCSRF(s, r.PostFormValue(csrfField)) {
 			h.fail(w, r, s, errand.Errorf(errand.CodeForbidden, "the form has no valid CSRF token: reload the page and send it again"))
+			return
+		}
+		if !s.Principal.May(role) {
+			h.fail(w, r, s, errand.Errorf(errand.CodeForbidden, "this needs the %s role; %s has the %s role", role, s.Principal.Name, s.Principal.Role))
 			return
 		}
 		if err := fn(w, r, s); err != nil {
