@@ -36,7 +36,6 @@ type DriverRows interface {
 	TaskAcquire(ctx context.Context, p TaskAcquireParams) ([]*errand.Task, error)
 	TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error)
 
-	LogAppend(ctx context.Context, p LogAppendParams) (int64, error)
 	LogRead(ctx context.Context, p LogReadParams) ([]string, error)
 	LogSealList(ctx context.Context, limit int) ([]string, error)
 	LogSeal(ctx context.Context, p LogSealParams) error
@@ -124,6 +123,13 @@ type DriverTx interface {
 	// there is none.
 	DelegateRemove(id string) error
 
+	// LogTail reads for writing what an append to a task's log checks:
+	// errand.ErrNotFound when there is no task.
+	LogTail(taskID string) (LogTail, error)
+	// LogAdd stores lines at first, the end of the log as LogTail read it,
+	// and moves the end past them.
+	LogAdd(taskID string, first int64, lines []string) error
+
 	// RunInsert inserts a run (errand.ErrConflict for an id that exists)
 	// and sets its CreatedAt to now.
 	RunInsert(r *Run, now time.Time) error
@@ -149,6 +155,17 @@ type RenewedRow struct {
 type OrphanRow struct {
 	Row   *TaskRow
 	Group string
+}
+
+// LogTail is the state of a task's log that an append checks.
+type LogTail struct {
+	State      errand.State
+	LeaseToken string
+	DelegateID string
+	// Lines is the offset of the next line; Sealed is set once the log
+	// moved to object storage.
+	Lines  int64
+	Sealed bool
 }
 
 // ErrStale says that a conditional write found the row changed since it

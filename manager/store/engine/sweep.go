@@ -77,6 +77,51 @@ func (e *Engine) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (st
 	return res, nil
 }
 
+// LogAppend appends lines at p.Offset under the task's lease: a retry of
+// lines stored already is a no-op, a gap is errand.ErrLogOffset, and a
+// task that ended takes only retries.
+func (e *Engine) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
+	if p.Offset < 0 {
+		return 0, errand.Errorf(errand.CodeInvalid, "offset: negative")
+	}
+	var next int64
+	err := e.write(ctx, func(tx store.DriverTx) error {
+		tail, err := tx.LogTail(p.TaskID)
+		if err != nil {
+			return err
+		}
+		if !store.LeaseMatches(tail.LeaseToken, p.LeaseToken) {
+			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
+		}
+		if tail.DelegateID != p.DelegateID {
+			return errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
+		}
+		if p.Offset > tail.Lines {
+			return errand.Errorf(errand.CodeLogOffset, "task %s: append at %d leaves a gap: expected offset %d",
+				p.TaskID, p.Offset, tail.Lines)
+		}
+		end := p.Offset + int64(len(p.Lines))
+		if end <= tail.Lines {
+			// Every line is stored already: a retry.
+			next = tail.Lines
+			return nil
+		}
+		if !tail.State.Active() || tail.Sealed {
+			return errand.Errorf(errand.CodeLeaseLost, "task %s: %s, its log is closed", p.TaskID, tail.State)
+		}
+		if err := tx.LogAdd(p.TaskID, tail.Lines, p.Lines[tail.Lines-p.Offset:]); err != nil {
+			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
+		}
+		next = end
+		tx.Emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return next, nil
+}
+
 // DelegateRegister checks a registration and inserts the delegate.
 func (e *Engine) DelegateRegister(ctx context.Context, p store.DelegateRegisterParams) (*errand.Delegate, error) {
 	if p.Delegate == nil || p.Delegate.ID == "" {

@@ -12,108 +12,29 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// appendSQL appends a chunk at the current end of an active task's log in
-// one statement, when the lease is current: $1 task, $2 delegate, $3
-// lease token, $4 the offset that must be the log's end, $5 the line
-// count, $6 the chunk. The token is compared through its digest, so that
-// how long the comparison takes tells nothing of the token.
-const appendSQL = `WITH grown AS (
-	UPDATE tasks SET log_lines = $4 + $5
-	WHERE id = $1 AND delegate_id = $2 AND log_lines = $4 AND lease_token <> ''
-		AND sha256(convert_to(lease_token, 'UTF8')) = sha256(convert_to($3::text, 'UTF8'))
-		AND state IN ('leased', 'running') AND NOT log_sealed
-	RETURNING id
-)
-INSERT INTO log_chunks (task_id, first_line, lines, body) SELECT id, $4, $5, $6 FROM grown`
-
-// LogAppend appends lines at p.Offset under the task's lease.
-//
-// The common append, at the end of the log of a task its delegate holds,
-// is one statement in one round trip. Anything else (a retry, an overlap,
-// a gap, a stale lease) takes the careful path, which locks the task row
-// and says what is wrong, so appends to one task take turns whichever
-// manager receives them.
-func (s *Driver) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
-	if p.Offset < 0 {
-		return 0, errand.Errorf(errand.CodeInvalid, "offset: negative")
+// LogTail reads what an append checks, locking the task row so that
+// appends to one task take turns whichever manager receives them.
+func (w *wtx) LogTail(taskID string) (store.LogTail, error) {
+	var t store.LogTail
+	err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed FROM tasks
+		WHERE id = $1 FOR UPDATE`, taskID).Scan(&t.State, &t.LeaseToken, &t.DelegateID, &t.Lines, &t.Sealed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, notFound("task", taskID)
 	}
-	if len(p.Lines) > 0 {
-		end := p.Offset + int64(len(p.Lines))
-		appended := false
-		err := s.write(ctx, func(w *wtx) error {
-			tag, err := w.exec(appendSQL, p.TaskID, p.DelegateID, p.LeaseToken, p.Offset, len(p.Lines), store.EncodeLogChunk(p.Lines))
-			if err != nil {
-				return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-			}
-			if appended = tag.RowsAffected() == 1; appended {
-				w.emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})
-			}
-			return nil
-		}, writeImplicit)
-		if err != nil {
-			return 0, err
-		}
-		if appended {
-			return end, nil
-		}
+	if err != nil {
+		return t, fmt.Errorf("append log of %s: %w", taskID, err)
 	}
-	return s.logAppendChecked(ctx, p)
+	return t, nil
 }
 
-// logAppendChecked appends under a lock on the task row, after checking
-// the lease and the offset one by one.
-func (s *Driver) logAppendChecked(ctx context.Context, p store.LogAppendParams) (int64, error) {
-	var next int64
-	err := s.write(ctx, func(w *wtx) error {
-		var (
-			state           errand.State
-			token, delegate string
-			lines           int64
-			sealed          bool
-		)
-		err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed FROM tasks
-			WHERE id = $1 FOR UPDATE`, p.TaskID).Scan(&state, &token, &delegate, &lines, &sealed)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("task", p.TaskID)
-		}
-		if err != nil {
-			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-		}
-		if !store.LeaseMatches(token, p.LeaseToken) {
-			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
-		}
-		if delegate != p.DelegateID {
-			return errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
-		}
-		if p.Offset > lines {
-			return errand.Errorf(errand.CodeLogOffset, "task %s: append at %d leaves a gap: expected offset %d",
-				p.TaskID, p.Offset, lines)
-		}
-		end := p.Offset + int64(len(p.Lines))
-		if end <= lines {
-			// Every line is stored already: a retry.
-			next = lines
-			return nil
-		}
-		if !state.Active() || sealed {
-			return errand.Errorf(errand.CodeLeaseLost, "task %s: %s, its log is closed", p.TaskID, state)
-		}
-		fresh := p.Lines[lines-p.Offset:]
-		if _, err := w.exec(`INSERT INTO log_chunks (task_id, first_line, lines, body) VALUES ($1, $2, $3, $4)`,
-			p.TaskID, lines, len(fresh), store.EncodeLogChunk(fresh)); err != nil {
-			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-		}
-		if _, err := w.exec(`UPDATE tasks SET log_lines = $1 WHERE id = $2`, end, p.TaskID); err != nil {
-			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-		}
-		next = end
-		w.emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return next, nil
+// LogAdd stores a chunk at the end of the log and moves the end, in one
+// round trip.
+func (w *wtx) LogAdd(taskID string, first int64, lines []string) error {
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO log_chunks (task_id, first_line, lines, body) VALUES ($1, $2, $3, $4)`,
+		taskID, first, len(lines), store.EncodeLogChunk(lines))
+	b.Queue(`UPDATE tasks SET log_lines = $1 WHERE id = $2`, first+int64(len(lines)), taskID)
+	return w.sendBatch(b)
 }
 
 // LogRead returns unsealed lines from p.Offset.

@@ -11,70 +11,47 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// LogAppend appends lines at p.Offset under the task's lease.
-func (s *Driver) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
-	if p.Offset < 0 {
-		return 0, errand.Errorf(errand.CodeInvalid, "offset: negative")
+// LogTail reads what an append checks.
+func (w *wtx) LogTail(taskID string) (store.LogTail, error) {
+	var (
+		t      store.LogTail
+		sealed int
+	)
+	err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed FROM tasks WHERE id = ?`,
+		taskID).Scan(&t.State, &t.LeaseToken, &t.DelegateID, &t.Lines, &sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, notFound("task", taskID)
 	}
-	var next int64
-	err := s.write(ctx, func(w *wtx) error {
-		var (
-			state           errand.State
-			token, delegate string
-			lines, version  int64
-			sealed          int
-		)
-		err := w.queryRow(`SELECT state, lease_token, delegate_id, log_lines, log_sealed, version FROM tasks WHERE id = ?`,
-			p.TaskID).Scan(&state, &token, &delegate, &lines, &sealed, &version)
-		if errors.Is(err, sql.ErrNoRows) {
-			return notFound("task", p.TaskID)
-		}
-		if err != nil {
-			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-		}
-		if !store.LeaseMatches(token, p.LeaseToken) {
-			return errand.Errorf(errand.CodeLeaseLost, "task %s: lease is not current", p.TaskID)
-		}
-		if delegate != p.DelegateID {
-			return errand.Errorf(errand.CodeForbidden, "task %s: leased to another delegate", p.TaskID)
-		}
-		if p.Offset > lines {
-			return errand.Errorf(errand.CodeLogOffset, "task %s: append at %d leaves a gap: expected offset %d",
-				p.TaskID, p.Offset, lines)
-		}
-		end := p.Offset + int64(len(p.Lines))
-		if end <= lines {
-			// Every line is stored already: a retry.
-			next = lines
-			return nil
-		}
-		if !state.Active() || sealed != 0 {
-			return errand.Errorf(errand.CodeLeaseLost, "task %s: %s, its log is closed", p.TaskID, state)
-		}
-		fresh := p.Lines[lines-p.Offset:]
-		if _, err := w.exec(`INSERT INTO log_chunks (task_id, first_line, lines, body) VALUES (?, ?, ?, ?)`,
-			p.TaskID, lines, len(fresh), store.EncodeLogChunk(fresh)); err != nil {
-			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-		}
-		newVersion := w.s.nextVersion()
-		if _, err := w.exec(`UPDATE tasks SET log_lines = ?, version = ? WHERE id = ?`, end, newVersion, p.TaskID); err != nil {
-			return fmt.Errorf("append log of %s: %w", p.TaskID, err)
-		}
-		// Keep the cached row of the task current, when it was, so that
-		// logging does not cost the next report a read.
-		if row, ok := w.s.active.get(p.TaskID); ok && row.Version == version {
-			fresh := *row
-			fresh.LogLines, fresh.Version = end, newVersion
-			w.s.active.put(&fresh)
-		}
-		next = end
-		w.emit(store.Change{Kind: store.ChangeLogAppended, TaskID: p.TaskID, LogLines: end})
-		return nil
-	})
 	if err != nil {
-		return 0, err
+		return t, fmt.Errorf("append log of %s: %w", taskID, err)
 	}
-	return next, nil
+	t.Sealed = sealed != 0
+	return t, nil
+}
+
+// LogAdd stores a chunk at the end of the log, and keeps the cached row
+// of the task current so that logging does not cost the next report a
+// read.
+func (w *wtx) LogAdd(taskID string, first int64, lines []string) error {
+	if _, err := w.exec(`INSERT INTO log_chunks (task_id, first_line, lines, body) VALUES (?, ?, ?, ?)`,
+		taskID, first, len(lines), store.EncodeLogChunk(lines)); err != nil {
+		return err
+	}
+	end := first + int64(len(lines))
+	var old int64
+	if err := w.queryRow(`SELECT version FROM tasks WHERE id = ?`, taskID).Scan(&old); err != nil {
+		return err
+	}
+	version := w.s.nextVersion()
+	if _, err := w.exec(`UPDATE tasks SET log_lines = ?, version = ? WHERE id = ?`, end, version, taskID); err != nil {
+		return err
+	}
+	if row, ok := w.s.active.get(taskID); ok && row.Version == old {
+		fresh := *row
+		fresh.LogLines, fresh.Version = end, version
+		w.s.active.put(&fresh)
+	}
+	return nil
 }
 
 // LogRead returns unsealed lines from p.Offset.
