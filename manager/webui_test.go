@@ -212,6 +212,33 @@ func TestWebAuthMatrix(t *testing.T) {
 	}
 }
 
+// TestWebRawLog downloads a task's log through the UI, whole, by range
+// and as an attachment.
+func TestWebRawLog(t *testing.T) {
+	e := newEnv(t)
+	d := e.register("d1", nil)
+	id, lease := e.leasedTask(d)
+	e.appendLines(d, id, lease, 0, []string{"alpha", "<b>beta</b>"})
+	c := e.webClient(t)
+	e.webSignIn(t, c, testAdmin)
+	resp, body := webGet(t, c, e.ts.URL+"/ui/tasks/"+id+"/raw")
+	if resp.StatusCode != 200 || body != "alpha\n<b>beta</b>\n" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") ||
+		resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("raw = %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	req, _ := http.NewRequest("GET", e.ts.URL+"/ui/tasks/"+id+"/raw?download=1", nil)
+	req.Header.Set("Range", "bytes=0-4")
+	r2, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r2.Body)
+	_ = r2.Body.Close()
+	if r2.StatusCode != http.StatusPartialContent || string(b) != "alpha" || !strings.Contains(r2.Header.Get("Content-Disposition"), `attachment; filename="task-`+id+`.log"`) {
+		t.Errorf("download range = %d %q %q", r2.StatusCode, b, r2.Header.Get("Content-Disposition"))
+	}
+}
+
 // TestWebRunsFilter filters the runs page by what its URL says.
 func TestWebRunsFilter(t *testing.T) {
 	e := newEnv(t)

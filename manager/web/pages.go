@@ -320,6 +320,9 @@ func (h *Handler) taskLogs(w http.ResponseWriter, r *http.Request, s *session) e
 }
 
 func (h *Handler) rawLog(w http.ResponseWriter, r *http.Request, s *session) error {
+	if r.URL.Query().Get("download") != "" {
+		w.Header().Set("Content-Disposition", `attachment; filename="task-`+safeFileName(r.PathValue("id"))+`.log"`)
+	}
 	r.URL.RawQuery = ""
 	h.proxyLog(w, r, s, "text/plain")
 	return nil
@@ -379,4 +382,14 @@ func (h *Handler) drainDelegate(w http.ResponseWriter, r *http.Request, s *sessi
 		return notFoundAs(err, "delegate", id)
 	}
 	return redirect(w, r, Prefix+"delegates")
+}
+
+// safeFileName keeps the letters, digits, dashes and underscores of id.
+func safeFileName(id string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return -1
+	}, id)
 }
