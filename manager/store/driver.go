@@ -55,6 +55,9 @@ type DriverRows interface {
 	RunTaskStats(ctx context.Context, p RunTaskStatsParams) (map[string]*RunTaskStats, error)
 	RunCancel(ctx context.Context, p RunCancelParams) (*Run, error)
 
+	// UserStore decides nothing beyond its rows' own checks.
+	UserStore
+
 	Count(ctx context.Context, p CountParams) (*Counts, error)
 	Ping(ctx context.Context) error
 	Close() error

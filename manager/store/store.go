@@ -133,6 +133,9 @@ type Store interface {
 	// RunStore persists pipeline runs.
 	RunStore
 
+	// UserStore persists users, tokens and the audit trail.
+	UserStore
+
 	// Count counts tasks that have not ended, delegates and runs by state,
 	// with a few aggregate queries: cheap enough to run on every scrape of
 	// the metrics.

@@ -81,6 +81,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GateCancelAndSkip", testGateCancelAndSkip},
 		{"RunCancel", testRunCancel},
 		{"Count", testCount},
+		{"Users", testUsers},
+		{"Tokens", testTokens},
+		{"Audit", testAudit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
