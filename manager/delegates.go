@@ -281,7 +281,7 @@ const maxDelegateListLimit = 1000
 func (s *Server) listDelegates(w http.ResponseWriter, r *http.Request, p principal) error {
 	q := r.URL.Query()
 	params := store.DelegateListParams{Group: q.Get("group")}
-	if !p.admin {
+	if p.delegateID != "" {
 		self, err := s.sched.Delegate(r.Context(), p.delegateID)
 		if err != nil {
 			return fmt.Errorf("list delegates for %s: %w", p.delegateID, err)

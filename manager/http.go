@@ -15,6 +15,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/httphelper"
+	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/web"
 )
 
@@ -22,18 +23,30 @@ import (
 type auth int
 
 const (
-	authNone         auth = iota // no token
-	authAdmin                    // the admin token
-	authRegistration             // the registration token
-	authDelegate                 // a delegate's own token
-	authDelegateOrAdmin
+	authNone             auth = iota // no token
+	authAdmin                        // the admin token, or a user with the admin role
+	authRegistration                 // the registration token
+	authDelegate                     // a delegate's own token
+	authDelegateOrAdmin              // a delegate, or an admin
+	authViewer                       // any user (viewer, operator, admin)
+	authOperator                     // a user with the operator or admin role
+	authDelegateOrViewer             // a delegate, or any user
 )
 
 // principal is who a request's token belongs to.
 type principal struct {
+	// admin is set for the bootstrap admin token.
 	admin      bool
 	delegateID string
+	// user and role name the user of a user token; the bootstrap admin
+	// token is BootstrapAdmin with the admin role.
+	user    string
+	role    store.Role
+	tokenID string
 }
+
+// bootstrapAdmin is the principal of the admin token.
+var bootstrapAdmin = principal{admin: true, user: BootstrapAdmin, role: store.RoleAdmin}
 
 // apiFunc is a route's handler. A returned error is written as a
 // structured error response.
@@ -53,23 +66,32 @@ func (s *Server) registerRoutes() {
 	h("POST", "/api/v1/delegates/{id}/heartbeat", authDelegate, s.heartbeat)
 	h("POST", "/api/v1/delegates/{id}/acquire", authDelegate, s.acquire)
 	h("DELETE", "/api/v1/delegates/{id}", authDelegateOrAdmin, s.deregisterDelegate)
-	h("GET", "/api/v1/delegates", authDelegateOrAdmin, s.listDelegates)
-	h("GET", "/api/v1/delegates/{id}", authAdmin, s.getDelegate)
+	h("GET", "/api/v1/delegates", authDelegateOrViewer, s.listDelegates)
+	h("GET", "/api/v1/delegates/{id}", authViewer, s.getDelegate)
 	h("POST", "/api/v1/delegates/{id}/drain", authAdmin, s.drainDelegate)
 
-	h("POST", "/api/v1/tasks", authAdmin, s.createTasks)
-	h("GET", "/api/v1/tasks", authAdmin, s.listTasks)
-	h("GET", "/api/v1/tasks/{id}", authAdmin, s.getTask)
-	h("POST", "/api/v1/tasks/{id}/cancel", authAdmin, s.cancelTask)
+	h("POST", "/api/v1/tasks", authOperator, s.createTasks)
+	h("GET", "/api/v1/tasks", authViewer, s.listTasks)
+	h("GET", "/api/v1/tasks/{id}", authViewer, s.getTask)
+	h("POST", "/api/v1/tasks/{id}/cancel", authOperator, s.cancelTask)
 	h("POST", "/api/v1/tasks/{id}/status", authDelegate, s.reportStatus)
 	h("POST", "/api/v1/tasks/{id}/logs", authDelegate, s.appendLogs)
-	h("GET", "/api/v1/tasks/{id}/logs", authAdmin, s.readLogs)
+	h("GET", "/api/v1/tasks/{id}/logs", authViewer, s.readLogs)
 
-	h("POST", "/api/v1/runs", authAdmin, s.createRun)
-	h("GET", "/api/v1/runs", authAdmin, s.listRuns)
-	h("GET", "/api/v1/runs/{id}", authAdmin, s.getRun)
-	h("POST", "/api/v1/runs/{id}/cancel", authAdmin, s.cancelRun)
-	h("POST", "/api/v1/runs/{id}/stages/{name}/approve", authAdmin, s.approveStage)
+	h("POST", "/api/v1/runs", authOperator, s.createRun)
+	h("GET", "/api/v1/runs", authViewer, s.listRuns)
+	h("GET", "/api/v1/runs/{id}", authViewer, s.getRun)
+	h("POST", "/api/v1/runs/{id}/cancel", authOperator, s.cancelRun)
+	h("POST", "/api/v1/runs/{id}/stages/{name}/approve", authOperator, s.approveStage)
+
+	h("POST", "/api/v1/users", authAdmin, s.createUser)
+	h("GET", "/api/v1/users", authAdmin, s.listUsers)
+	h("GET", "/api/v1/users/{id}", authAdmin, s.getUser)
+	h("DELETE", "/api/v1/users/{id}", authAdmin, s.deleteUser)
+	h("POST", "/api/v1/tokens", authViewer, s.createToken)
+	h("GET", "/api/v1/tokens", authViewer, s.listTokens)
+	h("DELETE", "/api/v1/tokens/{id}", authViewer, s.revokeToken)
+	h("GET", "/api/v1/audit", authAdmin, s.listAudit)
 
 	h("GET", "/metrics", authAdmin, s.serveMetrics)
 	h("GET", "/healthz", authNone, s.healthz)
@@ -151,7 +173,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httphelper.WriteErrorOp(w, err, op)
 }
 
-// authenticate checks the bearer token against what the route takes.
+// authenticate checks the bearer token against what the route takes: the
+// admin token acts as a user with the admin role, a user token as its
+// user, with the role the route needs (403 naming it otherwise).
 func (s *Server) authenticate(r *http.Request, a auth) (principal, error) {
 	if a == authNone {
 		return principal{}, nil
@@ -160,19 +184,26 @@ func (s *Server) authenticate(r *http.Request, a auth) (principal, error) {
 	if !ok {
 		return principal{}, errand.Errorf(errand.CodeUnauthorized, "an Authorization: Bearer token is required")
 	}
-	switch a {
-	case authAdmin:
-		if equalToken(token, s.cfg.AdminToken) {
-			return principal{admin: true}, nil
-		}
-	case authRegistration:
+	if a == authRegistration {
 		if equalToken(token, s.cfg.RegistrationToken) {
 			return principal{}, nil
 		}
-	case authDelegate, authDelegateOrAdmin:
-		if a == authDelegateOrAdmin && equalToken(token, s.cfg.AdminToken) {
-			return principal{admin: true}, nil
+		return principal{}, errand.Errorf(errand.CodeUnauthorized, "the token is not valid for this request")
+	}
+	if need := roleNeeded(a); need != "" {
+		if equalToken(token, s.cfg.AdminToken) {
+			return bootstrapAdmin, nil
 		}
+		p, isUser, err := s.userPrincipal(r.Context(), token)
+		if err != nil {
+			return principal{}, err
+		}
+		if isUser {
+			return p, checkRole(p, need)
+		}
+	}
+	switch a {
+	case authDelegate, authDelegateOrAdmin, authDelegateOrViewer:
 		id, err := s.sched.DelegateForToken(r.Context(), token, validID)
 		if err != nil {
 			return principal{}, err
@@ -206,7 +237,7 @@ func equalToken(got, want string) bool {
 
 // ownDelegate refuses a delegate acting on another delegate's id.
 func ownDelegate(p principal, id string) error {
-	if p.admin || p.delegateID == id {
+	if p.role == store.RoleAdmin || p.delegateID == id {
 		return nil
 	}
 	return errand.Errorf(errand.CodeForbidden, "the token belongs to another delegate")

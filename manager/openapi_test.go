@@ -397,6 +397,22 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.fails(http.StatusNotFound, errand.CodeNotFound, "POST", "/api/v1/runs/nope/cancel", testAdmin, nil)
 	e.must(http.StatusOK, "GET", "/api/v1/tasks?run_id="+run.ID, testAdmin, nil, nil)
 
+	// Users, tokens and the audit trail.
+	var alice client.User
+	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "alice", Role: "viewer"}, &alice)
+	e.fails(http.StatusConflict, errand.CodeConflict, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "alice", Role: "viewer"})
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/users", testAdmin, `{"name":"bob","role":"root"}`)
+	e.must(http.StatusOK, "GET", "/api/v1/users", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/users/alice", testAdmin, nil, nil)
+	var tok client.Token
+	e.must(http.StatusCreated, "POST", "/api/v1/tokens", testAdmin, &client.TokenRequest{Name: "ci", User: "alice", ExpiresIn: "1h"}, &tok)
+	e.must(http.StatusOK, "GET", "/api/v1/tokens", tok.Secret, nil, nil)
+	e.fails(http.StatusForbidden, errand.CodeForbidden, "GET", "/api/v1/users", tok.Secret, nil)
+	e.must(http.StatusOK, "DELETE", "/api/v1/tokens/"+tok.ID, tok.Secret, nil, nil)
+	e.fails(http.StatusUnauthorized, errand.CodeUnauthorized, "GET", "/api/v1/tokens", tok.Secret, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/audit?limit=2", testAdmin, nil, nil)
+	e.must(http.StatusOK, "DELETE", "/api/v1/users/alice", testAdmin, nil, nil)
+
 	// The service routes.
 	e.must(http.StatusOK, "GET", "/metrics", testAdmin, nil, nil)
 	e.fails(http.StatusUnauthorized, errand.CodeUnauthorized, "GET", "/metrics", "", nil)

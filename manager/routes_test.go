@@ -22,6 +22,8 @@ type routeFixture struct {
 	lease     string
 	runID     string
 	stageName string
+	// user is a viewer with one token, userToken (id userTokenID).
+	user, userToken, userTokenID string
 }
 
 func newRouteFixture(t testing.TB) *routeFixture {
@@ -35,6 +37,11 @@ func newRouteFixture(t testing.TB) *routeFixture {
 	}
 	f.lease = a.Tasks[0].Lease.Token
 	f.runID = e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
+	f.user = "fixture-viewer"
+	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: f.user, Role: "viewer"}, nil)
+	var tok client.Token
+	e.must(http.StatusCreated, "POST", "/api/v1/tokens", testAdmin, &client.TokenRequest{Name: "fixture", User: f.user}, &tok)
+	f.userToken, f.userTokenID = tok.Secret, tok.ID
 	return f
 }
 
@@ -49,6 +56,10 @@ func (f *routeFixture) path(pattern string) string {
 		id = f.taskID
 	case strings.HasPrefix(p, "/api/v1/runs/"):
 		id = f.runID
+	case strings.HasPrefix(p, "/api/v1/users/"):
+		id = f.user
+	case strings.HasPrefix(p, "/api/v1/tokens/"):
+		id = f.userTokenID
 	}
 	p = strings.ReplaceAll(p, "{id}", id)
 	p = strings.ReplaceAll(p, "{name}", f.stageName)
@@ -75,6 +86,10 @@ func (f *routeFixture) body(method, pattern string) string {
 		return `{"config":"stages: []","filename":"config.yml"}`
 	case "POST /api/v1/runs/{id}/stages/{name}/approve":
 		return `{"approver":"a"}`
+	case "POST /api/v1/users":
+		return `{"name":"u3","role":"viewer"}`
+	case "POST /api/v1/tokens":
+		return `{"name":"t3","user":"` + f.user + `"}`
 	}
 	return ""
 }
@@ -140,6 +155,14 @@ var routeAuth = map[string]int{
 	"GET /api/v1/runs/{id}":                        byAdmin,
 	"POST /api/v1/runs/{id}/cancel":                byAdmin,
 	"POST /api/v1/runs/{id}/stages/{name}/approve": byAdmin,
+	"POST /api/v1/users":                           byAdmin,
+	"GET /api/v1/users":                            byAdmin,
+	"GET /api/v1/users/{id}":                       byAdmin,
+	"DELETE /api/v1/users/{id}":                    byAdmin,
+	"POST /api/v1/tokens":                          byAdmin,
+	"GET /api/v1/tokens":                           byAdmin,
+	"DELETE /api/v1/tokens/{id}":                   byAdmin,
+	"GET /api/v1/audit":                            byAdmin,
 	"GET /metrics":                                 byAdmin,
 	"GET /healthz":                                 byAnyone,
 	"GET /readyz":                                  byAnyone,
@@ -216,7 +239,7 @@ func TestAuthMatrix(t *testing.T) {
 					body = []byte(b)
 				}
 				path := f.path(pattern)
-				if method == "DELETE" && pr == "admin" {
+				if pattern == "/api/v1/delegates/{id}" && method == "DELETE" && pr == "admin" {
 					// The delegate has deregistered itself just before.
 					path = "/api/v1/delegates/" + f.d2.id
 				}

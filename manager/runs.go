@@ -80,22 +80,41 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, _ principal) e
 	return nil
 }
 
-func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, _ principal) error {
+func (s *Server) cancelRun(w http.ResponseWriter, r *http.Request, p principal) error {
 	if err := s.runs.Cancel(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
+	s.audit(r.Context(), p, "run.cancel", r.PathValue("id"), "")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-func (s *Server) approveStage(w http.ResponseWriter, r *http.Request, _ principal) error {
+// approveStage approves as the caller: a user approves under their own
+// name, once per stage; only the bootstrap admin token may name another
+// approver (for scripts), and repeating such an approval counts once.
+func (s *Server) approveStage(w http.ResponseWriter, r *http.Request, p principal) error {
 	var req client.ApproveRequest
 	if err := s.decodeOptional(r, &req); err != nil {
 		return err
 	}
-	if err := s.runs.Approve(r.Context(), r.PathValue("id"), r.PathValue("name"), req.Approver); err != nil {
+	id, stage := r.PathValue("id"), r.PathValue("name")
+	var err error
+	if p.admin {
+		err = s.runs.Approve(r.Context(), id, stage, req.Approver)
+	} else {
+		if req.Approver != "" && req.Approver != p.user {
+			return errand.Errorf(errand.CodeForbidden, "approver: %s may approve only as themself; naming another approver needs the bootstrap admin token", p.user)
+		}
+		err = s.runs.ApproveOnce(r.Context(), id, stage, p.user)
+	}
+	if err != nil {
 		return err
 	}
+	approver := req.Approver
+	if approver == "" || !p.admin {
+		approver = p.user
+	}
+	s.audit(r.Context(), p, "stage.approve", id, "stage "+stage+" as "+approver)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -282,10 +282,11 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request, _ principal) er
 	return nil
 }
 
-func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request, _ principal) error {
+func (s *Server) cancelTask(w http.ResponseWriter, r *http.Request, p principal) error {
 	if _, err := s.sched.Cancel(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
+	s.audit(r.Context(), p, "task.cancel", r.PathValue("id"), "")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

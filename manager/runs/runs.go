@@ -583,8 +583,19 @@ func (s *Service) cancelRunTasks(ctx context.Context, rs *runState) error {
 // Approve records that approver approved stage name of run id, which
 // must be waiting for approval; the stage is released once it has as
 // many distinct approvers as it needs. An empty approver is
-// DefaultApprover.
+// DefaultApprover. Approving twice as the same approver counts once.
 func (s *Service) Approve(ctx context.Context, id, name, approver string) error {
+	return s.approve(ctx, id, name, approver, false)
+}
+
+// ApproveOnce approves as Approve does, for a user who approves in
+// person: approving a stage twice is refused (errand.CodeConflict), so
+// that a stage needing N approvals needs N distinct users.
+func (s *Service) ApproveOnce(ctx context.Context, id, name, approver string) error {
+	return s.approve(ctx, id, name, approver, true)
+}
+
+func (s *Service) approve(ctx context.Context, id, name, approver string, once bool) error {
 	if approver == "" {
 		approver = DefaultApprover
 	}
@@ -607,6 +618,10 @@ func (s *Service) Approve(ctx context.Context, id, name, approver string) error 
 		return errand.Errorf(errand.CodeNotFound, "run %s has no stage %s", run.ID, name)
 	}
 	ps := rs.plan.Stages[i]
+	if once && slices.Contains(run.Approvals[name], approver) {
+		return errand.Errorf(errand.CodeConflict, "%s has already approved stage %s of run %s; it needs %d distinct approvers, %d so far",
+			approver, name, run.ID, ps.Approval, len(run.Approvals[name]))
+	}
 	gate := rs.tasks[ps.GateID]
 	if gate == nil || gate.State != errand.StateWaiting {
 		return errand.Errorf(errand.CodeConflict, "stage %s of run %s is %s, not waiting for approval", name, run.ID, rs.stageState(ps))
