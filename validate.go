@@ -1,6 +1,7 @@
 package errand
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -196,4 +197,139 @@ func ValidateRunBatch(runID string, tasks []*Task) error {
 		}
 	}
 	return ValidateBatch(tasks)
+}
+
+// Bounds of the tasks an author creates.
+const (
+	// MinPriority and MaxPriority bound a task's priority.
+	MinPriority = -1000
+	MaxPriority = 1000
+	// MaxIDLen bounds a task's or a delegate's id, in bytes.
+	MaxIDLen = 128
+	// MaxBatch bounds the number of tasks created in one request.
+	MaxBatch = 10000
+)
+
+// ValidID reports whether id may name a task or a delegate: 1 to
+// MaxIDLen letters, digits, '.', '_', ':' or '-', starting with a letter
+// or a digit. An id is a component of object keys (logs/<id>/0): it is
+// never "." or "..", nor hidden, nor an option.
+func ValidID(id string) bool {
+	if id == "" || len(id) > MaxIDLen || !isAlnum(id[0]) {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// NewTasks is a request to create tasks, as its author wrote it: before
+// defaults (an id, max_attempts), with data "null" given as none.
+type NewTasks struct {
+	// Tasks are the tasks to create; a nil one is a batch entry that was
+	// not an object.
+	Tasks []*Task
+	// Single: the request is one task, not a batch: the problems' paths
+	// name its fields alone ("type"), not "tasks[3].type".
+	Single bool
+}
+
+// Validate checks a request to create tasks for what needs no store and
+// reports every problem at once: an *Error (CodeInvalid) whose reason is
+// "task is invalid: " and the problems, each starting with its path,
+// joined by "; ". It returns nil when there is none.
+func (n NewTasks) Validate() error {
+	var problems []string
+	switch {
+	case !n.Single && len(n.Tasks) == 0:
+		problems = append(problems, "tasks: at least one task is required")
+	case len(n.Tasks) > MaxBatch:
+		problems = append(problems, fmt.Sprintf("tasks: at most %d tasks per request", MaxBatch))
+	}
+	seen := make(map[string]int)
+	for i, t := range n.Tasks {
+		prefix := ""
+		if !n.Single {
+			prefix = fmt.Sprintf("tasks[%d].", i)
+		}
+		problems = append(problems, NewTaskProblems(prefix, t)...)
+		if t != nil && t.ID != "" {
+			if j, dup := seen[t.ID]; dup {
+				problems = append(problems, fmt.Sprintf("%sid: %q is also the id of tasks[%d]", prefix, t.ID, j))
+			}
+			seen[t.ID] = i
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return Errorf(CodeInvalid, "task is invalid: %s", strings.Join(problems, "; "))
+}
+
+// NewTaskProblems returns the problems of one task to create, as its
+// author wrote it, each with its path under prefix ("" for a single task,
+// "tasks[3]." in a batch).
+func NewTaskProblems(prefix string, t *Task) []string {
+	var problems []string
+	add := func(field, format string, args ...any) {
+		problems = append(problems, prefix+field+": "+fmt.Sprintf(format, args...))
+	}
+	if t == nil {
+		add("(task)", "must be an object")
+		return problems
+	}
+	if t.ID != "" && !ValidID(t.ID) {
+		add("id", "must be 1 to %d letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", MaxIDLen)
+	}
+	switch {
+	case t.Type == "":
+		add("type", "required")
+	case len(t.Type) > MaxTaskTypeLen:
+		add("type", "longer than %d characters", MaxTaskTypeLen)
+	case TextProblem(t.Type) != "":
+		add("type", "%s", TextProblem(t.Type))
+	}
+	for _, p := range SelectorProblems("selector", t.Selector) {
+		problems = append(problems, prefix+p)
+	}
+	if t.Timeout < 0 {
+		add("timeout", "must not be negative")
+	}
+	if t.MaxAttempts < 0 || t.MaxAttempts > MaxMaxAttempts {
+		add("max_attempts", "must be between 0 (default %d) and %d", DefaultMaxAttempts, MaxMaxAttempts)
+	}
+	if t.Priority < MinPriority || t.Priority > MaxPriority {
+		add("priority", "must be between %d and %d", MinPriority, MaxPriority)
+	}
+	if data := bytes.TrimSpace(t.Data); len(data) > 0 && !bytes.Equal(data, []byte("null")) && data[0] != '{' {
+		add("data", "must be a JSON object")
+	}
+	if t.Affinity != "" && !ValidID(t.Affinity) {
+		add("affinity", "not a valid task id")
+	}
+	if t.Affinity != "" && t.Affinity == t.ID {
+		add("affinity", "a task cannot follow itself")
+	}
+	for i, dep := range t.DependsOn {
+		path := fmt.Sprintf("depends_on[%d]", i)
+		switch {
+		case dep.Task == "":
+			add(path+".task", "required")
+		case !ValidID(dep.Task):
+			add(path+".task", "not a valid task id")
+		case dep.Task == t.ID:
+			add(path+".task", "a task cannot depend on itself")
+		}
+		if !dep.Condition.Valid() {
+			add(path+".condition", "unknown condition %q (want on_success, on_failure, on_skipped or always)", dep.Condition)
+		}
+	}
+	return problems
 }

@@ -165,3 +165,57 @@ func TestValidateRunBatch(t *testing.T) {
 		})
 	}
 }
+
+// NewTasks.Validate reports every problem at once, each under its path,
+// with the API's words: the reasons below are what POST /api/v1/tasks
+// answers.
+func TestNewTasksValidate(t *testing.T) {
+	many := make([]*Task, MaxBatch+1)
+	for i := range many {
+		many[i] = &Task{Type: "x"}
+	}
+	tests := []struct {
+		name string
+		req  NewTasks
+		want string // "" for valid
+	}{
+		{"one task", NewTasks{Tasks: []*Task{{Type: "x"}}, Single: true}, ""},
+		{"a batch", NewTasks{Tasks: []*Task{{ID: "a", Type: "x"}, {Type: "x", DependsOn: []Dependency{{Task: "a"}}}}}, ""},
+		{"data null", NewTasks{Tasks: []*Task{{Type: "x", Data: []byte("null")}}, Single: true}, ""},
+		{"every problem of one task", NewTasks{Single: true, Tasks: []*Task{{
+			ID: "-x", Type: "", Timeout: -1, MaxAttempts: 101, Priority: 5000, Data: []byte(" [1]"),
+			Affinity: "-x", DependsOn: []Dependency{{Task: ""}, {Task: "a b"}, {Task: "-x", Condition: "sometimes"}},
+		}}}, "task is invalid: id: must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or a digit; " +
+			"type: required; timeout: must not be negative; max_attempts: must be between 0 (default 3) and 100; " +
+			"priority: must be between -1000 and 1000; data: must be a JSON object; affinity: not a valid task id; " +
+			"affinity: a task cannot follow itself; depends_on[0].task: required; depends_on[1].task: not a valid task id; " +
+			"depends_on[2].task: not a valid task id; depends_on[2].condition: unknown condition \"sometimes\" (want on_success, on_failure, on_skipped or always)"},
+		{"self dependency", NewTasks{Single: true, Tasks: []*Task{{ID: "me", Type: "x", DependsOn: []Dependency{{Task: "me"}}}}},
+			"task is invalid: depends_on[0].task: a task cannot depend on itself"},
+		{"type too long", NewTasks{Single: true, Tasks: []*Task{{Type: strings.Repeat("x", MaxTaskTypeLen+1)}}},
+			"task is invalid: type: longer than 128 characters"},
+		{"type with NUL", NewTasks{Single: true, Tasks: []*Task{{Type: "x\x00"}}},
+			"task is invalid: type: holds the control character U+0000"},
+		{"selector", NewTasks{Single: true, Tasks: []*Task{{Type: "x", Selector: Selector{Labels: map[string]string{"a=b": "x"}}}}},
+			"task is invalid: selector.labels: key \"a=b\": must not contain '='"},
+		{"empty batch", NewTasks{}, "task is invalid: tasks: at least one task is required"},
+		{"batch too large", NewTasks{Tasks: many}, "task is invalid: tasks: at most 10000 tasks per request"},
+		{"batch paths", NewTasks{Tasks: []*Task{{ID: "a", Type: "x"}, nil, {ID: "a"}}},
+			"task is invalid: tasks[1].(task): must be an object; tasks[2].type: required; tasks[2].id: \"a\" is also the id of tasks[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.req.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != CodeInvalid || e.Reason != tt.want {
+				t.Fatalf("Validate = %v\nwant invalid: %s", err, tt.want)
+			}
+		})
+	}
+}

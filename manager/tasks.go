@@ -17,11 +17,11 @@ import (
 // Bounds of a task spec.
 const (
 	// MinPriority and MaxPriority bound a task's priority.
-	MinPriority = -1000
-	MaxPriority = 1000
+	MinPriority = errand.MinPriority
+	MaxPriority = errand.MaxPriority
 	// MaxBatch bounds the number of tasks created in one request.
-	MaxBatch = 10000
-	maxIDLen = 128
+	MaxBatch = errand.MaxBatch
+	maxIDLen = errand.MaxIDLen
 	// maxListLimit bounds a page of GET /api/v1/tasks.
 	maxListLimit     = 1000
 	defaultListLimit = 100
@@ -69,84 +69,9 @@ func maskSecrets(data json.RawMessage) json.RawMessage {
 	return masked
 }
 
-// validID reports whether id may name a task or a delegate: 1 to 128
-// letters, digits, '.', '_', ':' or '-', starting with a letter or a
-// digit. An id is a component of object keys (logs/<id>/0): it is never
-// "." or "..", nor hidden, nor an option.
-func validID(id string) bool {
-	if id == "" || len(id) > maxIDLen || !isAlnum(id[0]) {
-		return false
-	}
-	for _, c := range []byte(id) {
-		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-// validateSpec appends the problems of one spec to problems, each with
-// its path under prefix ("" for a single spec, "tasks[3]." in a batch).
-func validateSpec(prefix string, sp *client.TaskSpec, problems []string) []string {
-	add := func(field, format string, args ...any) {
-		problems = append(problems, prefix+field+": "+fmt.Sprintf(format, args...))
-	}
-	if sp == nil {
-		add("(task)", "must be an object")
-		return problems
-	}
-	if sp.ID != "" && !validID(sp.ID) {
-		add("id", "must be 1 to %d letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", maxIDLen)
-	}
-	switch {
-	case sp.Type == "":
-		add("type", "required")
-	case len(sp.Type) > errand.MaxTaskTypeLen:
-		add("type", "longer than %d characters", errand.MaxTaskTypeLen)
-	case errand.TextProblem(sp.Type) != "":
-		add("type", "%s", errand.TextProblem(sp.Type))
-	}
-	for _, p := range errand.SelectorProblems("selector", sp.Selector) {
-		problems = append(problems, prefix+p)
-	}
-	if sp.Timeout < 0 {
-		add("timeout", "must not be negative")
-	}
-	if sp.MaxAttempts < 0 || sp.MaxAttempts > errand.MaxMaxAttempts {
-		add("max_attempts", "must be between 0 (default %d) and %d", errand.DefaultMaxAttempts, errand.MaxMaxAttempts)
-	}
-	if sp.Priority < MinPriority || sp.Priority > MaxPriority {
-		add("priority", "must be between %d and %d", MinPriority, MaxPriority)
-	}
-	if data := bytes.TrimSpace(sp.Data); len(data) > 0 && !bytes.Equal(data, []byte("null")) && data[0] != '{' {
-		add("data", "must be a JSON object")
-	}
-	if sp.Affinity != "" && !validID(sp.Affinity) {
-		add("affinity", "not a valid task id")
-	}
-	if sp.Affinity != "" && sp.Affinity == sp.ID {
-		add("affinity", "a task cannot follow itself")
-	}
-	for i, dep := range sp.DependsOn {
-		path := fmt.Sprintf("depends_on[%d]", i)
-		switch {
-		case dep.Task == "":
-			add(path+".task", "required")
-		case !validID(dep.Task):
-			add(path+".task", "not a valid task id")
-		case dep.Task == sp.ID:
-			add(path+".task", "a task cannot depend on itself")
-		}
-		if !dep.Condition.Valid() {
-			add(path+".condition", "unknown condition %q (want on_success, on_failure, on_skipped or always)", dep.Condition)
-		}
-	}
-	return problems
-}
+// validID reports whether id may name a task or a delegate
+// (errand.ValidID).
+func validID(id string) bool { return errand.ValidID(id) }
 
 // decodeTaskSpecs reads a single TaskSpec or a TaskBatch.
 func (s *Server) decodeTaskSpecs(r *http.Request) (specs []*client.TaskSpec, batch bool, err error) {
@@ -172,37 +97,18 @@ func (s *Server) decodeTaskSpecs(r *http.Request) (specs []*client.TaskSpec, bat
 	return []*client.TaskSpec{&sp}, false, nil
 }
 
+// createTasks decodes a task or a batch, has the scheduler validate and
+// create it, and encodes what was created.
 func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal) error {
 	specs, batch, err := s.decodeTaskSpecs(r)
 	if err != nil {
 		return err
 	}
-	var problems []string
-	switch {
-	case batch && len(specs) == 0:
-		problems = append(problems, "tasks: at least one task is required")
-	case len(specs) > MaxBatch:
-		problems = append(problems, fmt.Sprintf("tasks: at most %d tasks per request", MaxBatch))
-	}
-	seen := make(map[string]int)
-	for i, sp := range specs {
-		prefix := ""
-		if batch {
-			prefix = fmt.Sprintf("tasks[%d].", i)
-		}
-		problems = validateSpec(prefix, sp, problems)
-		if sp != nil && sp.ID != "" {
-			if j, dup := seen[sp.ID]; dup {
-				problems = append(problems, fmt.Sprintf("%sid: %q is also the id of tasks[%d]", prefix, sp.ID, j))
-			}
-			seen[sp.ID] = i
-		}
-	}
-	if err := invalid("task", problems); err != nil {
-		return err
-	}
 	tasks := make([]*errand.Task, len(specs))
 	for i, sp := range specs {
+		if sp == nil {
+			continue // not an object: the scheduler says so
+		}
 		data := sp.Data
 		if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
 			data = nil
@@ -213,16 +119,20 @@ func (s *Server) createTasks(w http.ResponseWriter, r *http.Request, _ principal
 			Timeout: sp.Timeout, MaxAttempts: sp.MaxAttempts,
 		}
 	}
+	if !batch {
+		created, err := s.sched.CreateOne(r.Context(), tasks[0])
+		if err != nil {
+			return err
+		}
+		httphelper.WriteJSON(w, userTask(created), http.StatusCreated)
+		return nil
+	}
 	created, err := s.sched.Create(r.Context(), tasks)
 	if err != nil {
 		return err
 	}
 	for _, t := range created {
 		userTask(t)
-	}
-	if !batch {
-		httphelper.WriteJSON(w, created[0], http.StatusCreated)
-		return nil
 	}
 	httphelper.WriteJSON(w, &client.TaskList{Kind: errand.KindTaskList, Items: created}, http.StatusCreated)
 	return nil

@@ -12,10 +12,32 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-// Create stores tasks and returns them as stored. Defaults are applied
-// here: a new id (a ULID) for a task without one, DefaultMaxAttempts for
-// one that does not say.
+// Create validates a batch of tasks as its author wrote it
+// (errand.NewTasks; problems' paths start "tasks[i]."), stores it and
+// returns the tasks as stored. Defaults are applied here: a new id (a
+// ULID) for a task without one, DefaultMaxAttempts for one that does not
+// say.
 func (s *Scheduler) Create(ctx context.Context, tasks []*errand.Task) ([]*errand.Task, error) {
+	return s.create(ctx, errand.NewTasks{Tasks: tasks})
+}
+
+// CreateOne is Create for a single task: its problems' paths name its
+// fields alone.
+func (s *Scheduler) CreateOne(ctx context.Context, t *errand.Task) (*errand.Task, error) {
+	created, err := s.create(ctx, errand.NewTasks{Tasks: []*errand.Task{t}, Single: true})
+	if err != nil {
+		return nil, err
+	}
+	return created[0], nil
+}
+
+func (s *Scheduler) create(ctx context.Context, req errand.NewTasks) ([]*errand.Task, error) {
+	// The caller's problem, said as it is: not wrapped in what was
+	// attempted.
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	tasks := req.Tasks
 	for _, t := range tasks {
 		if t.ID == "" {
 			t.ID = ulid.Make().String()
