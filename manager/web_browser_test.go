@@ -116,6 +116,13 @@ func TestWebUIInBrowser(t *testing.T) {
 		if dep := webtest.Eval[string](b, `document.querySelector("#stage-test .needs").textContent`); !strings.Contains(dep, "build") {
 			t.Errorf("test's dependencies read %q", dep)
 		}
+		// One line drawn, from build's right edge to test's left edge.
+		edge := webtest.Eval[[]float64](b, `(function(){var p=document.querySelectorAll(".graph svg.edges path"); if (p.length!==1) return [p.length];
+			var g=document.querySelector(".graph").getBoundingClientRect(), a=document.querySelector("#stage-build").getBoundingClientRect(), z=document.querySelector("#stage-test").getBoundingClientRect();
+			var m=p[0].getAttribute("d").match(/^M([\d.]+),[\d.]+ .* ([\d.]+),[\d.]+$/); return [1, +m[1]-(a.right-g.left), +m[2]-(z.left-g.left)]})()`)
+		if len(edge) != 3 || edge[1] < -1 || edge[1] > 1 || edge[2] < -1 || edge[2] > 1 {
+			t.Errorf("dependency lines: %v, want one from build to test", edge)
+		}
 		b.Do(browserWait, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#runs a[href="/ui/runs/`+runID+`"]`)))
 	})
 
