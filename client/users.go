@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -90,6 +91,13 @@ type AuditList struct {
 	// Before is the value of ?before= for the next page, 0 on the last.
 	Before int64 `json:"before,omitempty"`
 }
+
+// UserTokenPrefix starts every user's API token (eu_<id>_<secret>),
+// which tells it from the admin token and delegates' tokens.
+const UserTokenPrefix = "eu_"
+
+// UserToken reports whether the client's token is a user's API token.
+func (c *HTTP) UserToken() bool { return strings.HasPrefix(c.token, UserTokenPrefix) }
 
 // CreateUser creates a user.
 func (c *HTTP) CreateUser(ctx context.Context, r *UserRequest) (*User, error) {

@@ -27,7 +27,7 @@ const BootstrapAdmin = "admin"
 
 // UserTokenPrefix starts every user token, which tells it from a
 // delegate's token: eu_<token id>_<secret>.
-const UserTokenPrefix = "eu_"
+const UserTokenPrefix = client.UserTokenPrefix
 
 // tokenTouchEvery bounds how often a token's last use is written.
 const tokenTouchEvery = time.Minute

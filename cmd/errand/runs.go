@@ -71,7 +71,7 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 	approveID := approve.Arg("id", "Run id.").Required().String()
 	approveStage := approve.Arg("stage", "Stage name.").Required().String()
 	var approver string
-	approve.Flag("as", "Approver name (default: admin).").Envar("ERRAND_APPROVER").StringVar(&approver)
+	approve.Flag("as", "Approver name, honoured only with the bootstrap admin token, for scripts (default: admin); a user token approves as its user.").Envar("ERRAND_APPROVER").StringVar(&approver)
 	approve.Action(g.action(func(ctx context.Context) error {
 		c := cf.client()
 		// The API takes a second approval by the same approver as the
@@ -79,6 +79,15 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 		who := approver
 		if who == "" {
 			who = "admin"
+		}
+		if c.UserToken() {
+			// A user approves as themself; the manager refuses a second
+			// approval by the same user.
+			if err := c.ApproveRun(ctx, *approveID, *approveStage, approver); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.Stdout, "approved: %s %s\n", *approveID, *approveStage)
+			return nil
 		}
 		r, err := c.GetRun(ctx, *approveID)
 		if err != nil {
