@@ -33,7 +33,11 @@ type Driver interface {
 type DriverRows interface {
 	TaskGet(ctx context.Context, id string) (*errand.Task, error)
 	TaskList(ctx context.Context, p TaskListParams) ([]*errand.Task, error)
-	TaskAcquire(ctx context.Context, p TaskAcquireParams) ([]*errand.Task, error)
+	// TaskLease is TaskAcquire with its parameters checked (Delegate
+	// set, Max > 0) and what a lease does to a queued task, as the
+	// engine decided it: the driver picks and leases in one go, the way
+	// its database does that best (SKIP LOCKED in postgres).
+	TaskLease(ctx context.Context, p TaskAcquireParams, lease LeaseStep) ([]*errand.Task, error)
 	TaskCancelRequests(ctx context.Context, delegateID string) ([]string, error)
 
 	LogRead(ctx context.Context, p LogReadParams) ([]string, error)
@@ -158,6 +162,13 @@ type RenewedRow struct {
 type OrphanRow struct {
 	Row   *TaskRow
 	Group string
+}
+
+// LeaseStep is what a lease does to a queued task: the state it takes,
+// and how many attempts it adds.
+type LeaseStep struct {
+	State    errand.State
+	Attempts int
 }
 
 // LogTail is the state of a task's log that an append checks.

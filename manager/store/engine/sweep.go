@@ -77,6 +77,24 @@ func (e *Engine) TaskRelease(ctx context.Context, p store.TaskReleaseParams) (st
 	return res, nil
 }
 
+// TaskAcquire leases up to p.Max queued tasks to a delegate: what a
+// lease does to a queued task is the state machine's, which task the
+// driver's.
+func (e *Engine) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+	if p.Delegate == nil || p.Delegate.ID == "" {
+		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
+	}
+	if p.Max <= 0 {
+		p.Max = 1
+	}
+	queued := errand.Status{State: errand.StateQueued, MaxAttempts: 1}
+	leased, err := errand.Transition(queued, errand.EventLease)
+	if err != nil {
+		return nil, err
+	}
+	return e.d.TaskLease(ctx, p, store.LeaseStep{State: leased.State, Attempts: leased.Attempt - queued.Attempt})
+}
+
 // LogAppend appends lines at p.Offset under the task's lease: a retry of
 // lines stored already is a no-op, a gap is errand.ErrLogOffset, and a
 // task that ended takes only retries.

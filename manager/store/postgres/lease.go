@@ -21,7 +21,7 @@ import (
 //
 // The delegate's fields are $2 id, $3 group, $4 task types (NULL: any),
 // $5 archs, $6 labels (JSON object); $7 is the leased state and $8 the
-// attempt increment, both decided by errand.Transition.
+// attempt increment, both decided by the engine (store.LeaseStep).
 //
 // Nothing is leased to a delegate that is not registered: the statement
 // runs in one batch after the delegate's heartbeat is recorded, and the
@@ -63,23 +63,12 @@ const returningTaskCols = `t.seq, t.id, t.type, t.data, t.selector, t.depends_on
 	t.delegate_id, t.lease_token, t.result, t.error_code, t.error_reason, t.log_lines,
 	t.has_dependents, t.created_at, t.queued_at, t.started_at, t.finished_at, t.approvals, t.approved`
 
-// TaskAcquire leases up to p.Max queued tasks to a delegate, and records
+// TaskLease leases up to p.Max queued tasks to a delegate, and records
 // that the delegate is alive.
-func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+func (s *Driver) TaskLease(ctx context.Context, p store.TaskAcquireParams, step store.LeaseStep) ([]*errand.Task, error) {
 	d := p.Delegate
-	if d == nil || d.ID == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
-	}
 	limit := p.Max
-	if limit <= 0 {
-		limit = 1
-	}
-	// What a lease does to a queued task, as the state machine says.
-	queued := errand.Status{State: errand.StateQueued, MaxAttempts: 1}
-	leased, err := errand.Transition(queued, errand.EventLease)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	tokens := make([]string, limit)
 	for i := range tokens {
 		if tokens[i], err = newToken(); err != nil {
@@ -125,7 +114,7 @@ func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]
 		b.Queue(`SET LOCAL enable_seqscan = off`)
 		b.Queue(`SET LOCAL enable_bitmapscan = off`)
 		b.Queue(acquireSQL, limit, d.ID, d.Group, types, archs, string(labels),
-			leased.State, leased.Attempt-queued.Attempt, tokens, now).Query(func(rows pgx.Rows) error {
+			step.State, step.Attempts, tokens, now).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				row, err := scanTask(rows)
 				if err != nil {

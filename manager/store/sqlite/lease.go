@@ -20,17 +20,11 @@ type candidate struct {
 	row *taskRow
 }
 
-// TaskAcquire leases up to p.Max queued tasks to a delegate, and records
+// TaskLease leases up to p.Max queued tasks to a delegate, and records
 // that the delegate is alive.
-func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]*errand.Task, error) {
+func (s *Driver) TaskLease(ctx context.Context, p store.TaskAcquireParams, step store.LeaseStep) ([]*errand.Task, error) {
 	d := p.Delegate
-	if d == nil || d.ID == "" {
-		return nil, errand.Errorf(errand.CodeInvalid, "delegate: required")
-	}
 	limit := p.Max
-	if limit <= 0 {
-		limit = 1
-	}
 	now := nanos(p.Now)
 	var out []*errand.Task
 	err := s.write(ctx, func(w *wtx) error {
@@ -50,7 +44,7 @@ func (s *Driver) TaskAcquire(ctx context.Context, p store.TaskAcquireParams) ([]
 		if len(picked) == 0 {
 			return nil
 		}
-		if out, err = leaseTasks(w, d, picked, now); err != nil {
+		if out, err = leaseTasks(w, d, picked, step, now); err != nil {
 			return fmt.Errorf("acquire for %s: %w", d.ID, err)
 		}
 		return nil
@@ -153,28 +147,19 @@ func affinityAllows(w *wtx, d *errand.Delegate, affID string) (bool, error) {
 // leaseTasks moves the picked queued tasks to leased, each under a new
 // token, in one statement, and returns them with their leases and their
 // dependencies' results.
-func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*errand.Task, error) {
+func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, step store.LeaseStep, now int64) ([]*errand.Task, error) {
 	type lease struct {
-		next    errand.Status
+		attempt int
 		token   string
 		version int64
 	}
 	leases := make([]lease, len(picked))
 	for i, c := range picked {
-		next, err := errand.Transition(c.row.Status(), errand.EventLease)
-		if err != nil {
-			return nil, fmt.Errorf("lease task %s: %w", c.row.ID, err)
-		}
-		if next.State != errand.StateLeased {
-			// The statement below writes what the machine decides for a
-			// queued task; it must not decide anything else.
-			return nil, fmt.Errorf("lease task %s: state machine says %s", c.row.ID, next.State)
-		}
 		tok, err := w.s.tokens.next()
 		if err != nil {
 			return nil, err
 		}
-		leases[i] = lease{next: next, token: tok, version: w.s.nextVersion()}
+		leases[i] = lease{attempt: c.row.Attempt + step.Attempts, token: tok, version: w.s.nextVersion()}
 	}
 	// One statement for all: a CASE on seq per column that differs between
 	// the tasks, and each row must still be at the version read.
@@ -189,15 +174,15 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*e
 		b.WriteString(" END")
 		return b.String()
 	}
-	args = append(args, d.ID, d.Group, now)
-	attempts := byTask(func(i int) any { return leases[i].next.Attempt })
+	args = append(args, step.State, d.ID, d.Group, now)
+	attempts := byTask(func(i int) any { return leases[i].attempt })
 	tokens := byTask(func(i int) any { return leases[i].token })
 	versions := byTask(func(i int) any { return leases[i].version })
 	for _, c := range picked {
 		args = append(args, c.row.Seq)
 	}
 	current := byTask(func(i int) any { return picked[i].row.Version })
-	res, err := w.exec(`UPDATE tasks SET state = 'leased', delegate_id = ?, delegate_group = ?, lease_renewed = ?,
+	res, err := w.exec(`UPDATE tasks SET state = ?, delegate_id = ?, delegate_group = ?, lease_renewed = ?,
 		error_code = '', error_reason = '', attempt = `+attempts+`, lease_token = `+tokens+`,
 		version = `+versions+` WHERE seq IN (?`+strings.Repeat(", ?", len(picked)-1)+`) AND version = `+current,
 		args...)
@@ -211,7 +196,7 @@ func leaseTasks(w *wtx, d *errand.Delegate, picked []candidate, now int64) ([]*e
 	for i, c := range picked {
 		l := leases[i]
 		t := c.row.Detached()
-		t.State, t.Attempt, t.DelegateID, t.Error = l.next.State, l.next.Attempt, d.ID, nil
+		t.State, t.Attempt, t.DelegateID, t.Error = step.State, l.attempt, d.ID, nil
 		w.s.active.put(&taskRow{Task: *t, Seq: c.row.Seq, LeaseToken: l.token, HasDependents: c.row.HasDependents, Version: l.version})
 		t.Lease = &errand.Lease{Token: l.token, DelegateID: d.ID}
 		if len(t.DependsOn) > 0 {
