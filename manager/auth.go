@@ -39,6 +39,24 @@ const (
 	maxTokenExpiry    = 10 * 365 * 24 * time.Hour
 )
 
+// principalKey carries a principal on a request's context: the web UI,
+// calling the API in-process for a signed-in user, says who it calls for.
+// No request from the network can carry it.
+type principalKey struct{}
+
+// WithUserPrincipal returns ctx carrying the principal of a user the
+// caller has authenticated itself (the web UI's session): the API
+// serves the in-process requests made with it as that user, with that
+// role, whatever their bearer token. The name BootstrapAdmin with the
+// admin role is the bootstrap admin.
+func WithUserPrincipal(ctx context.Context, name string, role store.Role) context.Context {
+	p := principal{user: name, role: role}
+	if name == BootstrapAdmin && role == store.RoleAdmin {
+		p = bootstrapAdmin
+	}
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
 // roleNeeded is the least role a route of auth a needs; 0 for routes
 // that users may not call.
 func roleNeeded(a auth) store.Role {

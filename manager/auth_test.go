@@ -1,12 +1,14 @@
 package manager
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/store"
 )
 
 // TestApprovalsByUsers: a stage needing two approvals needs two distinct
@@ -28,16 +30,26 @@ func TestApprovalsByUsers(t *testing.T) {
 	if got := stage(e.getRun(run.ID), "deploy"); strings.Join(got.Approvals, ",") != "alice,bob" {
 		t.Fatalf("approvals = %v, want alice, bob", got.Approvals)
 	}
+	e.must(http.StatusNoContent, "POST", "/api/v1/runs/"+run.ID+"/cancel", alice, nil, nil)
+	e.must(http.StatusNoContent, "POST", "/api/v1/delegates/"+f.d2.id+"/drain", testAdmin, nil, nil)
 	var audit client.AuditList
 	e.must(http.StatusOK, "GET", "/api/v1/audit", testAdmin, nil, &audit)
-	var approvals []string
+	var got []string
 	for _, a := range audit.Entries {
-		if a.Action == "stage.approve" {
-			approvals = append(approvals, a.Actor)
-		}
+		got = append(got, a.Actor+" "+a.Action)
 	}
-	if strings.Join(approvals, ",") != "bob,alice" {
-		t.Errorf("audit approvals (newest first) = %v, want bob, alice", approvals)
+	want := "admin delegate.drain,alice run.cancel,bob stage.approve,alice stage.approve"
+	if !strings.HasPrefix(strings.Join(got, ","), want) {
+		t.Errorf("audit (newest first) = %v, want it to start with %s", got, want)
+	}
+	var page client.AuditList
+	e.must(http.StatusOK, "GET", "/api/v1/audit?limit=2", testAdmin, nil, &page)
+	if len(page.Entries) != 2 || page.Before == 0 {
+		t.Fatalf("audit page = %+v", page)
+	}
+	e.must(http.StatusOK, "GET", fmt.Sprintf("/api/v1/audit?before=%d&limit=2", page.Before), testAdmin, nil, &page)
+	if len(page.Entries) != 2 || page.Entries[0].Action != "stage.approve" || page.Entries[0].Actor != "bob" {
+		t.Errorf("second audit page = %+v", page.Entries)
 	}
 }
 
@@ -69,4 +81,39 @@ func TestUserTokens(t *testing.T) {
 	e.fails(http.StatusUnauthorized, errand.CodeUnauthorized, "GET", "/api/v1/runs", second.Secret, nil)
 	e.fails(http.StatusConflict, errand.CodeConflict, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: f.user, Role: "viewer"})
 	e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "admin", Role: "viewer"})
+}
+
+// TestInProcessPrincipal: a request made in-process with a context that
+// names a user is served as that user, with that user's role, whatever
+// its bearer token; the bootstrap admin so named is the admin token's
+// principal.
+func TestInProcessPrincipal(t *testing.T) {
+	f := newRouteFixture(t)
+	run := f.e.submit("stages:\n  - name: deploy\n    approval: {approvers: 2}\n    steps: [{name: s, commands: [\"true\"]}]\n")
+	c := client.New("http://manager.invalid", "not-a-token", client.WithHandler(f.e.s.handler))
+	ctx := t.Context()
+	viewer := WithUserPrincipal(ctx, "vera", store.RoleViewer)
+	if _, err := c.ListRuns(viewer, nil); err != nil {
+		t.Fatalf("list runs as a viewer: %v", err)
+	}
+	if err := c.ApproveRun(viewer, run.ID, "deploy", ""); errand.ErrorCode(err) != errand.CodeForbidden {
+		t.Fatalf("approve as a viewer = %v, want forbidden", err)
+	}
+	op := WithUserPrincipal(ctx, "olga", store.RoleOperator)
+	if err := c.ApproveRun(op, run.ID, "deploy", "olga"); err != nil {
+		t.Fatalf("approve as olga: %v", err)
+	}
+	if err := c.ApproveRun(op, run.ID, "deploy", ""); errand.ErrorCode(err) != errand.CodeConflict {
+		t.Fatalf("approve as olga again = %v, want conflict", err)
+	}
+	if _, err := c.ListRuns(ctx, nil); errand.ErrorCode(err) != errand.CodeUnauthorized {
+		t.Fatalf("list runs without a principal = %v, want unauthorized", err)
+	}
+	admin := WithUserPrincipal(ctx, BootstrapAdmin, store.RoleAdmin)
+	if err := c.ApproveRun(admin, run.ID, "deploy", "script"); err != nil {
+		t.Fatalf("approve as the bootstrap admin naming script: %v", err)
+	}
+	if got := stage(f.e.getRun(run.ID), "deploy"); strings.Join(got.Approvals, ",") != "olga,script" {
+		t.Errorf("approvals = %v, want olga, script", got.Approvals)
+	}
 }

@@ -266,7 +266,10 @@ func (s *Server) deregisterDelegate(w http.ResponseWriter, r *http.Request, p pr
 	if err := s.sched.Deregister(r.Context(), id); err != nil {
 		return err
 	}
-	s.log.WithFields(logrus.Fields{"delegate_id": id, "by_admin": p.admin}).Info("delegate deregistered")
+	s.log.WithFields(logrus.Fields{"delegate_id": id, "by_admin": p.delegateID == ""}).Info("delegate deregistered")
+	if p.delegateID == "" {
+		s.audit(r.Context(), p, "delegate.delete", id, "")
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -334,10 +337,11 @@ func (s *Server) getDelegate(w http.ResponseWriter, r *http.Request, _ principal
 	return nil
 }
 
-func (s *Server) drainDelegate(w http.ResponseWriter, r *http.Request, _ principal) error {
+func (s *Server) drainDelegate(w http.ResponseWriter, r *http.Request, p principal) error {
 	if err := s.sched.Drain(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
+	s.audit(r.Context(), p, "delegate.drain", r.PathValue("id"), "")
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -180,6 +180,12 @@ func (s *Server) authenticate(r *http.Request, a auth) (principal, error) {
 	if a == authNone {
 		return principal{}, nil
 	}
+	if p, ok := r.Context().Value(principalKey{}).(principal); ok {
+		if need := roleNeeded(a); need != "" {
+			return p, checkRole(p, need)
+		}
+		return principal{}, errand.Errorf(errand.CodeUnauthorized, "the token is not valid for this request")
+	}
 	token, ok := bearer(r)
 	if !ok {
 		return principal{}, errand.Errorf(errand.CodeUnauthorized, "an Authorization: Bearer token is required")
