@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
@@ -115,5 +117,47 @@ func TestInProcessPrincipal(t *testing.T) {
 	}
 	if got := stage(f.e.getRun(run.ID), "deploy"); strings.Join(got.Approvals, ",") != "olga,script" {
 		t.Errorf("approvals = %v, want olga, script", got.Approvals)
+	}
+}
+
+// TestTokenExpiry: a token with an expiry works until then and is
+// refused after, saying so; its last use is recorded at most once a
+// minute.
+func TestTokenExpiry(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := newEnv(t, func(c *Config) { c.Now = clock })
+	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "tess", Role: "viewer"}, nil)
+	var tk client.Token
+	e.must(http.StatusCreated, "POST", "/api/v1/tokens", testAdmin, &client.TokenRequest{Name: "short", User: "tess", ExpiresIn: "1h"}, &tk)
+	if tk.ExpiresAt == nil || !tk.ExpiresAt.Equal(clock().Add(time.Hour)) {
+		t.Fatalf("expires_at = %v, want an hour from now", tk.ExpiresAt)
+	}
+	lastUsed := func() time.Time {
+		t.Helper()
+		var l client.TokenList
+		e.must(http.StatusOK, "GET", "/api/v1/tokens?user=tess", testAdmin, nil, &l)
+		if len(l.Tokens) != 1 || l.Tokens[0].LastUsedAt == nil {
+			t.Fatalf("tokens = %+v", l.Tokens)
+		}
+		return *l.Tokens[0].LastUsedAt
+	}
+	e.must(http.StatusOK, "GET", "/api/v1/runs", tk.Secret, nil, nil)
+	first := lastUsed()
+	advance(30 * time.Second)
+	e.must(http.StatusOK, "GET", "/api/v1/runs", tk.Secret, nil, nil)
+	if got := lastUsed(); !got.Equal(first) {
+		t.Errorf("last used moved within a minute: %v, then %v", first, got)
+	}
+	advance(59 * time.Minute)
+	e.must(http.StatusOK, "GET", "/api/v1/runs", tk.Secret, nil, nil)
+	if got := lastUsed(); !got.After(first) {
+		t.Errorf("last used = %v, want after %v", got, first)
+	}
+	advance(31 * time.Second)
+	if b := e.fails(http.StatusUnauthorized, errand.CodeUnauthorized, "GET", "/api/v1/runs", tk.Secret, nil); !strings.Contains(b.Reason, "expired") {
+		t.Errorf("expired token: reason %q does not say it expired", b.Reason)
 	}
 }
