@@ -124,6 +124,12 @@ func TestWebUIInBrowser(t *testing.T) {
 			t.Errorf("dependency lines: %v, want one from build to test", edge)
 		}
 		b.Do(browserWait, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.CSS(`#runs a[href="/ui/runs/`+runID+`"]`)))
+
+		// The list updates itself: a run submitted elsewhere appears
+		// without a reload.
+		b.Do(browserWait, chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
+		other := e.submit("stages:\n  - name: a\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
+		webtest.WaitTrue(b, browserWait, `!!document.querySelector('#runs a[href="/ui/runs/`+other+`"]') && window.sameDocument === true`)
 	})
 
 	t.Run("approve a stage", func(t *testing.T) {
