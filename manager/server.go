@@ -18,6 +18,7 @@ import (
 	"github.com/errandci/errand/manager/runs"
 	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
+	"github.com/errandci/errand/manager/users"
 )
 
 // Server is the manager: the HTTP API over the scheduler, a store and an
@@ -36,6 +37,7 @@ type Server struct {
 	sched   *scheduler.Scheduler
 	logs    *logs.Service
 	runs    *runs.Service
+	users   *users.Service
 	quiet   quietAnswers
 
 	// closing is closed when the server shuts down: long-polls and log
@@ -127,6 +129,11 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		ExplainWaiting: s.sched.ExplainWaiting, Log: cfg.Log, Now: cfg.Now,
 	}, st, s.sched)
 	if err != nil {
+		_ = s.logs.Stop(context.Background())
+		_ = s.sched.Stop(context.Background())
+		return nil, err
+	}
+	if s.users, err = users.New(users.Config{Log: cfg.Log, Now: cfg.Now}, st); err != nil {
 		_ = s.logs.Stop(context.Background())
 		_ = s.sched.Stop(context.Background())
 		return nil, err
