@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -10,7 +11,33 @@ import (
 	"github.com/errandci/errand/client"
 )
 
-func init() { commands = append(commands, addUsersCommand, addTokensCommand) }
+func init() { commands = append(commands, addUsersCommand, addTokensCommand, addAuditCommand) }
+
+func addAuditCommand(app *kingpin.Application, g *globals) {
+	cmd := app.Command("audit", "Show the audit trail, newest first: cancels, approvals, delegates drained or removed, user and token changes (the admin role).")
+	cf := addClientFlags(cmd)
+	var before int64
+	var limit int
+	cmd.Flag("before", "Entries older than this id (paging: the id of the last entry shown).").Envar("ERRAND_AUDIT_BEFORE").Int64Var(&before)
+	cmd.Flag("limit", "At most this many entries.").Envar("ERRAND_LIMIT").Default("50").IntVar(&limit)
+	cmd.Action(g.action(func(ctx context.Context) error {
+		l, err := cf.client().ListAudit(ctx, before, limit)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			for _, e := range l.Entries {
+				e.At = e.At.UTC()
+			}
+			return printJSON(g.Stdout, l)
+		}
+		rows := make([][]string, len(l.Entries))
+		for i, e := range l.Entries {
+			rows[i] = []string{strconv.FormatInt(e.ID, 10), localStamp(&e.At), e.Actor, e.Action, dash(e.Target), dash(e.Detail)}
+		}
+		return table(g.Stdout, []string{"ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAIL"}, rows)
+	}))
+}
 
 func addUsersCommand(app *kingpin.Application, g *globals) {
 	cmd := app.Command("users", "Create, list and delete users (the admin role).")
