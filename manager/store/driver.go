@@ -42,7 +42,6 @@ type DriverRows interface {
 
 	LogRead(ctx context.Context, p LogReadParams) ([]string, error)
 	LogSealList(ctx context.Context, limit int) ([]string, error)
-	LogSeal(ctx context.Context, p LogSealParams) error
 	LogObjects(ctx context.Context, taskID string) ([]LogObject, bool, error)
 
 	DelegateRegister(ctx context.Context, p DelegateRegisterParams) (*errand.Delegate, error)
@@ -136,6 +135,9 @@ type DriverTx interface {
 	// LogAdd stores lines at first, the end of the log as LogTail read it,
 	// and moves the end past them.
 	LogAdd(taskID string, first int64, lines []string) error
+	// LogSeal records that a task's log lives in these objects, marks it
+	// sealed and drops its lines from the database.
+	LogSeal(taskID string, objects []LogObject) error
 
 	// RunInsert inserts a run (errand.ErrConflict for an id that exists)
 	// and sets its CreatedAt to now.

@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Driver) {
 		{"RollbackDeliversNothing", testRollback},
 		{"Runs", testRuns},
 		{"DelegatesLoseOnce", testDelegatesLose},
+		{"LogAddAndSeal", testLogAddAndSeal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
@@ -383,4 +384,47 @@ func testDelegatesLose(t *testing.T, d store.Driver) {
 		}
 		return nil
 	})
+}
+
+func testLogAddAndSeal(t *testing.T, d store.Driver) {
+	ctx := context.Background()
+	write(t, d, func(tx store.DriverTx) error { return tx.TaskInsert([]*store.TaskRow{row("a", errand.StateSucceeded)}) })
+	write(t, d, func(tx store.DriverTx) error { return tx.LogAdd("a", 0, []string{"one", "two"}) })
+	write(t, d, func(tx store.DriverTx) error { return tx.LogAdd("a", 2, []string{"three"}) })
+	var tail store.LogTail
+	write(t, d, func(tx store.DriverTx) error {
+		var err error
+		tail, err = tx.LogTail("a")
+		return err
+	})
+	if tail.Lines != 3 || tail.Sealed || tail.State != errand.StateSucceeded {
+		t.Fatalf("LogTail after two adds = %+v, want 3 lines, not sealed, succeeded", tail)
+	}
+	if lines, err := d.LogRead(ctx, store.LogReadParams{TaskID: "a", Offset: 1}); err != nil || len(lines) != 2 || lines[0] != "two" || lines[1] != "three" {
+		t.Fatalf("LogRead from 1 = %q, %v", lines, err)
+	}
+	objects := []store.LogObject{{Key: "logs/a/0", FirstLine: 0, Lines: 3, Size: 14}}
+	write(t, d, func(tx store.DriverTx) error { return tx.LogSeal("a", objects) })
+	got, sealed, err := d.LogObjects(ctx, "a")
+	if err != nil || !sealed || len(got) != 1 || got[0] != objects[0] {
+		t.Fatalf("LogObjects after seal = %+v, %v, %v", got, sealed, err)
+	}
+	if lines, err := d.LogRead(ctx, store.LogReadParams{TaskID: "a"}); err != nil || len(lines) != 0 {
+		t.Fatalf("LogRead after seal = %q, %v: the lines should be gone from the database", lines, err)
+	}
+	write(t, d, func(tx store.DriverTx) error {
+		var err error
+		tail, err = tx.LogTail("a")
+		return err
+	})
+	if !tail.Sealed {
+		t.Fatalf("LogTail after seal = %+v, want sealed", tail)
+	}
+	err = d.Write(ctx, func(tx store.DriverTx) error {
+		_, err := tx.LogTail("nope")
+		return err
+	})
+	if !errors.Is(err, errand.ErrNotFound) {
+		t.Fatalf("LogTail of an unknown task: err = %v, want not found", err)
+	}
 }

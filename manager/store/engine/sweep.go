@@ -140,6 +140,32 @@ func (e *Engine) LogAppend(ctx context.Context, p store.LogAppendParams) (int64,
 	return next, nil
 }
 
+// LogSeal records that an ended task's log now lives in p.Objects: a log
+// sealed already is left as it is (two managers may seal at once), and a
+// task that has not ended keeps its log in the store.
+func (e *Engine) LogSeal(ctx context.Context, p store.LogSealParams) error {
+	objects := p.Objects
+	if objects == nil {
+		objects = []store.LogObject{}
+	}
+	return e.write(ctx, func(tx store.DriverTx) error {
+		tail, err := tx.LogTail(p.TaskID)
+		if err != nil {
+			return err
+		}
+		if tail.Sealed {
+			return nil
+		}
+		if !tail.State.Terminal() {
+			return errand.Errorf(errand.CodeIllegalTransition, "task %s is %s: only an ended task's log is sealed", p.TaskID, tail.State)
+		}
+		if err := tx.LogSeal(p.TaskID, objects); err != nil {
+			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+		}
+		return nil
+	})
+}
+
 // DelegateRegister checks a registration and inserts the delegate.
 func (e *Engine) DelegateRegister(ctx context.Context, p store.DelegateRegisterParams) (*errand.Delegate, error) {
 	if p.Delegate == nil || p.Delegate.ID == "" {

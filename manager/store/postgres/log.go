@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -107,70 +106,17 @@ func (s *Driver) LogSealList(ctx context.Context, limit int) ([]string, error) {
 	return ids, nil
 }
 
-// LogSeal records a sealed log's objects and drops its lines. Two
-// managers sealing the same log at once take turns on the task row; the
-// second finds it sealed.
-func (s *Driver) LogSeal(ctx context.Context, p store.LogSealParams) error {
-	objects := p.Objects
-	if objects == nil {
-		objects = []store.LogObject{}
-	}
+// LogSeal records a sealed log's objects and drops its lines, in one
+// round trip.
+func (w *wtx) LogSeal(taskID string, objects []store.LogObject) error {
 	b, err := json.Marshal(objects)
 	if err != nil {
-		return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-	}
-	// The common case, an ended task not sealed yet, in one statement;
-	// the careful path below says what is wrong otherwise.
-	var ended []string
-	for _, st := range errand.States {
-		if st.Terminal() {
-			ended = append(ended, string(st))
-		}
-	}
-	sealed := false
-	err = s.write(ctx, func(w *wtx) error {
-		err := w.queryRow(`WITH sealed AS (
-				UPDATE tasks SET log_sealed = true, log_objects = $2
-				WHERE id = $1 AND NOT log_sealed AND state = ANY($3::text[]) RETURNING id
-			), dropped AS (
-				DELETE FROM log_chunks WHERE task_id IN (SELECT id FROM sealed)
-			)
-			SELECT EXISTS (SELECT 1 FROM sealed)`, p.TaskID, string(b), ended).Scan(&sealed)
-		if err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		return nil
-	}, writeImplicit)
-	if err != nil || sealed {
 		return err
 	}
-	return s.write(ctx, func(w *wtx) error {
-		var (
-			state  errand.State
-			sealed bool
-		)
-		err := w.queryRow(`SELECT state, log_sealed FROM tasks WHERE id = $1 FOR UPDATE`, p.TaskID).Scan(&state, &sealed)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("task", p.TaskID)
-		}
-		if err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		if sealed {
-			return nil
-		}
-		if !state.Terminal() {
-			return errand.Errorf(errand.CodeIllegalTransition, "task %s is %s: only an ended task's log is sealed", p.TaskID, state)
-		}
-		if _, err := w.exec(`UPDATE tasks SET log_sealed = true, log_objects = $1 WHERE id = $2`,
-			string(b), p.TaskID); err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		if _, err := w.exec(`DELETE FROM log_chunks WHERE task_id = $1`, p.TaskID); err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		return nil
-	})
+	batch := &pgx.Batch{}
+	batch.Queue(`UPDATE tasks SET log_sealed = true, log_objects = $1 WHERE id = $2`, string(b), taskID)
+	batch.Queue(`DELETE FROM log_chunks WHERE task_id = $1`, taskID)
+	return w.sendBatch(batch)
 }
 
 // LogObjects returns a sealed log's objects in line order.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/errandci/errand"
 	"github.com/errandci/errand/manager/store"
 )
 
@@ -124,42 +123,17 @@ func (s *Driver) LogSealList(ctx context.Context, limit int) ([]string, error) {
 }
 
 // LogSeal records a sealed log's objects and drops its lines.
-func (s *Driver) LogSeal(ctx context.Context, p store.LogSealParams) error {
-	objects := p.Objects
-	if objects == nil {
-		objects = []store.LogObject{}
-	}
+func (w *wtx) LogSeal(taskID string, objects []store.LogObject) error {
 	b, err := json.Marshal(objects)
 	if err != nil {
-		return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
+		return err
 	}
-	return s.write(ctx, func(w *wtx) error {
-		var (
-			state  errand.State
-			sealed int
-		)
-		err := w.queryRow(`SELECT state, log_sealed FROM tasks WHERE id = ?`, p.TaskID).Scan(&state, &sealed)
-		if errors.Is(err, sql.ErrNoRows) {
-			return notFound("task", p.TaskID)
-		}
-		if err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		if sealed != 0 {
-			return nil
-		}
-		if !state.Terminal() {
-			return errand.Errorf(errand.CodeIllegalTransition, "task %s is %s: only an ended task's log is sealed", p.TaskID, state)
-		}
-		if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ?, version = ? WHERE id = ?`,
-			string(b), w.s.nextVersion(), p.TaskID); err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		if _, err := w.exec(`DELETE FROM log_chunks WHERE task_id = ?`, p.TaskID); err != nil {
-			return fmt.Errorf("seal log of %s: %w", p.TaskID, err)
-		}
-		return nil
-	})
+	if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ?, version = ? WHERE id = ?`,
+		string(b), w.s.nextVersion(), taskID); err != nil {
+		return err
+	}
+	_, err = w.exec(`DELETE FROM log_chunks WHERE task_id = ?`, taskID)
+	return err
 }
 
 // LogObjects returns a sealed log's objects in line order.
