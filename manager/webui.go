@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"net/http"
 
+	"github.com/errandci/errand"
+	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/web"
 )
 
@@ -16,15 +18,27 @@ func (s *Server) webUI() *web.Handler {
 	ui, err := web.New(web.Config{
 		API:        http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }),
 		SessionKey: key[:],
-		SignIn: func(_ context.Context, token string) (web.Principal, bool) {
+		SignIn: func(ctx context.Context, token string) (web.Principal, error) {
 			if equalToken(token, s.cfg.AdminToken) {
-				return web.Principal{Name: "admin", Role: web.RoleAdmin}, true
+				return web.Principal{Name: BootstrapAdmin, Role: web.RoleAdmin}, nil
 			}
-			return web.Principal{}, false
+			p, isUser, err := s.userPrincipal(ctx, token)
+			if err != nil {
+				return web.Principal{}, err
+			}
+			if !isUser {
+				return web.Principal{}, errand.Errorf(errand.CodeUnauthorized, "it is neither the admin token nor a user token")
+			}
+			return web.Principal{Name: p.user, Role: web.Role(p.role)}, nil
 		},
-		APIToken: func(web.Principal) string { return s.cfg.AdminToken },
-		Log:      s.log,
-		Now:      s.now,
+		// The in-process requests carry the signed-in principal, which the
+		// API serves in place of the bearer token (WithUserPrincipal).
+		APIToken: func(web.Principal) string { return "" },
+		APIContext: func(ctx context.Context, p web.Principal) context.Context {
+			return WithUserPrincipal(ctx, p.Name, store.Role(p.Role))
+		},
+		Log: s.log,
+		Now: s.now,
 	})
 	if err != nil {
 		// Its templates are embedded in the binary: a parse error is a

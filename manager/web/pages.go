@@ -331,7 +331,11 @@ func (h *Handler) rawLog(w http.ResponseWriter, r *http.Request, s *session) err
 // proxyLog serves GET /api/v1/tasks/{id}/logs in-process on w, so that a
 // stream flows through as it is written.
 func (h *Handler) proxyLog(w http.ResponseWriter, r *http.Request, s *session, accept string) {
-	in := r.Clone(r.Context())
+	ctx := r.Context()
+	if h.cfg.APIContext != nil {
+		ctx = h.cfg.APIContext(ctx, s.Principal)
+	}
+	in := r.Clone(ctx)
 	in.URL.Path = "/api/v1/tasks/" + url.PathEscape(r.PathValue("id")) + "/logs"
 	in.URL.RawPath = ""
 	in.RequestURI = in.URL.RequestURI()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/errandci/errand"
 )
 
 // stubAPI answers the few API calls the run page makes: one waiting run.
@@ -35,11 +37,11 @@ func TestViewerMayNotOperate(t *testing.T) {
 	h, err := New(Config{
 		API:        stubAPI(),
 		SessionKey: []byte("0123456789abcdef0123456789abcdef"),
-		SignIn: func(_ context.Context, token string) (Principal, bool) {
+		SignIn: func(_ context.Context, token string) (Principal, error) {
 			if token == "viewer-token" {
-				return Principal{Name: "vera", Role: RoleViewer}, true
+				return Principal{Name: "vera", Role: RoleViewer}, nil
 			}
-			return Principal{}, false
+			return Principal{}, errand.Errorf(errand.CodeUnauthorized, "the token is not valid for this request")
 		},
 		APIToken: func(Principal) string { return "t" },
 		Log:      log,

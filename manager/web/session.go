@@ -6,15 +6,19 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path"
 	"strings"
 	"time"
+
+	"github.com/errandci/errand"
 )
 
-// Role is what a principal may do. Today every signed-in principal is
-// the bootstrap admin; users with other roles sign in the same way.
+// Role is what a principal may do: the bootstrap admin and users with
+// any role sign in the same way, with a token.
 type Role string
 
 // Roles.
@@ -150,9 +154,17 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request) error {
 		h.signInPage(w, r, "Enter a token.", http.StatusUnauthorized)
 		return nil
 	}
-	p, ok := h.cfg.SignIn(r.Context(), token)
-	if !ok {
-		h.signInPage(w, r, "That token is not valid: no session was started. Check the token and try again.", http.StatusUnauthorized)
+	p, err := h.cfg.SignIn(r.Context(), token)
+	if err != nil {
+		if errand.ErrorCode(err) != errand.CodeUnauthorized {
+			return fmt.Errorf("sign in: %w", err)
+		}
+		reason := "it is not valid"
+		var e *errand.Error
+		if errors.As(err, &e) && e.Reason != "" {
+			reason = e.Reason
+		}
+		h.signInPage(w, r, "That token is not valid ("+reason+"): no session was started. Check the token and try again.", http.StatusUnauthorized)
 		return nil
 	}
 	s := session{ID: randomID(), Principal: p, Expires: h.cfg.Now().Add(h.cfg.SessionTTL)}

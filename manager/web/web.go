@@ -47,10 +47,16 @@ type Config struct {
 	// SessionKey signs session cookies and CSRF tokens; managers that
 	// share it (replicas) accept each other's sessions.
 	SessionKey []byte
-	// SignIn returns the principal a token belongs to, or ok false.
-	SignIn func(ctx context.Context, token string) (p Principal, ok bool)
+	// SignIn returns the principal a token belongs to. An error with
+	// code unauthorized (a wrong, revoked or expired token, a disabled
+	// user) is shown to the browser as is; any other is logged.
+	SignIn func(ctx context.Context, token string) (Principal, error)
 	// APIToken returns the bearer token the UI calls the API with for p.
 	APIToken func(p Principal) string
+	// APIContext, when set, returns the context of an in-process API
+	// request made for p, so that the API serves it as p (its role
+	// checks apply and what it does is recorded as p).
+	APIContext func(ctx context.Context, p Principal) context.Context
 	// SessionTTL is how long a session lasts (default 12h).
 	SessionTTL time.Duration
 	Log        *logrus.Logger
@@ -196,7 +202,14 @@ func (h *Handler) form(pattern string, role Role, fn pageFunc) {
 
 // api returns a client of the manager's API acting for s.
 func (h *Handler) api(s *session) *client.HTTP {
-	return client.New("http://manager", h.cfg.APIToken(s.Principal), client.WithHandler(h.cfg.API), client.WithRetry(0))
+	api := h.cfg.API
+	if h.cfg.APIContext != nil {
+		p := s.Principal
+		api = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.cfg.API.ServeHTTP(w, r.WithContext(h.cfg.APIContext(r.Context(), p)))
+		})
+	}
+	return client.New("http://manager", h.cfg.APIToken(s.Principal), client.WithHandler(api), client.WithRetry(0))
 }
 
 // errorPage is the data of the error page.
