@@ -34,7 +34,7 @@ func addClientFlags(cmd *kingpin.CmdClause) *clientFlags {
 	f := &clientFlags{}
 	cmd.Flag("manager", "URL of the manager (http:// or https://).").Envar("ERRAND_MANAGER").
 		Default("http://127.0.0.1:7700").SetValue(&managerURL{&f.manager})
-	cmd.Flag("token", "Admin token (default: the admin.token file in --data-dir).").Envar("ERRAND_TOKEN").
+	cmd.Flag("token", "API token: a user token, or the admin token (default: the admin.token file in --data-dir).").Envar("ERRAND_TOKEN").
 		StringVar(&f.token)
 	cmd.Flag("data-dir", "The manager's data directory, where its generated admin token is found when --token is not given.").
 		Envar("ERRAND_DATA_DIR").Default("./errand-data").StringVar(&f.dataDir)
