@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/manager/web"
 )
 
@@ -121,6 +123,9 @@ func TestWebAuthMatrix(t *testing.T) {
 	d := e.register("d1", nil)
 	taskID, _ := e.leasedTask(d)
 	runID := e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
+	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "vera", Role: "viewer"}, nil)
+	var tok client.Token
+	e.must(http.StatusCreated, "POST", "/api/v1/tokens", testAdmin, &client.TokenRequest{Name: "matrix", User: "vera"}, &tok)
 	fill := func(p string) string {
 		p = strings.TrimSuffix(p, "{$}")
 		switch {
@@ -130,6 +135,10 @@ func TestWebAuthMatrix(t *testing.T) {
 			p = strings.ReplaceAll(p, "{id}", taskID)
 		case strings.HasPrefix(p, "/ui/delegates/"):
 			p = strings.ReplaceAll(p, "{id}", d.id)
+		case strings.HasPrefix(p, "/ui/users/"):
+			p = strings.ReplaceAll(p, "{name}", "vera")
+		case strings.HasPrefix(p, "/ui/tokens/"):
+			p = strings.ReplaceAll(p, "{id}", tok.ID)
 		}
 		p = strings.ReplaceAll(p, "{name}", "gate")
 		if p == "/ui/static/" {
@@ -155,6 +164,12 @@ func TestWebAuthMatrix(t *testing.T) {
 		"GET /ui/tasks/{id}/raw":                   {401, 200},
 		"GET /ui/delegates":                        {303, 200},
 		"POST /ui/delegates/{id}/drain":            {403, 303},
+		"GET /ui/users":                            {303, 200},
+		"POST /ui/users":                           {403, 303},
+		"GET /ui/users/{name}":                     {303, 200},
+		"POST /ui/users/{name}/tokens":             {403, 200},
+		"POST /ui/tokens/{id}/revoke":              {403, 303},
+		"GET /ui/audit":                            {303, 200},
 		"GET /ui/":                                 {404, 404},
 	}
 	ui := e.s.webUI()
@@ -192,6 +207,8 @@ func TestWebAuthMatrix(t *testing.T) {
 				return resp.StatusCode
 			}
 			form.Set("config", "stages: []")
+			form.Set("name", "matrix")
+			form.Set("role", "viewer")
 			resp, _ := webPost(t, c, u, form)
 			return resp.StatusCode
 		}
@@ -277,6 +294,90 @@ func TestWebRunsFilter(t *testing.T) {
 		// Newest first.
 		if tc.query == "" && strings.Index(page, broken) > strings.Index(page, mainPush) {
 			t.Errorf("runs are not newest first")
+		}
+	}
+}
+
+// TestWebAdminPages manages users and tokens and reads the audit trail
+// through the UI as the admin; a viewer is refused every admin page and
+// form, and is not shown the links.
+func TestWebAdminPages(t *testing.T) {
+	e := newEnv(t)
+	admin := e.webClient(t)
+	csrf, _, _ := e.webSignIn(t, admin, testAdmin)
+	if _, page := webGet(t, admin, e.ts.URL+"/"); !strings.Contains(page, `id="nav-users"`) || !strings.Contains(page, `id="nav-audit"`) {
+		t.Errorf("the admin's pages have no Users and Audit links")
+	}
+
+	resp, _ := webPost(t, admin, e.ts.URL+"/ui/users", url.Values{"csrf": {csrf}, "name": {"olga"}, "role": {"operator"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/users/olga" {
+		t.Fatalf("create user = %d to %q, want 303 to /ui/users/olga", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if _, page := webGet(t, admin, e.ts.URL+"/ui/users"); !strings.Contains(page, `href="/ui/users/olga"`) || !strings.Contains(page, "operator") {
+		t.Errorf("the users page does not list olga, operator: %.500s", page)
+	}
+	resp, page := webPost(t, admin, e.ts.URL+"/ui/users/olga/tokens", url.Values{"csrf": {csrf}, "name": {"laptop"}, "expires_in": {"720h"}})
+	secret := regexp.MustCompile(`id="token-secret">(eu_[^<]+)<`).FindStringSubmatch(page)
+	if resp.StatusCode != http.StatusOK || secret == nil || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("create token = %d (Cache-Control %q), secret %v: %.500s", resp.StatusCode, resp.Header.Get("Cache-Control"), secret, page)
+	}
+	if _, page := webGet(t, admin, e.ts.URL+"/ui/users/olga"); strings.Contains(page, secret[1]) || !strings.Contains(page, "laptop") {
+		t.Errorf("olga's page afterwards shows the secret, or not the token laptop")
+	}
+	olga := e.webClient(t)
+	if c, resp, body := e.webSignIn(t, olga, secret[1]); c == "" {
+		t.Fatalf("sign in with olga's new token = %d: %.300s", resp.StatusCode, body)
+	}
+	if _, page := webGet(t, olga, e.ts.URL+"/"); !strings.Contains(page, "olga (operator)") || strings.Contains(page, `id="nav-users"`) {
+		t.Errorf("olga's runs page: not signed in as olga (operator), or shows the Users link")
+	}
+
+	var list client.TokenList
+	e.must(http.StatusOK, "GET", "/api/v1/tokens?user=olga", testAdmin, nil, &list)
+	if len(list.Tokens) != 1 {
+		t.Fatalf("olga has %d tokens", len(list.Tokens))
+	}
+	resp, _ = webPost(t, admin, e.ts.URL+"/ui/tokens/"+list.Tokens[0].ID+"/revoke", url.Values{"csrf": {csrf}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/users/olga" {
+		t.Errorf("revoke = %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if c, resp, body := e.webSignIn(t, e.webClient(t), secret[1]); c != "" || resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "revoked") {
+		t.Errorf("sign in with a revoked token = %d: %.300s", resp.StatusCode, body)
+	}
+
+	_, page = webGet(t, admin, e.ts.URL+"/ui/audit")
+	for _, want := range []string{"user.create", "token.create", "token.revoke", "olga"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the audit page does not show %q", want)
+		}
+	}
+	var audit client.AuditList
+	e.must(http.StatusOK, "GET", "/api/v1/audit", testAdmin, nil, &audit)
+	newest := audit.Entries[0]
+	_, page = webGet(t, admin, e.ts.URL+fmt.Sprintf("/ui/audit?before=%d", newest.ID))
+	if strings.Contains(page, fmt.Sprintf(`id="audit-%d"`, newest.ID)) || !strings.Contains(page, fmt.Sprintf(`id="audit-%d"`, audit.Entries[1].ID)) {
+		t.Errorf("the audit page before %d shows the newest entry or not the one before it", newest.ID)
+	}
+	if resp, _ := webGet(t, admin, e.ts.URL+"/ui/audit?before=x"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("audit before=x = %d, want 400", resp.StatusCode)
+	}
+
+	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "vera", Role: "viewer"}, nil)
+	var tok client.Token
+	e.must(http.StatusCreated, "POST", "/api/v1/tokens", testAdmin, &client.TokenRequest{Name: "web", User: "vera"}, &tok)
+	vera := e.webClient(t)
+	vcsrf, _, _ := e.webSignIn(t, vera, tok.Secret)
+	if _, page := webGet(t, vera, e.ts.URL+"/"); strings.Contains(page, `id="nav-users"`) || strings.Contains(page, `id="nav-audit"`) {
+		t.Errorf("a viewer is shown the Users or Audit link")
+	}
+	for _, p := range []string{"/ui/users", "/ui/users/olga", "/ui/audit"} {
+		if resp, body := webGet(t, vera, e.ts.URL+p); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "this needs the admin role; vera has the viewer role") {
+			t.Errorf("GET %s as a viewer = %d, want 403 naming the admin role", p, resp.StatusCode)
+		}
+	}
+	for _, p := range []string{"/ui/users", "/ui/users/olga/tokens", "/ui/tokens/" + tok.ID + "/revoke"} {
+		if resp, body := webPost(t, vera, e.ts.URL+p, url.Values{"csrf": {vcsrf}, "name": {"x"}, "role": {"admin"}}); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "this needs the admin role; vera has the viewer role") {
+			t.Errorf("POST %s as a viewer = %d, want 403 naming the admin role", p, resp.StatusCode)
 		}
 	}
 }

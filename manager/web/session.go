@@ -43,7 +43,8 @@ func (p Principal) May(role Role) bool { return rank[p.Role] > 0 && rank[p.Role]
 // CanOperate says whether p may submit, cancel and approve.
 func (p Principal) CanOperate() bool { return p.May(RoleOperator) }
 
-// CanAdminister says whether p may drain delegates.
+// CanAdminister says whether p may drain delegates and manage users,
+// tokens and the audit trail.
 func (p Principal) CanAdminister() bool { return p.May(RoleAdmin) }
 
 // Cookie and form field names.

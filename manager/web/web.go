@@ -125,6 +125,12 @@ func (h *Handler) register() {
 	h.page("GET "+Prefix+"tasks/{id}/raw", h.rawLog)
 	h.page("GET "+Prefix+"delegates", h.delegatesPage)
 	h.form("POST "+Prefix+"delegates/{id}/drain", RoleAdmin, h.drainDelegate)
+	h.adminPage("GET "+Prefix+"users", h.usersPage)
+	h.form("POST "+Prefix+"users", RoleAdmin, h.createUser)
+	h.adminPage("GET "+Prefix+"users/{name}", h.userPage)
+	h.form("POST "+Prefix+"users/{name}/tokens", RoleAdmin, h.createToken)
+	h.form("POST "+Prefix+"tokens/{id}/revoke", RoleAdmin, h.revokeToken)
+	h.adminPage("GET "+Prefix+"audit", h.auditPage)
 	h.public("GET "+Prefix, h.notFound)
 }
 
@@ -171,6 +177,17 @@ func (h *Handler) page(pattern string, fn pageFunc) {
 		if err := fn(w, r, s); err != nil {
 			h.fail(w, r, s, err)
 		}
+	})
+}
+
+// adminPage registers a GET page only admins may see: others get 403
+// naming the role it needs.
+func (h *Handler) adminPage(pattern string, fn pageFunc) {
+	h.page(pattern, func(w http.ResponseWriter, r *http.Request, s *session) error {
+		if !s.Principal.May(RoleAdmin) {
+			return errand.Errorf(errand.CodeForbidden, "this needs the %s role; %s has the %s role", RoleAdmin, s.Principal.Name, s.Principal.Role)
+		}
+		return fn(w, r, s)
 	})
 }
 
