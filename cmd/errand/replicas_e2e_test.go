@@ -215,9 +215,10 @@ func TestE2EReplicas(t *testing.T) {
 	defer cancel()
 	dead := make([]atomic.Bool, replicas)
 
-	newDelegate := func(name string, at int) *replicaDelegate {
+	// A delegate serves the task types given, or any type when none is.
+	newDelegate := func(name string, at int, types ...string) *replicaDelegate {
 		c := testenv.Client(t, rs.managers[at].URL, rs.regToken)
-		reg, err := c.Register(ctx, &client.RegisterRequest{Name: name, Hostname: "e2e", Capacity: 4})
+		reg, err := c.Register(ctx, &client.RegisterRequest{Name: name, Hostname: "e2e", Capacity: 4, TaskTypes: types})
 		if err != nil {
 			t.Fatalf("register %s on replica %d: %v", name, at, err)
 		}
@@ -340,7 +341,9 @@ func TestE2EReplicas(t *testing.T) {
 		// A delegate on replica 0 that takes a task and falls silent when
 		// replica 0 dies: its lease expires, another delegate finishes the
 		// task, and its late report must be refused.
-		zombie := newDelegate("zombie", 0)
+		// It serves only its own type: a task an earlier subtest left in
+		// the queue (its delegate lost) must not be the one it holds.
+		zombie := newDelegate("zombie", 0, "zombie")
 		if _, err := rs.admin[0].CreateTasks(ctx, []*client.TaskSpec{{ID: "zombie-task", Type: "zombie"}}); err != nil {
 			t.Fatal(err)
 		}
