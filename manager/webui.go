@@ -3,9 +3,12 @@ package manager
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/web"
 )
@@ -29,8 +32,10 @@ func (s *Server) webUI() *web.Handler {
 			if !isUser {
 				return web.Principal{}, errand.Errorf(errand.CodeUnauthorized, "it is neither the admin token nor a user token")
 			}
-			return web.Principal{Name: p.user, Role: web.Role(p.role)}, nil
+			id, _, _ := strings.Cut(strings.TrimPrefix(token, client.UserTokenPrefix), "_")
+			return web.Principal{Name: p.user, Role: web.Role(p.role), TokenID: id}, nil
 		},
+		Check: s.webSessionValid,
 		// The in-process requests carry the signed-in principal, which the
 		// API serves in place of the bearer token (WithUserPrincipal).
 		APIToken: func(web.Principal) string { return "" },
@@ -46,6 +51,35 @@ func (s *Server) webUI() *web.Handler {
 		panic(err)
 	}
 	return ui
+}
+
+// webSessionValid refuses a session whose user token was revoked or
+// has expired, or whose user was disabled, since it was started.
+func (s *Server) webSessionValid(ctx context.Context, p web.Principal) error {
+	if p.TokenID == "" {
+		return nil // the bootstrap admin: the session key derives from its token
+	}
+	tokens, err := s.users.ListTokens(ctx, bootstrapAdmin.actor(), p.Name, true)
+	if err != nil {
+		return fmt.Errorf("session of %s: %w", p.Name, err)
+	}
+	for _, t := range tokens {
+		if t.ID != p.TokenID {
+			continue
+		}
+		if t.RevokedAt != nil || t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt) {
+			return fmt.Errorf("session of %s: token %s revoked or expired", p.Name, t.ID)
+		}
+		u, err := s.users.GetUser(ctx, p.Name)
+		if err != nil {
+			return fmt.Errorf("session of %s: %w", p.Name, err)
+		}
+		if u.DisabledAt != nil {
+			return fmt.Errorf("session of %s: the user is disabled", p.Name)
+		}
+		return nil
+	}
+	return fmt.Errorf("session of %s: token %s not found", p.Name, p.TokenID)
 }
 
 // serveWebRoot serves the UI's root page: the runs, or the sign-in form.

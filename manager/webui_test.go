@@ -341,6 +341,10 @@ func TestWebAdminPages(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/ui/users/olga" {
 		t.Errorf("revoke = %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	// The session started with it ends too.
+	if resp, page := webGet(t, olga, e.ts.URL+"/ui/tasks"); resp.StatusCode != http.StatusSeeOther || strings.Contains(page, "olga (operator)") {
+		t.Errorf("olga's session after the revoke: GET /ui/tasks = %d, want 303 to sign in", resp.StatusCode)
+	}
 	if c, resp, body := e.webSignIn(t, e.webClient(t), secret[1]); c != "" || resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "revoked") {
 		t.Errorf("sign in with a revoked token = %d: %.300s", resp.StatusCode, body)
 	}

@@ -32,6 +32,10 @@ const (
 type Principal struct {
 	Name string `json:"name"`
 	Role Role   `json:"role"`
+	// TokenID names the user token the session was started with, so
+	// that Config.Check can end the session when it is revoked; empty
+	// for the bootstrap admin.
+	TokenID string `json:"token_id,omitempty"`
 }
 
 // rank orders the roles: each may do what the ones below it may.
@@ -94,6 +98,12 @@ func (h *Handler) session(r *http.Request) (*session, bool) {
 	var s session
 	if json.Unmarshal(data, &s) != nil || s.ID == "" || !h.cfg.Now().Before(s.Expires) {
 		return nil, false
+	}
+	if h.cfg.Check != nil {
+		if err := h.cfg.Check(r.Context(), s.Principal); err != nil {
+			h.cfg.Log.WithError(err).WithField("user", s.Principal.Name).Debug("session ended")
+			return nil, false
+		}
 	}
 	s.CSRF = b64.EncodeToString(h.sign([]byte(s.ID), "csrf"))
 	return &s, true

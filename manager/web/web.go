@@ -57,6 +57,10 @@ type Config struct {
 	// request made for p, so that the API serves it as p (its role
 	// checks apply and what it does is recorded as p).
 	APIContext func(ctx context.Context, p Principal) context.Context
+	// Check, when set, is asked on every request of a session whether
+	// its principal may still act (its token not revoked or expired,
+	// its user not disabled); an error ends the session.
+	Check func(ctx context.Context, p Principal) error
 	// SessionTTL is how long a session lasts (default 12h).
 	SessionTTL time.Duration
 	Log        *logrus.Logger
