@@ -103,6 +103,13 @@ type notifier struct {
 	pending []store.Change
 	logAt   map[string]int // task id → index of its log change in pending
 
+	// turn is held by whoever is sending notifications: a transaction
+	// carrying them (board) or the notifier itself. A transaction that
+	// notifies holds a database-wide lock while it commits, so that
+	// notifying transactions commit one after the other: one at a time
+	// keeps the others' commits together.
+	turn chan struct{}
+
 	wake   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -111,7 +118,7 @@ type notifier struct {
 
 func newNotifier(s *Driver) *notifier {
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &notifier{s: s, logAt: map[string]int{}, wake: make(chan struct{}, 1),
+	n := &notifier{s: s, logAt: map[string]int{}, turn: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	go n.run()
 	return n
@@ -164,8 +171,65 @@ func (n *notifier) run() {
 			cancel()
 			return
 		case <-n.wake:
+			// Give a transaction about to commit the chance to carry
+			// what is waiting (board): a notification sent on its own
+			// is a commit of its own.
+			t := time.NewTimer(notifyLinger)
+			select {
+			case <-n.ctx.Done():
+				t.Stop()
+				continue
+			case <-t.C:
+			}
+			select {
+			case <-n.ctx.Done():
+				continue
+			case n.turn <- struct{}{}:
+			}
 			n.send(n.ctx, n.take())
+			<-n.turn
 		}
+	}
+}
+
+// notifyLinger is how long the notifier leaves waiting changes to the
+// next committing transaction before it sends them itself.
+const notifyLinger = 2 * time.Millisecond
+
+// board has a transaction about to commit carry the waiting changes and
+// its own, so that they cost no commit of their own and reach the other
+// managers when it commits. It returns ok false, having done nothing,
+// when another send holds the turn or nothing is to be sent. When ok, the
+// caller calls landed once the transaction ended.
+func (n *notifier) board(ctx context.Context, tx pgx.Tx, own []store.Change) (taken []store.Change, ok bool, err error) {
+	select {
+	case n.turn <- struct{}{}:
+	default:
+		return nil, false, nil
+	}
+	taken = n.take()
+	all := append(append([]store.Change(nil), taken...), own...)
+	payloads, err := encodePayloads(n.s.origin, all)
+	if err != nil || len(payloads) == 0 {
+		n.landed(taken, false)
+		return nil, false, nil
+	}
+	b := &pgx.Batch{}
+	for _, p := range payloads {
+		b.Queue(`SELECT pg_notify($1, $2)`, n.s.channel, p)
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return taken, true, fmt.Errorf("notify: %w", err)
+	}
+	return taken, true, nil
+}
+
+// landed ends a board: the changes it took are queued again when the
+// transaction that carried them did not commit.
+func (n *notifier) landed(taken []store.Change, committed bool) {
+	<-n.turn
+	if !committed {
+		n.add(taken)
 	}
 }
 

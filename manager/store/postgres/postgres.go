@@ -276,22 +276,51 @@ func (s *Driver) write(ctx context.Context, fn func(*wtx) error, mode ...writeMo
 		return errand.Errorf(errand.CodeUnavailable, "store closed")
 	}
 	single := len(mode) > 0 && mode[0] == writeImplicit
+	carry := true
 	for attempt := 0; ; attempt++ {
 		w := &wtx{s: s, ctx: ctx}
-		var err error
+		var (
+			err     error
+			fnDone  bool
+			boarded bool
+			taken   []store.Change
+		)
 		if single {
 			w.tx = s.pool
 			err = fn(w)
 		} else {
 			err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 				w.tx = tx
-				return fn(w)
+				if err := fn(w); err != nil {
+					return err
+				}
+				fnDone = true
+				if !carry {
+					return nil
+				}
+				var err error
+				taken, boarded, err = s.notifier.board(ctx, tx, w.changes)
+				return err
 			})
+		}
+		if boarded {
+			s.notifier.landed(taken, err == nil)
 		}
 		if err == nil {
 			s.subs.Deliver(w.changes)
-			s.notifier.add(w.changes)
+			if !boarded {
+				s.notifier.add(w.changes)
+			}
 			return nil
+		}
+		// Notifications never fail a write: one that failed while it
+		// carried them (PostgreSQL refused the notifications or, at
+		// commit, had no room for them, and rolled back) runs again
+		// without.
+		var pe *pgconn.PgError
+		if boarded && fnDone && errors.As(err, &pe) {
+			carry = false
+			continue
 		}
 		if !retryable(err) || attempt >= maxRetries {
 			return storageFull(err)
