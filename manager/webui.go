@@ -59,27 +59,10 @@ func (s *Server) webSessionValid(ctx context.Context, p web.Principal) error {
 	if p.TokenID == "" {
 		return nil // the bootstrap admin: the session key derives from its token
 	}
-	tokens, err := s.users.ListTokens(ctx, bootstrapAdmin.actor(), p.Name, true)
-	if err != nil {
+	if err := s.users.SessionValid(ctx, p.Name, p.TokenID); err != nil {
 		return fmt.Errorf("session of %s: %w", p.Name, err)
 	}
-	for _, t := range tokens {
-		if t.ID != p.TokenID {
-			continue
-		}
-		if t.RevokedAt != nil || t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt) {
-			return fmt.Errorf("session of %s: token %s revoked or expired", p.Name, t.ID)
-		}
-		u, err := s.users.GetUser(ctx, p.Name)
-		if err != nil {
-			return fmt.Errorf("session of %s: %w", p.Name, err)
-		}
-		if u.DisabledAt != nil {
-			return fmt.Errorf("session of %s: the user is disabled", p.Name)
-		}
-		return nil
-	}
-	return fmt.Errorf("session of %s: token %s not found", p.Name, p.TokenID)
+	return nil
 }
 
 // serveWebRoot serves the UI's root page: the runs, or the sign-in form.

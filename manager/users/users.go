@@ -97,26 +97,52 @@ func (s *Service) Authenticate(ctx context.Context, token string) (a Actor, ok b
 	if !equalHash(hashToken(token), t.Hash) {
 		return Actor{}, true, bad
 	}
-	now := s.now()
-	switch {
-	case t.RevokedAt != nil:
-		return Actor{}, true, errand.Errorf(errand.CodeUnauthorized, "the token %s was revoked", t.ID)
-	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
-		return Actor{}, true, errand.Errorf(errand.CodeUnauthorized, "the token %s expired at %s", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339))
-	}
-	u, err := s.store.UserGet(ctx, t.User)
+	u, err := s.live(ctx, t)
 	if err != nil {
-		return Actor{}, true, fmt.Errorf("authenticate: %w", err)
+		return Actor{}, true, err
 	}
-	if u.DisabledAt != nil {
-		return Actor{}, true, errand.Errorf(errand.CodeUnauthorized, "the user %s is disabled", u.Name)
-	}
+	now := s.now()
 	if t.LastUsedAt == nil || now.Sub(*t.LastUsedAt) >= touchEvery {
 		if err := s.store.TokenTouch(ctx, store.TokenTouchParams{ID: t.ID, Now: now}); err != nil {
 			s.log.WithError(err).WithField("token_id", t.ID).Debug("token last use not recorded")
 		}
 	}
 	return Actor{Name: u.Name, Role: u.Role}, true, nil
+}
+
+// live returns the user of a token that is neither revoked nor expired
+// and whose user is not disabled; otherwise errand.CodeUnauthorized
+// saying which.
+func (s *Service) live(ctx context.Context, t *store.Token) (*store.User, error) {
+	switch {
+	case t.RevokedAt != nil:
+		return nil, errand.Errorf(errand.CodeUnauthorized, "the token %s was revoked", t.ID)
+	case t.ExpiresAt != nil && !s.now().Before(*t.ExpiresAt):
+		return nil, errand.Errorf(errand.CodeUnauthorized, "the token %s expired at %s", t.ID, t.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	u, err := s.store.UserGet(ctx, t.User)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	if u.DisabledAt != nil {
+		return nil, errand.Errorf(errand.CodeUnauthorized, "the user %s is disabled", u.Name)
+	}
+	return u, nil
+}
+
+// SessionValid says whether a session signed in with the token tokenID
+// of user may go on: the token must still be the user's, live, and the
+// user enabled, by the same rules as Authenticate.
+func (s *Service) SessionValid(ctx context.Context, user, tokenID string) error {
+	t, err := s.store.TokenGet(ctx, tokenID)
+	if errors.Is(err, errand.ErrNotFound) || err == nil && t.User != user {
+		return errand.Errorf(errand.CodeUnauthorized, "the token %s is not %s's", tokenID, user)
+	}
+	if err != nil {
+		return fmt.Errorf("session of %s: %w", user, err)
+	}
+	_, err = s.live(ctx, t)
+	return err
 }
 
 // CheckRole refuses an actor whose role is below need, naming it.
