@@ -256,3 +256,28 @@ func selectIDs(w *wtx, q string, args ...any) ([]string, error) {
 	}
 	return ids, rows.Err()
 }
+
+// selectIDsWith runs q, whose rows are an id and one more column, and
+// returns the ids and that column's values in row order.
+func selectIDsWith[T any](w *wtx, q string, args ...any) ([]string, []T, error) {
+	rows, err := w.query(q, args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var (
+		ids    []string
+		values []T
+	)
+	for rows.Next() {
+		var (
+			id string
+			v  T
+		)
+		if err := rows.Scan(&id, &v); err != nil {
+			return nil, nil, err
+		}
+		ids, values = append(ids, id), append(values, v)
+	}
+	return ids, values, rows.Err()
+}

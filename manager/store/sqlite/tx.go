@@ -300,28 +300,9 @@ func (w *wtx) TaskRowsHeld(delegateID string) ([]*store.TaskRow, error) {
 // TaskRowsUnrenewed reads the active tasks whose leases were not renewed
 // since before.
 func (w *wtx) TaskRowsUnrenewed(before time.Time) ([]store.RenewedRow, error) {
-	rows, err := w.query(`SELECT id, lease_renewed FROM tasks WHERE lease_token <> '' AND finished_at IS NULL
+	ids, renewed, err := selectIDsWith[int64](w, `SELECT id, lease_renewed FROM tasks WHERE lease_token <> '' AND finished_at IS NULL
 		AND lease_renewed < ? ORDER BY +seq`, nanos(before))
 	if err != nil {
-		return nil, err
-	}
-	var (
-		ids     []string
-		renewed []int64
-	)
-	for rows.Next() {
-		var (
-			id string
-			at int64
-		)
-		if err := rows.Scan(&id, &at); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids, renewed = append(ids, id), append(renewed, at)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	read, err := readRows(w, ids)
@@ -348,29 +329,13 @@ func (w *wtx) TaskRowsOverdue(now time.Time, grace time.Duration) ([]*store.Task
 // TaskRowsOrphaned reads the queued tasks whose affinity task's delegate
 // is gone or lost since before lostBefore.
 func (w *wtx) TaskRowsOrphaned(lostBefore time.Time) ([]store.OrphanRow, error) {
-	rows, err := w.query(`SELECT t.id, a.delegate_group FROM tasks t
+	ids, groups, err := selectIDsWith[string](w, `SELECT t.id, a.delegate_group FROM tasks t
 		JOIN tasks a ON a.id = t.affinity AND a.delegate_id <> ''
 		LEFT JOIN delegates ad ON ad.id = a.delegate_id
 		WHERE t.state = 'queued' AND t.affinity <> ''
 			AND (ad.id IS NULL OR (ad.state = 'lost' AND ad.last_heartbeat < ?))
 		ORDER BY +t.seq`, nanos(lostBefore))
 	if err != nil {
-		return nil, err
-	}
-	var (
-		ids    []string
-		groups []string
-	)
-	for rows.Next() {
-		var id, group string
-		if err := rows.Scan(&id, &group); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids, groups = append(ids, id), append(groups, group)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	read, err := readRows(w, ids)
