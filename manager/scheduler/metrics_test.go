@@ -10,13 +10,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/internal/clock"
 	"github.com/errandci/errand/manager/store"
 )
 
 // A batch announces its creation once per type and state, with a count,
 // and errand_tasks_created_total counts from that announcement.
 func TestCreatedCountedFromChanges(t *testing.T) {
-	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := newScheduler(t, clk)
 	var (
 		mu      sync.Mutex

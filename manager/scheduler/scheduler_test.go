@@ -5,36 +5,19 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/internal/clock"
 	"github.com/errandci/errand/manager/store/sqlite"
 )
 
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // newScheduler returns a started scheduler over a fresh SQLite store,
 // stopped (and the store closed) when the test ends.
-func newScheduler(t *testing.T, clk *clock) *Scheduler {
+func newScheduler(t *testing.T, clk *clock.Fake) *Scheduler {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "errand.db"))
 	if err != nil {
@@ -68,7 +51,7 @@ func newScheduler(t *testing.T, clk *clock) *Scheduler {
 // A cancel whose change never arrived is found by the next heartbeat
 // after cancelRecheck, which reads the store again.
 func TestMissedCancelFoundByRecheck(t *testing.T) {
-	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := newScheduler(t, clk)
 	ctx := context.Background()
 	d, _, err := s.Register(ctx, &errand.Delegate{Name: "d"})
@@ -98,7 +81,7 @@ func TestMissedCancelFoundByRecheck(t *testing.T) {
 	if err != nil || len(hb.Cancel) != 0 {
 		t.Fatalf("heartbeat = %+v, %v: the cache was expected to have missed the cancel", hb, err)
 	}
-	clk.Add(cancelRecheck + time.Second)
+	clk.Advance(cancelRecheck + time.Second)
 	hb, err = s.Heartbeat(ctx, d.ID, Heartbeat{Running: []string{task.ID}})
 	if err != nil || fmt.Sprint(hb.Cancel) != fmt.Sprint([]string{task.ID}) {
 		t.Fatalf("heartbeat after the recheck = %+v, %v, want the cancel", hb, err)
@@ -108,7 +91,7 @@ func TestMissedCancelFoundByRecheck(t *testing.T) {
 // Stop without Start releases what New took (its subscription) and
 // closes Done; a long-poll ends at once after EndWaits.
 func TestLifecycle(t *testing.T) {
-	clk := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := newScheduler(t, clk)
 	ctx := context.Background()
 	d, _, err := s.Register(ctx, &errand.Delegate{Name: "d"})
