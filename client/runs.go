@@ -65,9 +65,13 @@ type Run struct {
 	ID        string    `json:"id"`
 	Href      string    `json:"href"`
 	CreatedAt time.Time `json:"created_at"`
-	Filename  string    `json:"filename,omitempty"`
-	Branch    string    `json:"branch,omitempty"`
-	Event     string    `json:"event,omitempty"`
+	// CreatedBy names who made the run: the user whose token submitted
+	// it, "admin" for the bootstrap admin token, or the local user of
+	// `errand run`; empty for runs made before it was recorded.
+	CreatedBy string `json:"created_by,omitempty"`
+	Filename  string `json:"filename,omitempty"`
+	Branch    string `json:"branch,omitempty"`
+	Event     string `json:"event,omitempty"`
 	// Phase is queued, running, finished or setuperror.
 	Phase string `json:"phase"`
 	// Result is unknown, success, failed or cancelled.

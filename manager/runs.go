@@ -40,12 +40,14 @@ const (
 	defaultRunListLimit = 20
 )
 
-func (s *Server) createRun(w http.ResponseWriter, r *http.Request, _ principal) error {
+// createRun records the caller as the run's creator: a user's name, or
+// BootstrapAdmin for the admin token.
+func (s *Server) createRun(w http.ResponseWriter, r *http.Request, p principal) error {
 	var req client.RunRequest
 	if err := httphelper.DecodeJSON(r, &req, s.cfg.MaxBodyBytes); err != nil {
 		return err
 	}
-	view, err := s.runs.Create(r.Context(), &req)
+	view, err := s.runs.Create(r.Context(), &req, p.user)
 	if err != nil {
 		return err
 	}

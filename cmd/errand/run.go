@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"github.com/errandci/errand/manager"
 	"github.com/errandci/errand/manager/ost/posix"
 	"github.com/errandci/errand/manager/scheduler"
+	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/manager/store/sqlite"
 	"github.com/errandci/errand/pipeline"
 	"github.com/errandci/errand/router"
@@ -442,7 +444,9 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 		<-done
 	}()
 
-	run, err := admin.CreateRun(life, &client.RunRequest{Config: string(lr.src), Filename: lr.name,
+	// The run is made by whoever runs errand on this machine.
+	asLocal := manager.WithUserPrincipal(life, localUser(), store.RoleAdmin)
+	run, err := admin.CreateRun(asLocal, &client.RunRequest{Config: string(lr.src), Filename: lr.name,
 		Branch: f.branch, Event: f.event, ExtStr: f.extStr, Env: lr.env})
 	if err != nil {
 		return exitFailed, err
@@ -454,6 +458,22 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 	}
 	return followRun(ctx, admin, run.ID, stdout, followOptions{approve: f.approve, failOnWait: !f.approve, failOnUnserved: true,
 		colour: useColour(stdout, f.noColour) && !f.jsonOut, timestamps: f.timestamps, json: f.jsonOut, cancelOnInterrupt: true})
+}
+
+// localUser names who runs errand run, as the run's creator: the OS
+// user, or "local" when it has no name.
+func localUser() string {
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if name == "" {
+		name = os.Getenv("USER")
+	}
+	if name == "" || len(name) > store.MaxRunCreatedBy {
+		return "local"
+	}
+	return name
 }
 
 // killSettle is how long a killed run's own writes may go on before its

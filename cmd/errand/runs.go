@@ -37,10 +37,10 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 		}
 		rows := make([][]string, len(l.Items))
 		for i, r := range l.Items {
-			rows[i] = []string{r.ID, r.Phase, r.Result, strconv.Itoa(r.StageCount), dash(r.Branch),
+			rows[i] = []string{r.ID, r.Phase, r.Result, strconv.Itoa(r.StageCount), dash(r.Branch), dash(r.CreatedBy),
 				localStamp(&r.CreatedAt), localStamp(r.StartedAt), localStamp(r.FinishedAt), runDuration(r.Duration, r.StartedAt)}
 		}
-		return table(g.Stdout, []string{"ID", "PHASE", "RESULT", "STAGES", "BRANCH", "CREATED", "STARTED", "FINISHED", "DURATION"}, rows)
+		return table(g.Stdout, []string{"ID", "PHASE", "RESULT", "STAGES", "BRANCH", "CREATED BY", "CREATED", "STARTED", "FINISHED", "DURATION"}, rows)
 	}))
 
 	get := cmd.Command("get", "Show a run with its stages and steps, and why a stage's setup or cleanup failed.")
@@ -143,7 +143,7 @@ func printRun(ctx context.Context, c *client.HTTP, g *globals, r *client.Run) er
 	}
 	if err := fields(g.Stdout, [][2]string{
 		{"run", r.ID}, {"phase", r.Phase}, {"result", r.Result}, {"branch", r.Branch}, {"event", r.Event},
-		{"created", localStamp(&r.CreatedAt)}, {"started", opt(r.StartedAt)}, {"finished", opt(r.FinishedAt)},
+		{"created", localStamp(&r.CreatedAt)}, {"created by", r.CreatedBy}, {"started", opt(r.StartedAt)}, {"finished", opt(r.FinishedAt)},
 		{"duration", runDuration(r.Duration, r.StartedAt)}, {"cancelled", opt(r.CancelledAt)},
 	}); err != nil {
 		return err

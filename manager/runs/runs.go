@@ -71,11 +71,12 @@ type runPlan struct {
 // runFormats are the config formats a submitted run may use.
 var runFormats = []string{".yml", ".yaml", ".json", ".jsonnet"}
 
-// Create plans a submitted config and stores the run with its tasks. A
-// config that does not load or validate makes a run with setup errors; a
-// request that is not a config, or a config past a bound of a run, is
-// refused (errand.CodeInvalid, CodeTooLarge) and makes no run.
-func (s *Service) Create(ctx context.Context, req *client.RunRequest) (*client.Run, error) {
+// Create plans a submitted config and stores the run with its tasks,
+// made by createdBy (who submitted it). A config that does not load or
+// validate makes a run with setup errors; a request that is not a
+// config, or a config past a bound of a run, is refused
+// (errand.CodeInvalid, CodeTooLarge) and makes no run.
+func (s *Service) Create(ctx context.Context, req *client.RunRequest, createdBy string) (*client.Run, error) {
 	if strings.TrimSpace(req.Config) == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, `config: required; the body is {"config": "<the pipeline config>", "filename": "config.yml"}`)
 	}
@@ -91,7 +92,7 @@ func (s *Service) Create(ctx context.Context, req *client.RunRequest) (*client.R
 		return nil, errand.Errorf(errand.CodeTooLarge, "config: larger than %d bytes", store.MaxRunConfig)
 	}
 	id := ulid.Make().String()
-	run := &store.Run{ID: id, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
+	run := &store.Run{ID: id, CreatedBy: createdBy, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
 	plan, err := s.planRun(ctx, id, name, req)
 	var tooLarge *runTooLarge
 	if errors.As(err, &tooLarge) {
@@ -113,7 +114,7 @@ func (s *Service) Create(ctx context.Context, req *client.RunRequest) (*client.R
 	if len(run.SetupErrors) > 0 {
 		s.setupErrorRun()
 	}
-	s.log.WithFields(logrus.Fields{"run_id": id, "tasks": len(tasks), "setup_errors": len(run.SetupErrors)}).Info("run created")
+	s.log.WithFields(logrus.Fields{"run_id": id, "created_by": createdBy, "tasks": len(tasks), "setup_errors": len(run.SetupErrors)}).Info("run created")
 	return s.runView(ctx, run)
 }
 
@@ -247,8 +248,8 @@ func (s *Service) List(ctx context.Context, after string, limit int) (*client.Ru
 // change).
 func (s *Service) runListItem(ctx context.Context, run *store.Run, st *store.RunTaskStats) (*client.Run, error) {
 	out := &client.Run{Kind: client.KindRun, ID: run.ID, Href: Href(run.ID), CreatedAt: run.CreatedAt,
-		Filename: run.Filename, Branch: run.Branch, Event: run.Event, CancelledAt: run.CancelledAt,
-		Stages: []*client.RunStage{}}
+		CreatedBy: run.CreatedBy, Filename: run.Filename, Branch: run.Branch, Event: run.Event,
+		CancelledAt: run.CancelledAt, Stages: []*client.RunStage{}}
 	if len(run.SetupErrors) > 0 {
 		phase, result := pipeline.SetupError()
 		out.Phase, out.Result = string(phase), string(result)
@@ -390,8 +391,8 @@ func (s *Service) runView(ctx context.Context, run *store.Run) (*client.Run, err
 		return nil, err
 	}
 	out := &client.Run{Kind: client.KindRun, ID: run.ID, Href: Href(run.ID), CreatedAt: run.CreatedAt,
-		Filename: run.Filename, Branch: run.Branch, Event: run.Event, CancelledAt: run.CancelledAt,
-		Stages: []*client.RunStage{}}
+		CreatedBy: run.CreatedBy, Filename: run.Filename, Branch: run.Branch, Event: run.Event,
+		CancelledAt: run.CancelledAt, Stages: []*client.RunStage{}}
 	if rs.plan == nil {
 		phase, result := pipeline.SetupError()
 		out.Phase, out.Result = string(phase), string(result)

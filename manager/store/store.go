@@ -383,6 +383,8 @@ const (
 	MaxRunConfig = 4 << 20
 	// MaxRunApprover bounds an approver's name.
 	MaxRunApprover = 128
+	// MaxRunCreatedBy bounds the name of who made a run.
+	MaxRunCreatedBy = 128
 )
 
 // Run is a pipeline run as stored: what was submitted and what users did
@@ -390,6 +392,10 @@ const (
 type Run struct {
 	ID        string
 	CreatedAt time.Time
+	// CreatedBy names who made the run: a user, the bootstrap admin
+	// ("admin"), or the local user of a run on one machine; empty for
+	// runs stored before it was recorded.
+	CreatedBy string
 	// Filename names the config's format (config.yml, config.json,
 	// config.jsonnet); Config is its source.
 	Filename string
@@ -440,6 +446,8 @@ func (p RunCreateParams) Check() error {
 		return errand.Errorf(errand.CodeInvalid, "run.id: required")
 	case len(r.Config) > MaxRunConfig:
 		return errand.Errorf(errand.CodeTooLarge, "run.config: larger than %d bytes", MaxRunConfig)
+	case len(r.CreatedBy) > MaxRunCreatedBy:
+		return errand.Errorf(errand.CodeInvalid, "run.created_by: longer than %d bytes", MaxRunCreatedBy)
 	case len(r.SetupErrors) > 0 && len(tasks) > 0:
 		return errand.Errorf(errand.CodeInvalid, "run: a run with setup errors has no tasks")
 	}

@@ -101,7 +101,7 @@ func (f runFilter) match(r *client.Run) bool {
 	}
 	if f.Text != "" {
 		t := strings.ToLower(f.Text)
-		hay := strings.ToLower(strings.Join([]string{r.ID, r.Filename, r.Branch, r.Event, r.Phase, r.Result}, " "))
+		hay := strings.ToLower(strings.Join([]string{r.ID, r.Filename, r.Branch, r.Event, r.Phase, r.Result, r.CreatedBy}, " "))
 		return strings.Contains(hay, t)
 	}
 	return true

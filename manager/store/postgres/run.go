@@ -12,10 +12,10 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at, stage_count`
+const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at, stage_count, created_by`
 
 // runSummaryCols are runCols without the config and the plan.
-const runSummaryCols = `id, created_at, filename, NULL, branch, event, NULL, setup_errors, cancelled_at, stage_count`
+const runSummaryCols = `id, created_at, filename, NULL, branch, event, NULL, setup_errors, cancelled_at, stage_count, created_by`
 
 func scanRun(sc scanner) (*store.Run, error) {
 	var (
@@ -24,7 +24,7 @@ func scanRun(sc scanner) (*store.Run, error) {
 		setup     string
 		cancelled *int64
 	)
-	if err := sc.Scan(&r.ID, &created, &r.Filename, &r.Config, &r.Branch, &r.Event, &r.Plan, &setup, &cancelled, &r.StageCount); err != nil {
+	if err := sc.Scan(&r.ID, &created, &r.Filename, &r.Config, &r.Branch, &r.Event, &r.Plan, &setup, &cancelled, &r.StageCount, &r.CreatedBy); err != nil {
 		return nil, err
 	}
 	r.CreatedAt = fromNanos(created)

@@ -155,9 +155,9 @@ func (w *wtx) RunInsert(r *store.Run, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	tag, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING`,
-		r.ID, nanos(now), r.Filename, nullBytes(r.Config), r.Branch, r.Event, nullBytes(r.Plan), setup, r.StageCount)
+	tag, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count, created_by)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING`,
+		r.ID, nanos(now), r.Filename, nullBytes(r.Config), r.Branch, r.Event, nullBytes(r.Plan), setup, r.StageCount, r.CreatedBy)
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,10 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at, stage_count`
+const runCols = `id, created_at, filename, config, branch, event, plan, setup_errors, cancelled_at, stage_count, created_by`
 
 // runSummaryCols are runCols without the config and the plan.
-const runSummaryCols = `id, created_at, filename, NULL, branch, event, NULL, setup_errors, cancelled_at, stage_count`
+const runSummaryCols = `id, created_at, filename, NULL, branch, event, NULL, setup_errors, cancelled_at, stage_count, created_by`
 
 func scanRun(sc scanner) (*store.Run, error) {
 	var (
@@ -26,7 +26,7 @@ func scanRun(sc scanner) (*store.Run, error) {
 		setup     string
 		cancelled sql.NullInt64
 	)
-	if err := sc.Scan(&r.ID, &created, &r.Filename, &config, &r.Branch, &r.Event, &plan, &setup, &cancelled, &r.StageCount); err != nil {
+	if err := sc.Scan(&r.ID, &created, &r.Filename, &config, &r.Branch, &r.Event, &plan, &setup, &cancelled, &r.StageCount, &r.CreatedBy); err != nil {
 		return nil, err
 	}
 	r.CreatedAt = fromNanos(created)

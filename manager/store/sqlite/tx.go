@@ -215,9 +215,9 @@ func (w *wtx) RunInsert(r *store.Run, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	res, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-		r.ID, nanos(now), r.Filename, nullBytes(r.Config), r.Branch, r.Event, nullBytes(r.Plan), setup, r.StageCount)
+	res, err := w.exec(`INSERT INTO runs (id, created_at, filename, config, branch, event, plan, setup_errors, stage_count, created_by)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+		r.ID, nanos(now), r.Filename, nullBytes(r.Config), r.Branch, r.Event, nullBytes(r.Plan), setup, r.StageCount, r.CreatedBy)
 	if err != nil {
 		return err
 	}

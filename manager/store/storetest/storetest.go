@@ -80,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GatePendingCounts", testGatePendingCounts},
 		{"GateCancelAndSkip", testGateCancelAndSkip},
 		{"RunCancel", testRunCancel},
+		{"RunCreatedBy", testRunCreatedBy},
 		{"Count", testCount},
 		{"Users", testUsers},
 		{"Tokens", testTokens},
