@@ -60,6 +60,7 @@ type DriverRows interface {
 
 	// UserStore decides nothing beyond its rows' own checks.
 	UserStore
+	DeliveryStore
 
 	Count(ctx context.Context, p CountParams) (*Counts, error)
 	Ping(ctx context.Context) error

@@ -136,6 +136,9 @@ type Store interface {
 	// UserStore persists users, tokens and the audit trail.
 	UserStore
 
+	// DeliveryStore persists webhook deliveries and hook secrets.
+	DeliveryStore
+
 	// Count counts tasks that have not ended, delegates and runs by state,
 	// with a few aggregate queries: cheap enough to run on every scrape of
 	// the metrics.

@@ -85,6 +85,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Users", testUsers},
 		{"Tokens", testTokens},
 		{"Audit", testAudit},
+		{"Deliveries", testDeliveries},
+		{"DeliveryClaim", testDeliveryClaim},
+		{"DeliveryReplay", testDeliveryReplay},
+		{"HookSecrets", testHookSecrets},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
