@@ -121,7 +121,10 @@ type Delivery struct {
 	// Target is where a notification goes (a URL, or slack:<secret
 	// name>), or the header that signed a hook.
 	Target string
-	State  DeliveryState
+	// SecretName names the manager secret whose value signs a webhook
+	// notification (scheduler.SecretSource); empty for an unsigned one.
+	SecretName string
+	State      DeliveryState
 	// Reason says why a hook was refused, or a notification's last
 	// error.
 	Reason string
@@ -182,7 +185,7 @@ func (p DeliveryCreateParams) Check() error {
 	if len(p.ReplayKeys) > 0 && p.ReplayWindow <= 0 {
 		return errand.Errorf(errand.CodeInvalid, "delivery: replay keys need a positive window")
 	}
-	fields := []string{d.ID, d.Pipeline, d.Bucket, d.Source, d.Event, d.HeaderEvent, d.ExternalID, d.DedupeKey, d.Target, d.RunID, d.ReplayOf, d.RedeliveryOf}
+	fields := []string{d.ID, d.Pipeline, d.Bucket, d.Source, d.Event, d.HeaderEvent, d.ExternalID, d.DedupeKey, d.Target, d.SecretName, d.RunID, d.ReplayOf, d.RedeliveryOf}
 	fields = append(fields, p.ReplayKeys...)
 	for _, f := range fields {
 		if len(f) > MaxDeliveryField {

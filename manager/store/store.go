@@ -322,6 +322,9 @@ const (
 	// TaskState. A batch emits one per type and state it holds, not one
 	// per task, so that a run of 10,000 tasks costs a few changes.
 	ChangeTaskCreated ChangeKind = "task_created"
+	// ChangeTaskWaiting: an approval gate began to wait for its
+	// approvers (TaskID and TaskType set).
+	ChangeTaskWaiting ChangeKind = "task_waiting"
 )
 
 // Change is a committed change that waiters may care about.

@@ -143,6 +143,8 @@ func insertBatch(tx store.DriverTx, tasks []*errand.Task, order []int, outside m
 			tx.Emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: row.ID, TaskType: row.Type})
 		case row.State.Terminal():
 			tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
+		case row.State == errand.StateWaiting:
+			tx.Emit(store.Change{Kind: store.ChangeTaskWaiting, TaskID: row.ID, TaskType: row.Type})
 		}
 	}
 	emitCreated(tx, rows)
@@ -366,6 +368,8 @@ func written(tx store.DriverTx, row, n *store.TaskRow, now time.Time) error {
 	switch {
 	case n.State == errand.StateQueued:
 		tx.Emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: row.ID, TaskType: row.Type})
+	case n.State == errand.StateWaiting && row.State != errand.StateWaiting:
+		tx.Emit(store.Change{Kind: store.ChangeTaskWaiting, TaskID: row.ID, TaskType: row.Type})
 	case n.State.Terminal():
 		tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
 		if row.HasDependents {

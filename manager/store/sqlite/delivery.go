@@ -10,7 +10,7 @@ import (
 	"github.com/errandci/errand/manager/store"
 )
 
-const deliveryCols = `id, pipeline, kind, bucket, source, event, header_event, external_id, coalesce(dedupe_key, ''), target,
+const deliveryCols = `id, pipeline, kind, bucket, source, event, header_event, external_id, coalesce(dedupe_key, ''), target, secret_name,
 	state, reason, run_id, attempts, status_code, replay_of, redelivery_of, created_at, updated_at, next_at`
 
 const hookSecretCols = `pipeline, current_secret, previous_secret, previous_until, rotated_at`
@@ -58,10 +58,10 @@ func (s *Driver) DeliveryCreate(ctx context.Context, p store.DeliveryCreateParam
 			}
 		}
 		if _, err := w.exec(`INSERT INTO deliveries (id, pipeline, kind, bucket, source, event, header_event, external_id, dedupe_key,
-			target, state, reason, run_id, attempts, status_code, body, replay_of, redelivery_of, created_at, updated_at, next_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			target, secret_name, state, reason, run_id, attempts, status_code, body, replay_of, redelivery_of, created_at, updated_at, next_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			d.ID, d.Pipeline, string(d.Kind), d.Bucket, d.Source, d.Event, d.HeaderEvent, d.ExternalID, nullString(d.DedupeKey),
-			d.Target, string(d.State), d.Reason, d.RunID, d.Attempts, d.StatusCode, nullBytes(d.Body), d.ReplayOf, d.RedeliveryOf,
+			d.Target, d.SecretName, string(d.State), d.Reason, d.RunID, d.Attempts, d.StatusCode, nullBytes(d.Body), d.ReplayOf, d.RedeliveryOf,
 			nanos(d.CreatedAt), nanos(d.UpdatedAt), nullNanos(d.NextAt)); err != nil {
 			return fmt.Errorf("create delivery %s: %w", d.ID, err)
 		}
@@ -229,7 +229,7 @@ func scanDelivery(sc scanner, extra ...any) (*store.Delivery, error) {
 	var kind, state string
 	var created, updated int64
 	var next sql.NullInt64
-	dest := append([]any{&d.ID, &d.Pipeline, &kind, &d.Bucket, &d.Source, &d.Event, &d.HeaderEvent, &d.ExternalID, &d.DedupeKey, &d.Target,
+	dest := append([]any{&d.ID, &d.Pipeline, &kind, &d.Bucket, &d.Source, &d.Event, &d.HeaderEvent, &d.ExternalID, &d.DedupeKey, &d.Target, &d.SecretName,
 		&state, &d.Reason, &d.RunID, &d.Attempts, &d.StatusCode, &d.ReplayOf, &d.RedeliveryOf, &created, &updated, &next}, extra...)
 	if err := sc.Scan(dest...); err != nil {
 		return nil, err

@@ -105,7 +105,7 @@ func testDeliveryClaim(h *harness) {
 	due := h.now
 	mk := func(id string, next *time.Time, key string) error {
 		_, err := s.DeliveryCreate(h.ctx, store.DeliveryCreateParams{Delivery: &store.Delivery{ID: id, Pipeline: "p", Kind: store.DeliveryNotification,
-			Bucket: "notify", Source: "webhook", Event: "run.finished", Target: "http://x", DedupeKey: key, State: store.DeliveryPending,
+			Bucket: "notify", Source: "webhook", Event: "run.finished", Target: "http://x", SecretName: "HOOK", DedupeKey: key, State: store.DeliveryPending,
 			NextAt: next}, Now: h.now})
 		return err
 	}
@@ -158,8 +158,12 @@ func testDeliveryClaim(h *harness) {
 		t.Errorf("claim within the lease = %v, %v; want none", deliveryIDs(again), err)
 	}
 	h.tick(time.Minute)
-	if again, err := s.DeliveryClaim(h.ctx, store.DeliveryClaimParams{Now: h.now, Until: later, Limit: 1}); err != nil || fmt.Sprint(deliveryIDs(again)) != "[N1]" {
-		t.Errorf("claim after the lease = %v, %v; want N1 (limit 1)", deliveryIDs(again), err)
+	again, err := s.DeliveryClaim(h.ctx, store.DeliveryClaimParams{Now: h.now, Until: later, Limit: 1})
+	if err != nil || fmt.Sprint(deliveryIDs(again)) != "[N1]" {
+		t.Fatalf("claim after the lease = %v, %v; want N1 (limit 1)", deliveryIDs(again), err)
+	}
+	if again[0].SecretName != "HOOK" || again[0].Target != "http://x" || again[0].Kind != store.DeliveryNotification {
+		t.Errorf("claimed %+v", again[0])
 	}
 }
 
@@ -267,5 +271,31 @@ func testHookSecrets(h *harness) {
 	}
 	if _, err := s.HookSecretGet(h.ctx, "q"); !errors.Is(err, errand.ErrNotFound) {
 		t.Errorf("another pipeline's secret = %v, want not found", err)
+	}
+}
+
+// testGateWaitingChange: a gate announces that it waits, once, both when
+// it is created waiting and when its dependencies release it; an
+// approval that does not complete it announces nothing more.
+func testGateWaitingChange(h *harness) {
+	rec := &recorder{}
+	defer h.s.Subscribe(rec.add)()
+	h.createRun(&store.Run{ID: "r1"}, gate("g1", 2), task("build"), gate("g2", 1, dep("build", errand.OnSuccess)))
+	rec.waitFor(h.t, store.Change{Kind: store.ChangeTaskWaiting, TaskID: "g1", TaskType: "errand.approval"})
+	h.mustApproveGate("r1", "a", "g1", "alice", 1)
+	d := h.register("d1")
+	h.report(h.acquireOne(d, "build"), errand.StateSucceeded)
+	h.wantState("g2", errand.StateWaiting)
+	rec.waitFor(h.t, store.Change{Kind: store.ChangeTaskWaiting, TaskID: "g2", TaskType: "errand.approval"})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	n := 0
+	for _, c := range rec.changes {
+		if c.Kind == store.ChangeTaskWaiting {
+			n++
+		}
+	}
+	if n != 2 {
+		h.t.Errorf("%d task_waiting changes, want 2 (one per gate): %+v", n, rec.changes)
 	}
 }

@@ -89,6 +89,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeliveryClaim", testDeliveryClaim},
 		{"DeliveryReplay", testDeliveryReplay},
 		{"HookSecrets", testHookSecrets},
+		{"GateWaitingChange", testGateWaitingChange},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

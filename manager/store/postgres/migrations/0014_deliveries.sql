@@ -11,6 +11,7 @@ CREATE TABLE deliveries (
 	external_id TEXT NOT NULL,
 	dedupe_key TEXT,
 	target TEXT NOT NULL,
+	secret_name TEXT NOT NULL,
 	state TEXT NOT NULL,
 	reason TEXT NOT NULL,
 	run_id TEXT NOT NULL,
