@@ -21,18 +21,21 @@ type Event struct {
 	Stage string
 }
 
-// on is the value of a target's On that asks for ev.
-func (ev *Event) on() string {
-	if ev.Kind == EventStageWaiting {
-		return OnWaiting
+// on is the values of a target's On that ask for ev.
+func (ev *Event) on() []string {
+	switch ev.Kind {
+	case EventStageWaiting:
+		return []string{OnWaiting}
+	case EventRunStarted:
+		return []string{OnStarted}
 	}
 	switch pipeline.Result(ev.Run.Result) {
 	case pipeline.ResultSuccess:
-		return OnSuccess
+		return []string{OnSuccess, OnFinished}
 	case pipeline.ResultCancelled:
-		return OnCancelled
+		return []string{OnCancelled, OnFinished}
 	}
-	return OnFailure
+	return []string{OnFailure, OnFailed, OnFinished}
 }
 
 // notification is the payload of ev as the delivery id tells it.
@@ -73,8 +76,11 @@ func slackText(n *client.Notification) string {
 		on += " (" + slackEscape(r.Event) + ")"
 	}
 	pl := "*" + slackEscape(n.Pipeline) + "*"
-	if n.Event == EventStageWaiting {
+	switch n.Event {
+	case EventStageWaiting:
 		return fmt.Sprintf(":double_vertical_bar: Stage *%s* of %s %s%s waits for approval", slackEscape(n.Stage), pl, run, on)
+	case EventRunStarted:
+		return fmt.Sprintf(":arrow_forward: %s %s%s started", pl, run, on)
 	}
 	took := ""
 	if r.Duration > 0 {

@@ -249,7 +249,7 @@ func TestSlackURLNeverShown(t *testing.T) {
 	f.start()
 	ev := &Event{Kind: EventStageWaiting, Pipeline: "deploy<&>", Run: finishedRun("unknown"), Stage: "prod"}
 	ev.Run.Phase = "running"
-	if err := f.s.Notify(context.Background(), ev, []Target{{Slack: &Slack{URLSecret: "SLACK_URL"}}}); err != nil {
+	if err := f.s.Notify(context.Background(), ev, []Target{{Slack: &Slack{URLSecret: "SLACK_URL", On: []string{OnWaiting}}}}); err != nil {
 		t.Fatal(err)
 	}
 	d := f.next()
@@ -273,7 +273,7 @@ func TestSlackURLNeverShown(t *testing.T) {
 		t.Errorf("Slack text = %q, want it to contain %q", msg.Text, want)
 	}
 	ev.Run.ID = "01DEAD"
-	if err := f.s.Notify(context.Background(), ev, []Target{{Slack: &Slack{URLSecret: "DEAD_SLACK"}}}); err != nil {
+	if err := f.s.Notify(context.Background(), ev, []Target{{Slack: &Slack{URLSecret: "DEAD_SLACK", On: []string{OnWaiting}}}}); err != nil {
 		t.Fatal(err)
 	}
 	d = f.next()
@@ -385,26 +385,34 @@ func TestResumeAndRedeliver(t *testing.T) {
 	}
 }
 
-// TestCheck: a notify list is checked with paths.
-func TestCheck(t *testing.T) {
-	ok := []Target{{Webhook: &Webhook{URL: "https://example.com/h", SecretName: "K", On: []string{"failure", "waiting"}}}, {Slack: &Slack{URLSecret: "S"}}}
-	if err := Check("notify", ok); err != nil {
-		t.Fatal(err)
-	}
-	bad := []struct {
-		t    Target
-		says string
+
+// TestWants: an entry is notified of what its on names; finished is
+// every end, failed is failure, and no on means finished.
+func TestWants(t *testing.T) {
+	cases := []struct {
+		on     []string
+		kind   string
+		result string
+		want   bool
 	}{
-		{Target{}, "notify[0]: one of webhook or slack"},
-		{Target{Webhook: &Webhook{URL: "ftp://x"}}, "notify[0].webhook.url"},
-		{Target{Webhook: &Webhook{URL: "/relative"}}, "notify[0].webhook.url"},
-		{Target{Webhook: &Webhook{URL: "https://x", SecretName: "a b"}}, "notify[0].webhook.secret"},
-		{Target{Webhook: &Webhook{URL: "https://x", On: []string{"always"}}}, "notify[0].webhook.on[0]"},
-		{Target{Slack: &Slack{}}, "notify[0].slack.url_secret"},
+		{nil, EventRunFinished, "success", true},
+		{nil, EventRunFinished, "cancelled", true},
+		{nil, EventStageWaiting, "unknown", false},
+		{nil, EventRunStarted, "unknown", false},
+		{[]string{OnFailure}, EventRunFinished, "failed", true},
+		{[]string{OnFailed}, EventRunFinished, "failed", true},
+		{[]string{OnFailure}, EventRunFinished, "success", false},
+		{[]string{OnSuccess, OnWaiting}, EventStageWaiting, "unknown", true},
+		{[]string{OnStarted}, EventRunStarted, "unknown", true},
+		{[]string{OnFinished}, EventRunFinished, "failed", true},
+		{[]string{OnCancelled}, EventRunFinished, "failed", false},
 	}
-	for _, b := range bad {
-		if err := Check("notify", []Target{b.t}); err == nil || !strings.Contains(err.Error(), b.says) {
-			t.Errorf("%+v: %v, want %q", b.t, err, b.says)
+	for _, c := range cases {
+		ev := &Event{Kind: c.kind, Run: &client.Run{Result: c.result}}
+		for _, tg := range []Target{{Webhook: &Webhook{URL: "https://x", On: c.on}}, {Slack: &Slack{URLSecret: "S", On: c.on}}} {
+			if got := tg.Wants(ev); got != c.want {
+				t.Errorf("on %v, %s %s: %v, want %v", c.on, c.kind, c.result, got, c.want)
+			}
 		}
 	}
 }

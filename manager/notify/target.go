@@ -9,9 +9,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
-
-	"github.com/errandci/errand"
 )
 
 // Target is one entry of a pipeline's notify list.
@@ -40,62 +37,31 @@ type Slack struct {
 	On        []string
 }
 
-// When a notification is sent: the value of On.
+// When a notification is sent: the values of On.
 const (
+	OnStarted   = "started"
 	OnSuccess   = "success"
 	OnFailure   = "failure"
+	OnFailed    = "failed" // the same as failure
 	OnCancelled = "cancelled"
-	OnWaiting   = "waiting"
+	// OnFinished is every end of a run: success, failure or cancelled.
+	OnFinished = "finished"
+	// OnWaiting is a stage that waits for approval.
+	OnWaiting = "waiting"
 )
 
-// DefaultOn is when a target with no On is notified.
-var DefaultOn = []string{OnSuccess, OnFailure, OnCancelled, OnWaiting}
+// DefaultOn is when a target with no On is notified: every end of a run.
+var DefaultOn = []string{OnFinished}
 
 // Events a notification tells.
 const (
+	EventRunStarted   = "run.started"
 	EventRunFinished  = "run.finished"
 	EventStageWaiting = "stage.waiting"
 )
 
-// Limits of a notify list.
-const (
-	MaxTargets = 20
-	MaxURL     = 2048
-)
-
-// Check checks a notify list; path prefixes its errors ("notify").
-func Check(path string, targets []Target) error {
-	if len(targets) > MaxTargets {
-		return errand.Errorf(errand.CodeInvalid, "%s: %d entries, more than the %d a pipeline may have", path, len(targets), MaxTargets)
-	}
-	for i, t := range targets {
-		p := fmt.Sprintf("%s[%d]", path, i)
-		var on []string
-		switch {
-		case (t.Webhook == nil) == (t.Slack == nil):
-			return errand.Errorf(errand.CodeInvalid, "%s: one of webhook or slack is required", p)
-		case t.Webhook != nil:
-			if err := CheckURL(t.Webhook.URL); err != nil {
-				return errand.Errorf(errand.CodeInvalid, "%s.webhook.url: %v", p, err)
-			}
-			if t.Webhook.SecretName != "" && !secretName(t.Webhook.SecretName) {
-				return errand.Errorf(errand.CodeInvalid, "%s.webhook.secret: %q is not a secret name (letters, digits and '_')", p, t.Webhook.SecretName)
-			}
-			on, p = t.Webhook.On, p+".webhook"
-		default:
-			if !secretName(t.Slack.URLSecret) {
-				return errand.Errorf(errand.CodeInvalid, "%s.slack.url_secret: %q is not a secret name (letters, digits and '_')", p, t.Slack.URLSecret)
-			}
-			on, p = t.Slack.On, p+".slack"
-		}
-		for j, o := range on {
-			if !slices.Contains(DefaultOn, o) {
-				return errand.Errorf(errand.CodeInvalid, "%s.on[%d]: %q is not one of %s", p, j, o, strings.Join(DefaultOn, ", "))
-			}
-		}
-	}
-	return nil
-}
+// MaxURL bounds a webhook's URL.
+const MaxURL = 2048
 
 // CheckURL checks a webhook's URL: absolute http or https, no longer
 // than MaxURL. Where it may point is checked when it is sent
@@ -114,18 +80,6 @@ func CheckURL(raw string) error {
 	return nil
 }
 
-func secretName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
 // on returns when t is notified.
 func (t Target) on() []string {
 	var on []string
@@ -141,4 +95,11 @@ func (t Target) on() []string {
 }
 
 // Wants reports whether t is notified of ev.
-func (t Target) Wants(ev *Event) bool { return slices.Contains(t.on(), ev.on()) }
+func (t Target) Wants(ev *Event) bool {
+	for _, o := range t.on() {
+		if slices.Contains(ev.on(), o) {
+			return true
+		}
+	}
+	return false
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/pipeline"
@@ -30,6 +31,11 @@ type Config struct {
 	// ExplainWaiting, when set, says why queued tasks wait (see
 	// errand.Task.WaitingReason).
 	ExplainWaiting func(ctx context.Context, tasks []*errand.Task)
+	// RunFinished, when set, is told of each run that finished on this
+	// manager, once, with the run as it ended (the notifications of its
+	// pipeline). It must not block for long: it runs on the scheduler's
+	// recorder of task ends.
+	RunFinished func(ctx context.Context, run *client.Run)
 	// Log receives the service's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger
 	// Now is the clock; time.Now when nil.
@@ -127,6 +133,9 @@ func (s *Service) TaskEnded(ctx context.Context, runID string) error {
 		return nil
 	}
 	c.runs.WithLabelValues(view.Result).Inc()
+	if s.cfg.RunFinished != nil {
+		s.cfg.RunFinished(ctx, view)
+	}
 	c.counted[runID] = true
 	c.countedList = append(c.countedList, runID)
 	if len(c.countedList) > countedRuns {
