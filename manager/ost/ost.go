@@ -21,14 +21,27 @@ var ErrNotFound = errors.New("object not found")
 // ErrInvalidKey is returned for a key that could escape the base path.
 var ErrInvalidKey = errors.New("invalid object key")
 
+// ErrInvalidRange is returned by GetRange for a range that starts past
+// the end of the object or is negative.
+var ErrInvalidRange = errors.New("invalid object range")
+
 // Storage stores objects by key. Keys are slash-separated relative paths;
 // a backend never reads or writes outside its base path.
 type Storage interface {
 	// Put stores an object, replacing any object at key. size is the
-	// number of bytes r holds, or -1 if unknown.
+	// number of bytes r holds, or -1 if unknown: the object is then
+	// streamed (in parts on S3) and never held in memory whole. The
+	// object becomes visible at once when Put returns nil: before, and
+	// after a Put that failed (r failed or ended early, ctx ended), a
+	// reader sees the previous object or none, never a part.
 	Put(ctx context.Context, key string, r io.Reader, size int64) error
 	// Get opens an object for reading; ErrNotFound if there is none.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// GetRange opens at most n bytes of an object from offset off (fewer
+	// when the object ends first); n < 0 reads to the end.
+	// ErrNotFound if there is none, ErrInvalidRange when off is negative
+	// or past the end (off equal to the size reads nothing).
+	GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error)
 	// Stat describes an object; ErrNotFound if there is none.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// Delete removes an object; deleting a missing object is not an error.

@@ -67,20 +67,12 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 	ctx, cancel := context.WithTimeout(ctx, copyTimeout)
 	defer cancel()
 	opts := workspace.Options{Exclude: h.cfg.Exclude}
-	actx, acancel := h.api(ctx)
-	created, err := h.docker.ContainerCreate(actx,
-		&container.Config{Image: img, Labels: labels, Entrypoint: []string{"true"}},
-		&container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: vol, Target: Workspace}}},
-		nil, nil, "")
-	acancel()
+	id, remove, err := h.mountedContainer(ctx, img, mount.Mount{Type: mount.TypeVolume, Source: vol, Target: Workspace},
+		labels, "create the container that fills the workspace")
 	if err != nil {
-		return failure("create the container that fills the workspace", err)
+		return err
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.APITimeout)
-		defer cancel()
-		_ = h.docker.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true})
-	}()
+	defer remove()
 
 	pr, pw := io.Pipe()
 	written := make(chan error, 1)
@@ -89,7 +81,7 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 		pw.CloseWithError(err)
 		written <- err
 	}()
-	err = h.docker.CopyToContainer(ctx, created.ID, Workspace, pr, container.CopyToContainerOptions{})
+	err = h.docker.CopyToContainer(ctx, id, Workspace, pr, container.CopyToContainerOptions{})
 	pr.CloseWithError(errCopyEnded) // unblocks the writer if the daemon stopped reading
 	werr := <-written
 	switch {

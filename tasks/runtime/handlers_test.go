@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/internal/workspace"
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks"
 	"github.com/errandci/errand/tasks/runtime"
@@ -29,9 +31,21 @@ type fake struct {
 	stops    []time.Duration
 	destroys int
 	cleaned  []errand.DependencyResult
+	// dir, when set, is the workspace of every stage.
+	dir string
 }
 
 func (f *fake) Name() string { return "fake" }
+
+func (f *fake) WorkspaceExport(ctx context.Context, _ *runtime.Workspace, paths []string) (io.ReadCloser, error) {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(workspace.TarPaths(ctx, f.dir, paths, pw, workspace.Options{})) }()
+	return pr, nil
+}
+
+func (f *fake) WorkspaceImport(ctx context.Context, _ *runtime.Workspace, r io.Reader) error {
+	return workspace.Untar(ctx, f.dir, r, workspace.Options{})
+}
 
 func (f *fake) Initialize(_ context.Context, s *runtime.Init) (*tasks.InitializeResult, error) {
 	if s.Data.Privileged {

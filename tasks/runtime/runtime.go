@@ -29,6 +29,10 @@
 //   - Cleanup: remove the stage's environment, idempotently, possibly in
 //     a process that never saw the initialize (a restarted delegate, a
 //     sibling).
+//   - WorkspaceExport, WorkspaceImport: read entries of the stage's
+//     workspace out as a tar stream, and extract one into it, never
+//     following a symbolic link (artifacts and caches move files this
+//     way, whatever the runtime).
 //
 // The delegate serves it with (&Handlers{Driver: d, StopGrace: g}).Register(r).
 // runtimetest holds the cases every Driver must pass; a runtime is done
@@ -69,6 +73,50 @@ type Driver interface {
 	// Cleanup removes the stage's environment. It is idempotent and
 	// needs nothing but its argument.
 	Cleanup(ctx context.Context, s *Cleanup) (*tasks.CleanupResult, error)
+	// WorkspaceExport reads the entries of the stage's workspace at or
+	// under each of paths (relative slash paths; "." is all of it) as
+	// a tar stream: names relative to the workspace, directories with a
+	// trailing slash, symbolic links as links (never followed),
+	// permission bits and modification times kept. A path that does not
+	// exist is left out; one whose parent is a symbolic link fails with
+	// an error wrapping workspace.ErrThroughLink (internal/workspace),
+	// and one that leaves the workspace with workspace.ErrOutside; the
+	// stream fails with them when they are found while it is read.
+	// Closing the stream early is allowed and releases what the export
+	// holds.
+	WorkspaceExport(ctx context.Context, ws *Workspace, paths []string) (io.ReadCloser, error)
+	// WorkspaceImport extracts a tar stream into the stage's workspace:
+	// directories, regular files (replacing what is at their name) and
+	// symbolic links (as links). An entry whose name leaves the
+	// workspace, or of another type, fails it with an error wrapping
+	// workspace.ErrBadEntry, and nothing is ever written outside the
+	// workspace. Entries already extracted when it fails stay.
+	WorkspaceImport(ctx context.Context, ws *Workspace, tar io.Reader) error
+}
+
+// Workspace names a stage's workspace for WorkspaceExport and
+// WorkspaceImport.
+type Workspace struct {
+	// Task is the task served (the stage's initialize, one of its
+	// steps, its cleanup, or another task of the stage).
+	Task *errand.Task
+	// Stage is the stage's run and name.
+	Stage tasks.Stage
+	// Result is what the stage's initialize created.
+	Result *tasks.InitializeResult
+	// InitID is the id of the stage's initialize task.
+	InitID string
+}
+
+// WorkspaceOf is the workspace of the stage t belongs to, found from
+// the stage's initialize task among t's dependencies.
+func WorkspaceOf(t *errand.Task, stage tasks.Stage) (*Workspace, error) {
+	res, err := tasks.InitializeResultFrom(t.Dependencies)
+	if err != nil {
+		return nil, errand.Errorf(errand.CodeInvalid, "find the stage's workspace: %v", err)
+	}
+	init, _ := initializeOf(t)
+	return &Workspace{Task: t, Stage: stage, Result: res, InitID: init.Task}, nil
 }
 
 // Handle is a started step.

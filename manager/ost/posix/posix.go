@@ -103,6 +103,10 @@ func (s *Storage) Put(ctx context.Context, key string, r io.Reader, size int64) 
 	if size >= 0 && n != size {
 		return fmt.Errorf("put %s: read %d bytes, expected %d", k, n, size)
 	}
+	if err := ctx.Err(); err != nil {
+		// The stream may have ended because its request was cut off.
+		return fmt.Errorf("put %s: %w", k, err)
+	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("put %s: sync: %w", k, err)
 	}
@@ -161,6 +165,37 @@ func (s *Storage) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("get %s: %w", k, ost.ErrNotFound)
 	}
 	return f, nil
+}
+
+// GetRange opens n bytes of the object from off.
+func (s *Storage) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	f := rc.(*os.File)
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if off < 0 || off > st.Size() {
+		_ = f.Close()
+		return nil, fmt.Errorf("get %s: %w: offset %d of %d bytes", key, ost.ErrInvalidRange, off, st.Size())
+	}
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if n < 0 {
+		return f, nil
+	}
+	return limitedFile{Reader: io.LimitReader(f, n), Closer: f}, nil
+}
+
+type limitedFile struct {
+	io.Reader
+	io.Closer
 }
 
 // Stat describes the object.

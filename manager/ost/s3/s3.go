@@ -24,8 +24,19 @@ import (
 // size parts for the largest object S3 allows.
 const DefaultPartSize = 8 << 20
 
-// minPartSize is the smallest part S3 accepts (but for the last).
-const minPartSize = 5 << 20
+// DefaultConcurrency is the number of parts of one upload sent at once.
+const DefaultConcurrency = 4
+
+// MaxConcurrency bounds Config.Concurrency: each part in flight holds a
+// buffer of PartSize bytes.
+const MaxConcurrency = 64
+
+// minPartSize is the smallest part S3 accepts (but for the last);
+// MaxPartSize the largest.
+const (
+	minPartSize = 5 << 20
+	MaxPartSize = 5 << 30
+)
 
 // Config says where the objects live and how to reach them.
 type Config struct {
@@ -44,9 +55,16 @@ type Config struct {
 	// a URL or a flag.
 	AccessKey string
 	SecretKey string
-	// PartSize bounds the memory of an upload of unknown size;
-	// 0 means DefaultPartSize, and it is raised to 5 MiB at least.
+	// PartSize is the size of the parts of a multipart upload (every
+	// object larger than one part, and every object of unknown size):
+	// 0 means DefaultPartSize, and it is raised to 5 MiB at least. S3
+	// takes at most 10,000 parts, so it bounds an object of unknown
+	// size to 10,000 × PartSize.
 	PartSize uint64
+	// Concurrency is the number of parts of one upload sent at once
+	// (0 means DefaultConcurrency). An upload holds Concurrency ×
+	// PartSize bytes in memory, whatever the object's size.
+	Concurrency uint
 }
 
 // ParseURL reads s3://bucket/base?endpoint=host:port&secure=false&region=r.
@@ -89,6 +107,10 @@ func (c Config) check() error {
 		return errors.New("s3: a bucket is required (s3://bucket/base)")
 	case c.Base == "":
 		return errors.New("s3: a base path is required (s3://bucket/base): objects are never kept at the bucket root")
+	case c.PartSize > MaxPartSize:
+		return fmt.Errorf("s3: part size %d is larger than the %d bytes S3 allows", c.PartSize, MaxPartSize)
+	case c.Concurrency > MaxConcurrency:
+		return fmt.Errorf("s3: concurrency %d is more than %d", c.Concurrency, MaxConcurrency)
 	}
 	if _, err := ost.CleanKey(c.Base); err != nil {
 		return fmt.Errorf("s3: base path: %w", err)
@@ -102,6 +124,7 @@ type Storage struct {
 	bucket   string
 	base     string // with a trailing slash
 	partSize uint64
+	threads  uint
 }
 
 var _ ost.Storage = (*Storage)(nil)
@@ -131,7 +154,11 @@ func New(ctx context.Context, c Config) (*Storage, error) {
 		part = DefaultPartSize
 	}
 	part = max(part, minPartSize)
-	return &Storage{client: client, bucket: c.Bucket, base: c.Base + "/", partSize: part}, nil
+	threads := c.Concurrency
+	if threads == 0 {
+		threads = DefaultConcurrency
+	}
+	return &Storage{client: client, bucket: c.Bucket, base: c.Base + "/", partSize: part, threads: threads}, nil
 }
 
 // object returns the object name of a key, under the base path.
@@ -143,18 +170,18 @@ func (s *Storage) object(key string) (string, error) {
 	return s.base + k, nil
 }
 
-// Put stores an object. An object of unknown size is uploaded in parts of
-// at most the configured part size; one whose reader ends before size
-// bytes is not stored.
+// Put stores an object. An object larger than one part, or of unknown
+// size, is uploaded in parts of the configured size, Concurrency of them
+// at once: memory stays at Concurrency × PartSize whatever the object's
+// size. A multipart upload is visible only once it is completed; one that
+// fails is aborted. One whose reader ends before size bytes is not stored.
 func (s *Storage) Put(ctx context.Context, key string, r io.Reader, size int64) error {
 	name, err := s.object(key)
 	if err != nil {
 		return err
 	}
-	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
-	if size < 0 {
-		opts.PartSize = s.partSize
-	}
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: s.partSize,
+		NumThreads: s.threads, ConcurrentStreamParts: s.threads > 1}
 	cr := &countingReader{r: r}
 	if _, err := s.client.PutObject(ctx, s.bucket, name, cr, size, opts); err != nil {
 		return fmt.Errorf("s3 put %s: %w", key, err)
@@ -192,6 +219,55 @@ func (s *Storage) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	// reported here rather than at the first Read.
 	if _, err := obj.Stat(); err != nil {
 		_ = obj.Close()
+		return nil, s.wrap("get", key, err)
+	}
+	return obj, nil
+}
+
+// GetRange opens n bytes of an object from off, with one ranged request.
+func (s *Storage) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	name, err := s.object(key)
+	if err != nil {
+		return nil, err
+	}
+	if off < 0 {
+		return nil, fmt.Errorf("s3 get %s: %w: offset %d", key, ost.ErrInvalidRange, off)
+	}
+	if n == 0 {
+		info, err := s.Stat(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if off > info.Size {
+			return nil, fmt.Errorf("s3 get %s: %w: offset %d of %d bytes", key, ost.ErrInvalidRange, off, info.Size)
+		}
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	opts := minio.GetObjectOptions{}
+	switch {
+	case n > 0:
+		err = opts.SetRange(off, off+n-1)
+	case off > 0:
+		err = opts.SetRange(off, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("s3 get %s: %w: %v", key, ost.ErrInvalidRange, err)
+	}
+	obj, err := s.client.GetObject(ctx, s.bucket, name, opts)
+	if err != nil {
+		return nil, s.wrap("get", key, err)
+	}
+	if _, err := obj.Stat(); err != nil {
+		_ = obj.Close()
+		if minio.ToErrorResponse(err).Code == "InvalidRange" {
+			// S3 refuses a range that starts at the end; an empty
+			// read is what the contract promises there.
+			info, serr := s.Stat(ctx, key)
+			if serr == nil && off == info.Size {
+				return io.NopCloser(strings.NewReader("")), nil
+			}
+			return nil, fmt.Errorf("s3 get %s: %w: offset %d", key, ost.ErrInvalidRange, off)
+		}
 		return nil, s.wrap("get", key, err)
 	}
 	return obj, nil

@@ -3,6 +3,7 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -12,14 +13,23 @@ import (
 	"github.com/errandci/errand/manager/ost/s3/s3test"
 )
 
+// TestConformance runs the suite with the smallest part S3 allows, so
+// that its multi-megabyte objects are multipart uploads, with parts sent
+// in parallel and one at a time.
 func TestConformance(t *testing.T) {
-	osttest.Run(t, func(t *testing.T) ost.Storage {
-		s, err := s3.New(context.Background(), s3test.Config(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	for _, threads := range []uint{4, 1} {
+		t.Run(fmt.Sprintf("concurrency=%d", threads), func(t *testing.T) {
+			osttest.Run(t, func(t *testing.T) ost.Storage {
+				c := s3test.Config(t)
+				c.PartSize, c.Concurrency = 5<<20, threads
+				s, err := s3.New(context.Background(), c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
+		})
+	}
 }
 
 // TestBasePath checks that objects land under the base path, and that two

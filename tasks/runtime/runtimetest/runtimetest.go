@@ -44,6 +44,7 @@ func Run(t *testing.T, rt Runtime) {
 	t.Run("Leftovers", func(t *testing.T) { testLeftovers(t, rt) })
 	t.Run("CleanupAfterRestart", func(t *testing.T) { testCleanupAfterRestart(t, rt) })
 	t.Run("Handle", func(t *testing.T) { testHandle(t, rt) })
+	t.Run("Archive", func(t *testing.T) { testArchive(t, rt) })
 }
 
 // Log is a task log for tests, safe for the handlers' goroutines.
