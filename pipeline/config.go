@@ -14,6 +14,7 @@ import (
 	"fmt"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/tasks"
 )
 
 // Runtime types.
@@ -70,6 +71,11 @@ type Stage struct {
 	Privileged bool            `json:"privileged,omitempty"`
 	Selector   errand.Selector `json:"selector,omitempty"`
 	Resources  Resources       `json:"resources,omitempty"`
+	// Artifacts are kept from the workspace after the stage's last step.
+	Artifacts *tasks.Artifacts `json:"artifacts,omitempty"`
+	// NeedsArtifacts names earlier stages whose artifacts are put into
+	// this stage's workspace before its first step.
+	NeedsArtifacts []string `json:"needs_artifacts,omitempty"`
 }
 
 // Runtime says where a stage's steps run.
@@ -176,6 +182,8 @@ type Step struct {
 	WorkingDir string          `json:"working_dir,omitempty"`
 	When       *StepWhen       `json:"when,omitempty"`
 	Timeout    errand.Duration `json:"timeout,omitempty"`
+	// Artifacts are kept from the workspace once the step ended.
+	Artifacts *tasks.Artifacts `json:"artifacts,omitempty"`
 }
 
 // StepWhen says after which outcome of the earlier steps of its stage a

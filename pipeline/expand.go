@@ -175,6 +175,7 @@ func Expand(cfg *Config, opts ExpandOptions) (*Plan, error) {
 			}
 			ts[0].DependsOn = append(ts[0].DependsOn, outcomeDeps(plan.Stages[j], d.conditions())...)
 		}
+		ts[0].DependsOn = artifactDeps(ts[0].DependsOn, s, plan, index, skipped)
 		if ps := plan.Stages[i]; ps.GateID != "" {
 			ts = append([]*errand.Task{gateTask(ps, ts[0], opts.RunID)}, ts...)
 		}
@@ -396,7 +397,7 @@ func stageTasks(s *Stage, ps PlanStage, opts ExpandOptions) ([]*errand.Task, err
 	}
 
 	init := tasks.InitializeData{Stage: stage, Image: s.Runtime.Image, Pull: s.Runtime.Pull,
-		Privileged: s.Privileged, Resources: res}
+		Privileged: s.Privileged, Resources: res, NeedsArtifacts: slices.Clone(s.NeedsArtifacts)}
 	if s.runtimeType() == RuntimeDocker && init.Pull == "" {
 		init.Pull = PullIfNotPresent
 	}
@@ -414,7 +415,7 @@ func stageTasks(s *Stage, ps PlanStage, opts ExpandOptions) ([]*errand.Task, err
 		data := executeData{ExecuteData: tasks.ExecuteData{
 			Stage: stage, Step: st.Name, Image: st.Image, Commands: st.Commands, Shell: st.Shell,
 			Environment: stepEnv(s, st, opts), WorkingDir: st.WorkingDir,
-			Privileged: s.Privileged, Resources: res,
+			Privileged: s.Privileged, Resources: res, Artifacts: st.Artifacts,
 		}, SecretNames: slices.Clone(s.Secrets)}
 		timeout := st.Timeout
 		if timeout == 0 {
@@ -429,7 +430,7 @@ func stageTasks(s *Stage, ps PlanStage, opts ExpandOptions) ([]*errand.Task, err
 		out = append(out, et)
 		cleanupDeps = append(cleanupDeps, errand.Dependency{Task: et.ID, Condition: errand.Always})
 	}
-	ct, err := newTask(ps.CleanupID, "cleanup", tasks.CleanupData{Stage: stage}, s.Timeout, errand.DefaultMaxAttempts)
+	ct, err := newTask(ps.CleanupID, "cleanup", tasks.CleanupData{Stage: stage, Artifacts: s.Artifacts}, s.Timeout, errand.DefaultMaxAttempts)
 	if err != nil {
 		return nil, err
 	}

@@ -72,6 +72,7 @@ func (c *Config) validate() Errors {
 			}
 		}
 	}
+	validateNeedsArtifacts(c, index, &errs)
 	if cycle := findCycle(c.Stages, index); cycle != nil {
 		errs.addf(fmt.Sprintf("stages[%d].depends", index[cycle[0]]), "dependency cycle: %s", strings.Join(cycle, " -> "))
 	}
@@ -200,6 +201,7 @@ func validateStage(p string, s *Stage, errs *Errors) {
 			ordinary = true
 		}
 	}
+	validateStageArtifacts(p, s, errs)
 	// The selector becomes the selector of the stage's tasks: the same
 	// rules as a task's (errand.SelectorProblems).
 	for _, problem := range errand.SelectorProblems("selector", s.Selector) {

@@ -37,6 +37,9 @@ type InitializeData struct {
 	Privileged bool `json:"privileged,omitempty"`
 	// Resources limit the stage's containers.
 	Resources Resources `json:"resources,omitempty"`
+	// NeedsArtifacts names earlier stages of the run whose artifacts are
+	// put into the workspace once it is created.
+	NeedsArtifacts []string `json:"needs_artifacts,omitempty"`
 }
 
 // Service is a container that runs beside a stage's steps.
@@ -89,22 +92,31 @@ type ExecuteData struct {
 	WorkingDir string    `json:"working_dir,omitempty"`
 	Privileged bool      `json:"privileged,omitempty"`
 	Resources  Resources `json:"resources,omitempty"`
+	// Artifacts are kept from the workspace once the step ended.
+	Artifacts *Artifacts `json:"artifacts,omitempty"`
 }
 
 // ExecuteResult is the outcome of a step.
 type ExecuteResult struct {
 	ExitCode   int   `json:"exit_code"`
 	DurationMS int64 `json:"duration_ms"`
+	// Artifacts says what became of the step's artifacts.
+	Artifacts *ArtifactsResult `json:"artifacts,omitempty"`
 }
 
 // CleanupData is the data of exec.cleanup and docker.cleanup.
 type CleanupData struct {
 	Stage
+	// Artifacts are the stage's: kept from the workspace after its last
+	// step, before the workspace is removed.
+	Artifacts *Artifacts `json:"artifacts,omitempty"`
 }
 
 // CleanupResult says what cleanup removed.
 type CleanupResult struct {
 	Removed []string `json:"removed,omitempty"`
+	// Artifacts says what became of the stage's artifacts.
+	Artifacts *ArtifactsResult `json:"artifacts,omitempty"`
 }
 
 // InitializeResultFrom finds the result of the stage's initialize task

@@ -61,6 +61,7 @@ type DriverRows interface {
 	// UserStore decides nothing beyond its rows' own checks.
 	UserStore
 	DeliveryStore
+	ArtifactStore
 
 	Count(ctx context.Context, p CountParams) (*Counts, error)
 	Ping(ctx context.Context) error

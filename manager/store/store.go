@@ -138,6 +138,8 @@ type Store interface {
 
 	// DeliveryStore persists webhook deliveries and hook secrets.
 	DeliveryStore
+	// ArtifactStore persists the records of artifacts.
+	ArtifactStore
 
 	// Count counts tasks that have not ended, delegates and runs by state,
 	// with a few aggregate queries: cheap enough to run on every scrape of

@@ -88,6 +88,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Deliveries", testDeliveries},
 		{"DeliveryClaim", testDeliveryClaim},
 		{"DeliveryReplay", testDeliveryReplay},
+		{"Artifacts", testArtifacts},
+		{"ArtifactRetention", testArtifactRetention},
 		{"HookSecrets", testHookSecrets},
 		{"GateWaitingChange", testGateWaitingChange},
 	}
