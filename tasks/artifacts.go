@@ -48,7 +48,9 @@ type Artifacts struct {
 // (relative to the declaration: "paths[2]") and a message.
 func (a *Artifacts) Problems() [][2]string {
 	var out [][2]string
-	add := func(field, format string, args ...any) { out = append(out, [2]string{field, fmt.Sprintf(format, args...)}) }
+	add := func(field, format string, args ...any) {
+		out = append(out, [2]string{field, fmt.Sprintf(format, args...)})
+	}
 	if len(a.Paths) == 0 {
 		add("paths", "at least one path is required")
 	}

@@ -385,7 +385,6 @@ func TestResumeAndRedeliver(t *testing.T) {
 	}
 }
 
-
 // TestWants: an entry is notified of what its on names; finished is
 // every end, failed is failure, and no on means finished.
 func TestWants(t *testing.T) {
