@@ -56,6 +56,12 @@ type RunRequest struct {
 	// Env is environment given to every step, under the stage's and the
 	// step's own.
 	Env map[string]string `json:"env,omitempty"`
+	// Source, when set, makes every stage's workspace start as a
+	// checkout of Commit from its Git repository. Without Commit the
+	// manager resolves the source's ref to a commit once, when it
+	// creates the run, so that every stage checks out the same one.
+	Source *errand.Source `json:"source,omitempty"`
+	Commit string         `json:"commit,omitempty"`
 }
 
 // Run is a pipeline run as the API shows it. Phase and Result are derived
@@ -72,6 +78,10 @@ type Run struct {
 	Filename  string `json:"filename,omitempty"`
 	Branch    string `json:"branch,omitempty"`
 	Event     string `json:"event,omitempty"`
+	// Source and Commit are the run's Git source and the commit every
+	// stage checks out; empty for a run without a source.
+	Source *errand.Source `json:"source,omitempty"`
+	Commit string         `json:"commit,omitempty"`
 	// Phase is queued, running, finished or setuperror.
 	Phase string `json:"phase"`
 	// Result is unknown, success, failed or cancelled.

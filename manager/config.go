@@ -86,6 +86,11 @@ type Config struct {
 	// when what a delegate sends is masked; they are never stored.
 	Secrets scheduler.SecretSource
 
+	// AllowFileSources lets a run's Git source be a file URL, which the
+	// manager reads on its own host to resolve the source's ref: for
+	// tests and local runs.
+	AllowFileSources bool
+
 	// Log receives the manager's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger
 	// Now is the clock; time.Now when nil.

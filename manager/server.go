@@ -13,6 +13,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/errandci/errand/internal/gitsource"
 	"github.com/errandci/errand/manager/logs"
 	"github.com/errandci/errand/manager/ost"
 	"github.com/errandci/errand/manager/runs"
@@ -126,6 +127,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 	s.runs, err = runs.New(runs.Config{
 		MaxRunStages: cfg.MaxRunStages, MaxStageSteps: cfg.MaxStageSteps, MaxRunTasks: cfg.MaxRunTasks,
 		JsonnetTimeout: cfg.JsonnetTimeout, JsonnetMemory: cfg.JsonnetMemory, Secrets: cfg.Secrets,
+		Git:            gitsource.Options{AllowFile: cfg.AllowFileSources},
 		ExplainWaiting: s.sched.ExplainWaiting, Log: cfg.Log, Now: cfg.Now,
 	}, st, s.sched)
 	if err != nil {

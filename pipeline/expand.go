@@ -29,6 +29,12 @@ type ExpandOptions struct {
 	// Env is environment given to every step, under the stage's and the
 	// step's own.
 	Env map[string]string
+	// Source, when set, is what every stage's workspace starts as: a
+	// checkout of Commit, a full commit id, which is then required (the
+	// manager resolves a ref to it before it expands the run). Its
+	// credentials name a secret that Secrets must hold.
+	Source *errand.Source
+	Commit string
 	// NewID returns a new task id; a ULID when nil.
 	NewID func() string
 }
@@ -47,6 +53,10 @@ type Plan struct {
 	// initialize first and cleanup last.
 	Tasks  []*errand.Task `json:"tasks"`
 	Stages []PlanStage    `json:"stages"`
+	// Source and Commit are the run's Git source and the commit every
+	// stage checks out; empty for a run without a source.
+	Source *errand.Source `json:"source,omitempty"`
+	Commit string         `json:"commit,omitempty"`
 }
 
 // PlanStage names the tasks of one stage. A skipped stage has none.
@@ -138,8 +148,14 @@ func Expand(cfg *Config, opts ExpandOptions) (*Plan, error) {
 	if err := checkSecrets(cfg, skipped, opts.Secrets); err != nil {
 		return nil, err
 	}
+	if err := checkSource(opts); err != nil {
+		return nil, err
+	}
 
-	plan := &Plan{RunID: opts.RunID, Stages: make([]PlanStage, len(cfg.Stages))}
+	plan := &Plan{RunID: opts.RunID, Stages: make([]PlanStage, len(cfg.Stages)), Source: opts.Source}
+	if opts.Source != nil {
+		plan.Commit = opts.Commit
+	}
 	for i, s := range cfg.Stages {
 		ps := PlanStage{Name: s.Name, Skipped: skipped[i]}
 		if s.Approval != nil {
@@ -396,8 +412,11 @@ func stageTasks(s *Stage, ps PlanStage, opts ExpandOptions) ([]*errand.Task, err
 		return t, nil
 	}
 
-	init := tasks.InitializeData{Stage: stage, Image: s.Runtime.Image, Pull: s.Runtime.Pull,
-		Privileged: s.Privileged, Resources: res, NeedsArtifacts: slices.Clone(s.NeedsArtifacts)}
+	init := initializeData{InitializeData: tasks.InitializeData{Stage: stage, Image: s.Runtime.Image, Pull: s.Runtime.Pull,
+		Privileged: s.Privileged, Resources: res, NeedsArtifacts: slices.Clone(s.NeedsArtifacts), Checkout: checkoutOf(opts)}}
+	if c := init.Checkout; c != nil && c.Credentials != "" {
+		init.SecretNames = []string{c.Credentials}
+	}
 	if s.runtimeType() == RuntimeDocker && init.Pull == "" {
 		init.Pull = PullIfNotPresent
 	}
@@ -474,7 +493,7 @@ func stepEnv(s *Stage, st *Step, opts ExpandOptions) map[string]string {
 	maps.Copy(env, st.Environment)
 	env["ERRAND_STAGE"] = s.Name
 	env["ERRAND_STEP"] = st.Name
-	for k, v := range map[string]string{"ERRAND_RUN_ID": opts.RunID, "ERRAND_BRANCH": opts.Branch, "ERRAND_EVENT": opts.Event} {
+	for k, v := range map[string]string{"ERRAND_RUN_ID": opts.RunID, "ERRAND_BRANCH": opts.Branch, "ERRAND_EVENT": opts.Event, "ERRAND_COMMIT": commitOf(opts)} {
 		if v != "" {
 			env[k] = v
 		}

@@ -40,6 +40,11 @@ type InitializeData struct {
 	// NeedsArtifacts names earlier stages of the run whose artifacts are
 	// put into the workspace once it is created.
 	NeedsArtifacts []string `json:"needs_artifacts,omitempty"`
+	// Checkout, when set, is the Git commit the workspace starts as.
+	Checkout *GitCheckout `json:"checkout,omitempty"`
+	// Secrets holds, in the leased copy of the task, the value of the
+	// secret that Checkout's credentials name.
+	Secrets map[string]string `json:"secrets,omitempty"`
 }
 
 // Service is a container that runs beside a stage's steps.

@@ -17,6 +17,7 @@ import (
 	"github.com/errandci/errand/router"
 	"github.com/errandci/errand/tasks/docker"
 	"github.com/errandci/errand/tasks/exec"
+	"github.com/errandci/errand/tasks/runtime"
 )
 
 func init() { commands = append(commands, addDelegateCommand) }
@@ -63,6 +64,8 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 		Envar("ERRAND_DOCKER_STOP_GRACE").Default(docker.DefaultStopGrace.String()).DurationVar(&dk.stopGrace)
 	cmd.Flag("sibling-cleanup-interval", "How often to remove Docker resources left by lost dynamic delegates of the group (0: never).").
 		Envar("ERRAND_SIBLING_CLEANUP_INTERVAL").Default(docker.DefaultSiblingInterval.String()).DurationVar(&dk.siblingInterval)
+	cmd.Flag("allow-file-sources", "Let a stage's Git source be a file:// URL, read from this host (tests, local use).").
+		Envar("ERRAND_ALLOW_FILE_SOURCES").BoolVar(&dk.git.AllowFile)
 	lf := addLogFlags(cmd)
 
 	cmd.Action(g.action(func(ctx context.Context) error {
@@ -82,10 +85,12 @@ func addDelegateCommand(app *kingpin.Application, g *globals) {
 	}))
 }
 
-// dockerSettings are the delegate's settings of the docker runtime.
+// dockerSettings are the delegate's settings of the docker runtime,
+// and of the checkouts of Git sources (both runtimes).
 type dockerSettings struct {
 	stopGrace       time.Duration
 	siblingInterval time.Duration
+	git             runtime.GitOptions
 }
 
 // dockerProbeTimeout bounds the check for a Docker daemon at start-up.
@@ -103,6 +108,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 	h := exec.New(cfg.StateDir)
 	h.AllowPrivileged = cfg.AllowPrivileged
 	h.Log = cfg.Log
+	h.Git = dk.git
 	h.Register(r)
 	// The docker handlers ask the manager for its identity once the
 	// delegate is registered, before their first resource.
@@ -159,7 +165,7 @@ func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings,
 	}
 	dh, err := docker.New(docker.Config{
 		Group: cfg.Group, AllowPrivileged: cfg.AllowPrivileged, StopGrace: dk.stopGrace, Log: cfg.Log,
-		ManagerID: managerID,
+		ManagerID: managerID, Git: dk.git,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("docker runtime: %w", err)

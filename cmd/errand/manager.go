@@ -45,6 +45,8 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 		Default(manager.DefaultMaxWait.String()).DurationVar(&cfg.MaxWait)
 	cmd.Flag("sweep-interval", "How often expired leases and timeouts are checked.").Envar("ERRAND_SWEEP_INTERVAL").
 		Default(manager.DefaultSweepInterval.String()).DurationVar(&cfg.SweepInterval)
+	cmd.Flag("allow-file-sources", "Let a run's Git source be a file:// URL, read on this host to resolve its ref (tests, local use).").
+		Envar("ERRAND_ALLOW_FILE_SOURCES").BoolVar(&cfg.AllowFileSources)
 	jf := addJsonnetFlags(cmd)
 	lf := addLogFlags(cmd)
 

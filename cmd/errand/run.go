@@ -59,6 +59,7 @@ type runFlags struct {
 	listen      string
 	workdir     string
 	bind        bool
+	checkout    bool
 	stages      []string
 	list        bool
 	dryRun      bool
@@ -85,6 +86,7 @@ func addRunCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("listen", "Also serve the manager's API on this address while the run lasts, e.g. 127.0.0.1:7700.").Envar("ERRAND_RUN_LISTEN").StringVar(&f.listen)
 	cmd.Flag("workdir", "The project directory the workspace starts as (default: the directory holding the config).").Envar("ERRAND_WORKDIR").StringVar(&f.workdir)
 	cmd.Flag("bind", "Run host steps in the project directory itself instead of a copy: steps change its files.").Envar("ERRAND_RUN_BIND").BoolVar(&f.bind)
+	cmd.Flag("checkout", "Start the workspace as the committed HEAD of the project's Git work tree (git archive, submodules included) instead of the work tree: uncommitted changes and untracked files are left out.").Envar("ERRAND_RUN_CHECKOUT").BoolVar(&f.checkout)
 	cmd.Flag("stage", "Run only this stage and the stages it depends on (repeatable).").Envar("ERRAND_RUN_STAGE").StringsVar(&f.stages)
 	cmd.Flag("list", "List the stages and steps with their dependencies; run nothing.").Envar("ERRAND_RUN_LIST").BoolVar(&f.list)
 	cmd.Flag("dry-run", "Print the graph of tasks the run would submit; run nothing.").Envar("ERRAND_RUN_DRY_RUN").BoolVar(&f.dryRun)
@@ -160,6 +162,9 @@ func prepareRun(f *runFlags, stderr io.Writer) (*localRun, int, error) {
 	lr := &localRun{src: src, name: name, cfg: cfg}
 	if lr.project, err = projectDir(f.path, f.workdir); err != nil {
 		return nil, exitUsage, err
+	}
+	if f.checkout && f.bind {
+		return nil, exitUsage, usageErrorf("--checkout and --bind: the steps run either in a checkout of HEAD or in the project itself")
 	}
 	if len(f.stages) > 0 {
 		if lr.cfg, err = selectStages(cfg, f.stages); err != nil {
@@ -368,11 +373,25 @@ func runLocal(ctx context.Context, f *runFlags, stdout, stderr io.Writer) (int, 
 		return exitFailed, fmt.Errorf("data dir: %w", err)
 	}
 
+	if f.checkout {
+		co, err := checkoutHead(ctx, lr.project, filepath.Join(dir, "checkout"))
+		if err != nil {
+			return exitUsage, err
+		}
+		defer os.RemoveAll(co.Dir)
+		lr.project = co.Project
+		lr.env["ERRAND_COMMIT"] = co.Commit
+		fmt.Fprintf(stderr, "errand: the workspace is commit %s of %s (--checkout)\n", co.Commit, co.Top)
+	}
+
 	log := logrus.New()
 	log.SetOutput(stderr)
 	log.SetLevel(logrus.WarnLevel)
 	exh := exec.New(filepath.Join(dir, "delegate"))
 	exh.Source, exh.Bind, exh.Exclude = lr.project, f.bind, []string{dir}
+	if f.checkout {
+		exh.Exclude = nil // the checkout is in the data dir
+	}
 	// A first signal cancels the run, which then runs its cleanups; a
 	// second one ends the process at once.
 	ctx, stopSignals := cancelOnSignals(ctx, func() {

@@ -21,11 +21,17 @@ import (
 // combined output.
 func errandCmd(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	return errandCmdEnv(t, nil, args...)
+}
+
+// errandCmdEnv is errandCmd with env added to the environment.
+func errandCmdEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testenv.Binary(t), args...)
 	cmd.Dir = "../.."
-	cmd.Env = cleanEnv()
+	cmd.Env = cleanEnv(env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil && cmd.ProcessState == nil {
 		t.Fatalf("errand %v: %v", args, err)

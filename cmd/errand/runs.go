@@ -143,6 +143,7 @@ func printRun(ctx context.Context, c *client.HTTP, g *globals, r *client.Run) er
 	}
 	if err := fields(g.Stdout, [][2]string{
 		{"run", r.ID}, {"phase", r.Phase}, {"result", r.Result}, {"branch", r.Branch}, {"event", r.Event},
+		{"source", sourceLabel(r.Source)}, {"commit", r.Commit},
 		{"created", localStamp(&r.CreatedAt)}, {"created by", r.CreatedBy}, {"started", opt(r.StartedAt)}, {"finished", opt(r.FinishedAt)},
 		{"duration", runDuration(r.Duration, r.StartedAt)}, {"cancelled", opt(r.CancelledAt)},
 	}); err != nil {

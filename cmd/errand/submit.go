@@ -34,8 +34,13 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 	cmd.Flag("event", "Event of the run.").Envar("ERRAND_EVENT").StringVar(&event)
 	cmd.Flag("ext-str", "Jsonnet external variable K=V (repeatable).").Envar("ERRAND_EXT_STR").StringMapVar(&extStr)
 	jf := addJsonnetFlags(cmd)
+	sf := addSourceFlags(cmd)
 	cmd.Action(func(*kingpin.ParseContext) error {
 		if err := jf.validate(); err != nil {
+			return err
+		}
+		source, commit, err := sf.source()
+		if err != nil {
 			return err
 		}
 		// Jsonnet is rendered here, where its imports are.
@@ -45,7 +50,7 @@ func addSubmitCommand(app *kingpin.Application, g *globals) {
 		}
 		c := cf.client()
 		run, err := c.CreateRun(g.Ctx, &client.RunRequest{Config: string(src), Filename: name,
-			Branch: branch, Event: event, ExtStr: extStr})
+			Branch: branch, Event: event, ExtStr: extStr, Source: source, Commit: commit})
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}

@@ -44,6 +44,9 @@ type Options struct {
 	MaxBytes int64
 	// NoGit lists every file even in a Git work tree.
 	NoGit bool
+	// WithGit keeps .git directories and files, which are otherwise
+	// left out: for a checkout that is copied whole.
+	WithGit bool
 }
 
 func (o Options) maxFiles() int {
@@ -128,7 +131,7 @@ type lister struct {
 // project's, or a submodule's link to it), an excluded path, or below one.
 func (l *lister) excluded(rel string) bool {
 	for _, part := range strings.Split(rel, string(filepath.Separator)) {
-		if part == ".git" {
+		if part == ".git" && !l.opts.WithGit {
 			return true
 		}
 	}

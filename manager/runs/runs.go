@@ -91,9 +91,16 @@ func (s *Service) Create(ctx context.Context, req *client.RunRequest, createdBy 
 	if len(req.Config) > store.MaxRunConfig {
 		return nil, errand.Errorf(errand.CodeTooLarge, "config: larger than %d bytes", store.MaxRunConfig)
 	}
+	if err := checkSource(req); err != nil {
+		return nil, err
+	}
 	id := ulid.Make().String()
 	run := &store.Run{ID: id, CreatedBy: createdBy, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
 	plan, err := s.planRun(ctx, id, name, req)
+	if err != nil && ctx.Err() != nil {
+		// The request ended while the source was resolved.
+		return nil, context.Cause(ctx)
+	}
 	var tooLarge *runTooLarge
 	if errors.As(err, &tooLarge) {
 		return nil, errand.Errorf(errand.CodeInvalid, "%s", tooLarge.reason)
@@ -154,8 +161,14 @@ func (s *Service) planRun(ctx context.Context, id, filename string, req *client.
 	if err := checkSecretValues(cfg, secrets); err != nil {
 		return nil, err
 	}
+	var commit string
+	if req.Source != nil {
+		if commit, err = s.resolveSource(ctx, req, secrets); err != nil {
+			return nil, err
+		}
+	}
 	plan, err := pipeline.Expand(cfg, pipeline.ExpandOptions{RunID: id, Branch: req.Branch, Event: req.Event,
-		Secrets: secrets, Env: req.Env})
+		Secrets: secrets, Env: req.Env, Source: req.Source, Commit: commit})
 	if err != nil {
 		return nil, err
 	}
@@ -393,6 +406,9 @@ func (s *Service) runView(ctx context.Context, run *store.Run) (*client.Run, err
 	out := &client.Run{Kind: client.KindRun, ID: run.ID, Href: Href(run.ID), CreatedAt: run.CreatedAt,
 		CreatedBy: run.CreatedBy, Filename: run.Filename, Branch: run.Branch, Event: run.Event,
 		CancelledAt: run.CancelledAt, Stages: []*client.RunStage{}}
+	if rs.plan != nil {
+		out.Source, out.Commit = rs.plan.Source, rs.plan.Commit
+	}
 	if rs.plan == nil {
 		phase, result := pipeline.SetupError()
 		out.Phase, out.Result = string(phase), string(result)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/internal/gitsource"
 	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
 	"github.com/errandci/errand/pipeline"
@@ -28,6 +29,10 @@ type Config struct {
 	// Secrets holds the values of the secrets pipelines name; a run is
 	// refused when one cannot be masked. The plan holds the names only.
 	Secrets scheduler.SecretSource
+	// Git configures the git ls-remote that resolves a run's source
+	// ref to its commit (AllowFile for file URLs; a Timeout of
+	// DefaultResolveTimeout when 0).
+	Git gitsource.Options
 	// ExplainWaiting, when set, says why queued tasks wait (see
 	// errand.Task.WaitingReason).
 	ExplainWaiting func(ctx context.Context, tasks []*errand.Task)

@@ -141,6 +141,12 @@ type Config struct {
 	// Exclude are absolute paths under Source left out of the copy
 	// (e.g. a data dir inside the project).
 	Exclude []string
+	// Git configures the checkout of a stage's Git source: git runs on
+	// this host, in a directory under CheckoutDir (the system's
+	// temporary directory when empty), and the checkout, .git
+	// included, is copied into the stage's volume.
+	Git         runtime.GitOptions
+	CheckoutDir string
 	// Client is the Docker client; when nil one is made from the
 	// environment (DOCKER_HOST, …) with API version negotiation.
 	Client *dockerclient.Client
@@ -236,7 +242,7 @@ func (h *Handlers) Register(r *router.Router) {
 // Runtime returns the handlers of the docker task types: the runtime's
 // handlers over this driver.
 func (h *Handlers) Runtime() *runtime.Handlers {
-	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.cfg.StopGrace, MaxStep: h.cfg.MaxStep, Log: h.cfg.Log}
+	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.cfg.StopGrace, MaxStep: h.cfg.MaxStep, Log: h.cfg.Log, Git: h.cfg.Git}
 }
 
 // driver is the docker runtime.Driver: the name of its task types is

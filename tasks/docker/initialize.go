@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
+	"github.com/errandci/errand/internal/workspace"
 	"github.com/errandci/errand/tasks"
 	"github.com/errandci/errand/tasks/runtime"
 )
@@ -36,7 +37,7 @@ var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 // cleanup looks again by label.
 func (d driver) Initialize(ctx context.Context, s *runtime.Init) (*tasks.InitializeResult, error) {
 	h, t := d.h, s.Task
-	res, err := h.initialize(ctx, t, s.Data, s.Log)
+	res, err := h.initialize(ctx, t, s.Data, s.Checkout, s.Log)
 	if err != nil && res != nil {
 		// Leave nothing behind: the task's context may be done already.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*h.cfg.APITimeout)
@@ -53,7 +54,10 @@ func (d driver) Initialize(ctx context.Context, s *runtime.Init) (*tasks.Initial
 
 // initialize returns, with its error, what it created so far once it
 // started creating resources, and nil before.
-func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.InitializeData, logs io.Writer) (*tasks.InitializeResult, error) {
+func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.InitializeData, co *runtime.Checkout, logs io.Writer) (*tasks.InitializeResult, error) {
+	if co != nil && h.cfg.Bind {
+		return nil, errand.Errorf(errand.CodeInvalid, "stage %s has a Git source; this delegate mounts its project directory as the workspace (--bind)", data.Stage.Stage)
+	}
 	if (data.Privileged) && !h.cfg.AllowPrivileged {
 		return nil, errand.Errorf(CodePrivilegedNotAllowed,
 			"stage %s asks for privileged containers; this delegate was not started with --allow-privileged", data.Stage.Stage)
@@ -112,8 +116,13 @@ func (h *Handlers) initialize(ctx context.Context, t *errand.Task, data *tasks.I
 		}
 		res.Volume = vol.Name
 		fmt.Fprintf(logs, "volume %s\n", vol.Name)
-		if h.cfg.Source != "" {
-			if err := h.populate(ctx, data.Image, vol.Name, labels, logs); err != nil {
+		switch {
+		case co != nil:
+			if err := h.populateCheckout(ctx, co, data.Image, vol.Name, labels, logs); err != nil {
+				return fail(err)
+			}
+		case h.cfg.Source != "":
+			if err := h.populate(ctx, data.Image, vol.Name, labels, h.cfg.Source, workspace.Options{Exclude: h.cfg.Exclude}, logs); err != nil {
 				return fail(err)
 			}
 		}

@@ -60,13 +60,12 @@ func (h *Handlers) workspaceMount(volume string) (mount.Mount, error) {
 	return mount.Mount{Type: mount.TypeVolume, Source: volume, Target: Workspace}, nil
 }
 
-// populate copies the project at Source (what internal/workspace lists:
-// Git-aware, links kept as links) into the volume, through a container of
-// img that has the volume mounted and is never started.
-func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[string]string, logs io.Writer) error {
+// populate copies the directory src (what internal/workspace lists with
+// opts: Git-aware, links kept as links) into the volume, through a
+// container of img that has the volume mounted and is never started.
+func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[string]string, src string, opts workspace.Options, logs io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, copyTimeout)
 	defer cancel()
-	opts := workspace.Options{Exclude: h.cfg.Exclude}
 	id, remove, err := h.mountedContainer(ctx, img, mount.Mount{Type: mount.TypeVolume, Source: vol, Target: Workspace},
 		labels, "create the container that fills the workspace")
 	if err != nil {
@@ -77,7 +76,7 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 	pr, pw := io.Pipe()
 	written := make(chan error, 1)
 	go func() {
-		err := workspace.Tar(ctx, h.cfg.Source, pw, opts)
+		err := workspace.Tar(ctx, src, pw, opts)
 		pw.CloseWithError(err)
 		written <- err
 	}()
@@ -86,12 +85,14 @@ func (h *Handlers) populate(ctx context.Context, img, vol string, labels map[str
 	werr := <-written
 	switch {
 	case werr != nil && !errors.Is(werr, errCopyEnded):
-		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: %v", h.cfg.Source, werr)
+		return errand.Errorf(errand.CodeTaskFailed, "copy %s into the workspace: %v", src, werr)
 	case err != nil:
 		return failure("copy the project into the workspace", err)
 	case werr != nil:
-		return errand.Errorf(errand.CodeTaskFailed, "copy the project from %s into the workspace: the daemon stopped reading", h.cfg.Source)
+		return errand.Errorf(errand.CodeTaskFailed, "copy %s into the workspace: the daemon stopped reading", src)
 	}
-	fmt.Fprintf(logs, "workspace: copied the project from %s\n", h.cfg.Source)
+	if src == h.cfg.Source {
+		fmt.Fprintf(logs, "workspace: copied the project from %s\n", src)
+	}
 	return nil
 }

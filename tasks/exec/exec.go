@@ -64,6 +64,9 @@ type Handlers struct {
 	// Exclude holds paths left out of the copies of Source (e.g. a data
 	// dir inside the project). Root is always left out.
 	Exclude []string
+	// Git configures the checkout of a stage's Git source, which the
+	// workspace then starts as instead of empty or a copy of Source.
+	Git runtime.GitOptions
 
 	// Steps is the directory where the process groups of running steps
 	// are recorded, for KillLeftovers: <state dir>/steps. Empty: they
@@ -130,7 +133,7 @@ func (h *Handlers) Register(r *router.Router) {
 // Runtime returns the handlers of the exec task types: the runtime's
 // handlers over this driver, with the kill grace as it is now.
 func (h *Handlers) Runtime() *runtime.Handlers {
-	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.killGrace(), Log: h.logger()}
+	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.killGrace(), Log: h.logger(), Git: h.Git}
 }
 
 // driver is the exec runtime.Driver: the name of its task types is
@@ -175,6 +178,9 @@ func (d driver) Initialize(ctx context.Context, s *runtime.Init) (*tasks.Initial
 		return nil, errand.Errorf(errand.CodeForbidden, "stage %s asks to be privileged; this delegate was not started with --allow-privileged", data.Stage.Stage)
 	}
 	if src, ok := h.bound(); ok {
+		if s.Checkout != nil {
+			return nil, errand.Errorf(errand.CodeInvalid, "stage %s has a Git source; this delegate runs steps in its project directory itself (--bind)", data.Stage.Stage)
+		}
 		fmt.Fprintf(s.Log, "workspace %s (the project itself: steps change its files)\n", src)
 		return &tasks.InitializeResult{Workspace: src}, nil
 	}
@@ -186,6 +192,14 @@ func (d driver) Initialize(ctx context.Context, s *runtime.Init) (*tasks.Initial
 	}
 	if err := makeWorkspace(dir); err != nil {
 		return nil, errand.Errorf(errand.CodeTaskFailed, "create workspace: %v", err)
+	}
+	if s.Checkout != nil {
+		if err := s.Checkout.Into(ctx, dir); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+		fmt.Fprintf(s.Log, "workspace %s (a checkout of %s)\n", dir, s.Checkout.Source.Commit)
+		return &tasks.InitializeResult{Workspace: dir}, nil
 	}
 	if h.Source != "" {
 		opts := workspace.Options{Exclude: append([]string{h.Root}, h.Exclude...)}

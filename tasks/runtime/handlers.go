@@ -36,6 +36,8 @@ type Handlers struct {
 	// MaxStep bounds a step's run when its task has no timeout of its
 	// own; zero leaves it unbounded.
 	MaxStep time.Duration
+	// Git configures the checkout of the stages' Git sources.
+	Git GitOptions
 	// Log receives what the handlers report outside a task's log;
 	// logrus.StandardLogger() when nil.
 	Log logrus.FieldLogger
@@ -57,7 +59,13 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, err)
 		return
 	}
-	res, err := h.Driver.Initialize(r.Context(), &Init{Task: t, Data: &data, Log: router.LogFrom(r.Context())})
+	logs := router.LogFrom(r.Context())
+	co, err := h.checkout(&data, logs)
+	if err != nil {
+		httphelper.WriteError(w, err)
+		return
+	}
+	res, err := h.Driver.Initialize(r.Context(), &Init{Task: t, Data: &data, Checkout: co, Log: logs})
 	if err != nil {
 		httphelper.WriteError(w, err)
 		return

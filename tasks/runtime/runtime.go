@@ -19,7 +19,9 @@
 //     state between tasks: everything execute and cleanup need must be
 //     in that result or findable from the initialize task's id (labels).
 //     Refuse what the delegate does not allow (a privileged stage
-//     without --allow-privileged). On failure, remove what was created.
+//     without --allow-privileged). When Init.Checkout is set, the
+//     workspace starts as that Git commit (Checkout.Into). On failure,
+//     remove what was created.
 //   - Start: run one step's script with the step's shell, in the working
 //     directory under the workspace, with Step.Env, sending output to
 //     Step.Output (one Stream per output stream). A shell that cannot be
@@ -154,6 +156,9 @@ type Status struct {
 type Init struct {
 	Task *errand.Task
 	Data *tasks.InitializeData
+	// Checkout, when set, is the Git commit the workspace starts as
+	// instead of being empty (or a copy of a project directory).
+	Checkout *Checkout
 	// Log is the task's log.
 	Log io.Writer
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, rt Runtime) {
 	t.Run("CleanupAfterRestart", func(t *testing.T) { testCleanupAfterRestart(t, rt) })
 	t.Run("Handle", func(t *testing.T) { testHandle(t, rt) })
 	t.Run("Archive", func(t *testing.T) { testArchive(t, rt) })
+	t.Run("GitSource", func(t *testing.T) { testGitSource(t, rt) })
 }
 
 // Log is a task log for tests, safe for the handlers' goroutines.
@@ -125,22 +126,10 @@ func taskID(t *testing.T, n int) string {
 // when the test ends.
 func initialize(t *testing.T, rt Runtime) *stage {
 	t.Helper()
-	h := rt.New(t)
-	s := &stage{t: t, rt: rt, h: h, r: newRouter(h)}
-	id := taskID(t, 0)
-	out, logs := serveWith(context.Background(), t, s.r, id, h.Driver.Name()+".initialize", rt.Stage(), &Log{})
-	if out.State != errand.StateSucceeded {
+	s, out, logs := initializeWith(t, rt, rt.Stage())
+	if s == nil {
 		t.Fatalf("initialize: %+v %v\n%s", out, out.Error, logs)
 	}
-	if err := json.Unmarshal(out.Result, &s.res); err != nil {
-		t.Fatalf("initialize result %s: %v", out.Result, err)
-	}
-	s.dep = errand.DependencyResult{Task: id, Type: h.Driver.Name() + ".initialize", State: errand.StateSucceeded, Result: out.Result}
-	t.Cleanup(func() {
-		if out, logs := s.cleanup(s.r); out.State != errand.StateSucceeded {
-			t.Errorf("cleanup: %+v %v\n%s", out, out.Error, logs)
-		}
-	})
 	return s
 }
 
