@@ -328,12 +328,21 @@ func TestE2EStaleLeaseRefusedAfterExpiry(t *testing.T) {
 	if got.State != errand.StateSucceeded || string(got.Result) != `{"by":"alive"}` || got.DelegateID != alive.id {
 		t.Errorf("job is %s with %s by %s, want alive's result", got.State, got.Result, got.DelegateID)
 	}
-	d, err := admin.GetDelegate(ctx, silent.id)
-	if err != nil {
-		t.Fatal(err)
+	// The lease may have expired by itself before the delegate's silence
+	// passed the TTL; the sweep marks the delegate lost soon after.
+	var state errand.DelegateState
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		d, err := admin.GetDelegate(ctx, silent.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state = d.State; state == errand.DelegateLost || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	if d.State != errand.DelegateLost {
-		t.Errorf("silent delegate is %s, want lost", d.State)
+	if state != errand.DelegateLost {
+		t.Errorf("silent delegate is %s, want lost", state)
 	}
 }
 

@@ -41,9 +41,9 @@ func TestEvaluateLimits(t *testing.T) {
 		msg       string
 	}{
 		{"tailstrict recursion", `local f(n) = if n < 0 then 0 else f(n + 1) tailstrict; {stages: [], x: f(0)}`,
-			Limits{Timeout: 30 * time.Second}, ErrStackOverflow, "stack overflow (deep recursion)"},
-		{"range", `std.range(1, 1e9)`, Limits{Timeout: 30 * time.Second}, ErrMemoryLimit, "memory limit of 256 MiB"},
-		{"makeArray", `std.makeArray(1e8, function(i) i)`, Limits{Timeout: 30 * time.Second, Memory: 128 << 20}, ErrMemoryLimit, "memory limit of 128 MiB"},
+			Limits{Timeout: 2 * time.Minute}, ErrStackOverflow, "stack overflow (deep recursion)"},
+		{"range", `std.range(1, 1e9)`, Limits{Timeout: 2 * time.Minute}, ErrMemoryLimit, "memory limit of 256 MiB"},
+		{"makeArray", `std.makeArray(1e8, function(i) i)`, Limits{Timeout: 2 * time.Minute, Memory: 128 << 20}, ErrMemoryLimit, "memory limit of 128 MiB"},
 		{"loop", loop, Limits{Timeout: time.Second}, ErrTimeLimit, "time limit of 1s"},
 		{"output", `std.makeArray(20000, function(i) 'xxxxxxxxxx')`, Limits{MaxOutput: 64 << 10}, ErrOutputLimit, "output limit of 64 KiB"},
 	} {
