@@ -101,6 +101,43 @@ type Run struct {
 	// Stages lists its stages, with their steps; empty in lists of runs
 	// (GET /api/v1/runs/{id} has them).
 	Stages []*RunStage `json:"stages"`
+
+	// Pipeline and Number are set for a run of a stored pipeline: its
+	// number there, and Name is pipeline#number.
+	Pipeline string `json:"pipeline,omitempty"`
+	Number   int64  `json:"number,omitempty"`
+	Name     string `json:"name,omitempty"`
+	// Trigger says who or what started the run.
+	Trigger *RunTrigger `json:"trigger,omitempty"`
+	// Variables are the environment the run gave every step.
+	Variables map[string]string `json:"variables,omitempty"`
+	// RestartOf is the run this one restarts, from RestartFrom (failed
+	// or start).
+	RestartOf     string `json:"restart_of,omitempty"`
+	RestartOfHref string `json:"restart_of_href,omitempty"`
+	RestartFrom   string `json:"restart_from,omitempty"`
+}
+
+// RunTrigger says who or what started a run, and the change it ran for.
+type RunTrigger struct {
+	// Kind is user, webhook or restart.
+	Kind string `json:"kind"`
+	// Who is the user (or the webhook's sender) that started it.
+	Who   string `json:"who,omitempty"`
+	Event string `json:"event,omitempty"`
+	// Commit, Ref, Author and Message describe the change it ran for.
+	Commit  string `json:"commit,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+	Author  string `json:"author,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// RestartRequest is the body of POST /api/v1/runs/{id}/restart.
+type RestartRequest struct {
+	// From is failed (the default: re-run the failed and cancelled
+	// stages and every stage downstream of them, keep the rest) or start
+	// (re-run every stage).
+	From string `json:"from,omitempty"`
 }
 
 // RunSetupError is one problem of a run's config.
@@ -149,6 +186,9 @@ type RunStage struct {
 	StartedAt  *time.Time      `json:"started_at,omitempty"`
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 	Duration   errand.Duration `json:"duration,omitempty"`
+	// KeptFrom is set on a stage that a restart kept: the run whose
+	// tasks (results, logs) it shows; they did not run again.
+	KeptFrom string `json:"kept_from,omitempty"`
 }
 
 // RunStageTask is the state of a stage's initialize or cleanup task; its

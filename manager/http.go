@@ -83,6 +83,7 @@ func (s *Server) registerRoutes() {
 	h("GET", "/api/v1/runs/{id}", authViewer, s.getRun)
 	h("POST", "/api/v1/runs/{id}/cancel", authOperator, s.cancelRun)
 	h("POST", "/api/v1/runs/{id}/stages/{name}/approve", authOperator, s.approveStage)
+	s.registerPipelineRoutes()
 
 	h("POST", "/api/v1/users", authAdmin, s.createUser)
 	h("GET", "/api/v1/users", authAdmin, s.listUsers)

@@ -397,6 +397,33 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.fails(http.StatusNotFound, errand.CodeNotFound, "POST", "/api/v1/runs/nope/cancel", testAdmin, nil)
 	e.must(http.StatusOK, "GET", "/api/v1/tasks?run_id="+run.ID, testAdmin, nil, nil)
 
+	// A stored pipeline, its numbered runs, their stages and steps, and
+	// a restart.
+	e.createPipeline(&client.PipelineSpec{Name: "api", Config: "stages:\n  - name: build\n    steps: [{name: hello, commands: [\"false\"]}]\n",
+		Variables: map[string]string{"A": "1"}, Notify: []client.PipelineNotify{{Slack: &client.NotifySlack{URLSecret: "SLACK", On: []string{"failed"}}}}})
+	e.fails(http.StatusConflict, errand.CodeConflict, "POST", "/api/v1/pipelines", testAdmin, &client.PipelineSpec{Name: "api", Config: "stages: []"})
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/pipelines", testAdmin, `{"name":"API"}`)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines?prefix=a&limit=5", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api", testAdmin, nil, nil)
+	e.fails(http.StatusNotFound, errand.CodeNotFound, "GET", "/api/v1/pipelines/nope", testAdmin, nil)
+	e.must(http.StatusOK, "PUT", "/api/v1/pipelines/api", testAdmin, &client.PipelineSpec{Config: "stages:\n  - name: build\n    steps: [{name: hello, commands: [\"false\"]}]\n"}, nil)
+	prun := e.startPipelineRun("api", &client.PipelineRunRequest{Ref: "main", Commit: "abc", Variables: map[string]string{"B": "2"}})
+	e.waitRun(prun.ID, "finished", finished)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api/runs?result=failed&limit=5", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api/runs/1", testAdmin, nil, nil)
+	e.fails(http.StatusNotFound, errand.CodeNotFound, "GET", "/api/v1/pipelines/api/runs/7", testAdmin, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api/runs/1/stages?state=failed", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api/runs/1/stages/build", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api/runs/1/stages/build/steps", testAdmin, nil, nil)
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/api/runs/1/stages/build/steps/hello", testAdmin, nil, nil)
+	var restarted client.Run
+	e.must(http.StatusCreated, "POST", "/api/v1/runs/"+prun.ID+"/restart", testAdmin, &client.RestartRequest{From: "failed"}, &restarted)
+	waiting := e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n")
+	e.fails(http.StatusConflict, errand.CodeConflict, "POST", "/api/v1/runs/"+waiting.ID+"/restart", testAdmin, nil)
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/runs/"+prun.ID+"/restart", testAdmin, `{"from":"middle"}`)
+	e.waitRun(restarted.ID, "finished", finished)
+	e.must(http.StatusNoContent, "DELETE", "/api/v1/pipelines/api", testAdmin, nil, nil)
+
 	// Users, tokens and the audit trail.
 	var alice client.User
 	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "alice", Role: "viewer"}, &alice)

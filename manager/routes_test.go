@@ -16,12 +16,14 @@ import (
 // delegates, a task leased to the first, and a run whose one stage waits
 // for an approval.
 type routeFixture struct {
-	e         *env
-	d1, d2    delegate
-	taskID    string
-	lease     string
-	runID     string
-	stageName string
+	e      *env
+	d1, d2 delegate
+	taskID string
+	lease  string
+	runID  string
+	// endedRunID is a run that has ended, to restart.
+	endedRunID string
+	stageName  string
 	// user is a viewer with one token, userToken (id userTokenID).
 	user, userToken, userTokenID string
 }
@@ -37,6 +39,11 @@ func newRouteFixture(t testing.TB) *routeFixture {
 	}
 	f.lease = a.Tasks[0].Lease.Token
 	f.runID = e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
+	// A pipeline named as the stage, with run 1 waiting at the gate, and
+	// a run that has ended, to restart.
+	e.createPipeline(&client.PipelineSpec{Name: f.stageName, Config: "stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n"})
+	e.startPipelineRun(f.stageName, nil)
+	f.endedRunID = e.submit("stages: []\n").ID
 	f.user = "fixture-viewer"
 	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: f.user, Role: "viewer"}, nil)
 	var tok client.Token
@@ -61,8 +68,14 @@ func (f *routeFixture) path(pattern string) string {
 	case strings.HasPrefix(p, "/api/v1/tokens/"):
 		id = f.userTokenID
 	}
+	if strings.HasSuffix(p, "/restart") {
+		id = f.endedRunID
+	}
 	p = strings.ReplaceAll(p, "{id}", id)
 	p = strings.ReplaceAll(p, "{name}", f.stageName)
+	p = strings.ReplaceAll(p, "{number}", "1")
+	p = strings.ReplaceAll(p, "{stage}", f.stageName)
+	p = strings.ReplaceAll(p, "{step}", "s")
 	if strings.HasSuffix(p, "/acquire") {
 		p += "?wait=0s&max=1"
 	}
@@ -86,6 +99,12 @@ func (f *routeFixture) body(method, pattern string) string {
 		return `{"config":"stages: []","filename":"config.yml"}`
 	case "POST /api/v1/runs/{id}/stages/{name}/approve":
 		return `{"approver":"a"}`
+	case "POST /api/v1/pipelines":
+		return `{"name":"p2","config":"stages: []"}`
+	case "PUT /api/v1/pipelines/{name}":
+		return `{"config":"stages: []"}`
+	case "POST /api/v1/runs/{id}/restart":
+		return `{"from":"start"}`
 	case "POST /api/v1/users":
 		return `{"name":"u3","role":"viewer"}`
 	case "POST /api/v1/tokens":
@@ -136,37 +155,50 @@ const (
 // routeAuth says who may call every route the server registers. A new
 // route needs a row here.
 var routeAuth = map[string]int{
-	"POST /api/v1/delegates":                       byRegistration,
-	"POST /api/v1/delegates/{id}/heartbeat":        byOwnDelegate,
-	"POST /api/v1/delegates/{id}/acquire":          byOwnDelegate,
-	"DELETE /api/v1/delegates/{id}":                byDelegateOrAdmin,
-	"GET /api/v1/delegates":                        byAnyDelegateOrAdmin,
-	"GET /api/v1/delegates/{id}":                   byAdmin,
-	"POST /api/v1/delegates/{id}/drain":            byAdmin,
-	"POST /api/v1/tasks":                           byAdmin,
-	"GET /api/v1/tasks":                            byAdmin,
-	"GET /api/v1/tasks/{id}":                       byAdmin,
-	"POST /api/v1/tasks/{id}/cancel":               byAdmin,
-	"POST /api/v1/tasks/{id}/status":               byLeaseHolder,
-	"POST /api/v1/tasks/{id}/logs":                 byLeaseHolder,
-	"GET /api/v1/tasks/{id}/logs":                  byAdmin,
-	"POST /api/v1/runs":                            byAdmin,
-	"GET /api/v1/runs":                             byAdmin,
-	"GET /api/v1/runs/{id}":                        byAdmin,
-	"POST /api/v1/runs/{id}/cancel":                byAdmin,
-	"POST /api/v1/runs/{id}/stages/{name}/approve": byAdmin,
-	"POST /api/v1/users":                           byAdmin,
-	"GET /api/v1/users":                            byAdmin,
-	"GET /api/v1/users/{id}":                       byAdmin,
-	"DELETE /api/v1/users/{id}":                    byAdmin,
-	"POST /api/v1/tokens":                          byAdmin,
-	"GET /api/v1/tokens":                           byAdmin,
-	"DELETE /api/v1/tokens/{id}":                   byAdmin,
-	"GET /api/v1/audit":                            byAdmin,
-	"GET /metrics":                                 byAdmin,
-	"GET /healthz":                                 byAnyone,
-	"GET /readyz":                                  byAnyone,
-	"GET /{$}":                                     byAnyone,
+	"POST /api/v1/delegates":                                                 byRegistration,
+	"POST /api/v1/delegates/{id}/heartbeat":                                  byOwnDelegate,
+	"POST /api/v1/delegates/{id}/acquire":                                    byOwnDelegate,
+	"DELETE /api/v1/delegates/{id}":                                          byDelegateOrAdmin,
+	"GET /api/v1/delegates":                                                  byAnyDelegateOrAdmin,
+	"GET /api/v1/delegates/{id}":                                             byAdmin,
+	"POST /api/v1/delegates/{id}/drain":                                      byAdmin,
+	"POST /api/v1/tasks":                                                     byAdmin,
+	"GET /api/v1/tasks":                                                      byAdmin,
+	"GET /api/v1/tasks/{id}":                                                 byAdmin,
+	"POST /api/v1/tasks/{id}/cancel":                                         byAdmin,
+	"POST /api/v1/tasks/{id}/status":                                         byLeaseHolder,
+	"POST /api/v1/tasks/{id}/logs":                                           byLeaseHolder,
+	"GET /api/v1/tasks/{id}/logs":                                            byAdmin,
+	"POST /api/v1/runs":                                                      byAdmin,
+	"GET /api/v1/runs":                                                       byAdmin,
+	"GET /api/v1/runs/{id}":                                                  byAdmin,
+	"POST /api/v1/runs/{id}/cancel":                                          byAdmin,
+	"POST /api/v1/runs/{id}/stages/{name}/approve":                           byAdmin,
+	"POST /api/v1/runs/{id}/restart":                                         byAdmin,
+	"POST /api/v1/pipelines":                                                 byAdmin,
+	"GET /api/v1/pipelines":                                                  byAdmin,
+	"GET /api/v1/pipelines/{name}":                                           byAdmin,
+	"PUT /api/v1/pipelines/{name}":                                           byAdmin,
+	"DELETE /api/v1/pipelines/{name}":                                        byAdmin,
+	"POST /api/v1/pipelines/{name}/runs":                                     byAdmin,
+	"GET /api/v1/pipelines/{name}/runs":                                      byAdmin,
+	"GET /api/v1/pipelines/{name}/runs/{number}":                             byAdmin,
+	"GET /api/v1/pipelines/{name}/runs/{number}/stages":                      byAdmin,
+	"GET /api/v1/pipelines/{name}/runs/{number}/stages/{stage}":              byAdmin,
+	"GET /api/v1/pipelines/{name}/runs/{number}/stages/{stage}/steps":        byAdmin,
+	"GET /api/v1/pipelines/{name}/runs/{number}/stages/{stage}/steps/{step}": byAdmin,
+	"POST /api/v1/users":                                                     byAdmin,
+	"GET /api/v1/users":                                                      byAdmin,
+	"GET /api/v1/users/{id}":                                                 byAdmin,
+	"DELETE /api/v1/users/{id}":                                              byAdmin,
+	"POST /api/v1/tokens":                                                    byAdmin,
+	"GET /api/v1/tokens":                                                     byAdmin,
+	"DELETE /api/v1/tokens/{id}":                                             byAdmin,
+	"GET /api/v1/audit":                                                      byAdmin,
+	"GET /metrics":                                                           byAdmin,
+	"GET /healthz":                                                           byAnyone,
+	"GET /readyz":                                                            byAnyone,
+	"GET /{$}":                                                               byAnyone,
 }
 
 // Expected answers.

@@ -16,6 +16,7 @@ import (
 	"github.com/errandci/errand/internal/gitsource"
 	"github.com/errandci/errand/manager/logs"
 	"github.com/errandci/errand/manager/ost"
+	"github.com/errandci/errand/manager/pipelines"
 	"github.com/errandci/errand/manager/runs"
 	"github.com/errandci/errand/manager/scheduler"
 	"github.com/errandci/errand/manager/store"
@@ -39,7 +40,9 @@ type Server struct {
 	logs    *logs.Service
 	runs    *runs.Service
 	users   *users.Service
-	quiet   quietAnswers
+	// pipelines stores named pipelines and starts their runs.
+	pipelines *pipelines.Service
+	quiet     quietAnswers
 
 	// closing is closed when the server shuts down: long-polls and log
 	// followers return at once so that a graceful shutdown is quick.
@@ -136,6 +139,11 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		return nil, err
 	}
 	if s.users, err = users.New(users.Config{Log: cfg.Log, Now: cfg.Now}, st); err != nil {
+		_ = s.logs.Stop(context.Background())
+		_ = s.sched.Stop(context.Background())
+		return nil, err
+	}
+	if s.pipelines, err = pipelines.New(pipelines.Config{Log: cfg.Log, Now: cfg.Now}, st, s.runs); err != nil {
 		_ = s.logs.Stop(context.Background())
 		_ = s.sched.Stop(context.Background())
 		return nil, err

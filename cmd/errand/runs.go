@@ -44,10 +44,14 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 	}))
 
 	get := cmd.Command("get", "Show a run with its stages and steps, and why a stage's setup or cleanup failed.")
-	getID := get.Arg("id", "Run id.").Required().String()
+	getID := get.Arg("id", "Run id, or pipeline#number (api#42).").Required().String()
 	get.Action(g.action(func(ctx context.Context) error {
 		c := cf.client()
-		r, err := c.GetRun(ctx, *getID)
+		id, err := resolveRun(ctx, c, *getID)
+		if err != nil {
+			return err
+		}
+		r, err := c.GetRun(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -58,22 +62,53 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 	}))
 
 	cancel := cmd.Command("cancel", "Cancel a run: running steps are stopped, the rest skipped; cleanups still run. A run that has ended is refused (exit 1).")
-	cancelID := cancel.Arg("id", "Run id.").Required().String()
+	cancelID := cancel.Arg("id", "Run id, or pipeline#number.").Required().String()
 	cancel.Action(g.action(func(ctx context.Context) error {
-		if err := cf.client().CancelRun(ctx, *cancelID); err != nil {
+		c := cf.client()
+		id, err := resolveRun(ctx, c, *cancelID)
+		if err != nil {
+			return err
+		}
+		if err := c.CancelRun(ctx, id); err != nil {
 			return err
 		}
 		fmt.Fprintf(g.Stdout, "cancelled: %s\n", *cancelID)
 		return nil
 	}))
 
+	restart := cmd.Command("restart", "Start a new run of what a run that has ended ran, linked to it (a new number for a run of a pipeline); "+
+		"with --follow, stream it and exit with its result. A run that has not ended is refused (exit 1).")
+	restartID := restart.Arg("id", "Run id, or pipeline#number.").Required().String()
+	var restartFrom string
+	var restartFollow bool
+	restart.Flag("from", "failed: re-run the failed and cancelled stages and what follows them, keeping the stages that succeeded; start: re-run every stage.").
+		Envar("ERRAND_RESTART_FROM").Default("failed").EnumVar(&restartFrom, "failed", "start")
+	restart.Flag("follow", "Stream the new run's logs and exit with its result.").Short('f').Envar("ERRAND_FOLLOW").BoolVar(&restartFollow)
+	restart.Action(func(*kingpin.ParseContext) error {
+		c := cf.client()
+		id, err := resolveRun(g.Ctx, c, *restartID)
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		r, err := c.RestartRun(g.Ctx, id, &client.RestartRequest{From: restartFrom})
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		return startedRun(g, cf, c, r, restartFollow)
+	})
+
 	approve := cmd.Command("approve", "Approve a stage that waits for approvals. Approving twice as the same approver, or a stage that waits for nothing, is refused (exit 1).")
-	approveID := approve.Arg("id", "Run id.").Required().String()
+	approveID := approve.Arg("id", "Run id, or pipeline#number.").Required().String()
 	approveStage := approve.Arg("stage", "Stage name.").Required().String()
 	var approver string
 	approve.Flag("as", "Approver name, honoured only with the bootstrap admin token, for scripts (default: admin); a user token approves as its user.").Envar("ERRAND_APPROVER").StringVar(&approver)
 	approve.Action(g.action(func(ctx context.Context) error {
 		c := cf.client()
+		id, err := resolveRun(ctx, c, *approveID)
+		if err != nil {
+			return err
+		}
+		approveID := &id
 		// The API takes a second approval by the same approver as the
 		// first (a retry is safe): say that it counts once.
 		who := approver
@@ -108,10 +143,14 @@ func addRunsCommand(app *kingpin.Application, g *globals) {
 	}))
 
 	logs := cmd.Command("logs", "Print every step's log, prefixed with stage/step.")
-	logsID := logs.Arg("id", "Run id.").Required().String()
+	logsID := logs.Arg("id", "Run id, or pipeline#number.").Required().String()
 	logs.Action(g.action(func(ctx context.Context) error {
 		c := cf.client()
-		r, err := c.GetRun(ctx, *logsID)
+		id, err := resolveRun(ctx, c, *logsID)
+		if err != nil {
+			return err
+		}
+		r, err := c.GetRun(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -146,6 +185,7 @@ func printRun(ctx context.Context, c *client.HTTP, g *globals, r *client.Run) er
 		{"source", sourceLabel(r.Source)}, {"commit", r.Commit},
 		{"created", localStamp(&r.CreatedAt)}, {"created by", r.CreatedBy}, {"started", opt(r.StartedAt)}, {"finished", opt(r.FinishedAt)},
 		{"duration", runDuration(r.Duration, r.StartedAt)}, {"cancelled", opt(r.CancelledAt)},
+		{"name", r.Name}, {"trigger", triggerText(r.Trigger)}, {"restart of", restartText(r)}, {"kept", keptText(r)},
 	}); err != nil {
 		return err
 	}

@@ -66,6 +66,9 @@ func Href(id string) string { return "/api/v1/runs/" + id }
 type runPlan struct {
 	pipeline.Plan
 	Gates map[string]string `json:"gates,omitempty"`
+	// Kept maps each stage a restart kept to the run whose tasks it
+	// shows.
+	Kept map[string]string `json:"kept,omitempty"`
 }
 
 // runFormats are the config formats a submitted run may use.
@@ -77,6 +80,13 @@ var runFormats = []string{".yml", ".yaml", ".json", ".jsonnet"}
 // config, or a config past a bound of a run, is refused
 // (errand.CodeInvalid, CodeTooLarge) and makes no run.
 func (s *Service) Create(ctx context.Context, req *client.RunRequest, createdBy string) (*client.Run, error) {
+	return s.create(ctx, req, createOptions{createdBy: createdBy,
+		origin: &store.RunOrigin{Trigger: store.RunTrigger{Kind: TriggerUser, Who: createdBy}}})
+}
+
+// create makes a run as Create does, with where it came from and, for a
+// restart, the stages it keeps.
+func (s *Service) create(ctx context.Context, req *client.RunRequest, o createOptions) (*client.Run, error) {
 	if strings.TrimSpace(req.Config) == "" {
 		return nil, errand.Errorf(errand.CodeInvalid, `config: required; the body is {"config": "<the pipeline config>", "filename": "config.yml"}`)
 	}
@@ -95,11 +105,15 @@ func (s *Service) Create(ctx context.Context, req *client.RunRequest, createdBy 
 		return nil, err
 	}
 	id := ulid.Make().String()
-	run := &store.Run{ID: id, CreatedBy: createdBy, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event}
+	run := &store.Run{ID: id, CreatedBy: o.createdBy, Filename: name, Config: []byte(req.Config), Branch: req.Branch, Event: req.Event,
+		Origin: o.originOf(req)}
 	plan, err := s.planRun(ctx, id, name, req)
 	if err != nil && ctx.Err() != nil {
 		// The request ended while the source was resolved.
 		return nil, context.Cause(ctx)
+	}
+	if err == nil && o.keep != nil {
+		err = o.keep.apply(plan, run.Origin)
 	}
 	var tooLarge *runTooLarge
 	if errors.As(err, &tooLarge) {
@@ -121,7 +135,11 @@ func (s *Service) Create(ctx context.Context, req *client.RunRequest, createdBy 
 	if len(run.SetupErrors) > 0 {
 		s.setupErrorRun()
 	}
-	s.log.WithFields(logrus.Fields{"run_id": id, "created_by": createdBy, "tasks": len(tasks), "setup_errors": len(run.SetupErrors)}).Info("run created")
+	fields := logrus.Fields{"run_id": id, "created_by": o.createdBy, "tasks": len(tasks), "setup_errors": len(run.SetupErrors), "trigger": run.Origin.Trigger.Kind}
+	if run.Origin.Pipeline != "" {
+		fields["pipeline"], fields["number"] = run.Origin.Pipeline, run.Origin.Number
+	}
+	s.log.WithFields(fields).Info("run created")
 	return s.runView(ctx, run)
 }
 
@@ -218,6 +236,19 @@ func (s *Service) List(ctx context.Context, after string, limit int) (*client.Ru
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
+	out, err := s.ListItems(ctx, runs)
+	if err != nil {
+		return nil, err
+	}
+	if len(runs) == limit {
+		out.Next = runs[len(runs)-1].ID
+	}
+	return out, nil
+}
+
+// ListItems returns runs read without their config and plan
+// (store.RunListParams.Summary) as a list shows them.
+func (s *Service) ListItems(ctx context.Context, runs []*store.Run) (*client.RunList, error) {
 	// A finished run never changes: its item is read once.
 	items := make([]*client.Run, len(runs))
 	var ids []string
@@ -243,9 +274,6 @@ func (s *Service) List(ctx context.Context, after string, limit int) (*client.Ru
 		}
 		out.Items = append(out.Items, item)
 	}
-	if len(runs) == limit {
-		out.Next = runs[len(runs)-1].ID
-	}
 	return out, nil
 }
 
@@ -263,6 +291,7 @@ func (s *Service) runListItem(ctx context.Context, run *store.Run, st *store.Run
 	out := &client.Run{Kind: client.KindRun, ID: run.ID, Href: Href(run.ID), CreatedAt: run.CreatedAt,
 		CreatedBy: run.CreatedBy, Filename: run.Filename, Branch: run.Branch, Event: run.Event,
 		CancelledAt: run.CancelledAt, Stages: []*client.RunStage{}}
+	originView(out, run.Origin)
 	if len(run.SetupErrors) > 0 {
 		phase, result := pipeline.SetupError()
 		out.Phase, out.Result = string(phase), string(result)
@@ -352,19 +381,12 @@ func (s *Service) loadRun(ctx context.Context, run *store.Run) (*runState, error
 	if err := json.Unmarshal(run.Plan, rs.plan); err != nil {
 		return nil, fmt.Errorf("decode plan of run %s: %w", run.ID, err)
 	}
-	after := ""
-	for {
-		page, err := s.store.TaskList(ctx, store.TaskListParams{RunID: run.ID, After: after, Limit: 1000})
-		if err != nil {
-			return nil, fmt.Errorf("tasks of run %s: %w", run.ID, err)
+	// A restart shows the stages it kept with the tasks of the runs it
+	// uses.
+	for _, id := range append([]string{run.ID}, run.Origin.UsedRuns()...) {
+		if err := s.loadTasks(ctx, id, rs.tasks); err != nil {
+			return nil, err
 		}
-		for _, t := range page {
-			rs.tasks[t.ID] = t
-		}
-		if len(page) < 1000 || len(rs.tasks) >= maxRunTasks {
-			break
-		}
-		after = page[len(page)-1].ID
 	}
 	// Queued tasks say why they may wait for ever (no delegate serves
 	// their type or selector); copies carry the reason.
@@ -383,6 +405,25 @@ func (s *Service) loadRun(ctx context.Context, run *store.Run) (*runState, error
 		}
 	}
 	return rs, nil
+}
+
+// loadTasks reads the tasks of run id into tasks.
+func (s *Service) loadTasks(ctx context.Context, id string, tasks map[string]*errand.Task) error {
+	after, n := "", 0
+	for {
+		page, err := s.store.TaskList(ctx, store.TaskListParams{RunID: id, After: after, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("tasks of run %s: %w", id, err)
+		}
+		for _, t := range page {
+			tasks[t.ID] = t
+		}
+		n += len(page)
+		if len(page) < 1000 || n >= maxRunTasks {
+			return nil
+		}
+		after = page[len(page)-1].ID
+	}
 }
 
 func (rs *runState) approvals() map[string]int {
@@ -409,6 +450,7 @@ func (s *Service) runView(ctx context.Context, run *store.Run) (*client.Run, err
 	if rs.plan != nil {
 		out.Source, out.Commit = rs.plan.Source, rs.plan.Commit
 	}
+	originView(out, run.Origin)
 	if rs.plan == nil {
 		phase, result := pipeline.SetupError()
 		out.Phase, out.Result = string(phase), string(result)
@@ -438,7 +480,10 @@ func (s *Service) runView(ctx context.Context, run *store.Run) (*client.Run, err
 		}
 		ended := state == pipeline.StageSuccess || state == pipeline.StageFailed || state == pipeline.StageSkipped || state == pipeline.StageCancelled
 		st.StartedAt, st.FinishedAt, st.Duration = sp.times(ended, now)
-		runSpan.merge(sp)
+		// A kept stage ran before the run did.
+		if st.KeptFrom = rs.plan.Kept[ps.Name]; st.KeptFrom == "" {
+			runSpan.merge(sp)
+		}
 		out.Stages = append(out.Stages, st)
 	}
 	out.StartedAt, out.FinishedAt, out.Duration = runSpan.times(phase == pipeline.PhaseFinished, now)

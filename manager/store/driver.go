@@ -62,6 +62,8 @@ type DriverRows interface {
 	UserStore
 	DeliveryStore
 	ArtifactStore
+	// PipelineRows stores pipelines and reads the origins of runs.
+	PipelineRows
 
 	Count(ctx context.Context, p CountParams) (*Counts, error)
 	Ping(ctx context.Context) error
@@ -149,6 +151,9 @@ type DriverTx interface {
 	RunApprovalAdd(p RunApproveParams) (added bool, err error)
 	// RunApprovalCount counts the distinct approvers of a stage.
 	RunApprovalCount(runID, stage string) (int, error)
+
+	// PipelineTx records the origins of runs.
+	PipelineTx
 
 	// Emit records a change, delivered after the commit.
 	Emit(c Change)

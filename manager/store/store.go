@@ -140,6 +140,8 @@ type Store interface {
 	DeliveryStore
 	// ArtifactStore persists the records of artifacts.
 	ArtifactStore
+	// PipelineStore persists named pipelines and the origins of runs.
+	PipelineStore
 
 	// Count counts tasks that have not ended, delegates and runs by state,
 	// with a few aggregate queries: cheap enough to run on every scrape of
@@ -423,6 +425,9 @@ type Run struct {
 	Approvals map[string][]string
 	// CancelledAt is set once the run was cancelled.
 	CancelledAt *time.Time
+	// Origin is where the run came from (see PipelineStore); nil for a
+	// run stored before origins were.
+	Origin *RunOrigin
 }
 
 // RunSetupError is one problem of a run's config, with its path and line
@@ -459,7 +464,12 @@ func (p RunCreateParams) Check() error {
 	case len(r.SetupErrors) > 0 && len(tasks) > 0:
 		return errand.Errorf(errand.CodeInvalid, "run: a run with setup errors has no tasks")
 	}
-	if err := errand.ValidateRunBatch(r.ID, tasks); err != nil {
+	if r.Origin != nil {
+		if err := r.Origin.Check(); err != nil {
+			return err
+		}
+	}
+	if err := checkRunTasks(r, tasks); err != nil {
 		return err
 	}
 	for _, t := range tasks {

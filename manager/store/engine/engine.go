@@ -439,9 +439,13 @@ func (e *Engine) RunCreate(ctx context.Context, p store.RunCreateParams) ([]*err
 			}
 			return fmt.Errorf("create run %s: %w", p.Run.ID, err)
 		}
-		// The tasks refer only to each other (p.Check), so every
-		// dependency is decided within the batch.
-		out, err = insertBatch(tx, p.Tasks, order, nil, p.Now)
+		outside, err := originInsert(tx, p.Run, p.Tasks)
+		if err != nil {
+			return err
+		}
+		// The tasks refer only to each other (p.Check), or to ended
+		// tasks of the runs the run uses: every dependency is decided.
+		out, err = insertBatch(tx, p.Tasks, order, outside, p.Now)
 		if err != nil && !errors.Is(err, errand.ErrConflict) {
 			return fmt.Errorf("create run %s: %w", p.Run.ID, err)
 		}

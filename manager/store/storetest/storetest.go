@@ -92,6 +92,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ArtifactRetention", testArtifactRetention},
 		{"HookSecrets", testHookSecrets},
 		{"GateWaitingChange", testGateWaitingChange},
+		{"Pipelines", testPipelines},
+		{"PipelineRunNumbers", testPipelineRunNumbers},
+		{"PipelineRunNumbersConcurrent", testPipelineRunNumbersConcurrent},
+		{"RunUses", testRunUses},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
