@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/pipelines"
+	"github.com/errandci/errand/manager/runs"
 	"github.com/errandci/errand/pipeline"
 )
 
@@ -323,5 +326,34 @@ func TestRestartRefused(t *testing.T) {
 	e.must(http.StatusCreated, "POST", "/api/v1/runs/"+run.ID+"/restart", testAdmin, nil, &again)
 	if again.Pipeline != "" || again.Number != 0 || again.RestartOf != run.ID || again.RestartFrom != "failed" || len(again.Stages) != 1 || again.Stages[0].KeptFrom != "" {
 		t.Fatalf("restart of a cancelled submitted run = %+v", again)
+	}
+}
+
+// TestStartRunWithTrigger: the Go method a webhook starts runs with
+// records its trigger, takes the branch it names over the ref's, cuts a
+// long message and refuses bad variables.
+func TestStartRunWithTrigger(t *testing.T) {
+	e := newEnv(t)
+	e.createPipeline(&client.PipelineSpec{Name: "api", Config: twoStages})
+	ctx := t.Context()
+	run, err := e.s.pipelines.StartRun(ctx, "api", pipelines.TriggerParams{Kind: runs.TriggerWebhook, Who: "github", Event: "pull_request",
+		Ref: "refs/pull/7/head", Branch: "main", Commit: "abc", Author: "Ann", Message: strings.Repeat("é", 3000), Variables: map[string]string{"PR": "7"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := run.Trigger
+	if run.Name != "api#1" || run.Branch != "main" || run.Event != "pull_request" || tr.Kind != "webhook" || tr.Who != "github" ||
+		tr.Ref != "refs/pull/7/head" || tr.Author != "Ann" || len(tr.Message) > pipelines.MaxCommitMessage || !utf8.ValidString(tr.Message) ||
+		run.Variables["PR"] != "7" || run.CreatedBy != "github" {
+		t.Fatalf("run = %+v, trigger %+v", run, tr)
+	}
+	if _, err := e.s.pipelines.StartRun(ctx, "api", pipelines.TriggerParams{Kind: "webhook", Variables: map[string]string{"1x": "y"}}); errand.ErrorCode(err) != errand.CodeInvalid {
+		t.Errorf("bad variable: %v", err)
+	}
+	if _, err := e.s.pipelines.StartRun(ctx, "nope", pipelines.TriggerParams{Kind: "webhook"}); errand.ErrorCode(err) != errand.CodeNotFound {
+		t.Errorf("unknown pipeline: %v", err)
+	}
+	if _, err := e.s.pipelines.StartRun(ctx, "api", pipelines.TriggerParams{}); errand.ErrorCode(err) != errand.CodeInvalid {
+		t.Errorf("no kind: %v", err)
 	}
 }

@@ -191,8 +191,10 @@ type TriggerParams struct {
 	// Event is matched against the stages' when (push, pull_request…).
 	Event string
 	// Ref is the branch or tag (refs/heads/main, refs/tags/v1, main);
-	// the run's branch is the branch it names.
-	Ref string
+	// the run's branch is the branch it names, unless Branch says (the
+	// target branch of a pull request whose ref is refs/pull/N/head).
+	Ref    string
+	Branch string
 	// Commit, Author and Message describe the change. A message longer
 	// than MaxCommitMessage is cut.
 	Commit  string
@@ -241,7 +243,11 @@ func (s *Service) StartRun(ctx context.Context, name string, p TriggerParams) (*
 		vars = map[string]string{}
 	}
 	maps.Copy(vars, p.Variables)
-	req := &client.RunRequest{Config: config, Filename: filename, Branch: branchOf(p.Ref), Event: p.Event,
+	branch := p.Branch
+	if branch == "" {
+		branch = branchOf(p.Ref)
+	}
+	req := &client.RunRequest{Config: config, Filename: filename, Branch: branch, Event: p.Event,
 		Env: vars, ExtStr: vars}
 	run, err := s.runs.Start(ctx, runs.StartParams{Request: req, Pipeline: name, Trigger: store.RunTrigger{Kind: p.Kind, Who: p.Who,
 		Event: p.Event, Commit: p.Commit, Ref: p.Ref, Author: p.Author, Message: p.Message}})

@@ -229,7 +229,7 @@ func checkURL(ps *problems, at, raw string) {
 // checkTrigger bounds what a trigger records.
 func checkTrigger(t *TriggerParams) error {
 	var ps problems
-	for _, f := range []struct{ at, v string }{{"kind", t.Kind}, {"who", t.Who}, {"event", t.Event}, {"ref", t.Ref}, {"commit", t.Commit}, {"author", t.Author}} {
+	for _, f := range []struct{ at, v string }{{"kind", t.Kind}, {"who", t.Who}, {"event", t.Event}, {"ref", t.Ref}, {"branch", t.Branch}, {"commit", t.Commit}, {"author", t.Author}} {
 		if len(f.v) > MaxTriggerField {
 			ps.add(f.at, "longer than %d bytes", MaxTriggerField)
 		}

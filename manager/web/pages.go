@@ -16,7 +16,7 @@ import (
 
 // pageNames are the templates under templates/, each rendered inside
 // layout.html.
-var pageNames = []string{"signin", "error", "runs", "run", "newrun", "tasks", "task", "delegates", "users", "user", "audit"}
+var pageNames = []string{"pipelines", "pipeline", "signin", "error", "runs", "run", "newrun", "tasks", "task", "delegates", "users", "user", "audit"}
 
 func parsePages() (map[string]*template.Template, error) {
 	funcs := template.FuncMap{

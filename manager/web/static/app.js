@@ -38,6 +38,19 @@
   window.addEventListener("resize", drawEdges);
   document.addEventListener("errand:refreshed", drawEdges);
 
+  // Keyboard: r on a run page restarts it (the Restart button, which
+  // is shown only to those who may restart a run that has ended). Keys
+  // typed into a field, or with a modifier, are the field's.
+  document.addEventListener("keydown", function (e) {
+    if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+    var t = e.target;
+    if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    if (e.key === "r") {
+      var b = document.getElementById("restart-run");
+      if (b) { e.preventDefault(); b.click(); }
+    }
+  });
+
   var ms = parseInt(document.body.getAttribute("data-refresh") || "0", 10);
   if (!ms || !window.fetch || !window.DOMParser) return;
   function tick() {
