@@ -249,6 +249,17 @@ func (s *Service) StartRun(ctx context.Context, name string, p TriggerParams) (*
 	}
 	req := &client.RunRequest{Config: config, Filename: filename, Branch: branch, Event: p.Event,
 		Env: vars, ExtStr: vars}
+	// The run checks out the trigger's commit, or its ref's, from the
+	// pipeline's source.
+	if req.Source, err = decodeSource(sp.Source); err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", name, err)
+	}
+	if g := req.Source; g != nil && g.Git != nil {
+		if p.Ref != "" {
+			g.Git.Ref = p.Ref
+		}
+		req.Commit = p.Commit
+	}
 	run, err := s.runs.Start(ctx, runs.StartParams{Request: req, Pipeline: name, Trigger: store.RunTrigger{Kind: p.Kind, Who: p.Who,
 		Event: p.Event, Commit: p.Commit, Ref: p.Ref, Author: p.Author, Message: p.Message}})
 	if err != nil {

@@ -1,7 +1,9 @@
 package pipelines
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"path"
@@ -121,21 +123,38 @@ func checkConfigPath(ps *problems, p string) {
 }
 
 // checkSource checks a pipeline's source: a JSON object of bounded
-// size, whose shape the run that starts from it checks (its git
-// repository, ref and credentials).
+// size that decodes strictly as an errand.Source valid by
+// pipeline.ValidateSource (the run checks the commit it is given).
 func checkSource(ps *problems, raw json.RawMessage) {
 	if len(raw) > MaxSource {
 		ps.add("source", "larger than %d bytes", MaxSource)
 		return
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		ps.add("source", "not a JSON object: {\"git\": {\"url\": ..., \"ref\": ...}}")
+	src, err := decodeSource(raw)
+	if err != nil {
+		ps.add("source", "%v", err)
 		return
 	}
-	if len(obj) != 1 || obj["git"] == nil {
-		ps.add("source", "one kind of source is known: git")
+	var fes pipeline.Errors
+	if err := pipeline.ValidateSource(src, ""); errors.As(err, &fes) {
+		*ps = append(*ps, fes...)
+	} else if err != nil {
+		ps.add("source", "%v", err)
 	}
+}
+
+// decodeSource decodes a stored source, nil for none.
+func decodeSource(raw json.RawMessage) (*errand.Source, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var src errand.Source
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&src); err != nil {
+		return nil, fmt.Errorf("not a source ({\"git\": {\"url\": ..., \"ref\": ...}}): %v", err)
+	}
+	return &src, nil
 }
 
 // CheckVariables checks variables given to a run: at most MaxVariables,

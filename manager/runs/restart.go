@@ -68,6 +68,10 @@ func (s *Service) Restart(ctx context.Context, id string, req *client.RestartReq
 	}
 	creq := &client.RunRequest{Config: string(run.Config), Filename: run.Filename, Branch: run.Branch, Event: run.Event,
 		Env: orig.Variables, ExtStr: orig.ExtStr}
+	// The same commit of the same source.
+	if rs.plan != nil && rs.plan.Source != nil {
+		creq.Source, creq.Commit = rs.plan.Source, rs.plan.Commit
+	}
 	out, err := s.create(ctx, creq, o)
 	if errors.Is(err, errand.ErrNotFound) && orig.Pipeline != "" {
 		return nil, errand.Errorf(errand.CodeConflict, "pipeline %s was deleted: its runs cannot be restarted", orig.Pipeline)
