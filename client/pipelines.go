@@ -97,8 +97,9 @@ type NotifyWebhook struct {
 	URL string `json:"url"`
 	// Secret names the manager secret whose value signs the body.
 	Secret string `json:"secret,omitempty"`
-	// On lists the events to send: started, success, failed,
-	// cancelled, finished; every end of a run (finished) when empty.
+	// On lists the events to send: started, success, failed (or
+	// failure), cancelled, finished, waiting (a stage waits for
+	// approval); every end of a run (finished) when empty.
 	On []string `json:"on,omitempty"`
 }
 

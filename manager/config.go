@@ -90,6 +90,9 @@ type Config struct {
 	// manager reads on its own host to resolve the source's ref: for
 	// tests and local runs.
 	AllowFileSources bool
+	// Webhooks configures the webhooks that start runs of stored
+	// pipelines and the notifications of their runs.
+	Webhooks WebhookConfig
 
 	// Log receives the manager's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger

@@ -79,6 +79,7 @@ func (c *Config) SetDefaults() {
 	if c.Secrets == nil {
 		c.Secrets = scheduler.EnvSecrets{}
 	}
+	c.Webhooks.setDefaults()
 }
 
 // Validate reports every problem of a configuration with defaults
@@ -124,6 +125,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be at least %d characters", tok.name, minTokenLen))
 		}
 	}
+	errs = append(errs, c.Webhooks.validate()...)
 	if c.AdminToken != "" && c.AdminToken == c.RegistrationToken {
 		errs = append(errs, errors.New("admin token and registration token must differ"))
 	}

@@ -424,6 +424,54 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.waitRun(restarted.ID, "finished", finished)
 	e.must(http.StatusNoContent, "DELETE", "/api/v1/pipelines/api", testAdmin, nil, nil)
 
+	// Webhooks: a hook secret, deliveries signed, unsigned, replayed,
+	// ignored and oversized, the list, a redelivery and the end of the
+	// previous secret.
+	e.createPipeline(&client.PipelineSpec{Name: "hooked", Config: "stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n",
+		Triggers: &client.PipelineTriggers{Webhook: &client.WebhookTrigger{}}})
+	var hs client.HookSecret
+	e.must(http.StatusCreated, "POST", "/api/v1/pipelines/hooked/hook-secret", testAdmin, &client.HookSecretRequest{PreviousValidFor: "1h"}, &hs)
+	e.must(http.StatusCreated, "POST", "/api/v1/pipelines/hooked/hook-secret", testAdmin, nil, nil)
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "POST", "/api/v1/pipelines/hooked/hook-secret", testAdmin, `{"previous_valid_for":"1y"}`)
+	e.fails(http.StatusNotFound, errand.CodeNotFound, "POST", "/api/v1/pipelines/nope/hook-secret", testAdmin, nil)
+	hookBody := []byte(`{"ref":"refs/heads/main","commit":"abc","event":"push","variables":{"X":"1"}}`)
+	sig := "sha256=" + hookHMAC(hs.Secret, hookBody)
+	if code, _, b := e.hook("hooked", hookBody, "X-Errand-Signature-256", sig, "X-Errand-Delivery", "d-1"); code != http.StatusCreated {
+		t.Fatalf("signed hook = %d %s", code, b)
+	}
+	if code, _, _ := e.hook("hooked", hookBody, "X-Errand-Signature-256", sig); code != http.StatusConflict {
+		t.Errorf("replayed hook = %d", code)
+	}
+	if code, _, _ := e.hook("hooked", hookBody, "X-Errand-Signature-256", "sha256="+hookHMAC("wrong", hookBody)); code != http.StatusUnauthorized {
+		t.Errorf("wrong signature = %d", code)
+	}
+	ping := []byte(`{"zen":"Keep it logically awesome.","hook_id":1}`)
+	if code, _, _ := e.hook("hooked", ping, "X-GitHub-Event", "ping", "X-Hub-Signature-256", "sha256="+hookHMAC(hs.Secret, ping)); code != http.StatusAccepted {
+		t.Errorf("ping = %d", code)
+	}
+	bad := []byte(`{"ref":"main","nope":1}`)
+	if code, _, _ := e.hook("hooked", bad, "X-Errand-Signature-256", "sha256="+hookHMAC(hs.Secret, bad)); code != http.StatusBadRequest {
+		t.Errorf("unknown field = %d", code)
+	}
+	big := append([]byte(`{"ref":"`), bytes.Repeat([]byte("x"), 70<<10)...)
+	if code, _, _ := e.hook("hooked", big, "X-Errand-Signature-256", "sha256="+hookHMAC(hs.Secret, big)); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized hook = %d", code)
+	}
+	var dl client.DeliveryList
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/hooked/deliveries?limit=10&direction=hook", testAdmin, nil, &dl)
+	e.fails(http.StatusBadRequest, errand.CodeInvalid, "GET", "/api/v1/pipelines/hooked/deliveries?direction=sideways", testAdmin, nil)
+	e.fails(http.StatusNotFound, errand.CodeNotFound, "GET", "/api/v1/pipelines/nope/deliveries", testAdmin, nil)
+	var accepted string
+	for _, d := range dl.Deliveries {
+		if d.State == "accepted" {
+			accepted = d.ID
+		}
+	}
+	e.must(http.StatusCreated, "POST", "/api/v1/pipelines/hooked/deliveries/"+accepted+"/redeliver", testAdmin, nil, nil)
+	e.fails(http.StatusNotFound, errand.CodeNotFound, "POST", "/api/v1/pipelines/hooked/deliveries/nope/redeliver", testAdmin, nil)
+	e.must(http.StatusOK, "DELETE", "/api/v1/pipelines/hooked/hook-secret/previous", testAdmin, nil, nil)
+	e.fails(http.StatusNotFound, errand.CodeNotFound, "DELETE", "/api/v1/pipelines/nope/hook-secret/previous", testAdmin, nil)
+
 	// Users, tokens and the audit trail.
 	var alice client.User
 	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "alice", Role: "viewer"}, &alice)

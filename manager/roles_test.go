@@ -60,10 +60,17 @@ var roleMatrix = map[string]roleCells{
 	"GET /api/v1/tokens":         {401, 401, pass, pass, pass},
 	"DELETE /api/v1/tokens/{id}": {401, 401, pass, 404, pass},
 	"GET /api/v1/audit":          {401, 401, 403, 403, pass},
-	"GET /metrics":               {401, 401, 403, 403, pass},
-	"GET /healthz":               {pass, pass, pass, pass, pass},
-	"GET /readyz":                {pass, pass, pass, pass, pass},
-	"GET /{$}":                   {pass, pass, pass, pass, pass},
+	// The signature of the body is the hook's authentication: a bearer
+	// token of any kind is no signature.
+	"POST /api/v1/hooks/{pipeline}":                           {401, 401, 401, 401, 401},
+	"GET /api/v1/pipelines/{name}/deliveries":                 {401, 401, pass, pass, pass},
+	"POST /api/v1/pipelines/{name}/deliveries/{id}/redeliver": {401, 401, 403, pass, pass},
+	"POST /api/v1/pipelines/{name}/hook-secret":               {401, 401, 403, pass, pass},
+	"DELETE /api/v1/pipelines/{name}/hook-secret/previous":    {401, 401, 403, pass, pass},
+	"GET /metrics": {401, 401, 403, 403, pass},
+	"GET /healthz": {pass, pass, pass, pass, pass},
+	"GET /readyz":  {pass, pass, pass, pass, pass},
+	"GET /{$}":     {pass, pass, pass, pass, pass},
 }
 
 // TestRoleMatrix calls every route as each kind of caller, each on a

@@ -26,6 +26,9 @@ type routeFixture struct {
 	stageName  string
 	// user is a viewer with one token, userToken (id userTokenID).
 	user, userToken, userTokenID string
+	// hookSecret is the pipeline's hook secret; deliveryID a delivery
+	// it accepted.
+	hookSecret, deliveryID string
 }
 
 func newRouteFixture(t testing.TB) *routeFixture {
@@ -41,8 +44,10 @@ func newRouteFixture(t testing.TB) *routeFixture {
 	f.runID = e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
 	// A pipeline named as the stage, with run 1 waiting at the gate, and
 	// a run that has ended, to restart.
-	e.createPipeline(&client.PipelineSpec{Name: f.stageName, Config: "stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n"})
+	e.createPipeline(&client.PipelineSpec{Name: f.stageName, Config: "stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n",
+		Triggers: &client.PipelineTriggers{Webhook: &client.WebhookTrigger{}}})
 	e.startPipelineRun(f.stageName, nil)
+	f.hookFixture(t)
 	f.endedRunID = e.submit("stages: []\n").ID
 	f.user = "fixture-viewer"
 	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: f.user, Role: "viewer"}, nil)
@@ -71,6 +76,10 @@ func (f *routeFixture) path(pattern string) string {
 	if strings.HasSuffix(p, "/restart") {
 		id = f.endedRunID
 	}
+	if strings.Contains(p, "/deliveries/") {
+		id = f.deliveryID
+	}
+	p = strings.ReplaceAll(p, "{pipeline}", f.stageName)
 	p = strings.ReplaceAll(p, "{id}", id)
 	p = strings.ReplaceAll(p, "{name}", f.stageName)
 	p = strings.ReplaceAll(p, "{number}", "1")
@@ -150,6 +159,7 @@ const (
 	byLeaseHolder         // the delegate holding the task's lease; another one is refused
 	byDelegateOrAdmin
 	byAnyDelegateOrAdmin
+	bySignature // no token: the signature of the body (a webhook delivery); every token is 401
 )
 
 // routeAuth says who may call every route the server registers. A new
@@ -195,6 +205,11 @@ var routeAuth = map[string]int{
 	"GET /api/v1/tokens":                                                     byAdmin,
 	"DELETE /api/v1/tokens/{id}":                                             byAdmin,
 	"GET /api/v1/audit":                                                      byAdmin,
+	"POST /api/v1/hooks/{pipeline}":                                          bySignature,
+	"GET /api/v1/pipelines/{name}/deliveries":                                byAdmin,
+	"POST /api/v1/pipelines/{name}/deliveries/{id}/redeliver":                byAdmin,
+	"POST /api/v1/pipelines/{name}/hook-secret":                              byAdmin,
+	"DELETE /api/v1/pipelines/{name}/hook-secret/previous":                   byAdmin,
 	"GET /metrics":                                                           byAdmin,
 	"GET /healthz":                                                           byAnyone,
 	"GET /readyz":                                                            byAnyone,
@@ -296,6 +311,9 @@ func TestAuthMatrix(t *testing.T) {
 						t.Errorf("%s %s as %s = %d %.200s: not a JSON error", method, path, pr, status, out)
 					}
 				}
+			}
+			if who == bySignature {
+				f.sendSigned(t, f.path(pattern))
 			}
 		})
 	}

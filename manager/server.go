@@ -13,8 +13,10 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/internal/gitsource"
 	"github.com/errandci/errand/manager/logs"
+	"github.com/errandci/errand/manager/notify"
 	"github.com/errandci/errand/manager/ost"
 	"github.com/errandci/errand/manager/pipelines"
 	"github.com/errandci/errand/manager/runs"
@@ -42,7 +44,9 @@ type Server struct {
 	users   *users.Service
 	// pipelines stores named pipelines and starts their runs.
 	pipelines *pipelines.Service
-	quiet     quietAnswers
+	// webhooks receives hook deliveries and sends notifications.
+	webhooks *webhooks
+	quiet    quietAnswers
 
 	// closing is closed when the server shuts down: long-polls and log
 	// followers return at once so that a graceful shutdown is quick.
@@ -132,6 +136,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		JsonnetTimeout: cfg.JsonnetTimeout, JsonnetMemory: cfg.JsonnetMemory, Secrets: cfg.Secrets,
 		Git:            gitsource.Options{AllowFile: cfg.AllowFileSources},
 		ExplainWaiting: s.sched.ExplainWaiting, Log: cfg.Log, Now: cfg.Now,
+		RunFinished: func(ctx context.Context, run *client.Run) { s.webhooks.runEvent(ctx, notify.EventRunFinished, run) },
 	}, st, s.sched)
 	if err != nil {
 		_ = s.logs.Stop(context.Background())
@@ -143,7 +148,14 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		_ = s.sched.Stop(context.Background())
 		return nil, err
 	}
-	if s.pipelines, err = pipelines.New(pipelines.Config{Log: cfg.Log, Now: cfg.Now}, st, s.runs); err != nil {
+	if s.pipelines, err = pipelines.New(pipelines.Config{Log: cfg.Log, Now: cfg.Now,
+		RunStarted: func(ctx context.Context, run *client.Run) { s.webhooks.runEvent(ctx, notify.EventRunStarted, run) },
+	}, st, s.runs); err != nil {
+		_ = s.logs.Stop(context.Background())
+		_ = s.sched.Stop(context.Background())
+		return nil, err
+	}
+	if err = s.newWebhooks(storedPipelines{store: st, pipes: s.pipelines, secrets: cfg.Secrets, log: cfg.Log}); err != nil {
 		_ = s.logs.Stop(context.Background())
 		_ = s.sched.Stop(context.Background())
 		return nil, err
@@ -198,6 +210,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.logs.Start(ctx); err != nil {
 		return err
 	}
+	if err := s.webhooks.start(ctx, s.store, s.runs.Get); err != nil {
+		return err
+	}
 	s.log.WithFields(logrus.Fields{
 		"heartbeat_interval": s.cfg.HeartbeatInterval,
 		"lease_ttl":          s.cfg.LeaseTTL,
@@ -219,6 +234,9 @@ func (s *Server) Stop(ctx context.Context) error {
 
 	s.shutdownWaiters()
 	var errs []error
+	if err := s.webhooks.stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := s.logs.Stop(ctx); err != nil {
 		errs = append(errs, err)
 	}

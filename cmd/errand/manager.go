@@ -47,6 +47,7 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 		Default(manager.DefaultSweepInterval.String()).DurationVar(&cfg.SweepInterval)
 	cmd.Flag("allow-file-sources", "Let a run's Git source be a file:// URL, read on this host to resolve its ref (tests, local use).").
 		Envar("ERRAND_ALLOW_FILE_SOURCES").BoolVar(&cfg.AllowFileSources)
+	addWebhookFlags(cmd, &cfg.Webhooks)
 	jf := addJsonnetFlags(cmd)
 	lf := addLogFlags(cmd)
 

@@ -101,6 +101,7 @@ func (f *pipelineSpecFlags) build(name string) (*client.PipelineSpec, error) {
 func addPipelinesCommand(app *kingpin.Application, g *globals) {
 	cmd := app.Command("pipelines", "Store named pipelines, start their runs and list them by number.").Alias("pipeline")
 	cf := addClientFlags(cmd)
+	addPipelineHookCommands(cmd, g, cf)
 
 	create := cmd.Command("create", "Store a pipeline. A name that exists is refused (exit 1).")
 	createName := create.Arg("name", "The pipeline's name: a-z, 0-9, '_' and '-'.").Required().String()

@@ -50,6 +50,7 @@ const (
 	MaxCommit        = 128
 	MaxEvent         = 64
 	MaxDeliveryID    = 128
+	MaxText          = 1000
 )
 
 // Trigger is what a delivery asks: a run on a branch at a commit, for an
@@ -75,6 +76,12 @@ type Trigger struct {
 	Action      string `json:"action,omitempty"`
 	// Repository is the repository's full name, when the payload says.
 	Repository string `json:"repository,omitempty"`
+	// Sender is who made the event (the forge's login); Author and
+	// Message describe the change (the head commit, or the pull
+	// request's title). They are cut to MaxText.
+	Sender  string `json:"sender,omitempty"`
+	Author  string `json:"author,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 // Ignored is the error of a delivery that is genuine but starts no run:
@@ -166,9 +173,22 @@ type forgePayload struct {
 	After   string `json:"after"`
 	Deleted bool   `json:"deleted"`
 	// pull_request
-	Action      string `json:"action"`
-	Number      int    `json:"number"`
+	Action     string `json:"action"`
+	Number     int    `json:"number"`
+	HeadCommit *struct {
+		Message string `json:"message"`
+		Author  struct {
+			Name string `json:"name"`
+		} `json:"author"`
+	} `json:"head_commit"`
+	Sender *struct {
+		Login string `json:"login"`
+	} `json:"sender"`
 	PullRequest *struct {
+		Title string `json:"title"`
+		User  *struct {
+			Login string `json:"login"`
+		} `json:"user"`
 		Head struct {
 			Ref string `json:"ref"`
 			SHA string `json:"sha"`
@@ -213,6 +233,9 @@ func parseForge(src Source, event string, body []byte) (*Trigger, error) {
 	if p.Repository != nil {
 		t.Repository = p.Repository.FullName
 	}
+	if p.Sender != nil {
+		t.Sender = clip(p.Sender.Login, MaxText)
+	}
 	if event == EventPush {
 		if p.Ref == "" {
 			return nil, errand.Errorf(errand.CodeInvalid, "%s push payload: no ref", src)
@@ -221,6 +244,9 @@ func parseForge(src Source, event string, body []byte) (*Trigger, error) {
 			return nil, &Ignored{Reason: fmt.Sprintf("push deleted %s: a deletion starts no run", truncate(p.Ref, MaxRef))}
 		}
 		t.Ref, t.Commit, t.Branch = p.Ref, p.After, branchOf(p.Ref)
+		if hc := p.HeadCommit; hc != nil {
+			t.Message, t.Author = clip(hc.Message, MaxText), clip(hc.Author.Name, MaxText)
+		}
 		if strings.HasPrefix(p.Ref, "refs/tags/") {
 			t.Event = EventTag
 		}
@@ -235,6 +261,10 @@ func parseForge(src Source, event string, body []byte) (*Trigger, error) {
 	t.Action, t.PullRequest = p.Action, p.Number
 	t.Branch, t.HeadBranch, t.Commit = p.PullRequest.Base.Ref, p.PullRequest.Head.Ref, p.PullRequest.Head.SHA
 	t.Ref = fmt.Sprintf("refs/pull/%d/head", p.Number)
+	t.Message = clip(p.PullRequest.Title, MaxText)
+	if u := p.PullRequest.User; u != nil {
+		t.Author = clip(u.Login, MaxText)
+	}
 	return t, nil
 }
 

@@ -31,15 +31,15 @@ func TestParseForges(t *testing.T) {
 		want  Trigger
 	}{
 		{"github-push.json", SourceGitHub, "push", Trigger{Source: SourceGitHub, Event: "push", Ref: "refs/heads/main", Branch: "main",
-			Commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", Repository: "octo/hello"}},
+			Commit: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", Repository: "octo/hello", Sender: "octo", Author: "Octo Cat", Message: "Update README.md"}},
 		{"github-pull_request.json", SourceGitHub, "pull_request", Trigger{Source: SourceGitHub, Event: "pull_request", Ref: "refs/pull/42/head",
-			Branch: "main", HeadBranch: "feature", Commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", PullRequest: 42, Action: "synchronize", Repository: "octo/hello"}},
+			Branch: "main", HeadBranch: "feature", Commit: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", PullRequest: 42, Action: "synchronize", Repository: "octo/hello", Sender: "octo", Author: "octo", Message: "Add a greeting"}},
 		{"gitea-push.json", SourceGitea, "push", Trigger{Source: SourceGitea, Event: "push", Ref: "refs/heads/develop", Branch: "develop",
-			Commit: "bffeb74224043ba2feb48d137756c8a9331c449a", Repository: "gitea/webhooks"}},
+			Commit: "bffeb74224043ba2feb48d137756c8a9331c449a", Repository: "gitea/webhooks", Sender: "gitea"}},
 		{"gitea-pull_request.json", SourceGitea, "pull_request", Trigger{Source: SourceGitea, Event: "pull_request", Ref: "refs/pull/7/head",
-			Branch: "main", HeadBranch: "fix", Commit: "4f2a0b1c6d8e9f0a1b2c3d4e5f60718293a4b5c6", PullRequest: 7, Action: "synchronized", Repository: "gitea/webhooks"}},
+			Branch: "main", HeadBranch: "fix", Commit: "4f2a0b1c6d8e9f0a1b2c3d4e5f60718293a4b5c6", PullRequest: 7, Action: "synchronized", Repository: "gitea/webhooks", Sender: "gitea", Message: "Fix the build"}},
 		{"gitea-pull_request.json", SourceGitea, "pull_request_sync", Trigger{Source: SourceGitea, Event: "pull_request", Ref: "refs/pull/7/head",
-			Branch: "main", HeadBranch: "fix", Commit: "4f2a0b1c6d8e9f0a1b2c3d4e5f60718293a4b5c6", PullRequest: 7, Action: "synchronized", Repository: "gitea/webhooks"}},
+			Branch: "main", HeadBranch: "fix", Commit: "4f2a0b1c6d8e9f0a1b2c3d4e5f60718293a4b5c6", PullRequest: 7, Action: "synchronized", Repository: "gitea/webhooks", Sender: "gitea", Message: "Fix the build"}},
 	}
 	for _, c := range cases {
 		t.Run(c.file+"/"+c.event, func(t *testing.T) {

@@ -26,6 +26,10 @@ type Pipelines interface {
 	// PipelineExists returns nil for a pipeline that exists,
 	// errand.ErrNotFound for one that does not.
 	PipelineExists(ctx context.Context, name string) error
+	// WebhookTrigger says whether a pipeline takes webhook deliveries at
+	// all, and returns the values of the manager secrets that verify
+	// them beside its hook secrets.
+	WebhookTrigger(ctx context.Context, name string) (enabled bool, secrets []string, err error)
 	// StartRun starts a run of the pipeline for a delivery and returns
 	// its id. A trigger the pipeline does not take (its triggers do not
 	// match) is *Ignored.
@@ -201,14 +205,17 @@ func (s *Service) Receive(ctx context.Context, pipeline string, h http.Header, b
 	if err != nil && !errors.Is(err, errand.ErrNotFound) {
 		return &Result{Status: http.StatusInternalServerError, Err: err}
 	}
-	var valid []string
+	enabled, valid, err := s.pipes.WebhookTrigger(ctx, pipeline)
+	if err != nil {
+		return &Result{Status: http.StatusInternalServerError, Err: err}
+	}
 	if secrets != nil {
-		valid = secrets.Valid(s.now())
+		valid = append(secrets.Valid(s.now()), valid...)
 	}
 	header, _, verr := Verify(h, raw, valid...)
 	d.Target = header
 	if verr != nil {
-		if secrets == nil {
+		if len(valid) == 0 {
 			d.Reason = "the pipeline has no hook secret yet: make one with errand pipelines rotate-secret " + pipeline
 		}
 		return s.refuseUnsigned(ctx, d, http.StatusUnauthorized, unauthorized(pipeline, verr))
@@ -216,6 +223,15 @@ func (s *Service) Receive(ctx context.Context, pipeline string, h http.Header, b
 	// Signed by a holder of the secret: from here on the delivery is
 	// kept with its body and may be redelivered.
 	d.Bucket, d.Body, d.State = BucketSigned, raw, store.DeliveryPending
+	if !enabled {
+		d.State, d.StatusCode = store.DeliveryRefused, http.StatusForbidden
+		d.Reason = "pipeline " + pipeline + " takes no webhook deliveries: give it triggers: {webhook: {}}"
+		created, err := s.store.DeliveryCreate(ctx, store.DeliveryCreateParams{Delivery: d, Now: s.now(), Keep: s.cfg.KeepSigned})
+		if err != nil {
+			return &Result{Status: http.StatusInternalServerError, Err: fmt.Errorf("record delivery: %w", err)}
+		}
+		return s.done(created, http.StatusForbidden, errand.Errorf(errand.CodeForbidden, "%s", d.Reason))
+	}
 	sum := sha256.Sum256(raw)
 	keys := []string{"body-sha256:" + hex.EncodeToString(sum[:])}
 	if externalID != "" {

@@ -25,6 +25,8 @@ import (
 type fakePipelines struct {
 	mu       sync.Mutex
 	names    map[string]bool
+	disabled map[string]bool
+	extra    []string
 	started  []*Trigger
 	startErr error
 }
@@ -34,6 +36,10 @@ func (f *fakePipelines) PipelineExists(_ context.Context, name string) error {
 		return errand.Errorf(errand.CodeNotFound, "pipeline %s not found", name)
 	}
 	return nil
+}
+
+func (f *fakePipelines) WebhookTrigger(_ context.Context, name string) (bool, []string, error) {
+	return !f.disabled[name], f.extra, nil
 }
 
 func (f *fakePipelines) StartRun(_ context.Context, name, _ string, t *Trigger) (string, error) {
@@ -146,6 +152,12 @@ func TestReceive(t *testing.T) {
 	if l := f.list("web"); len(l) != 4 {
 		t.Errorf("%d deliveries recorded, want 4", len(l))
 	}
+	runs := f.pipes.runs()
+	defer func() {
+		if n := f.pipes.runs(); n != runs+1 {
+			t.Errorf("%d runs started, want %d", n, runs+1)
+		}
+	}()
 	// An unknown pipeline is answered as a wrong signature, and nothing
 	// is recorded.
 	unknown := f.send("nope", body, HeaderErrandSignature, "sha256="+hexMAC(secret, body))
@@ -156,6 +168,19 @@ func TestReceive(t *testing.T) {
 	none := f.send("api", body, HeaderErrandSignature, "sha256="+hexMAC(secret, body))
 	if none.Status != http.StatusUnauthorized || !strings.Contains(none.Delivery.Reason, "rotate-secret api") {
 		t.Errorf("no secret: %+v", none.Delivery)
+	}
+	// The manager secrets the pipeline's trigger names verify too.
+	f.pipes.extra = []string{"named-manager-secret"}
+	other := `{"ref":"main","commit":"e1"}`
+	if r := f.send("api", other, HeaderErrandSignature, "sha256="+hexMAC("named-manager-secret", other)); r.Status != http.StatusCreated {
+		t.Errorf("signed with a trigger's secret: %+v %v", r.Delivery, r.Err)
+	}
+	// A pipeline whose triggers take no webhook refuses a genuine
+	// delivery, recorded with why.
+	f.pipes.disabled = map[string]bool{"web": true}
+	off := f.send("web", `{"ref":"x"}`, HeaderErrandSignature, "sha256="+hexMAC(secret, `{"ref":"x"}`))
+	if off.Status != http.StatusForbidden || errand.ErrorCode(off.Err) != errand.CodeForbidden || !strings.Contains(off.Delivery.Reason, "triggers") {
+		t.Errorf("webhook trigger off: %+v %v", off.Delivery, off.Err)
 	}
 }
 

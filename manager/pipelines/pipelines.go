@@ -33,6 +33,9 @@ type Config struct {
 	Log *logrus.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// RunStarted, when set, is told of each run StartRun started (the
+	// pipeline's notifications).
+	RunStarted func(ctx context.Context, run *client.Run)
 }
 
 // Service stores pipelines and starts their runs through the run
@@ -264,6 +267,9 @@ func (s *Service) StartRun(ctx context.Context, name string, p TriggerParams) (*
 		Event: p.Event, Commit: p.Commit, Ref: p.Ref, Author: p.Author, Message: p.Message}})
 	if err != nil {
 		return nil, err
+	}
+	if s.cfg.RunStarted != nil {
+		s.cfg.RunStarted(ctx, run)
 	}
 	return run, nil
 }

@@ -31,8 +31,9 @@ const (
 	MaxCommitMessage = 4096
 )
 
-// NotifyEvents are what a notification may be sent on.
-var NotifyEvents = []string{"started", "success", "failed", "cancelled", "finished"}
+// NotifyEvents are what a notification may be sent on: failure is
+// failed; waiting is a stage that waits for approval.
+var NotifyEvents = []string{"started", "success", "failed", "failure", "cancelled", "finished", "waiting"}
 
 var (
 	variableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
