@@ -139,6 +139,7 @@ func (s *Server) newWebhooks(pipes pipelineHooks) error {
 	}
 	s.webhooks = &webhooks{hooks: hs, sender: sender, pipes: pipes, log: s.log, waiting: make(chan string, waitingQueue)}
 	s.metrics.register(hs.Collectors()...)
+	s.metrics.register(sender.Collectors()...)
 	return nil
 }
 

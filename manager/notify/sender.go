@@ -16,6 +16,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/errandci/errand"
@@ -113,6 +114,7 @@ type Sender struct {
 	lease time.Duration
 	queue chan string
 	loops lifecycle.Loops
+	ended *prometheus.CounterVec
 }
 
 // New returns a sender over st.
@@ -148,12 +150,22 @@ func New(cfg Config, st store.Store) (*Sender, error) {
 	s := &Sender{cfg: cfg, store: st, log: cfg.Log, clock: cfg.Clock, http: cfg.Client, queue: make(chan string, queueSize),
 		// A delivery whose sender went silent this long is resumed by
 		// another: longer than an attempt and the longest wait after it.
-		lease: cfg.Timeout + cfg.MaxInterval*3/2 + 30*time.Second}
+		lease: cfg.Timeout + cfg.MaxInterval*3/2 + 30*time.Second,
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "errand_notifications_total",
+			Help: "Notifications that ended on this manager, by state (delivered, failed).",
+		}, []string{"state"})}
+	for _, st := range []store.DeliveryState{store.DeliveryDelivered, store.DeliveryFailed} {
+		s.ended.WithLabelValues(string(st))
+	}
 	if s.http == nil {
 		s.http = newClient(cfg.AllowPrivate, cfg.Timeout)
 	}
 	return s, nil
 }
+
+// Collectors returns the sender's metrics, to be registered.
+func (s *Sender) Collectors() []prometheus.Collector { return []prometheus.Collector{s.ended} }
 
 // Start starts the workers and the loop that resumes notifications left
 // pending.
@@ -370,6 +382,9 @@ func (s *Sender) record1(ctx context.Context, d *store.Delivery, state store.Del
 		return err
 	}
 	d.State, d.Reason, d.NextAt = out.State, out.Reason, out.NextAt
+	if state != store.DeliveryPending {
+		s.ended.WithLabelValues(string(state)).Inc()
+	}
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(*out)
 	}
