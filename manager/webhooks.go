@@ -126,7 +126,8 @@ const waitingQueue = 1024
 
 func (s *Server) newWebhooks(pipes pipelineHooks) error {
 	c := s.cfg.Webhooks
-	hs, err := hooks.New(hooks.Config{MaxBody: c.MaxBody, ReplayWindow: c.ReplayWindow, KeepSigned: c.KeepDeliveries,
+	// No body gets past the API's own limit either.
+	hs, err := hooks.New(hooks.Config{MaxBody: min(c.MaxBody, s.cfg.MaxBodyBytes), ReplayWindow: c.ReplayWindow, KeepSigned: c.KeepDeliveries,
 		KeepUnsigned: c.KeepDeliveries / 2, Log: s.log, Now: s.now}, s.store, pipes)
 	if err != nil {
 		return err
