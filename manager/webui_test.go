@@ -126,6 +126,7 @@ func TestWebAuthMatrix(t *testing.T) {
 	e.must(http.StatusCreated, "POST", "/api/v1/users", testAdmin, &client.UserRequest{Name: "vera", Role: "viewer"}, nil)
 	var tok client.Token
 	e.must(http.StatusCreated, "POST", "/api/v1/tokens", testAdmin, &client.TokenRequest{Name: "matrix", User: "vera"}, &tok)
+	e.must(http.StatusCreated, "POST", "/api/v1/pipelines", testAdmin, &client.PipelineSpec{Name: "gate", Config: "stages: []\n"}, nil)
 	fill := func(p string) string {
 		p = strings.TrimSuffix(p, "{$}")
 		switch {
@@ -170,6 +171,9 @@ func TestWebAuthMatrix(t *testing.T) {
 		"POST /ui/users/{name}/tokens":             {403, 200},
 		"POST /ui/tokens/{id}/revoke":              {403, 303},
 		"GET /ui/audit":                            {303, 200},
+		"GET /ui/pipelines":                        {303, 200},
+		"GET /ui/pipelines/{name}":                 {303, 200},
+		"POST /ui/runs/{id}/restart":               {403, 409}, // the run waits: not restartable
 		"GET /ui/":                                 {404, 404},
 	}
 	ui := e.s.webUI()
