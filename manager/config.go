@@ -27,6 +27,12 @@ type Config struct {
 	// Objects is "posix" (the default, under DataDir) or
 	// s3://bucket/base?endpoint=host:port&secure=false.
 	Objects string
+	// ObjectsPartSize and ObjectsConcurrency tune uploads to S3: the
+	// size of the parts of a multipart upload and how many are sent at
+	// once (0: s3.DefaultPartSize, s3.DefaultConcurrency). One upload
+	// holds PartSize × Concurrency bytes in memory.
+	ObjectsPartSize    int64
+	ObjectsConcurrency int
 	// AdminToken and RegistrationToken are generated and stored in
 	// DataDir (mode 0600) when empty.
 	AdminToken        string
@@ -93,6 +99,14 @@ type Config struct {
 	// Webhooks configures the webhooks that start runs of stored
 	// pipelines and the notifications of their runs.
 	Webhooks WebhookConfig
+	// ArtifactsMaxSize bounds one artifact (one file; default 10 GiB),
+	// ArtifactsMaxRunSize the artifacts of one run (default 50 GiB);
+	// an upload past one is refused with a reason naming the limit and
+	// the file. ArtifactsExpireIn is how long artifacts are kept when
+	// their declaration says not (default 30 days).
+	ArtifactsMaxSize    int64
+	ArtifactsMaxRunSize int64
+	ArtifactsExpireIn   time.Duration
 
 	// Log receives the manager's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger

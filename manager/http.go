@@ -94,6 +94,7 @@ func (s *Server) registerRoutes() {
 	h("GET", "/api/v1/tokens", authViewer, s.listTokens)
 	h("DELETE", "/api/v1/tokens/{id}", authViewer, s.revokeToken)
 	h("GET", "/api/v1/audit", authAdmin, s.listAudit)
+	s.registerArtifactRoutes()
 
 	s.registerWebhookRoutes()
 
@@ -106,12 +107,18 @@ func (s *Server) registerRoutes() {
 }
 
 func (s *Server) handle(method, pattern string, a auth, fn apiFunc) {
+	s.handleBody(method, pattern, a, s.cfg.MaxBodyBytes, fn)
+}
+
+// handleBody is handle with a body limit of its own: limit bytes, or
+// none when negative (the handler bounds what it reads).
+func (s *Server) handleBody(method, pattern string, a auth, limit int64, fn apiFunc) {
 	s.routes = append(s.routes, Route{Method: method, Pattern: pattern})
 	s.mux.HandleFunc(method+" "+pattern, func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r, a)
 		if err == nil {
-			if method != http.MethodGet && method != http.MethodDelete {
-				r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+			if method != http.MethodGet && method != http.MethodDelete && limit >= 0 {
+				r.Body = http.MaxBytesReader(w, r.Body, limit)
 			}
 			err = fn(w, r, p)
 		}

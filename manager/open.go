@@ -130,6 +130,7 @@ func openObjects(ctx context.Context, cfg Config) (ost.Storage, error) {
 		// Credentials come from the environment only, never a flag or
 		// the URL, so that they appear in no process list or log.
 		c.AccessKey, c.SecretKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+		c.PartSize, c.Concurrency = uint64(max(cfg.ObjectsPartSize, 0)), uint(max(cfg.ObjectsConcurrency, 0))
 		s, err := s3.New(ctx, c)
 		if err != nil {
 			return nil, fmt.Errorf("open object storage: %w", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/errandci/errand/client"
 	"github.com/errandci/errand/internal/gitsource"
+	"github.com/errandci/errand/manager/artifacts"
 	"github.com/errandci/errand/manager/logs"
 	"github.com/errandci/errand/manager/notify"
 	"github.com/errandci/errand/manager/ost"
@@ -47,6 +48,8 @@ type Server struct {
 	// webhooks receives hook deliveries and sends notifications.
 	webhooks *webhooks
 	quiet    quietAnswers
+	// artifacts keeps what steps and stages leave in their workspaces.
+	artifacts *artifacts.Service
 
 	// closing is closed when the server shuts down: long-polls and log
 	// followers return at once so that a graceful shutdown is quick.
@@ -156,6 +159,11 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		return nil, err
 	}
 	if err = s.newWebhooks(storedPipelines{store: st, pipes: s.pipelines, secrets: cfg.Secrets, log: cfg.Log}); err != nil {
+		_ = s.logs.Stop(context.Background())
+		_ = s.sched.Stop(context.Background())
+		return nil, err
+	}
+	if s.artifacts, err = s.newArtifacts(); err != nil {
 		_ = s.logs.Stop(context.Background())
 		_ = s.sched.Stop(context.Background())
 		return nil, err

@@ -31,6 +31,14 @@ type clientFlags struct {
 // --data-dir, --timeout, --retry) and --output to cmd; its subcommands
 // share them.
 func addClientFlags(cmd *kingpin.CmdClause) *clientFlags {
+	f := addConnectionFlags(cmd)
+	addOutputFlag(cmd, &f.output)
+	return f
+}
+
+// addConnectionFlags adds the connection flags alone, for a command whose
+// -o means something else.
+func addConnectionFlags(cmd *kingpin.CmdClause) *clientFlags {
 	f := &clientFlags{}
 	cmd.Flag("manager", "URL of the manager (http:// or https://).").Envar("ERRAND_MANAGER").
 		Default("http://127.0.0.1:7700").SetValue(&managerURL{&f.manager})
@@ -42,7 +50,6 @@ func addClientFlags(cmd *kingpin.CmdClause) *clientFlags {
 		Envar("ERRAND_TIMEOUT").Default(client.DefaultTimeout.String()).SetValue(&positiveDuration{&f.timeout})
 	cmd.Flag("retry", "How long to retry a request while the manager cannot be reached (0: no retries).").
 		Envar("ERRAND_RETRY").Default("5s").DurationVar(&f.retry)
-	addOutputFlag(cmd, &f.output)
 	return f
 }
 

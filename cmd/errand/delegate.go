@@ -105,14 +105,15 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 		return usageErrorf("%v", err)
 	}
 	r := router.New(router.WithLogger(cfg.Log))
+	var d *delegate.Delegate
 	h := exec.New(cfg.StateDir)
 	h.AllowPrivileged = cfg.AllowPrivileged
 	h.Log = cfg.Log
 	h.Git = dk.git
+	h.Artifacts = artifactsVia(&d)
 	h.Register(r)
 	// The docker handlers ask the manager for its identity once the
 	// delegate is registered, before their first resource.
-	var d *delegate.Delegate
 	managerID := func(ctx context.Context) (string, error) {
 		if d == nil || d.Client() == nil {
 			return "", fmt.Errorf("not registered yet")
@@ -123,7 +124,7 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 		}
 		return l.ManagerID, nil
 	}
-	dh, err := dockerHandlers(ctx, cfg, dk, managerID)
+	dh, err := dockerHandlers(ctx, cfg, dk, managerID, h.Artifacts)
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,8 @@ func runDelegate(ctx context.Context, cfg delegate.Config, dk dockerSettings) er
 
 // dockerHandlers returns the docker handlers when a daemon answers, nil
 // when none does.
-func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings, managerID func(context.Context) (string, error)) (*docker.Handlers, error) {
+func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings, managerID func(context.Context) (string, error),
+	artifacts runtime.ArtifactTransfer) (*docker.Handlers, error) {
 	pctx, cancel := context.WithTimeout(ctx, dockerProbeTimeout)
 	defer cancel()
 	if err := docker.Available(pctx); err != nil {
@@ -165,12 +167,27 @@ func dockerHandlers(ctx context.Context, cfg delegate.Config, dk dockerSettings,
 	}
 	dh, err := docker.New(docker.Config{
 		Group: cfg.Group, AllowPrivileged: cfg.AllowPrivileged, StopGrace: dk.stopGrace, Log: cfg.Log,
-		ManagerID: managerID, Git: dk.git,
+		ManagerID: managerID, Git: dk.git, Artifacts: artifacts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("docker runtime: %w", err)
 	}
 	return dh, nil
+}
+
+// artifactsVia moves artifacts through the delegate's own client, once
+// *d is registered.
+func artifactsVia(d **delegate.Delegate) runtime.ArtifactTransfer {
+	return runtime.ArtifactsFunc(func() (runtime.ArtifactTransfer, error) {
+		if *d == nil || (*d).Client() == nil {
+			return nil, fmt.Errorf("the delegate is not registered yet")
+		}
+		t, ok := (*d).Client().(runtime.ArtifactTransfer)
+		if !ok {
+			return nil, fmt.Errorf("the delegate's client moves no artifacts")
+		}
+		return t, nil
+	})
 }
 
 // groupLister lists the delegates of the group for sibling cleanup, with

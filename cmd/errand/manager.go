@@ -49,10 +49,14 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 		Envar("ERRAND_ALLOW_FILE_SOURCES").BoolVar(&cfg.AllowFileSources)
 	addWebhookFlags(cmd, &cfg.Webhooks)
 	jf := addJsonnetFlags(cmd)
+	af := addArtifactFlags(cmd, &cfg)
 	lf := addLogFlags(cmd)
 
 	cmd.Action(g.action(func(ctx context.Context) error {
 		if err := jf.validate(); err != nil {
+			return err
+		}
+		if err := af.apply(&cfg); err != nil {
 			return err
 		}
 		cfg.JsonnetTimeout, cfg.JsonnetMemory = jf.timeout, int64(jf.memory)

@@ -544,6 +544,9 @@ func cancelOnSignals(parent context.Context, kill func()) (context.Context, func
 // is closed once it stopped.
 func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *logrus.Logger, exh *exec.Handlers, wantDocker bool) (<-chan struct{}, error) {
 	r := router.New(router.WithLogger(log))
+	// The handlers move artifacts through the delegate once it exists.
+	var self *delegate.Delegate
+	exh.Artifacts = artifactsVia(&self)
 	exh.Register(r)
 	var dh *docker.Handlers
 	if wantDocker {
@@ -551,7 +554,7 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 		// runtime's initialize says so, or, when the runtime cannot even
 		// be made, handlers that only say so.
 		var err error
-		if dh, err = docker.New(docker.Config{Log: log, Local: true, Source: exh.Source, Bind: exh.Bind, Exclude: exh.Exclude}); err != nil {
+		if dh, err = docker.New(docker.Config{Log: log, Local: true, Source: exh.Source, Bind: exh.Bind, Exclude: exh.Exclude, Artifacts: exh.Artifacts}); err != nil {
 			dockerUnavailable(r, err)
 		} else {
 			dh.Register(r)
@@ -565,6 +568,7 @@ func startLocalDelegate(ctx context.Context, dir string, reg *client.HTTP, log *
 	if err != nil {
 		return nil, err
 	}
+	self = d
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

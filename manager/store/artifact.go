@@ -43,6 +43,17 @@ type ArtifactStore interface {
 	ArtifactUsage(ctx context.Context) (ArtifactUsage, error)
 }
 
+// LeaseChecker checks, writing nothing, the lease a request made for a
+// task carries.
+type LeaseChecker interface {
+	// TaskLeaseCheck returns a task that is active (leased or running)
+	// under lease p.LeaseToken, held by p.DelegateID:
+	// errand.ErrLeaseLost when the token is not its current lease (or
+	// the task has ended), errand.ErrForbidden when another delegate
+	// holds it, errand.ErrNotFound when there is no such task.
+	TaskLeaseCheck(ctx context.Context, p TaskLeaseCheckParams) (*errand.Task, error)
+}
+
 // ArtifactKeyPrefix is the prefix of every artifact's object key:
 // artifacts/<run>/<task>/<upload>/<path>.
 const ArtifactKeyPrefix = "artifacts/"

@@ -142,6 +142,7 @@ type Store interface {
 	ArtifactStore
 	// PipelineStore persists named pipelines and the origins of runs.
 	PipelineStore
+	LeaseChecker
 
 	// Count counts tasks that have not ended, delegates and runs by state,
 	// with a few aggregate queries: cheap enough to run on every scrape of

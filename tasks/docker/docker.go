@@ -153,6 +153,8 @@ type Config struct {
 	// Log receives the handlers' own log (never a step's output or
 	// environment); logrus.StandardLogger() when nil.
 	Log logrus.FieldLogger
+	// Artifacts moves the stages' artifacts to and from the manager.
+	Artifacts runtime.ArtifactTransfer
 }
 
 func (c *Config) setDefaults() {
@@ -242,7 +244,8 @@ func (h *Handlers) Register(r *router.Router) {
 // Runtime returns the handlers of the docker task types: the runtime's
 // handlers over this driver.
 func (h *Handlers) Runtime() *runtime.Handlers {
-	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.cfg.StopGrace, MaxStep: h.cfg.MaxStep, Log: h.cfg.Log, Git: h.cfg.Git}
+	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.cfg.StopGrace, MaxStep: h.cfg.MaxStep, Log: h.cfg.Log, Git: h.cfg.Git,
+		Artifacts: h.cfg.Artifacts}
 }
 
 // driver is the docker runtime.Driver: the name of its task types is

@@ -75,6 +75,8 @@ type Handlers struct {
 	// Log receives what the handlers report outside a task's log;
 	// logrus.StandardLogger() when nil.
 	Log logrus.FieldLogger
+	// Artifacts moves the stages' artifacts to and from the manager.
+	Artifacts runtime.ArtifactTransfer
 
 	// groups holds the process groups of the steps running now, for Kill.
 	mu     sync.Mutex
@@ -133,7 +135,7 @@ func (h *Handlers) Register(r *router.Router) {
 // Runtime returns the handlers of the exec task types: the runtime's
 // handlers over this driver, with the kill grace as it is now.
 func (h *Handlers) Runtime() *runtime.Handlers {
-	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.killGrace(), Log: h.logger(), Git: h.Git}
+	return &runtime.Handlers{Driver: driver{h}, StopGrace: h.killGrace(), Log: h.logger(), Git: h.Git, Artifacts: h.Artifacts}
 }
 
 // driver is the exec runtime.Driver: the name of its task types is

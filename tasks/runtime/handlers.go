@@ -41,6 +41,10 @@ type Handlers struct {
 	// Log receives what the handlers report outside a task's log;
 	// logrus.StandardLogger() when nil.
 	Log logrus.FieldLogger
+	// Artifacts moves artifacts to and from the manager; without it a
+	// step's artifacts are not kept (its log says so) and a stage that
+	// needs artifacts fails to initialize.
+	Artifacts ArtifactTransfer
 }
 
 // Register adds the driver's task types to r.
@@ -70,6 +74,13 @@ func (h *Handlers) Initialize(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, err)
 		return
 	}
+	if len(data.NeedsArtifacts) > 0 {
+		if err := h.putNeededArtifacts(r.Context(), t, &data, res, logs); err != nil {
+			h.undoInitialize(r.Context(), t, &data, res, logs)
+			httphelper.WriteError(w, err)
+			return
+		}
+	}
 	httphelper.WriteJSON(w, res, http.StatusOK)
 }
 
@@ -87,11 +98,24 @@ func (h *Handlers) Cleanup(w http.ResponseWriter, r *http.Request) {
 		httphelper.WriteError(w, errand.Errorf(errand.CodeInvalid, "cleanup task %s: no initialize task among the dependencies", t.ID))
 		return
 	}
-	res, err := h.Driver.Cleanup(r.Context(), &Cleanup{Task: t, Data: &data, Init: init, Log: router.LogFrom(r.Context())})
+	logs := router.LogFrom(r.Context())
+	var kept *tasks.ArtifactsResult
+	if failed, cancelled := stageFailed(t); data.Artifacts != nil && init.State == errand.StateSucceeded && !cancelled {
+		// The stage's artifacts are kept before its workspace goes.
+		if ws, err := WorkspaceOf(t, data.Stage); err == nil {
+			kept = h.keepArtifacts(r.Context(), t, data.Artifacts, ws, failed, logs)
+		}
+	}
+	res, err := h.Driver.Cleanup(r.Context(), &Cleanup{Task: t, Data: &data, Init: init, Log: logs})
 	if err != nil {
 		httphelper.WriteError(w, err)
 		return
 	}
+	if kept != nil && kept.Error != "" && data.Artifacts.Required {
+		httphelper.WriteError(w, errand.Errorf(errand.CodeTaskFailed, "stage %s: required artifacts not kept: %s", data.Stage.Stage, kept.Error))
+		return
+	}
+	res.Artifacts = kept
 	httphelper.WriteJSON(w, res, http.StatusOK)
 }
 
@@ -185,6 +209,13 @@ func (h *Handlers) execute(ctx context.Context, t *errand.Task, data *tasks.Exec
 	}
 	res := &tasks.ExecuteResult{ExitCode: exit.Code, DurationMS: time.Since(start).Milliseconds()}
 	log.WithFields(logrus.Fields{"exit_code": res.ExitCode, "duration_ms": res.DurationMS}).Debug("step ended")
+	if a := data.Artifacts; a != nil {
+		ws := &Workspace{Task: t, Stage: data.Stage, Result: stage, InitID: init.Task}
+		res.Artifacts = h.keepArtifacts(ctx, t, a, ws, exit.Code != 0, logs)
+		if res.Artifacts != nil && res.Artifacts.Error != "" && a.Required && res.ExitCode == 0 {
+			return nil, errand.Errorf(errand.CodeTaskFailed, "step %s: required artifacts not kept: %s", data.Step, res.Artifacts.Error)
+		}
+	}
 	return res, nil
 }
 
