@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path"
 	"strconv"
-	"strings"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
@@ -61,9 +60,6 @@ func (s *Server) neededArtifacts(w http.ResponseWriter, r *http.Request, p princ
 	t, err := s.leasedForArtifacts(r, p)
 	if err != nil {
 		return err
-	}
-	if !strings.HasSuffix(t.Type, ".initialize") {
-		return errand.Errorf(errand.CodeInvalid, "task %s is a %s task: only a stage's initialize task gets the artifacts it needs", t.ID, t.Type)
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	cw := &countingWriter{w: w}

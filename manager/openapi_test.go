@@ -488,6 +488,8 @@ func TestOpenAPIResponses(t *testing.T) {
 	e.must(http.StatusOK, "GET", "/api/v1/audit?limit=2", testAdmin, nil, nil)
 	e.must(http.StatusOK, "DELETE", "/api/v1/users/alice", testAdmin, nil, nil)
 
+	exerciseArtifacts(t, e, d1, only, run.ID)
+
 	// The service routes.
 	e.must(http.StatusOK, "GET", "/metrics", testAdmin, nil, nil)
 	e.fails(http.StatusUnauthorized, errand.CodeUnauthorized, "GET", "/metrics", "", nil)

@@ -35,12 +35,13 @@ func newRouteFixture(t testing.TB) *routeFixture {
 	t.Helper()
 	e := newEnv(t)
 	f := &routeFixture{e: e, d1: e.register("d1", nil), d2: e.register("d2", nil), stageName: "gate"}
-	f.taskID = e.create(&client.TaskSpec{Type: "x"}).ID
+	f.taskID = e.create(&client.TaskSpec{Type: "x", Data: json.RawMessage(`{"stage":"s","artifacts":{"paths":["dist"]}}`)}).ID
 	a := e.acquire(f.d1, "max=1")
 	if len(a.Tasks) != 1 {
 		t.Fatalf("acquired %d tasks", len(a.Tasks))
 	}
 	f.lease = a.Tasks[0].Lease.Token
+	f.uploadArtifact(t, "dist/app", "the app")
 	f.runID = e.submit("stages:\n  - name: gate\n    approval: {approvers: 1}\n    steps: [{name: s, commands: [\"true\"]}]\n").ID
 	// A pipeline named as the stage, with run 1 waiting at the gate, and
 	// a run that has ended, to restart.
@@ -85,6 +86,7 @@ func (f *routeFixture) path(pattern string) string {
 	p = strings.ReplaceAll(p, "{number}", "1")
 	p = strings.ReplaceAll(p, "{stage}", f.stageName)
 	p = strings.ReplaceAll(p, "{step}", "s")
+	p = strings.ReplaceAll(p, "{path...}", "dist/app")
 	if strings.HasSuffix(p, "/acquire") {
 		p += "?wait=0s&max=1"
 	}
@@ -118,6 +120,8 @@ func (f *routeFixture) body(method, pattern string) string {
 		return `{"name":"u3","role":"viewer"}`
 	case "POST /api/v1/tokens":
 		return `{"name":"t3","user":"` + f.user + `"}`
+	case "POST /api/v1/tasks/{id}/artifacts":
+		return string(make([]byte, 1024)) // an empty tar
 	}
 	return ""
 }
@@ -137,6 +141,9 @@ func (f *routeFixture) send(t testing.TB, method, path, token string, body []byt
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if strings.Contains(path, "artifacts") {
+		req.Header.Set(client.ArtifactLeaseHeader, f.lease)
 	}
 	resp, err := f.e.http.Do(req)
 	if err != nil {
@@ -210,6 +217,10 @@ var routeAuth = map[string]int{
 	"POST /api/v1/pipelines/{name}/deliveries/{id}/redeliver":                byAdmin,
 	"POST /api/v1/pipelines/{name}/hook-secret":                              byAdmin,
 	"DELETE /api/v1/pipelines/{name}/hook-secret/previous":                   byAdmin,
+	"POST /api/v1/tasks/{id}/artifacts":                                      byLeaseHolder,
+	"GET /api/v1/tasks/{id}/needed-artifacts":                                byLeaseHolder,
+	"GET /api/v1/runs/{id}/artifacts":                                        byAdmin,
+	"GET /api/v1/tasks/{id}/artifacts/{path...}":                             byAdmin,
 	"GET /metrics":                                                           byAdmin,
 	"GET /healthz":                                                           byAnyone,
 	"GET /readyz":                                                            byAnyone,

@@ -120,31 +120,23 @@ type declaration struct {
 }
 
 // declared reads the stored task's data: the manager trusts what it
-// stored, never what a delegate says of it.
+// stored, never what a delegate says of it. The data of every task type
+// of a stage names these fields alike (tasks.ExecuteData: the step's
+// artifacts; tasks.CleanupData: the stage's; tasks.InitializeData: the
+// stages it needs), and so may a task type of a library's own.
 func declared(t *errand.Task) (declaration, error) {
-	var d declaration
-	kind := t.Type[strings.LastIndex(t.Type, ".")+1:]
-	switch kind {
-	case "execute":
-		var data tasks.ExecuteData
-		if err := json.Unmarshal(t.Data, &data); err != nil {
-			return d, fmt.Errorf("data of task %s: %w", t.ID, err)
-		}
-		d = declaration{stage: data.Stage.Stage, step: data.Step, spec: data.Artifacts}
-	case "cleanup":
-		var data tasks.CleanupData
-		if err := json.Unmarshal(t.Data, &data); err != nil {
-			return d, fmt.Errorf("data of task %s: %w", t.ID, err)
-		}
-		d = declaration{stage: data.Stage.Stage, spec: data.Artifacts}
-	case "initialize":
-		var data tasks.InitializeData
-		if err := json.Unmarshal(t.Data, &data); err != nil {
-			return d, fmt.Errorf("data of task %s: %w", t.ID, err)
-		}
-		d = declaration{stage: data.Stage.Stage, needs: data.NeedsArtifacts}
+	var data struct {
+		Stage          string           `json:"stage"`
+		Step           string           `json:"step"`
+		Artifacts      *tasks.Artifacts `json:"artifacts"`
+		NeedsArtifacts []string         `json:"needs_artifacts"`
 	}
-	return d, nil
+	if len(t.Data) > 0 {
+		if err := json.Unmarshal(t.Data, &data); err != nil {
+			return declaration{}, errand.Errorf(errand.CodeInvalid, "data of task %s: %v", t.ID, err)
+		}
+	}
+	return declaration{stage: data.Stage, step: data.Step, spec: data.Artifacts, needs: data.NeedsArtifacts}, nil
 }
 
 // Upload keeps the artifacts of task t (leased, as LeasedTask returned
@@ -159,12 +151,14 @@ func (s *Service) Upload(ctx context.Context, t *errand.Task, r io.Reader) ([]*s
 	if err != nil {
 		return nil, err
 	}
-	if d.spec == nil {
-		return nil, errand.Errorf(errand.CodeInvalid, "task %s (%s) declares no artifacts", t.ID, t.Type)
+	spec := d.spec
+	if spec == nil {
+		// Nothing to keep: an empty upload is accepted, any entry refused.
+		spec = &tasks.Artifacts{}
 	}
 	expireIn := s.cfg.ExpireIn
-	if d.spec.ExpireIn != "" {
-		if expireIn, err = tasks.ParseExpiry(d.spec.ExpireIn); err != nil {
+	if spec.ExpireIn != "" {
+		if expireIn, err = tasks.ParseExpiry(spec.ExpireIn); err != nil {
 			return nil, errand.Errorf(errand.CodeInvalid, "task %s: artifacts.expire_in: %v", t.ID, err)
 		}
 	}
@@ -174,7 +168,11 @@ func (s *Service) Upload(ctx context.Context, t *errand.Task, r io.Reader) ([]*s
 	}
 	now := s.cfg.Now().UTC()
 	upload := ulid.Make().String()
-	prefix := store.ArtifactKeyPrefix + t.RunID + "/" + t.ID + "/" + upload + "/"
+	run := t.RunID
+	if run == "" {
+		run = "_"
+	}
+	prefix := store.ArtifactKeyPrefix + run + "/" + t.ID + "/" + upload + "/"
 	var kept []*store.Artifact
 	ok := false
 	defer func() {
@@ -200,8 +198,8 @@ func (s *Service) Upload(ctx context.Context, t *errand.Task, r io.Reader) ([]*s
 		if hdr.Typeflag == tar.TypeDir || name == "." {
 			continue
 		}
-		if !d.spec.Match(name) {
-			return nil, errand.Errorf(errand.CodeInvalid, "artifacts of task %s: %s matches none of the declared paths", t.ID, name)
+		if !spec.Match(name) {
+			return nil, errand.Errorf(errand.CodeInvalid, "artifacts of task %s: %s matches none of the paths it declares", t.ID, name)
 		}
 		if len(kept) >= store.MaxArtifactsPerCommit {
 			return nil, errand.Errorf(errand.CodeTooLarge, "artifacts of task %s: more than %d files", t.ID, store.MaxArtifactsPerCommit)
@@ -232,6 +230,8 @@ func (s *Service) Upload(ctx context.Context, t *errand.Task, r io.Reader) ([]*s
 		kept = append(kept, a)
 		total += a.Size
 	}
+	// The commit checks the run's bound again, with the uploads of the
+	// run's other tasks that ended meanwhile.
 	replaced, err := s.st.ArtifactsCommit(ctx, store.ArtifactsCommitParams{TaskID: t.ID, RunID: t.RunID, Artifacts: kept, MaxRunBytes: s.cfg.MaxRunSize})
 	if err != nil {
 		return nil, err
@@ -266,6 +266,9 @@ func (s *Service) put(ctx context.Context, a *store.Artifact, r io.Reader, size 
 
 // othersBytes is the size of the artifacts of t's run but t's own.
 func (s *Service) othersBytes(ctx context.Context, t *errand.Task) (int64, error) {
+	if t.RunID == "" {
+		return 0, nil
+	}
 	n, err := s.st.ArtifactRunBytes(ctx, t.RunID)
 	if err != nil {
 		return 0, err
@@ -335,7 +338,8 @@ func (s *Service) Open(ctx context.Context, a *store.Artifact, off, n int64) (io
 }
 
 // Needed writes, as a tar stream, the artifacts of the stages that task
-// t (a stage's initialize, leased) needs, in the order they were
+// t (a stage's initialize, leased) needs (none for a task that needs
+// none), in the order they were
 // uploaded: a later stage's file at the same path comes last.
 func (s *Service) Needed(ctx context.Context, t *errand.Task, w io.Writer) error {
 	d, err := declared(t)

@@ -55,7 +55,8 @@ type LeaseChecker interface {
 }
 
 // ArtifactKeyPrefix is the prefix of every artifact's object key:
-// artifacts/<run>/<task>/<upload>/<path>.
+// artifacts/<run>/<task>/<upload>/<path> (<run> is "_" for a task of no
+// run).
 const ArtifactKeyPrefix = "artifacts/"
 
 // Artifact is one file (or symbolic link) kept from a task's workspace.
@@ -102,7 +103,9 @@ const (
 
 // ArtifactsCommitParams are the artifacts of one upload of a task.
 type ArtifactsCommitParams struct {
-	TaskID    string
+	TaskID string
+	// RunID is the task's run, empty for a task of no run (no run
+	// bound then applies).
 	RunID     string
 	Artifacts []*Artifact
 	// MaxRunBytes, when positive, bounds the bytes of the run's
@@ -112,8 +115,8 @@ type ArtifactsCommitParams struct {
 
 // Check validates the params.
 func (p ArtifactsCommitParams) Check() error {
-	if p.TaskID == "" || p.RunID == "" {
-		return errand.Errorf(errand.CodeInvalid, "artifacts commit: a task and a run are required")
+	if p.TaskID == "" {
+		return errand.Errorf(errand.CodeInvalid, "artifacts commit: a task is required")
 	}
 	if len(p.Artifacts) > MaxArtifactsPerCommit {
 		return errand.Errorf(errand.CodeTooLarge, "artifacts commit: %d artifacts, at most %d", len(p.Artifacts), MaxArtifactsPerCommit)
@@ -146,7 +149,7 @@ func (p ArtifactsCommitParams) RunTooLarge(others int64) error {
 	for _, a := range p.Artifacts {
 		n += a.Size
 	}
-	if p.MaxRunBytes <= 0 || others+n <= p.MaxRunBytes {
+	if p.MaxRunBytes <= 0 || p.RunID == "" || others+n <= p.MaxRunBytes {
 		return nil
 	}
 	return errand.Errorf(errand.CodeTooLarge, "the artifacts of run %s would hold %d bytes, more than the run's limit of %d (--artifacts-max-run-size)",
