@@ -204,9 +204,9 @@ func downloadArtifacts(ctx context.Context, c *client.HTTP, items []*client.Arti
 
 // replaceWith makes rel by making a temporary name beside it with make,
 // then renaming it over rel.
-func replaceWith(root *os.Root, rel string, make func(tmp string) error) error {
+func replaceWith(root *os.Root, rel string, create func(tmp string) error) error {
 	tmp := filepath.Join(filepath.Dir(rel), ".errand-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"-"+path.Base(filepath.ToSlash(rel)))
-	if err := make(tmp); err != nil {
+	if err := create(tmp); err != nil {
 		_ = root.Remove(tmp)
 		return err
 	}
