@@ -131,6 +131,18 @@ func (a *archiver) path(p string) error {
 			}
 		}
 	}
+	if p != "." {
+		fi, err := a.root.Lstat(filepath.FromSlash(p))
+		if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("workspace %s: %w", p, err)
+		}
+		if !fi.IsDir() {
+			return a.entry(p) // a file, or a link kept as a link
+		}
+	}
 	return fs.WalkDir(a.root.FS(), p, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) || isNotDir(err) {

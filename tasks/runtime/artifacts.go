@@ -69,6 +69,11 @@ func (h *Handlers) keepArtifacts(ctx context.Context, t *errand.Task, spec *task
 	}
 	if err != nil {
 		res.Error = err.Error()
+		var e *errand.Error
+		if errors.As(err, &e) {
+			// The manager's reason names the file and the limit.
+			res.Error = e.Reason
+		}
 		fmt.Fprintf(logs, "artifacts: not kept: %s\n", res.Error)
 		return res
 	}
@@ -124,7 +129,7 @@ func selectArtifacts(r io.Reader, w io.Writer, spec *tasks.Artifacts, res *tasks
 		name := strings.TrimSuffix(hdr.Name, "/")
 		if hdr.Typeflag == tar.TypeSymlink {
 			for _, p := range spec.Paths {
-				if strings.HasPrefix(tasks.LiteralPrefix(p), name+"/") {
+				if strings.HasPrefix(p, name+"/") {
 					return fmt.Errorf("artifacts path %q leads through %s, a symbolic link to %q: links are recorded, never followed", p, name, hdr.Linkname)
 				}
 			}
@@ -154,7 +159,7 @@ func (h *Handlers) putNeededArtifacts(ctx context.Context, t *errand.Task, data 
 	}
 	rc, err := h.Artifacts.NeededArtifacts(ctx, t.ID, leaseOf(t))
 	if err != nil {
-		return err
+		return errand.Errorf(errand.CodeTaskFailed, "download the artifacts of %s: %v", strings.Join(data.NeedsArtifacts, ", "), err)
 	}
 	defer rc.Close()
 	ws := &Workspace{Task: t, Stage: data.Stage, Result: res, InitID: t.ID}

@@ -115,7 +115,7 @@ func serve(t *testing.T, ctx context.Context, h *runtime.Handlers, typ string, d
 	h.Register(r)
 	b, _ := json.Marshal(data)
 	var logs runtimetest.Log
-	out := r.Serve(ctx, &errand.Task{ID: "t", Type: typ, Data: b, Dependencies: deps}, &logs)
+	out := r.Serve(ctx, &errand.Task{ID: "t", Type: typ, Data: b, Dependencies: deps, Lease: &errand.Lease{Token: "l", DelegateID: "d"}}, &logs)
 	return out, logs.String()
 }
 

@@ -105,6 +105,15 @@ func testArchive(t *testing.T, rt Runtime) {
 		}
 	}
 
+	rc, err = d.WorkspaceExport(ctx, ws, []string{"up", "out/link"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links, err := readEntries(t, rc)
+	if err != nil || !slices.Equal(links, []entry{{name: "out/link", link: "a.txt"}, {name: "up", link: "/etc"}}) {
+		t.Errorf("export of two links = %+v, %v; want the links themselves", links, err)
+	}
+
 	for _, p := range []string{"up/passwd", "out/etc/hostname"} {
 		rc, err := d.WorkspaceExport(ctx, ws, []string{p})
 		if err == nil {
