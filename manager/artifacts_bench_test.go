@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -51,6 +52,9 @@ func BenchmarkArtifacts(b *testing.B) {
 		s.shutdownWaiters()
 		ts.Close()
 		_ = s.Stop(ctx)
+		_ = objects.Close()
+		// The clients' keep-alive connections, for the leak check.
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	}()
 	reg := client.New(ts.URL, testReg)
 	r, err := reg.Register(ctx, &client.RegisterRequest{Name: "bench"})

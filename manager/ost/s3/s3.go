@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"path"
 	"strconv"
@@ -120,11 +121,12 @@ func (c Config) check() error {
 
 // Storage is an ost.Storage in a bucket, under a base path.
 type Storage struct {
-	client   *minio.Client
-	bucket   string
-	base     string // with a trailing slash
-	partSize uint64
-	threads  uint
+	client    *minio.Client
+	transport *http.Transport
+	bucket    string
+	base      string // with a trailing slash
+	partSize  uint64
+	threads   uint
 }
 
 var _ ost.Storage = (*Storage)(nil)
@@ -134,10 +136,15 @@ func New(ctx context.Context, c Config) (*Storage, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
+	tr, err := minio.DefaultTransport(c.Secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3 transport for %s: %w", c.Endpoint, err)
+	}
 	client, err := minio.New(c.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(c.AccessKey, c.SecretKey, ""),
-		Secure: c.Secure,
-		Region: c.Region,
+		Creds:     credentials.NewStaticV4(c.AccessKey, c.SecretKey, ""),
+		Secure:    c.Secure,
+		Region:    c.Region,
+		Transport: tr,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for %s: %w", c.Endpoint, err)
@@ -158,7 +165,13 @@ func New(ctx context.Context, c Config) (*Storage, error) {
 	if threads == 0 {
 		threads = DefaultConcurrency
 	}
-	return &Storage{client: client, bucket: c.Bucket, base: c.Base + "/", partSize: part, threads: threads}, nil
+	return &Storage{client: client, transport: tr, bucket: c.Bucket, base: c.Base + "/", partSize: part, threads: threads}, nil
+}
+
+// Close releases the idle connections to the service.
+func (s *Storage) Close() error {
+	s.transport.CloseIdleConnections()
+	return nil
 }
 
 // object returns the object name of a key, under the base path.
@@ -180,8 +193,11 @@ func (s *Storage) Put(ctx context.Context, key string, r io.Reader, size int64) 
 	if err != nil {
 		return err
 	}
+	// The payload is not signed (the request is): hashing every chunk
+	// for the signature would cost a SHA-256 of the whole object again,
+	// beside the CRC32C checksum the service checks each part with.
 	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", PartSize: s.partSize,
-		NumThreads: s.threads, ConcurrentStreamParts: s.threads > 1}
+		NumThreads: s.threads, ConcurrentStreamParts: s.threads > 1, DisableContentSha256: true}
 	cr := &countingReader{r: r}
 	if _, err := s.client.PutObject(ctx, s.bucket, name, cr, size, opts); err != nil {
 		return fmt.Errorf("s3 put %s: %w", key, err)
