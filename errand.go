@@ -19,6 +19,7 @@ const (
 	KindLog       = "log"
 	KindAcquire   = "acquire"
 	KindHeartbeat = "heartbeat"
+	KindReports   = "reports"
 	KindError     = "error"
 )
 

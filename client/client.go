@@ -74,6 +74,9 @@ type DelegateClient interface {
 	// UpdateStatus reports a task's state under its lease. The manager
 	// applies a repeated report once.
 	UpdateStatus(ctx context.Context, taskID string, u *StatusUpdate) (*Task, error)
+	// Reports sends many status reports in one call, each decided on its
+	// own, and returns one result per report in their order.
+	Reports(ctx context.Context, delegateID string, reports []*Report) ([]*ReportResult, error)
 	// AppendLogs appends log lines at an offset under the task's lease.
 	// An append repeated at the same offset is stored once.
 	AppendLogs(ctx context.Context, taskID string, a *LogAppend) (*LogAppendResult, error)
@@ -236,6 +239,11 @@ type AcquireRequest struct {
 	// Max is the number of tasks wanted; 0 waits only for cancels and
 	// drain requests.
 	Max int `json:"-"`
+	// Reports are status reports carried by the acquire (at most
+	// MaxReports), applied before tasks are looked for. An acquire that
+	// carries reports does not wait: it answers at once with their
+	// results, and the tasks that were ready.
+	Reports []*Report `json:"-"`
 }
 
 // AcquireResponse carries leased tasks, if any, and what the manager
@@ -245,6 +253,9 @@ type AcquireResponse struct {
 	Tasks  []*Task  `json:"tasks"`
 	Cancel []string `json:"cancel,omitempty"`
 	Drain  bool     `json:"drain,omitempty"`
+	// Reports answers the reports the acquire carried, one result per
+	// report in their order.
+	Reports []*ReportResult `json:"reports,omitempty"`
 }
 
 // StatusUpdate reports a task's state under its lease: running, succeeded

@@ -186,11 +186,17 @@ func (c *HTTP) Acquire(ctx context.Context, delegateID string, r *AcquireRequest
 	q.Set("wait", time.Duration(r.Wait).String())
 	q.Set("max", strconv.Itoa(r.Max))
 	var out AcquireResponse
-	err := c.do(ctx, call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(delegateID) + "/acquire",
-		query: q, out: &out, policy: sendOnce, timeout: time.Duration(r.Wait) + AcquireMargin})
-	if err != nil {
+	cl := call{method: http.MethodPost, path: "/api/v1/delegates/" + url.PathEscape(delegateID) + "/acquire",
+		query: q, out: &out, policy: sendOnce, timeout: time.Duration(r.Wait) + AcquireMargin}
+	if len(r.Reports) > 0 {
+		cl.body = &ReportBatch{Reports: r.Reports}
+	}
+	if err := c.do(ctx, cl); err != nil {
 		return nil, fmt.Errorf("acquire for delegate %s: %w", delegateID, err)
 	}
+	// The tasks leased are the delegate's whatever became of the
+	// reports: a manager that left them unanswered is the caller's to
+	// ask again.
 	return &out, nil
 }
 

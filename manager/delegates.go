@@ -203,11 +203,24 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 	if err != nil {
 		return err
 	}
+	// Reports carried by the acquire are applied first, and answered at
+	// once: their results should not wait for a task.
+	var results []*client.ReportResult
+	if r.ContentLength != 0 {
+		reports, refused, err := s.readOptionalReports(r)
+		if err != nil {
+			return err
+		}
+		if len(reports) > 0 {
+			results = s.applyReports(r.Context(), id, reports, refused)
+			wait = 0
+		}
+	}
 	ans, err := s.sched.Acquire(r.Context(), id, wait, max)
 	if err != nil {
 		return err
 	}
-	if ans.Quiet() {
+	if ans.Quiet() && results == nil {
 		writeEncoded(w, s.quiet.acquire)
 		return nil
 	}
@@ -219,10 +232,11 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) er
 		decorateTask(t)
 	}
 	httphelper.WriteJSON(w, &client.AcquireResponse{
-		Kind:   errand.KindAcquire,
-		Tasks:  tasks,
-		Cancel: ans.Cancel,
-		Drain:  ans.Drain,
+		Kind:    errand.KindAcquire,
+		Tasks:   tasks,
+		Cancel:  ans.Cancel,
+		Drain:   ans.Drain,
+		Reports: results,
 	}, http.StatusOK)
 	if r.Context().Err() == nil {
 		ans.Delivered()

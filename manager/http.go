@@ -66,6 +66,7 @@ func (s *Server) registerRoutes() {
 	h("POST", "/api/v1/delegates", authRegistration, s.registerDelegate)
 	h("POST", "/api/v1/delegates/{id}/heartbeat", authDelegate, s.heartbeat)
 	h("POST", "/api/v1/delegates/{id}/acquire", authDelegate, s.acquire)
+	h("POST", "/api/v1/delegates/{id}/reports", authDelegate, s.sendReports)
 	h("DELETE", "/api/v1/delegates/{id}", authDelegateOrAdmin, s.deregisterDelegate)
 	h("GET", "/api/v1/delegates", authDelegateOrViewer, s.listDelegates)
 	h("GET", "/api/v1/delegates/{id}", authViewer, s.getDelegate)

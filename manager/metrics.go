@@ -55,7 +55,11 @@ func newMetrics(s *Server) *metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"method", "route", "code"}),
 	}
-	m.registry.MustRegister(m.httpDuration, newStoreCollector(s),
+	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "errand_acquires_waiting",
+		Help: "Acquire long-polls waiting on this manager.",
+	}, func() float64 { return float64(s.sched.Waiting()) })
+	m.registry.MustRegister(m.httpDuration, waiting, newStoreCollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
 		// A store that does not answer leaves the gauges out of the

@@ -21,6 +21,7 @@ var roleMatrix = map[string]roleCells{
 	"POST /api/v1/delegates":                                                 {401, 401, 401, 401, 401},
 	"POST /api/v1/delegates/{id}/heartbeat":                                  {401, pass, 401, 401, 401},
 	"POST /api/v1/delegates/{id}/acquire":                                    {401, pass, 401, 401, 401},
+	"POST /api/v1/delegates/{id}/reports":                                    {401, pass, 401, 401, 401},
 	"DELETE /api/v1/delegates/{id}":                                          {401, pass, 403, 403, pass},
 	"GET /api/v1/delegates":                                                  {401, pass, pass, pass, pass},
 	"GET /api/v1/delegates/{id}":                                             {401, 401, pass, pass, pass},

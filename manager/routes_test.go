@@ -104,6 +104,8 @@ func (f *routeFixture) body(method, pattern string) string {
 		return `{"type":"x"}`
 	case "POST /api/v1/tasks/{id}/status":
 		return `{"lease":"` + f.lease + `","state":"running"}`
+	case "POST /api/v1/delegates/{id}/reports":
+		return `{"reports":[{"task_id":"` + f.taskID + `","lease":"` + f.lease + `","state":"running"}]}`
 	case "POST /api/v1/tasks/{id}/logs":
 		return `{"lease":"` + f.lease + `","offset":0,"lines":["a"]}`
 	case "POST /api/v1/runs":
@@ -175,6 +177,7 @@ var routeAuth = map[string]int{
 	"POST /api/v1/delegates":                                                 byRegistration,
 	"POST /api/v1/delegates/{id}/heartbeat":                                  byOwnDelegate,
 	"POST /api/v1/delegates/{id}/acquire":                                    byOwnDelegate,
+	"POST /api/v1/delegates/{id}/reports":                                    byOwnDelegate,
 	"DELETE /api/v1/delegates/{id}":                                          byDelegateOrAdmin,
 	"GET /api/v1/delegates":                                                  byAnyDelegateOrAdmin,
 	"GET /api/v1/delegates/{id}":                                             byAdmin,

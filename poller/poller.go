@@ -1,7 +1,7 @@
 // Package poller is the delegate's acquire loop: it long-polls the manager
 // for as many tasks as it has free slots, runs each through a router on a
-// bounded worker pool, ships its log and reports its outcome under its
-// lease. It works for a registered delegate, its Session: the delegate
+// bounded worker pool, ships its log and reports its state under its
+// lease, in batches (see reports.go). It works for a registered delegate, its Session: the delegate
 // package registers, heartbeats, drains and checks the host's resources,
 // and runs a Poller inside.
 package poller
@@ -44,8 +44,8 @@ const (
 type Client interface {
 	// Acquire long-polls for tasks.
 	Acquire(ctx context.Context, delegateID string, r *client.AcquireRequest) (*client.AcquireResponse, error)
-	// UpdateStatus reports a task's state under its lease.
-	UpdateStatus(ctx context.Context, taskID string, u *client.StatusUpdate) (*client.Task, error)
+	// Reports sends many status reports in one call.
+	Reports(ctx context.Context, delegateID string, reports []*client.Report) ([]*client.ReportResult, error)
 	// AppendLogs appends log lines under a task's lease.
 	AppendLogs(ctx context.Context, taskID string, a *client.LogAppend) (*client.LogAppendResult, error)
 }
@@ -110,11 +110,13 @@ var errStopped = errand.Errorf(errand.CodeCancelled, "the delegate stopped befor
 type Poller struct {
 	cfg   Config
 	clock clock.Clock
-	retry client.Retrier
 
-	mu         sync.Mutex
-	running    map[string]*job
-	reporting  map[string]bool
+	mu      sync.Mutex
+	running map[string]*job
+	// reporting counts the reports of each task not yet delivered;
+	// outcomes those that are outcomes.
+	reporting  map[string]int
+	outcomes   int
 	draining   bool
 	overloaded bool
 	idle       chan struct{} // closed while nothing runs or waits to be reported
@@ -123,7 +125,7 @@ type Poller struct {
 	// polls tell the manager it is alive (see Resting).
 	polling atomic.Bool
 
-	reports chan *report
+	out     *outbox
 	wake    chan struct{}
 	changed chan struct{}
 
@@ -140,12 +142,6 @@ type Poller struct {
 type job struct {
 	task   *errand.Task
 	cancel context.CancelCauseFunc
-}
-
-type report struct {
-	task *errand.Task
-	out  router.Outcome
-	at   time.Time
 }
 
 // New checks cfg and returns a Poller, not yet started.
@@ -184,10 +180,10 @@ func New(cfg Config) (*Poller, error) {
 		cfg:         cfg,
 		clock:       clock.OrReal(cfg.Clock),
 		running:     map[string]*job{},
-		reporting:   map[string]bool{},
+		reporting:   map[string]int{},
 		idle:        make(chan struct{}),
 		idleClosed:  true,
-		reports:     make(chan *report, cfg.MaxPendingReports),
+		out:         newOutbox(),
 		wake:        make(chan struct{}, 1),
 		changed:     make(chan struct{}, 1),
 		acquireDone: make(chan struct{}),
@@ -195,7 +191,6 @@ func New(cfg Config) (*Poller, error) {
 		done:        make(chan struct{}),
 	}
 	close(p.idle)
-	p.retry = client.Retrier{NewBackOff: cfg.NewBackOff, Timer: func() backoff.Timer { return clock.BackOffTimer(p.clock) }}
 	return p, nil
 }
 
@@ -433,6 +428,9 @@ func (p *Poller) slots() (n int, overloaded bool) {
 // acquireLoop acquires and starts tasks until ctx ends (nil) or the
 // manager refuses the delegate for good (the error).
 func (p *Poller) acquireLoop(ctx context.Context) error {
+	// Whatever is left to the next acquire goes with the report loop once
+	// there is none.
+	defer p.out.release()
 	b := backoff.WithContext(p.cfg.NewBackOff(), ctx)
 	for ctx.Err() == nil {
 		n, overloaded := p.slots()
@@ -441,9 +439,12 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 			wait = min(wait, overloadedWait)
 		}
 		actx, cancel := context.WithCancel(ctx)
-		if n == 0 {
+		id, c := p.cfg.Session.Delegate()
+		carried := p.out.acquireTake(client.MaxReports, n)
+		if n == 0 && len(carried) == 0 {
 			// Asking for nothing waits only for cancels and drains; a slot
 			// that frees meanwhile should not wait for the poll to end.
+			// (One that carries reports does not wait.)
 			go func() {
 				select {
 				case <-p.wake:
@@ -452,19 +453,22 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 				}
 			}()
 		}
-		id, c := p.cfg.Session.Delegate()
 		p.polling.Store(true)
-		resp, err := c.Acquire(actx, id, &client.AcquireRequest{Wait: errand.Duration(wait), Max: n})
+		resp, err := c.Acquire(actx, id, &client.AcquireRequest{Wait: errand.Duration(wait), Max: n, Reports: wire(carried)})
 		p.polling.Store(false)
+		p.out.acquireEnded()
 		woken := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err != nil {
+			// The report loop delivers what the acquire carried.
+			p.out.putBack(carried)
 			if ctx.Err() != nil {
 				return nil
 			}
 			if woken {
 				continue
 			}
+			p.out.release()
 			if refused(err) {
 				if err := p.cfg.Session.Refused(ctx, err); err != nil {
 					if ctx.Err() != nil {
@@ -485,6 +489,9 @@ func (p *Poller) acquireLoop(ctx context.Context) error {
 			continue
 		}
 		b.Reset()
+		if again, _ := p.settle(carried, resp.Reports); len(again) > 0 {
+			p.out.putBack(again)
+		}
 		if len(resp.Cancel) > 0 {
 			p.Cancel(resp.Cancel...)
 		}
@@ -553,19 +560,17 @@ func (p *Poller) work(ctx context.Context, j *job, c Client) {
 	logs := livelog.New(context.WithoutCancel(ctx), c, lc)
 
 	log.Info("task started")
-	rctx, stopRunning := context.WithTimeout(ctx, runningReportTimeout)
-	err := p.retry.Do(rctx, func() error {
-		_, err := c.UpdateStatus(rctx, t.ID, &client.StatusUpdate{Lease: lease, State: errand.StateRunning})
-		return err
+	// The task runs at once; the running report leaves with the next
+	// batch, and a lost lease it meets stops the task.
+	p.send(t, errand.StateRunning, client.Report{}, runningReportTimeout, func(err error) {
+		switch {
+		case errors.Is(err, errand.ErrLeaseLost):
+			cancel(errLeaseLost)
+		case err != nil && ctx.Err() == nil:
+			// The outcome can still be reported from leased.
+			log.WithError(err).Warn("could not report running")
+		}
 	})
-	stopRunning()
-	switch {
-	case errors.Is(err, errand.ErrLeaseLost):
-		cancel(errLeaseLost)
-	case err != nil && ctx.Err() == nil:
-		// The outcome can still be reported from leased; run the task.
-		log.WithError(err).Warn("could not report running")
-	}
 
 	var out router.Outcome
 	if ctx.Err() == nil {
@@ -583,71 +588,47 @@ func (p *Poller) work(ctx context.Context, j *job, c Client) {
 	if out.State == "" {
 		out = router.Stopped(ctx)
 	}
+	// Said once the outcome is queued: what reads the log may count on
+	// it.
+	p.queueOutcome(t, out)
 	log.WithField("state", out.State).Info("task ended")
-	p.queueReport(&report{task: t, out: out, at: p.clock.Now()})
 }
 
-// queueReport keeps an outcome for the report loop, or abandons it when
-// too many wait already.
-func (p *Poller) queueReport(r *report) {
+// queueOutcome queues the outcome of task t, or abandons it when too
+// many wait already.
+func (p *Poller) queueOutcome(t *errand.Task, out router.Outcome) {
+	log := p.logger().WithFields(logrus.Fields{"task_id": t.ID, "state": out.State})
 	p.mu.Lock()
-	p.reporting[r.task.ID] = true
-	p.busyChangedLocked()
-	p.mu.Unlock()
-	select {
-	case p.reports <- r:
-	default:
-		p.logger().WithFields(logrus.Fields{"task_id": r.task.ID, "state": r.out.State}).
-			Error("outcome abandoned: too many outcomes wait for an unreachable manager; the lease will expire and the manager decides")
-		p.reported(r.task.ID)
+	full := p.outcomes >= p.cfg.MaxPendingReports
+	if !full {
+		p.outcomes++
 	}
+	p.mu.Unlock()
+	if full {
+		log.Error("outcome abandoned: too many outcomes wait for an unreachable manager; the lease will expire and the manager decides")
+		return
+	}
+	p.send(t, out.State, client.Report{Result: out.Result, Error: out.Error}, p.cfg.ReportTimeout, func(err error) {
+		p.mu.Lock()
+		p.outcomes--
+		p.mu.Unlock()
+		switch {
+		case err == nil:
+			log.Debug("outcome reported")
+		case errors.Is(err, errand.ErrLeaseLost):
+			log.Warn("outcome refused: the lease was lost")
+		default:
+			log.WithError(err).Error("outcome abandoned")
+		}
+	})
 }
 
+// reported forgets a report of task id that was delivered or given up.
 func (p *Poller) reported(id string) {
 	p.mu.Lock()
-	delete(p.reporting, id)
+	if p.reporting[id]--; p.reporting[id] <= 0 {
+		delete(p.reporting, id)
+	}
 	p.busyChangedLocked()
 	p.mu.Unlock()
-}
-
-// reportLoop sends outcomes in order, retrying each until it is accepted,
-// refused, or too old.
-func (p *Poller) reportLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case r := <-p.reports:
-			p.send(ctx, r)
-		}
-	}
-}
-
-func (p *Poller) send(ctx context.Context, r *report) {
-	defer p.reported(r.task.ID)
-	log := p.logger().WithFields(logrus.Fields{"task_id": r.task.ID, "state": r.out.State})
-	lease := ""
-	if r.task.Lease != nil {
-		lease = r.task.Lease.Token
-	}
-	u := &client.StatusUpdate{Lease: lease, State: r.out.State, Result: r.out.Result, Error: r.out.Error}
-	rctx, cancel := context.WithTimeout(ctx, r.at.Add(p.cfg.ReportTimeout).Sub(p.clock.Now()))
-	defer cancel()
-	retry := p.retry
-	retry.Notify = func(err error, _ time.Duration) { log.WithError(err).Debug("report failed; retrying") }
-	err := retry.Do(rctx, func() error {
-		// The client of the delegate as it is now: a delegate registered
-		// anew reports under its new token.
-		_, c := p.cfg.Session.Delegate()
-		_, err := c.UpdateStatus(rctx, r.task.ID, u)
-		return err
-	})
-	switch {
-	case err == nil:
-		log.Debug("outcome reported")
-	case errors.Is(err, errand.ErrLeaseLost):
-		log.Warn("outcome refused: the lease was lost")
-	default:
-		log.WithError(err).Error("outcome abandoned")
-	}
 }

@@ -27,8 +27,10 @@ type Manager struct {
 	// AcquireMax records each acquire's Max; Acquires counts them;
 	// AcquireErr, when set, fails every acquire.
 	AcquireMax []int
-	AcquireErr error
-	Acquires   int
+	// AcquireCarried records how many reports each acquire carried.
+	AcquireCarried []int
+	AcquireErr     error
+	Acquires       int
 	// Statuses and Logs record the reports and log lines of each task.
 	Statuses map[string][]client.StatusUpdate
 	Logs     map[string][]string
@@ -41,8 +43,14 @@ type Manager struct {
 	BeatCancel []string
 	// Registered counts registrations.
 	Registered int
-	// FailStatus fails this many outcome reports with unavailable.
+	// FailStatus fails this many outcome reports (or calls carrying
+	// one) with unavailable.
 	FailStatus int
+	// Batches records every call that carried reports, in order.
+	Batches []Batch
+	// ReportGate, when set, holds every call to Reports until it can
+	// receive from it (or the call's context ends).
+	ReportGate chan struct{}
 	wake       chan struct{}
 }
 
@@ -104,26 +112,44 @@ func (f *Manager) Heartbeat(_ context.Context, id string, r *client.HeartbeatReq
 	return &client.HeartbeatResponse{Cancel: c, HeartbeatInterval: errand.Duration(20 * time.Millisecond)}, nil
 }
 
-// Acquire hands out up to r.Max queued tasks, waiting up to r.Wait.
+// Batch is one call that carried reports: Via is "reports" or
+// "acquire".
+type Batch struct {
+	Via     string
+	Reports []client.Report
+	Results []*client.ReportResult
+}
+
+// Acquire hands out up to r.Max queued tasks, waiting up to r.Wait; one
+// that carries reports applies them and does not wait.
 func (f *Manager) Acquire(ctx context.Context, _ string, r *client.AcquireRequest) (*client.AcquireResponse, error) {
 	f.Lock()
 	f.Acquires++
 	f.AcquireMax = append(f.AcquireMax, r.Max)
+	f.AcquireCarried = append(f.AcquireCarried, len(r.Reports))
 	if err := f.AcquireErr; err != nil {
 		f.Unlock()
 		return nil, err
+	}
+	var results []*client.ReportResult
+	if len(r.Reports) > 0 {
+		var err error
+		if results, err = f.reportsLocked("acquire", r.Reports); err != nil {
+			f.Unlock()
+			return nil, err
+		}
 	}
 	f.Unlock()
 	deadline := time.NewTimer(time.Duration(r.Wait))
 	defer deadline.Stop()
 	for {
 		f.Lock()
-		resp := &client.AcquireResponse{Cancel: f.PendingCancel}
+		resp := &client.AcquireResponse{Cancel: f.PendingCancel, Reports: results}
 		f.PendingCancel = nil
 		n := min(r.Max, len(f.Queue))
 		resp.Tasks, f.Queue = f.Queue[:n:n], f.Queue[n:]
 		f.Unlock()
-		if len(resp.Tasks) > 0 || len(resp.Cancel) > 0 {
+		if len(resp.Tasks) > 0 || len(resp.Cancel) > 0 || results != nil {
 			return resp, nil
 		}
 		select {
@@ -149,6 +175,48 @@ func (f *Manager) UpdateStatus(_ context.Context, id string, u *client.StatusUpd
 	}
 	f.Statuses[id] = append(f.Statuses[id], *u)
 	return &client.Task{ID: id, State: u.State}, nil
+}
+
+// Reports records a batch of reports, each as UpdateStatus would.
+func (f *Manager) Reports(ctx context.Context, _ string, reports []*client.Report) ([]*client.ReportResult, error) {
+	f.Lock()
+	gate := f.ReportGate
+	f.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.Lock()
+	defer f.Unlock()
+	return f.reportsLocked("reports", reports)
+}
+
+func (f *Manager) reportsLocked(via string, reports []*client.Report) ([]*client.ReportResult, error) {
+	b := Batch{Via: via}
+	outcome := false
+	for _, r := range reports {
+		b.Reports = append(b.Reports, *r)
+		outcome = outcome || r.State != errand.StateRunning
+	}
+	if outcome && f.FailStatus > 0 {
+		f.FailStatus--
+		f.Batches = append(f.Batches, b)
+		return nil, errand.Errorf(errand.CodeUnavailable, "manager down")
+	}
+	for _, r := range reports {
+		res := &client.ReportResult{TaskID: r.TaskID, Status: client.ReportApplied, State: r.State}
+		if f.LostLogs[r.TaskID] && r.State != errand.StateRunning {
+			res = &client.ReportResult{TaskID: r.TaskID, Status: client.ReportRefused, Error: errand.Errorf(errand.CodeLeaseLost, "stale")}
+		} else {
+			f.Statuses[r.TaskID] = append(f.Statuses[r.TaskID], client.StatusUpdate{Lease: r.Lease, State: r.State, Result: r.Result, Error: r.Error})
+		}
+		b.Results = append(b.Results, res)
+	}
+	f.Batches = append(f.Batches, b)
+	return b.Results, nil
 }
 
 // AppendLogs stores lines at their offset.

@@ -133,6 +133,9 @@ type Store interface {
 	// RunStore persists pipeline runs.
 	RunStore
 
+	// ReportStore applies the reports a delegate sends together.
+	ReportStore
+
 	// UserStore persists users, tokens and the audit trail.
 	UserStore
 

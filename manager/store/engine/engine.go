@@ -225,25 +225,35 @@ func resolveEvent(r errand.Readiness) (errand.Event, bool) {
 // TaskReport applies a delegate's report under its lease. Reports that
 // arrive together are applied together (see report.go).
 func (e *Engine) TaskReport(ctx context.Context, p store.TaskReportParams) (*errand.Task, error) {
-	ev, ok := errand.EventForReport(p.State)
-	if !ok {
-		return nil, errand.Errorf(errand.CodeInvalid, "state: a delegate cannot report %q", p.State)
-	}
-	if len(p.Result) > 0 && !json.Valid(p.Result) {
-		return nil, errand.Errorf(errand.CodeInvalid, "result: not JSON")
+	ev, err := reportEvent(p)
+	if err != nil {
+		return nil, err
 	}
 	return e.report(ctx, p, ev)
 }
 
-// reportOne applies one report in a transaction of its own.
-func (e *Engine) reportOne(ctx context.Context, p store.TaskReportParams, ev errand.Event) (*errand.Task, error) {
-	var out *errand.Task
-	err := e.write(ctx, func(tx store.DriverTx) error {
+// reportEvent checks a report on its own and returns its event.
+func reportEvent(p store.TaskReportParams) (errand.Event, error) {
+	ev, ok := errand.EventForReport(p.State)
+	if !ok {
+		return ev, errand.Errorf(errand.CodeInvalid, "state: a delegate cannot report %q", p.State)
+	}
+	if len(p.Result) > 0 && !json.Valid(p.Result) {
+		return ev, errand.Errorf(errand.CodeInvalid, "result: not JSON")
+	}
+	return ev, nil
+}
+
+// reportOne applies one report in a transaction of its own; same is set
+// when it changed nothing (a retry).
+func (e *Engine) reportOne(ctx context.Context, p store.TaskReportParams, ev errand.Event) (out *errand.Task, same bool, err error) {
+	err = e.write(ctx, func(tx store.DriverTx) error {
 		row, err := tx.TaskRow(p.TaskID)
 		if err != nil {
 			return err
 		}
-		next, same, err := decideReport(row, p, ev)
+		next, unchanged, err := decideReport(row, p, ev)
+		same = unchanged
 		if err != nil || same {
 			out = row.Detached()
 			return err
@@ -252,9 +262,9 @@ func (e *Engine) reportOne(ctx context.Context, p store.TaskReportParams, ev err
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return out, nil
+	return out, same, nil
 }
 
 // decideReport is the rule of a report on a task read as row: the lease

@@ -43,22 +43,36 @@ type reportReq struct {
 	// report: its caller then only waits for done.
 	taken bool
 	out   *errand.Task
-	err   error
-	done  chan struct{}
+	// same is set for a report that changed nothing: a retry.
+	same bool
+	err  error
+	done chan struct{}
 }
 
 // report queues a report and waits until a batch applied it, applying
 // the batch itself when none is running.
 func (e *Engine) report(ctx context.Context, p store.TaskReportParams, ev errand.Event) (*errand.Task, error) {
 	req := &reportReq{ctx: ctx, p: p, ev: ev, done: make(chan struct{})}
-	q := &e.reports
+	e.reports.add(req)
+	e.await(req)
+	return req.out, req.err
+}
+
+// add queues reports for the next batch.
+func (q *reportQueue) add(reqs ...*reportReq) {
 	q.mu.Lock()
-	q.pending = append(q.pending, req)
+	q.pending = append(q.pending, reqs...)
 	q.mu.Unlock()
+}
+
+// await waits until a batch applied req, applying the batch itself when
+// none is running.
+func (e *Engine) await(req *reportReq) {
+	q := &e.reports
 	for {
 		select {
 		case <-req.done:
-			return req.out, req.err
+			return
 		case q.sem <- struct{}{}:
 			// Let reports that are about to arrive join the batch.
 			runtime.Gosched()
@@ -75,7 +89,7 @@ func (e *Engine) report(ctx context.Context, p store.TaskReportParams, ev errand
 			q.mu.Unlock()
 			if taken {
 				<-req.done
-				return req.out, req.err
+				return
 			}
 		}
 	}
@@ -99,7 +113,7 @@ func (q *reportQueue) take() []*reportReq {
 func (e *Engine) applyReports(batch []*reportReq) {
 	if len(batch) == 1 {
 		r := batch[0]
-		r.out, r.err = e.reportOne(context.WithoutCancel(r.ctx), r.p, r.ev)
+		r.out, r.same, r.err = e.reportOne(context.WithoutCancel(r.ctx), r.p, r.ev)
 		return
 	}
 	ctx := context.WithoutCancel(batch[0].ctx)
@@ -108,7 +122,7 @@ func (e *Engine) applyReports(batch []*reportReq) {
 		return
 	}
 	for _, r := range batch {
-		r.out, r.err = e.reportOne(context.WithoutCancel(r.ctx), r.p, r.ev)
+		r.out, r.same, r.err = e.reportOne(context.WithoutCancel(r.ctx), r.p, r.ev)
 	}
 }
 
@@ -117,7 +131,7 @@ func (e *Engine) applyReports(batch []*reportReq) {
 // in their order, each on the row the one before left.
 func applyBatch(tx store.DriverTx, batch []*reportReq) error {
 	for _, r := range batch {
-		r.out, r.err = nil, nil
+		r.out, r.same, r.err = nil, false, nil
 	}
 	ids := make([]string, 0, len(batch))
 	seen := make(map[string]bool, len(batch))
@@ -144,11 +158,12 @@ func applyBatch(tx store.DriverTx, batch []*reportReq) error {
 			continue
 		}
 		next, same, err := decideReport(row, r.p, r.ev)
-		if err != nil || same {
-			r.out, r.err = row.Detached(), err
-			if err != nil {
-				r.out = nil
-			}
+		if err != nil {
+			r.err = err
+			continue
+		}
+		if same {
+			r.out, r.same = row.Detached(), true
 			continue
 		}
 		n := outcome(row, next, Extras{Result: r.p.Result, Err: r.p.Error}, r.p.Now)

@@ -39,6 +39,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ReportIdempotent", testReportIdempotent},
 		{"ReportOutcomes", testReportOutcomes},
 		{"ReportsTogether", testReportsTogether},
+		{"ReportBatch", testReportBatch},
+		{"ReportBatchesTogether", testReportBatchesTogether},
 		{"ReportResultEveryEnd", testReportResultEveryEnd},
 		{"DependencyRelease", testDependencyRelease},
 		{"DependencyConditions", testDependencyConditions},
