@@ -51,6 +51,7 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 	jf := addJsonnetFlags(cmd)
 	af := addArtifactFlags(cmd, &cfg)
 	lf := addLogFlags(cmd)
+	prof := addCPUProfileFlag(cmd, "ERRAND_CPU_PROFILE")
 
 	cmd.Action(g.action(func(ctx context.Context) error {
 		if err := jf.validate(); err != nil {
@@ -59,6 +60,10 @@ func addManagerCommand(app *kingpin.Application, g *globals) {
 		if err := af.apply(&cfg); err != nil {
 			return err
 		}
+		if err := prof.start(); err != nil {
+			return err
+		}
+		defer prof.stop()
 		cfg.JsonnetTimeout, cfg.JsonnetMemory = jf.timeout, int64(jf.memory)
 		log := lf.logger(g.Stderr)
 		cfg.Log = log
