@@ -74,7 +74,17 @@ func (o *outbox) acquireTake(max, n int) []*outgoing {
 	batch := o.take(max, true)
 	o.mu.Lock()
 	o.slotWaiter = n == 0 && len(batch) == 0
+	// What this acquire could not take (an earlier report of its task is
+	// in flight) is the report loop's: the next acquire may be long.
+	left := false
+	for _, g := range o.queue {
+		left = left || g.forAcquire
+		g.forAcquire = false
+	}
 	o.mu.Unlock()
+	if left {
+		signal(o.ready)
+	}
 	return batch
 }
 
