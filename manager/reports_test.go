@@ -1,14 +1,18 @@
 package manager
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/errandci/errand"
 	"github.com/errandci/errand/client"
+	"github.com/errandci/errand/manager/store"
 )
 
 // A batch of reports is answered per report: applied, unchanged for a
@@ -179,4 +183,54 @@ func FuzzDecodeReportBatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// getCountingStore counts TaskGet.
+type getCountingStore struct {
+	store.Store
+	gets atomic.Int64
+}
+
+func (c *getCountingStore) TaskGet(ctx context.Context, id string) (*errand.Task, error) {
+	c.gets.Add(1)
+	return c.Store.TaskGet(ctx, id)
+}
+
+// The reports of a task whose data holds and names no secret read no
+// task to learn what to mask; those of one with a secret still mask it.
+func TestReportsOfTaskWithoutSecretsReadNoTask(t *testing.T) {
+	var c *getCountingStore
+	e := newEnvOver(t, func(st store.Store) store.Store {
+		c = &getCountingStore{Store: st}
+		return c
+	})
+	d := e.register("d1", nil)
+	e.create(&client.TaskSpec{ID: "plain", Type: "x", Data: json.RawMessage(`{"n":1}`)})
+	e.create(&client.TaskSpec{ID: "secret", Type: "x", Data: json.RawMessage(`{"secrets":{"K":"hunter2-value"}}`)})
+	leased := e.acquire(d, "max=2").Tasks
+	if len(leased) != 2 {
+		t.Fatalf("acquired %d tasks", len(leased))
+	}
+	before := c.gets.Load()
+	var reports []*client.Report
+	for _, tk := range leased {
+		reports = append(reports, &client.Report{TaskID: tk.ID, Lease: tk.Lease.Token, State: errand.StateSucceeded,
+			Result: json.RawMessage(`{"out":"hunter2-value"}`)})
+	}
+	var res client.ReportResults
+	e.must(http.StatusOK, "POST", "/api/v1/delegates/"+d.id+"/reports", d.token, &client.ReportBatch{Reports: reports}, &res)
+	for _, r := range res.Results {
+		if r.Status != client.ReportApplied {
+			t.Fatalf("results %+v", res.Results)
+		}
+	}
+	if got := c.gets.Load() - before; got != 1 {
+		t.Errorf("the reports read %d tasks, want 1 (the one with a secret)", got)
+	}
+	if got := string(e.getTask("secret").Result); strings.Contains(got, "hunter2-value") {
+		t.Errorf("the secret's value was stored unmasked: %s", got)
+	}
+	if got := string(e.getTask("plain").Result); got != `{"out":"hunter2-value"}` {
+		t.Errorf("the plain task's result = %s", got)
+	}
 }

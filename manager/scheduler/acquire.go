@@ -108,6 +108,13 @@ func (s *Scheduler) lookForTasks(ctx context.Context, d *errand.Delegate, max in
 		return nil, fmt.Errorf("acquire for delegate %s: %w", d.ID, err)
 	}
 	s.cache.looked(d.ID, queued, s.now(), len(tasks))
+	for _, t := range tasks {
+		if !mentionsSecrets(t.Data) {
+			// Nothing to mask in what its delegate will report: its
+			// reports need not read the task again to know.
+			s.maskers.put(t.ID, nil)
+		}
+	}
 	return s.leaseSecrets(ctx, d.ID, tasks)
 }
 

@@ -49,6 +49,12 @@ func (c *taskMaskers) put(id string, m *livelog.Masker) {
 	}
 }
 
+// mentionsSecrets reports whether task data may hold secret values or
+// name secrets: whether its masker may be other than nil.
+func mentionsSecrets(data json.RawMessage) bool {
+	return bytes.Contains(data, []byte(`"`+errand.SecretsField+`"`)) || bytes.Contains(data, []byte(`"`+errand.SecretNamesField+`"`))
+}
+
 // secretValues returns the values of the "secrets" object of task data
 // (values written in a task's data by its author), the string ones.
 func secretValues(data json.RawMessage) []string {
