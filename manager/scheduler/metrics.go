@@ -38,7 +38,7 @@ type Metrics struct {
 
 	// ended carries the ids of the tasks this manager ended, from the
 	// change stream to the recorder.
-	ended chan string
+	ended chan store.Change
 }
 
 func newMetrics(log *logrus.Logger, ignore []string) *Metrics {
@@ -72,7 +72,7 @@ func newMetrics(log *logrus.Logger, ignore []string) *Metrics {
 		}),
 		log:    log,
 		ignore: ignore,
-		ended:  make(chan string, endedBuffer),
+		ended:  make(chan store.Change, endedBuffer),
 	}
 	for _, st := range errand.States {
 		if st.Terminal() {
@@ -105,7 +105,7 @@ func (m *Metrics) change(c store.Change) {
 			return
 		}
 		select {
-		case m.ended <- c.TaskID:
+		case m.ended <- c:
 		default:
 			m.log.WithField("task_id", c.TaskID).Debug("metrics: too many task ends waiting; one is not recorded")
 		}
@@ -120,21 +120,26 @@ func (s *Scheduler) runMetricsRecorder(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case id := <-s.metrics.ended:
+		case c := <-s.metrics.ended:
 			rctx, cancel := context.WithTimeout(ctx, recordTimeout)
-			if err := s.recordEnd(rctx, id); err != nil && ctx.Err() == nil {
-				s.log.WithError(err).WithField("task_id", id).Warn("metrics: could not record a task's end")
+			if err := s.recordEnd(rctx, c); err != nil && ctx.Err() == nil {
+				s.log.WithError(err).WithField("task_id", c.TaskID).Warn("metrics: could not record a task's end")
 			}
 			cancel()
 		}
 	}
 }
 
-func (s *Scheduler) recordEnd(ctx context.Context, id string) error {
+func (s *Scheduler) recordEnd(ctx context.Context, c store.Change) error {
 	m := s.metrics
-	t, err := s.store.TaskGet(ctx, id)
-	if err != nil {
-		return err
+	// The task as it ended comes with the change; a change without it
+	// has the task read.
+	t := c.Ended
+	if t == nil {
+		var err error
+		if t, err = s.store.TaskGet(ctx, c.TaskID); err != nil {
+			return err
+		}
 	}
 	if !t.State.Terminal() {
 		return nil

@@ -350,6 +350,10 @@ type Change struct {
 	// manager's changes, so that summing them over replicas counts each
 	// once.
 	Remote bool
+	// Ended is the task as it ended, on a ChangeTaskEnded of this
+	// manager's own (never across managers), so that what records the
+	// end need not read it again. It may be nil.
+	Ended *errand.Task
 }
 
 // RunStore persists pipeline runs. A run's phase, result and stage states

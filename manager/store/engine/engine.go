@@ -142,7 +142,7 @@ func insertBatch(tx store.DriverTx, tasks []*errand.Task, order []int, outside m
 		case row.State == errand.StateQueued:
 			tx.Emit(store.Change{Kind: store.ChangeTaskQueued, TaskID: row.ID, TaskType: row.Type})
 		case row.State.Terminal():
-			tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
+			tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID, Ended: out[i]})
 		case row.State == errand.StateWaiting:
 			tx.Emit(store.Change{Kind: store.ChangeTaskWaiting, TaskID: row.ID, TaskType: row.Type})
 		}
@@ -381,7 +381,7 @@ func written(tx store.DriverTx, row, n *store.TaskRow, now time.Time) error {
 	case n.State == errand.StateWaiting && row.State != errand.StateWaiting:
 		tx.Emit(store.Change{Kind: store.ChangeTaskWaiting, TaskID: row.ID, TaskType: row.Type})
 	case n.State.Terminal():
-		tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID})
+		tx.Emit(store.Change{Kind: store.ChangeTaskEnded, TaskID: row.ID, Ended: n.Detached()})
 		if row.HasDependents {
 			return releaseDependents(tx, row.ID, now)
 		}

@@ -29,6 +29,7 @@ type wireChange struct {
 	TaskState  errand.State     `json:"s,omitempty"`
 	Count      int              `json:"n,omitempty"`
 	Remote     bool             `json:"-"`
+	Ended      *errand.Task     `json:"-"`
 }
 
 // encodePayloads packs changes into NOTIFY payloads of the form
