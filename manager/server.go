@@ -151,7 +151,7 @@ func New(cfg Config, st store.Store, objects ost.Storage) (*Server, error) {
 		_ = s.sched.Stop(context.Background())
 		return nil, err
 	}
-	if s.pipelines, err = pipelines.New(pipelines.Config{Log: cfg.Log, Now: cfg.Now,
+	if s.pipelines, err = pipelines.New(pipelines.Config{Log: cfg.Log, Now: cfg.Now, ReadConfig: s.runs.ReadSourceFile,
 		RunStarted: func(ctx context.Context, run *client.Run) { s.webhooks.runEvent(ctx, notify.EventRunStarted, run) },
 	}, st, s.runs); err != nil {
 		_ = s.logs.Stop(context.Background())

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/errandci/errand/client"
@@ -36,5 +37,42 @@ func TestPipelineSourceReachesRuns(t *testing.T) {
 	e.must(http.StatusCreated, "POST", "/api/v1/runs/"+first.ID+"/restart", testAdmin, &client.RestartRequest{From: "start"}, &again)
 	if again.Commit != repo.First || again.Number != 4 {
 		t.Fatalf("restart: commit %q number %d, want %s and 4", again.Commit, again.Number, repo.First)
+	}
+}
+
+// TestPipelineConfigFromSource: a pipeline whose config is at
+// config_path in its source runs the config of the commit it checks
+// out: the ref's commit now, a trigger's ref's, or a given commit. A
+// path the commit does not have fails the start with the path named,
+// and nothing is started.
+func TestPipelineConfigFromSource(t *testing.T) {
+	repo := gittest.NewRepo(t)
+	url := repo.Daemon(t)
+	e := newEnv(t)
+	e.createPipeline(&client.PipelineSpec{Name: "inrepo", ConfigPath: "ci/errand.yml",
+		Source: []byte(`{"git":{"url":"` + url + `","ref":"main"}}`)})
+	for _, c := range []struct {
+		req          *client.PipelineRunRequest
+		commit, name string
+	}{
+		{nil, repo.Second, "second"},
+		{&client.PipelineRunRequest{Ref: "first"}, repo.First, "first"},
+		{&client.PipelineRunRequest{Commit: repo.First}, repo.First, "first"},
+	} {
+		run := e.startPipelineRun("inrepo", c.req)
+		if run.Commit != c.commit || len(run.Stages) != 1 || run.Stages[0].Name != c.name || run.Filename != "errand.yml" {
+			t.Fatalf("run %+v: commit %s, %d stages, filename %q; want %s with the one stage %q", c.req, run.Commit, len(run.Stages), run.Filename, c.commit, c.name)
+		}
+	}
+	e.createPipeline(&client.PipelineSpec{Name: "missing", ConfigPath: "ci/none.yml",
+		Source: []byte(`{"git":{"url":"` + url + `","ref":"main"}}`)})
+	eb := e.fails(http.StatusBadRequest, "invalid", "POST", "/api/v1/pipelines/missing/runs", testAdmin, &client.PipelineRunRequest{})
+	if !strings.Contains(eb.Reason, "ci/none.yml") {
+		t.Errorf("a missing config: %q does not name the path", eb.Reason)
+	}
+	var runs client.RunList
+	e.must(http.StatusOK, "GET", "/api/v1/pipelines/missing/runs", testAdmin, nil, &runs)
+	if len(runs.Items) != 0 {
+		t.Errorf("a start that failed left %d runs", len(runs.Items))
 	}
 }

@@ -138,6 +138,8 @@ type runner struct {
 	// log receives each command and git's messages, masked; may be nil.
 	log io.Writer
 	env []string
+	// maxOut bounds a command's standard output: maxStdout when 0.
+	maxOut int
 }
 
 func newRunner(opts Options, cred *Credential, log io.Writer) *runner {
@@ -246,7 +248,11 @@ func (r *runner) run(ctx context.Context, dir string, args ...string) ([]byte, e
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = waitDelay
-	stdout := &limitedBuffer{max: maxStdout}
+	limit := r.maxOut
+	if limit <= 0 {
+		limit = maxStdout
+	}
+	stdout := &limitedBuffer{max: limit}
 	stderr := &stderrWriter{r: r}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	shown := strings.Join(args, " ")
@@ -255,7 +261,7 @@ func (r *runner) run(ctx context.Context, dir string, args ...string) ([]byte, e
 	stderr.flush()
 	switch {
 	case err == nil && stdout.over:
-		return nil, &commandError{args: shown, err: fmt.Errorf("more than %d bytes of output", maxStdout)}
+		return nil, &commandError{args: shown, err: fmt.Errorf("more than %d bytes of output", limit)}
 	case err == nil:
 		return stdout.Bytes(), nil
 	case errors.Is(context.Cause(ctx), errAttemptTimeout):

@@ -25,10 +25,11 @@ import (
 // Config is the service's configuration.
 type Config struct {
 	// ReadConfig reads the config at path in a pipeline's source, at
-	// commit (empty: the source's ref), for a pipeline that names its
-	// config by config_path. A pipeline with config_path cannot start
-	// runs when it is nil.
-	ReadConfig func(ctx context.Context, source json.RawMessage, commit, path string) ([]byte, error)
+	// commit (empty: the commit the source's ref names now), for a
+	// pipeline that names its config by config_path, and returns the
+	// commit it read it from: the run checks out that one. A pipeline
+	// with config_path cannot start runs when it is nil.
+	ReadConfig func(ctx context.Context, source *errand.Source, commit, path string) ([]byte, string, error)
 	// Log receives the service's log; logrus.StandardLogger() when nil.
 	Log *logrus.Logger
 	// Now is the clock; time.Now when nil.
@@ -230,16 +231,23 @@ func (s *Service) StartRun(ctx context.Context, name string, p TriggerParams) (*
 	if err != nil {
 		return nil, err
 	}
-	config, filename := sp.Config, sp.Filename
+	source, err := decodeSource(sp.Source)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", name, err)
+	}
+	if g := source; g != nil && g.Git != nil && p.Ref != "" {
+		g.Git.Ref = p.Ref
+	}
+	config, filename, commit := sp.Config, sp.Filename, p.Commit
 	if sp.ConfigPath != "" {
 		if s.cfg.ReadConfig == nil {
 			return nil, errand.Errorf(errand.CodeInvalid, "pipeline %s: its config is at %s in its source, and this manager reads no config from a source", name, sp.ConfigPath)
 		}
-		b, err := s.cfg.ReadConfig(ctx, sp.Source, p.Commit, sp.ConfigPath)
+		b, at, err := s.cfg.ReadConfig(ctx, source, commit, sp.ConfigPath)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline %s: read %s from its source: %w", name, sp.ConfigPath, err)
 		}
-		config, filename = string(b), sp.ConfigPath[strings.LastIndex(sp.ConfigPath, "/")+1:]
+		config, filename, commit = string(b), sp.ConfigPath[strings.LastIndex(sp.ConfigPath, "/")+1:], at
 	}
 	vars := maps.Clone(sp.Variables)
 	if vars == nil {
@@ -252,16 +260,11 @@ func (s *Service) StartRun(ctx context.Context, name string, p TriggerParams) (*
 	}
 	req := &client.RunRequest{Config: config, Filename: filename, Branch: branch, Event: p.Event,
 		Env: vars, ExtStr: vars}
-	// The run checks out the trigger's commit, or its ref's, from the
-	// pipeline's source.
-	if req.Source, err = decodeSource(sp.Source); err != nil {
-		return nil, fmt.Errorf("pipeline %s: %w", name, err)
-	}
-	if g := req.Source; g != nil && g.Git != nil {
-		if p.Ref != "" {
-			g.Git.Ref = p.Ref
-		}
-		req.Commit = p.Commit
+	// The run checks out the trigger's commit, or its ref's (the one its
+	// config was read from), from the pipeline's source.
+	req.Source = source
+	if source != nil && source.Git != nil {
+		req.Commit = commit
 	}
 	run, err := s.runs.Start(ctx, runs.StartParams{Request: req, Pipeline: name, Trigger: store.RunTrigger{Kind: p.Kind, Who: p.Who,
 		Event: p.Event, Commit: p.Commit, Ref: p.Ref, Author: p.Author, Message: p.Message}})

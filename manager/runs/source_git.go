@@ -38,32 +38,14 @@ func checkSource(req *client.RunRequest) error {
 // short to be masked.
 func (s *Service) resolveSource(ctx context.Context, req *client.RunRequest, secrets map[string]string) (string, error) {
 	src := req.Source.Git
-	var cred *gitsource.Credential
-	if name := src.Credentials; name != "" {
-		v, ok, err := s.cfg.Secrets.Secret(ctx, name)
-		switch {
-		case err != nil:
-			return "", fmt.Errorf("read secret %s: %w", name, err)
-		case !ok:
-			return "", pipeline.FieldError{Path: "source.git.credentials", Message: fmt.Sprintf("secret %s is not set on the manager", name)}
-		}
-		if _, short := livelog.SecretParts(v); short > 0 {
-			return "", pipeline.FieldError{Path: "source.git.credentials", Message: fmt.Sprintf(
-				"secret %s: its value is shorter than %d bytes and cannot be masked in logs; use a longer value", name, livelog.MinSecretLen)}
-		}
-		if cred, err = gitsource.ParseCredential(v); err != nil {
-			return "", pipeline.FieldError{Path: "source.git.credentials", Message: fmt.Sprintf("secret %s: %v", name, err)}
-		}
-		secrets[name] = v
+	cred, err := s.sourceCredential(ctx, src, secrets)
+	if err != nil {
+		return "", err
 	}
 	if req.Commit != "" {
 		return req.Commit, nil
 	}
-	opts := s.cfg.Git
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultResolveTimeout
-	}
-	commit, err := gitsource.Resolve(ctx, opts, src, cred)
+	commit, err := gitsource.Resolve(ctx, s.resolveOptions(), src, cred)
 	switch {
 	case err == nil:
 		s.log.WithFields(logrus.Fields{"url": src.URL, "ref": src.Ref, "commit": commit}).Debug("source resolved")
@@ -74,4 +56,69 @@ func (s *Service) resolveSource(ctx context.Context, req *client.RunRequest, sec
 		return "", pipeline.FieldError{Path: "source.git.ref", Message: err.Error()}
 	}
 	return "", pipeline.FieldError{Path: "source.git.url", Message: fmt.Sprintf("resolve the ref: %v", err)}
+}
+
+// resolveOptions are the options of the manager's own git commands.
+func (s *Service) resolveOptions() gitsource.Options {
+	opts := s.cfg.Git
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultResolveTimeout
+	}
+	return opts
+}
+
+// sourceCredential reads the credential src names, if any, from the
+// secret source, and adds it to secrets (nil: not kept).
+func (s *Service) sourceCredential(ctx context.Context, src *errand.GitSource, secrets map[string]string) (*gitsource.Credential, error) {
+	name := src.Credentials
+	if name == "" {
+		return nil, nil
+	}
+	v, ok, err := s.cfg.Secrets.Secret(ctx, name)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read secret %s: %w", name, err)
+	case !ok:
+		return nil, pipeline.FieldError{Path: "source.git.credentials", Message: fmt.Sprintf("secret %s is not set on the manager", name)}
+	}
+	if _, short := livelog.SecretParts(v); short > 0 {
+		return nil, pipeline.FieldError{Path: "source.git.credentials", Message: fmt.Sprintf(
+			"secret %s: its value is shorter than %d bytes and cannot be masked in logs; use a longer value", name, livelog.MinSecretLen)}
+	}
+	cred, err := gitsource.ParseCredential(v)
+	if err != nil {
+		return nil, pipeline.FieldError{Path: "source.git.credentials", Message: fmt.Sprintf("secret %s: %v", name, err)}
+	}
+	if secrets != nil {
+		secrets[name] = v
+	}
+	return cred, nil
+}
+
+// ReadSourceFile returns the file at path in a Git source's commit (its
+// ref's commit now when commit is empty) and the commit it was read
+// from, for a stored pipeline whose config is in its source. A file
+// over pipeline.MaxConfigSize is refused. The error holds git's words
+// with the credential masked.
+func (s *Service) ReadSourceFile(ctx context.Context, src *errand.Source, commit, path string) ([]byte, string, error) {
+	if src == nil || src.Git == nil {
+		return nil, "", errand.Errorf(errand.CodeInvalid, "the pipeline has no git source to read %s from", path)
+	}
+	if err := pipeline.ValidateSource(src, commit); err != nil {
+		return nil, "", errand.Errorf(errand.CodeInvalid, "%v", err)
+	}
+	cred, err := s.sourceCredential(ctx, src.Git, nil)
+	if err != nil {
+		return nil, "", errand.Errorf(errand.CodeInvalid, "%v", err)
+	}
+	data, at, err := gitsource.ReadFile(ctx, s.resolveOptions(), src.Git, commit, path, pipeline.MaxConfigSize, cred)
+	switch {
+	case err == nil:
+		return data, at, nil
+	case ctx.Err() != nil:
+		return nil, "", context.Cause(ctx)
+	case errand.ErrorCode(err) != errand.CodeInternal:
+		return nil, "", err
+	}
+	return nil, "", errand.Errorf(errand.CodeInvalid, "%v", err)
 }

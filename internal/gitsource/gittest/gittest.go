@@ -104,6 +104,10 @@ func NewRepo(t testing.TB) *Repo {
 	Run(t, work, "init", "-q", "-b", "main")
 	write(work, "README", "first\n")
 	write(work, "run.sh", "#!/bin/sh\necho run\n")
+	if err := os.MkdirAll(filepath.Join(work, "ci"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(work, "ci/errand.yml", Config("first"))
 	if err := os.Chmod(filepath.Join(work, "run.sh"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +119,7 @@ func NewRepo(t testing.TB) *Repo {
 	Run(t, work, "-c", "protocol.file.allow=always", "submodule", "add", "-q", filepath.Join(r.Dir, "sub.git"), "sub")
 	Run(t, work, "config", "-f", ".gitmodules", "submodule.sub.url", "../sub.git")
 	write(work, "README", "second\n")
+	write(work, "ci/errand.yml", Config("second"))
 	Run(t, work, "add", "-A")
 	Run(t, work, "commit", "-q", "-m", "second")
 	r.Second = Run(t, work, "rev-parse", "HEAD")
@@ -125,6 +130,13 @@ func NewRepo(t testing.TB) *Repo {
 		Run(t, filepath.Join(r.Dir, bare), "config", "uploadpack.allowReachableSHA1InWant", "true")
 	}
 	return r
+}
+
+// Config is the pipeline config at ci/errand.yml in repo.git: in the
+// first commit, Config("first"); in the second, Config("second"). Its
+// one stage is named after the commit and prints the README.
+func Config(commit string) string {
+	return "stages:\n  - name: " + commit + "\n    steps: [{name: s, commands: [cat README]}]\n"
 }
 
 // Daemon serves the repo's directory with git daemon in inetd mode, one
