@@ -96,17 +96,18 @@ func TestE2ERestartedDelegateKillsLeftoverSteps(t *testing.T) {
 	}
 	shell, child := stepPIDs(t, admin, "orphan-step0")
 
-	// Lose the watchdog with its delegate: stopped first so that it
-	// cannot act on the delegate's end.
+	// Lose the watchdog with its delegate: killed first so that it
+	// cannot act on the delegate's end. (Stopping it would not do: a
+	// stopped process whose group is orphaned by the delegate's death is
+	// sent SIGHUP and SIGCONT by the kernel, and goes on where SIGHUP is
+	// ignored, as under nohup.) The delegate does not watch its
+	// watchdogs, so it does nothing in between.
 	wd := childNamed(t, d.cmd.Process.Pid, "errand-step-watchdog")
-	if err := syscall.Kill(wd, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(wd, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	d.signal(syscall.SIGKILL)
 	d.wait(t, 10*time.Second)
-	if err := syscall.Kill(wd, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
 	poll(t, fmt.Sprintf("shell %d gone with its delegate", shell), 5*time.Second, func() bool { return processGone(shell) })
 	if processGone(child) {
 		t.Fatalf("child %d gone already; the test wants it left over", child)
