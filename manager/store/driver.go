@@ -62,6 +62,8 @@ type DriverRows interface {
 	UserStore
 	DeliveryStore
 	ArtifactStore
+	// RetentionStore deletes runs, expired artifacts and their objects.
+	RetentionStore
 	// PipelineRows stores pipelines and reads the origins of runs.
 	PipelineRows
 

@@ -143,6 +143,8 @@ type Store interface {
 	DeliveryStore
 	// ArtifactStore persists the records of artifacts.
 	ArtifactStore
+	// RetentionStore deletes runs, expired artifacts and their objects.
+	RetentionStore
 	// PipelineStore persists named pipelines and the origins of runs.
 	PipelineStore
 	LeaseChecker

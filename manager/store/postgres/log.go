@@ -114,7 +114,8 @@ func (w *wtx) LogSeal(taskID string, objects []store.LogObject) error {
 		return err
 	}
 	batch := &pgx.Batch{}
-	batch.Queue(`UPDATE tasks SET log_sealed = true, log_objects = $1 WHERE id = $2`, string(b), taskID)
+	batch.Queue(`UPDATE tasks SET log_sealed = true, log_objects = $1, log_bytes = $2, log_object_count = $3 WHERE id = $4`,
+		string(b), store.LogObjectBytes(objects), len(objects), taskID)
 	batch.Queue(`DELETE FROM log_chunks WHERE task_id = $1`, taskID)
 	return w.sendBatch(batch)
 }

@@ -128,8 +128,8 @@ func (w *wtx) LogSeal(taskID string, objects []store.LogObject) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ?, version = ? WHERE id = ?`,
-		string(b), w.s.nextVersion(), taskID); err != nil {
+	if _, err := w.exec(`UPDATE tasks SET log_sealed = 1, log_objects = ?, log_bytes = ?, log_object_count = ?, version = ? WHERE id = ?`,
+		string(b), store.LogObjectBytes(objects), len(objects), w.s.nextVersion(), taskID); err != nil {
 		return err
 	}
 	_, err = w.exec(`DELETE FROM log_chunks WHERE task_id = ?`, taskID)

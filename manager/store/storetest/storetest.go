@@ -98,6 +98,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PipelineRunNumbers", testPipelineRunNumbers},
 		{"PipelineRunNumbersConcurrent", testPipelineRunNumbersConcurrent},
 		{"RunUses", testRunUses},
+		{"RunDelete", testRunDelete},
+		{"ArtifactExpire", testArtifactExpire},
+		{"Locks", testLocks},
+		{"StorageUsage", testStorageUsage},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
