@@ -295,4 +295,3 @@ func (s *Driver) StorageUsage(ctx context.Context) (store.StorageUsage, error) {
 	}
 	return store.StorageUsage{store.KindLogs: logs, store.KindArtifacts: arts, store.KindCaches: {}}, nil
 }
-
