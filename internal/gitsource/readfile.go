@@ -47,28 +47,25 @@ func ReadFile(ctx context.Context, opts Options, src *errand.GitSource, commit, 
 	if _, err := r.retry(ctx, dir, "fetch", "-q", "--no-tags", "--no-recurse-submodules", "--depth=1", "--", src.URL, commit); err != nil {
 		return nil, "", err
 	}
-	object := commit + ":" + path
-	kind, err := r.run(ctx, dir, "cat-file", "-t", object)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s at %s: %w", path, commit, ErrFileNotFound)
-	}
-	if k := strings.TrimSpace(string(kind)); k != "blob" {
-		return nil, "", fmt.Errorf("%s at %s is a %s, not a file", path, commit, k)
-	}
-	mode, err := r.run(ctx, dir, "ls-tree", commit, "--", path)
+	// One listing gives the entry's mode, type, id and size.
+	entry, err := r.run(ctx, dir, "ls-tree", "-l", commit, "--", path)
 	if err != nil {
 		return nil, "", err
 	}
-	if strings.HasPrefix(string(mode), "120000 ") {
+	meta, _, _ := strings.Cut(strings.TrimSpace(string(entry)), "\t")
+	f := strings.Fields(meta)
+	switch {
+	case len(f) != 4:
+		return nil, "", fmt.Errorf("%s at %s: %w", path, commit, ErrFileNotFound)
+	case f[1] != "blob":
+		return nil, "", fmt.Errorf("%s at %s is a %s, not a file", path, commit, f[1])
+	case f[0] == "120000":
 		return nil, "", fmt.Errorf("%s at %s is a symbolic link, not a file", path, commit)
 	}
-	size, err := r.run(ctx, dir, "cat-file", "-s", object)
+	object := f[2]
+	n, err := strconv.ParseInt(f[3], 10, 64)
 	if err != nil {
-		return nil, "", err
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(size)), 10, 64)
-	if err != nil {
-		return nil, "", fmt.Errorf("%s at %s: size %q: %w", path, commit, size, err)
+		return nil, "", fmt.Errorf("%s at %s: size %q: %w", path, commit, f[3], err)
 	}
 	if n > max {
 		return nil, "", fmt.Errorf("%s at %s is %d bytes, larger than the %d allowed", path, commit, n, max)
